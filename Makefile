@@ -1,0 +1,60 @@
+# osteohooks: everything a bare machine with python3 (3.11 or 3.12) needs.
+# `make test` and `make run` create .venv and install on first use; later runs
+# reuse it (the stamp is rebuilt only when pyproject.toml changes).
+
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8080
+
+# durable-rules 2.0.28 builds on CPython 3.11 and 3.12 only: pick one of those.
+PYTHON ?= $(shell for p in python3.12 python3.11 python3; do \
+	  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(not ((3,11) <= sys.version_info[:2] <= (3,12)))' 2>/dev/null; then \
+	    echo $$p; break; fi; done)
+
+.PHONY: all install test lint typecheck unit run golden docs bench soak clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: need python3.11 or python3.12 on PATH (durable-rules 2.0.28 does not build on 3.13)" >&2; exit 2; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check cds tests benchmarks
+	$(BIN)/ruff format --check cds tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy cds
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test: lint typecheck unit
+
+# Start the CDS Hooks service with the bundled rules, without JWT auth, on loopback.
+run: $(STAMP)
+	@echo "Try:  curl -s http://$(HOST):$(PORT)/cds-services | python3 -m json.tool"
+	OSTEOHOOKS_AUTH=none $(BIN)/cds serve --host $(HOST) --port $(PORT)
+
+# Regenerate the compiled-rule golden files after an intended rule change.
+golden: $(STAMP)
+	$(BIN)/cds rules compile rules --out tests/golden/rules
+
+docs: $(STAMP)
+	$(BIN)/cds rules docs rules
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/engine_bench.py
+
+soak: $(STAMP)
+	$(BIN)/python benchmarks/engine_soak.py --cases 1000000
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""cds.api: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""cds.cards: see docs/architecture.md."""

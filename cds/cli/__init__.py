@@ -1,0 +1,23 @@
+"""The `cds` command line (typer). Each command group lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from cds.cli import replay_cmd, rules_cmd, serve_cmd
+
+app = typer.Typer(
+    name="cds",
+    help="osteohooks: bone density decision support (CDS Hooks 2.0.1).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(rules_cmd.app, name="rules")
+replay_cmd.register(app)
+serve_cmd.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

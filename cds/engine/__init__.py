@@ -1,0 +1,1 @@
+"""cds.engine: see docs/architecture.md."""

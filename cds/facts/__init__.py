@@ -1,0 +1,1 @@
+"""cds.facts: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""cds.fhir: see docs/architecture.md."""

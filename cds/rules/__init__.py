@@ -1,0 +1,1 @@
+"""cds.rules: see docs/architecture.md."""
