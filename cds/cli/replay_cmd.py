@@ -1,9 +1,220 @@
-"""`cds replay` and `cds explain`: offline evaluation for QA (owned by the replay work)."""
+"""`cds replay` and `cds explain`: offline evaluation for QA (owned by the replay work).
+
+Exit status of `cds replay`: 0 when every input was read and evaluated (and, with
+`--expect`, matched its golden result); 1 when any input could not be read or evaluated,
+or differed from its golden result; 2 for a usage error or a rule set that does not load.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+from datetime import date
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Annotated
+
 import typer
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class Hook(StrEnum):
+    patient_view = "patient-view"
+    order_select = "order-select"
+    order_sign = "order-sign"
+
+
+class ReplayFormat(StrEnum):
+    text = "text"
+    ndjson = "ndjson"
+    junit = "junit"
+
+
+class ExplainFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def default_rules_dir() -> Path:
+    """OSTEOHOOKS_RULES, else the bundled `rules/` folder next to the package."""
+    configured = os.environ.get("OSTEOHOOKS_RULES")
+    if configured:
+        return Path(configured)
+    bundled = Path(__file__).resolve().parent.parent.parent / "rules"
+    return bundled if bundled.is_dir() else Path("rules")
+
+
+def parse_as_of(value: str | None) -> date:
+    """The --as-of date (ISO 8601, YYYY-MM-DD); today when not given."""
+    if value is None:
+        return date.today()
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO date (YYYY-MM-DD)", param_hint="--as-of"
+        ) from None
+
+
+def _load_evaluator(rules_dir: Path) -> object:
+    from cds.pipeline import Evaluator
+
+    if not rules_dir.is_dir():
+        typer.echo(
+            f"error: rules folder {rules_dir} does not exist "
+            "(give --rules DIR or set OSTEOHOOKS_RULES)",
+            err=True,
+        )
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        return Evaluator.from_rules_dir(rules_dir)
+    except Exception as exc:  # RuleSetError and anything else that stops the rules loading
+        typer.echo(f"error: the rules in {rules_dir} do not load:\n{exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def replay(
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="FHIR Bundle / CDS Hooks request / NDJSON files, folders (recursive) or "
+            "globs (quote them: 'cases/**/*.json').",
+            show_default=False,
+        ),
+    ],
+    hook: Annotated[
+        Hook | None,
+        typer.Option(help="Hook for Bundles (requests name their own). Default patient-view."),
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="'Today' as an ISO date, for reproducible results."),
+    ] = None,
+    rules: Annotated[
+        Path | None,
+        typer.Option(help="Rules folder (default: OSTEOHOOKS_RULES or the bundled rules)."),
+    ] = None,
+    format: Annotated[
+        ReplayFormat, typer.Option("--format", help="Report format.")
+    ] = ReplayFormat.text,
+    expect: Annotated[
+        Path | None,
+        typer.Option(help="Golden results folder: compare (uuids and card order ignored)."),
+    ] = None,
+    update_expect: Annotated[
+        bool, typer.Option("--update-expect", help="Write the golden results into --expect.")
+    ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Worker processes (0: evaluate in this process, no crash containment)."
+        ),
+    ] = 1,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the report to this file instead of stdout.")
+    ] = None,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Progress bar and summary table (default: when stdout is a terminal).",
+        ),
+    ] = None,
+) -> None:
+    """Evaluate FHIR Bundles or CDS Hooks requests offline, reproducibly, in parallel."""
+    from rich.console import Console
+
+    from cds.replay.runner import ReplayOptions, run_replay
+
+    if update_expect and expect is None:
+        raise typer.BadParameter("--update-expect needs --expect DIR", param_hint="--update-expect")
+    day = parse_as_of(as_of)
+    rules_dir = rules or default_rules_dir()
+    evaluator = _load_evaluator(rules_dir)
+    interactive = sys.stdout.isatty() if progress is None else progress
+    options = ReplayOptions(
+        paths=list(paths),
+        as_of=day,
+        rules_dir=rules_dir,
+        hook=hook.value if hook is not None else None,
+        format=format.value,
+        expect=expect,
+        update_expect=update_expect,
+        workers=workers,
+        progress=interactive,
+        summary_in_report=out is not None or not interactive,
+        properties={
+            "as-of": day.isoformat(),
+            "rules": str(rules_dir),
+            "ruleset-version": str(getattr(evaluator, "ruleset_version", "")),
+            "hook": hook.value if hook is not None else "patient-view",
+        },
+    )
+    console = Console(stderr=True) if interactive else None
+    stream: IO[str]
+    if out is not None:
+        try:
+            stream = open(out, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+        except OSError as exc:
+            typer.echo(f"error: cannot write {out}: {exc.strerror}", err=True)
+            raise typer.Exit(EXIT_USAGE) from None
+    else:
+        stream = sys.stdout
+    try:
+        summary = run_replay(options, stream, evaluator=evaluator, console=console)  # type: ignore[arg-type]
+    finally:
+        if out is not None:
+            stream.close()
+    summary_shown = format is ReplayFormat.text and out is None
+    if not interactive and not summary_shown and not summary.ok:
+        typer.echo(summary.line(), err=True)
+    raise typer.Exit(EXIT_OK if summary.ok else EXIT_FAILED)
+
+
+def explain(
+    file: Annotated[
+        str,
+        typer.Argument(
+            help="One FHIR Bundle, CDS Hooks request or NDJSON line "
+            "(file.ndjson#L3), optionally #Patient/<id>."
+        ),
+    ],
+    hook: Annotated[Hook | None, typer.Option(help="Hook for a Bundle.")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="'Today' as an ISO date.")] = None,
+    rules: Annotated[Path | None, typer.Option(help="Rules folder.")] = None,
+    format: Annotated[
+        ExplainFormat, typer.Option("--format", help="text for people, json for tools.")
+    ] = ExplainFormat.text,
+) -> None:
+    """Show how one input was evaluated: facts, rules fired and nearly fired, cards."""
+    from cds.explain import ExplainError, explain_input, render_text
+
+    day = parse_as_of(as_of)
+    rules_dir = rules or default_rules_dir()
+    evaluator = _load_evaluator(rules_dir)
+    try:
+        report = explain_input(
+            file,
+            evaluator=evaluator,  # type: ignore[arg-type]
+            rules_dir=rules_dir,
+            as_of=day,
+            hook=hook.value if hook is not None else None,
+        )
+    except ExplainError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    if format is ExplainFormat.json:
+        import json
+
+        typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        typer.echo(render_text(report), nl=False)
 
 
 def register(app: typer.Typer) -> None:
     """Add `replay` and `explain` to the top-level app."""
+    app.command("replay")(replay)
+    app.command("explain")(explain)

@@ -1,0 +1,154 @@
+"""`cds replay`: discover inputs, evaluate them over workers, report, compare goldens."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from cds.replay import golden as golden_files
+from cds.replay.formats import JunitWriter, NdjsonWriter, TextWriter, Writer
+from cds.replay.inputs import discover
+from cds.replay.pool import ReplayPool
+from cds.replay.summary import Summary
+from cds.replay.worker import WorkerSettings
+
+if TYPE_CHECKING:
+    from cds.pipeline import Evaluator
+    from rich.console import Console
+
+#: TEST ONLY: name of one input whose worker process kills itself with SIGSEGV, to test
+#: that a native crash is contained (see cds.replay.worker.WorkerSettings.crash_input).
+TEST_CRASH_ENV = "OSTEOHOOKS_REPLAY_TEST_CRASH"
+
+
+@dataclass
+class ReplayOptions:
+    """Everything `cds replay` was asked to do."""
+
+    paths: list[str]
+    as_of: date
+    rules_dir: Path
+    hook: str | None = None
+    format: str = "text"
+    expect: Path | None = None
+    update_expect: bool = False
+    workers: int = 1
+    batch_size: int = 8
+    progress: bool = False
+    summary_in_report: bool = True
+    properties: dict[str, str] = field(default_factory=dict)
+
+
+def _writer(options: ReplayOptions, stream: IO[str]) -> Writer:
+    if options.format == "ndjson":
+        return NdjsonWriter(stream)
+    if options.format == "junit":
+        return JunitWriter(stream, options.properties)
+    return TextWriter(stream, closing_summary=options.summary_in_report)
+
+
+@contextmanager
+def _progress(console: Console | None, options: ReplayOptions) -> Iterator[Callable[[], None]]:
+    """A function to call once per result: a rich progress bar on a terminal, else nothing."""
+    if console is None or not options.progress:
+        yield lambda: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    total = sum(1 for _ in discover(options.paths))
+    with Progress(
+        TextColumn("replay"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("replay", total=total)
+        yield lambda: progress.advance(task)
+
+
+def run_replay(
+    options: ReplayOptions,
+    stream: IO[str],
+    *,
+    evaluator: Evaluator | None = None,
+    console: Console | None = None,
+) -> Summary:
+    """Replay every input; write the report to `stream`; return the counters.
+
+    The caller builds (and so validates) the Evaluator once before any input is read:
+    a broken rule set stops the run before it starts.
+    """
+    settings = WorkerSettings(
+        rules_dir=options.rules_dir,
+        as_of=options.as_of,
+        hook=options.hook,
+        crash_input=os.environ.get(TEST_CRASH_ENV) or None,
+    )
+    pool = ReplayPool(settings, options.workers, batch_size=options.batch_size, evaluator=evaluator)
+    writer = _writer(options, stream)
+    summary = Summary()
+    with _progress(console, options) as advance:
+        for result in pool.run(discover(options.paths)):
+            check = None
+            if options.expect is not None:
+                if options.update_expect:
+                    golden_files.write_golden(options.expect, result)
+                    summary.golden_written += 1
+                else:
+                    check = golden_files.check(options.expect, result)
+            summary.add(result, check)
+            writer.write(result, check)
+            advance()
+    summary.finish()
+    writer.close(summary)
+    if console is not None and options.progress:
+        console.print(summary_table(summary))
+    return summary
+
+
+def summary_table(summary: Summary) -> object:
+    """The closing rich table for a terminal."""
+    from rich.table import Table
+
+    table = Table(title="cds replay", show_header=True, header_style="bold")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    table.add_row("inputs", str(summary.inputs))
+    table.add_row("evaluated", str(summary.evaluated))
+    table.add_row("unreadable", str(summary.unreadable), style="red" if summary.unreadable else "")
+    table.add_row("failed", str(summary.failed), style="red" if summary.failed else "")
+    table.add_row(
+        "data errors",
+        f"{summary.data_errors} in {summary.inputs_with_data_errors} inputs",
+        style="yellow" if summary.data_errors else "",
+    )
+    table.add_row("cards", str(summary.cards))
+    for topic, count in sorted(summary.topics.items()):
+        table.add_row(f"  {topic}", str(count))
+    if summary.golden_matched or summary.golden_differed:
+        table.add_row("golden matched", str(summary.golden_matched))
+        table.add_row(
+            "golden differed",
+            str(summary.golden_differed),
+            style="red" if summary.golden_differed else "",
+        )
+    if summary.golden_written:
+        table.add_row("golden written", str(summary.golden_written))
+    table.add_row("time", f"{summary.seconds:.2f} s")
+    table.add_row("inputs/s", f"{summary.rate:.1f}")
+    return table

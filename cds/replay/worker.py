@@ -1,0 +1,163 @@
+"""Evaluating sources in worker processes: one Evaluator per process, built once.
+
+`init_worker` runs once in each worker (ProcessPoolExecutor initializer) and builds the
+Evaluator from the rules folder; `process_batch` evaluates a few sources and returns one
+list of `InputResult` per source. Nothing a source contains can raise out of here: bad
+input is `unreadable`, an `EvaluationError` (or a bug) is `failed`, each with an
+OperationOutcome. Only a native crash (SIGSEGV in the C engine) escapes, as the death
+of the process: the pool in `cds.replay.pool` contains that.
+
+Card uuids (and suggestion uuids) are replaced by name-based uuids (uuid5 of the input
+name and the card's position), so that a rerun with the same `--as-of` is byte-identical.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from cds.replay.outcome import operation_outcome
+from cds.replay.reader import Job, Unreadable, read_source
+
+if TYPE_CHECKING:
+    from cds.pipeline import Evaluator
+
+    from cds.replay.inputs import Source
+
+Status = Literal["ok", "unreadable", "failed"]
+
+#: Namespace of the replay's card uuids (uuid5 of the input name and card position).
+UUID_NAMESPACE = uuid.UUID("5b0f3c1e-4a8d-5f7e-9c2b-6d1e0a9f8b7c")
+
+
+@dataclass(frozen=True, slots=True)
+class InputResult:
+    """The result of one input: what the reports and golden comparisons are made from."""
+
+    name: str
+    key: str
+    cards: list[dict[str, Any]]
+    outcome: dict[str, Any] | None
+    status: Status
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """What every worker needs, passed once at start (picklable)."""
+
+    rules_dir: Path
+    as_of: date
+    hook: str | None
+    #: TEST ONLY: the name of one input whose worker kills itself with SIGSEGV, to test
+    #: crash containment (set from OSTEOHOOKS_REPLAY_TEST_CRASH by the CLI; never set
+    #: in normal use; ignored when evaluating in-process with --workers 0).
+    crash_input: str | None = None
+
+
+_evaluator: Evaluator | None = None
+_settings: WorkerSettings | None = None
+_in_pool = False
+
+
+def init_worker(settings: WorkerSettings) -> None:
+    """ProcessPoolExecutor initializer: build this process's Evaluator once."""
+    global _in_pool
+    _in_pool = True
+    init_local(settings)
+
+
+def init_local(settings: WorkerSettings, evaluator: Evaluator | None = None) -> None:
+    """Prepare evaluation in this process (also used for --workers 0)."""
+    global _evaluator, _settings
+    from cds.pipeline import Evaluator
+
+    _settings = settings
+    _evaluator = evaluator or Evaluator.from_rules_dir(settings.rules_dir)
+
+
+def stabilise_uuids(cards: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """Replace card and suggestion uuids with ones derived from the input name."""
+    for index, card in enumerate(cards):
+        if "uuid" in card:
+            card["uuid"] = str(uuid.uuid5(UUID_NAMESPACE, f"{name}\n{index}"))
+        suggestions = card.get("suggestions")
+        if isinstance(suggestions, list):
+            for position, suggestion in enumerate(suggestions):
+                if isinstance(suggestion, dict) and "uuid" in suggestion:
+                    suggestion["uuid"] = str(
+                        uuid.uuid5(UUID_NAMESPACE, f"{name}\n{index}\n{position}")
+                    )
+    return cards
+
+
+def evaluate_job(job: Job) -> InputResult:
+    """Evaluate one job with this process's Evaluator (never raises for bad input)."""
+    from cds.pipeline import EvaluationError, EvaluationInput
+
+    assert _evaluator is not None, "init_worker was not called"
+    assert _settings is not None, "init_worker was not called"
+    if _in_pool and _settings.crash_input is not None and job.name == _settings.crash_input:
+        os.kill(os.getpid(), signal.SIGSEGV)  # TEST ONLY: see WorkerSettings.crash_input
+    started = time.perf_counter()
+    try:
+        result = _evaluator.evaluate(
+            EvaluationInput(
+                hook=job.hook,
+                resources=job.resources,
+                as_of=_settings.as_of,
+                patient_id=job.patient_id,
+                draft_orders=job.draft_orders,
+                selections=job.selections,
+            )
+        )
+    except EvaluationError as exc:
+        return InputResult(
+            job.name,
+            job.key,
+            [],
+            operation_outcome(f"{job.name}: evaluation failed: {exc}", code="processing"),
+            "failed",
+            time.perf_counter() - started,
+        )
+    except Exception as exc:  # a bug must not end a 100,000-input run: report and go on
+        return InputResult(
+            job.name,
+            job.key,
+            [],
+            operation_outcome(
+                f"{job.name}: internal error {type(exc).__name__}: {exc} "
+                "(please report it with this input)",
+                code="exception",
+            ),
+            "failed",
+            time.perf_counter() - started,
+        )
+    cards = stabilise_uuids([dict(card) for card in result.cards], job.name)
+    return InputResult(
+        job.name, job.key, cards, result.outcome, "ok", time.perf_counter() - started
+    )
+
+
+def process_item(item: Job | Unreadable) -> InputResult:
+    """The result of one job read from a source (or of why it could not be read)."""
+    if isinstance(item, Unreadable):
+        return InputResult(item.name, item.key, [], item.outcome, "unreadable")
+    return evaluate_job(item)
+
+
+def process_source(source: Source) -> list[InputResult]:
+    """All results of one source (several for a split Bundle), in order."""
+    assert _settings is not None, "init_worker was not called"
+    return [process_item(item) for item in read_source(source, _settings.hook)]
+
+
+def process_batch(sources: list[Source]) -> list[list[InputResult]]:
+    """Worker entry point: the results of each source of a batch."""
+    return [process_source(source) for source in sources]
