@@ -157,3 +157,41 @@ def test_stories_cover_clinical_spec_sections_2_to_10() -> None:
         "therapy-safety",
         "screening",
     }
+
+
+PROFILES = Path(__file__).resolve().parents[2] / "fhir_profiles"
+
+
+def profile_codes(name: str, key: str = "codes") -> set[tuple[str, str]]:
+    data = json.loads((PROFILES / name).read_text())
+    return {(c["system"], c["code"]) for c in data[key]}
+
+
+def codings(resource: dict[str, Any], element: str) -> set[tuple[str, str]]:
+    concept = resource.get(element) or {}
+    return {(c["system"], c["code"]) for c in concept.get("coding", [])}
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_story_codes_are_the_ones_fhir_profiles_configure(path: Path) -> None:
+    """The stories speak the code lists of fhir_profiles/ (CS-1.7, CS-1.8, CS-5.3, CS-8.1)."""
+    dxa = (
+        profile_codes("dxa-codes.json")
+        | profile_codes("femoral-neck-codes.json")
+        | profile_codes("tbs-codes.json")
+    )
+    meds = json.loads((PROFILES / "medication-classes.json").read_text())
+    atc_system = meds["systems"]["atc"]
+    atc = {(atc_system, i["atc"]["code"]) for i in meds["ingredients"]}
+    orders = profile_codes("dxa-order-codes.json")
+    sites = profile_codes("vertebral-body-sites.json")
+    for r in resources_of(json.loads(path.read_text())):
+        kind = r["resourceType"]
+        if kind == "Observation" and r["category"][0]["coding"][0]["code"] == "imaging":
+            assert codings(r, "code") & dxa, r["id"]
+            if "bodySite" in r:
+                assert codings(r, "bodySite") <= sites, r["id"]
+        elif kind.startswith("Medication"):
+            assert codings(r, "medicationCodeableConcept") & atc, r["id"]
+        elif kind == "ServiceRequest":
+            assert codings(r, "code") <= orders, r["id"]
