@@ -136,7 +136,7 @@ def compare(expected: dict[str, Any], got: dict[str, Any]) -> list[Difference]:
                 out.append(Difference(topic, "card", e, g))
             else:
                 _walk(topic, "", e, g, out)
-    _walk("outcome", "outcome", expected.get("outcome"), got.get("outcome"), out)
+    _walk("outcome", "", expected.get("outcome"), got.get("outcome"), out)
     return out
 
 
@@ -170,7 +170,8 @@ def format_differences(name: str, golden: Path, differences: list[Difference]) -
             else:
                 lines.append(f"  {d.topic}: expected no card, got {_show(d.got)}")
             continue
-        lines.append(f"  {d.topic}: {d.field}: expected {_show(d.expected)}, got {_show(d.got)}")
+        where = f"{d.topic}: {d.field}" if d.field else d.topic
+        lines.append(f"  {where}: expected {_show(d.expected)}, got {_show(d.got)}")
     return "\n".join(lines)
 
 

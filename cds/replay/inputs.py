@@ -50,12 +50,19 @@ def _is_replayable(filename: str) -> bool:
 
 
 def _walk(folder: str) -> Iterator[str]:
-    """Replayable files under folder, recursively, in sorted (deterministic) order."""
-    for root, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for filename in sorted(filenames):
-            if _is_replayable(filename):
-                yield os.path.join(root, filename)
+    """Replayable files under folder, recursively, in name order (folders and files
+    sorted together, like a sorted list of paths); hidden names are skipped."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            yield from _walk(entry.path)
+        elif _is_replayable(entry.name):
+            yield entry.path
 
 
 def _glob_base(pattern: str) -> str:

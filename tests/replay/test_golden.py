@@ -1,0 +1,119 @@
+"""Golden results: naming, normal form, comparison ignoring uuids and card order, diff text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cds.replay.golden import check, compare, golden_path, normalise, render, write_golden
+from cds.replay.worker import InputResult
+
+
+def card(topic: str, uuid: str, **payload: Any) -> dict[str, Any]:
+    return {
+        "uuid": uuid,
+        "summary": f"{topic} summary",
+        "indicator": "info",
+        "source": {"label": "ISCD", "topic": {"system": "x", "code": topic}},
+        "suggestions": [{"label": "Order", "uuid": uuid + "-s"}],
+        "extension": {"org.osteohooks": {"rule": f"{topic}.rule", **payload}},
+    }
+
+
+def result(cards: list[dict[str, Any]], outcome: Any = None, key: str = "a.json") -> InputResult:
+    return InputResult(f"cases/{key}", key, cards, outcome, "ok")
+
+
+@pytest.mark.parametrize(
+    ("key", "relative"),
+    [
+        ("spine/low.json", "spine/low.json.json"),
+        ("bulk.ndjson#L3", "bulk.ndjson#L3.json"),
+        ("family.json#Patient/p2", "family.json#Patient-p2.json"),
+        ("sub/bulk.ndjson#L3#Patient/a/b", "sub/bulk.ndjson#L3#Patient-a-b.json"),
+    ],
+)
+def test_golden_file_naming(key: str, relative: str) -> None:
+    assert golden_path(Path("golden"), key) == Path("golden") / relative
+
+
+def test_comparison_ignores_uuids_and_card_order() -> None:
+    one = normalise("a", [card("tbs", "1", value=1.2), card("workup", "2")], None)
+    two = normalise("a", [card("workup", "9"), card("tbs", "8", value=1.2)], None)
+    assert compare(one, two) == []
+    assert one == two
+
+
+def test_golden_render_is_sorted_indented_and_ends_with_a_newline() -> None:
+    text = render(normalise("a.json", [card("tbs", "u", value=1.2)], None))
+    assert text.endswith("}\n")
+    document = json.loads(text)
+    assert list(document) == ["cards", "input", "outcome"]
+    assert "uuid" not in document["cards"][0]
+    assert "uuid" not in document["cards"][0]["suggestions"][0]
+    assert text == json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def test_update_then_check_round_trip(tmp_path: Path) -> None:
+    first = result([card("tbs", "u1", value=1.2)], key="sub/a.json")
+    path = write_golden(tmp_path, first)
+    assert path == tmp_path / "sub" / "a.json.json"
+    again = result([card("tbs", "other-uuid", value=1.2)], key="sub/a.json")
+    verdict = check(tmp_path, again)
+    assert verdict.found
+    assert not verdict.differs
+    assert verdict.message is None
+
+
+def test_diff_text_names_input_topic_field_expected_and_got(tmp_path: Path) -> None:
+    write_golden(
+        tmp_path,
+        result(
+            [
+                card("bmd-classification", "u", category="osteoporosis", value=-2.5),
+                card("tbs", "v", value=1.2),
+            ]
+        ),
+    )
+    changed = result(
+        [
+            card("bmd-classification", "w", category="low-bone-mass", value=-2.4),
+            card("screening", "x", reason="age"),
+        ],
+        outcome={"resourceType": "OperationOutcome", "issue": [{"severity": "error"}]},
+    )
+    verdict = check(tmp_path, changed)
+    assert verdict.differs
+    assert verdict.message == "\n".join(
+        [
+            f"cases/a.json: differs from {tmp_path / 'a.json.json'}",
+            '  bmd-classification: extension["org.osteohooks"].category: expected '
+            '"osteoporosis", got "low-bone-mass"',
+            '  bmd-classification: extension["org.osteohooks"].value: expected -2.5, got -2.4',
+            '  screening: expected no card, got a card: "screening summary"',
+            '  tbs: expected a card: "tbs summary", got no card',
+            '  outcome: expected null, got {"issue": [{"severity": "error"}], '
+            '"resourceType": "OperationOutcome"}',
+        ]
+    )
+
+
+def test_absent_field_and_type_change_are_differences() -> None:
+    expected = normalise("a", [card("tbs", "u", value=1)], None)
+    got = normalise("a", [card("tbs", "u", value=1.0, extra=True)], None)
+    fields = [(d.field, d.expected, d.got) for d in compare(expected, got)]
+    assert fields[0][0] == 'extension["org.osteohooks"].extra'
+    assert fields[0][2] is True
+    assert fields[1] == ('extension["org.osteohooks"].value', 1, 1.0)
+
+
+def test_missing_golden_file_is_a_difference(tmp_path: Path) -> None:
+    verdict = check(tmp_path, result([]))
+    assert verdict.differs
+    assert not verdict.found
+    assert verdict.message == (
+        f"cases/a.json: no golden file {tmp_path / 'a.json.json'} (write it with --update-expect)"
+    )
