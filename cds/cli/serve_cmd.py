@@ -2,8 +2,107 @@
 
 from __future__ import annotations
 
+import os
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+# Options are passed to worker processes through these variables (uvicorn imports the
+# app factory by name in each worker, so the values must travel in the environment).
+_ENV = {
+    "rules": "OSTEOHOOKS_RULES",
+    "as_of": "OSTEOHOOKS_AS_OF",
+    "reload_rules": "OSTEOHOOKS_RELOAD_RULES",
+}
+
+
+def app_factory() -> Any:
+    """uvicorn `--factory` target: settings from the environment (and settings file)."""
+    from cds.api import create_app
+    from cds.api.logs import configure
+    from cds.settings import Settings
+
+    settings = Settings()
+    configure(settings.log_level)
+    return create_app(settings)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    rules: Annotated[
+        Path | None,
+        typer.Option(help="Rules folder (default: OSTEOHOOKS_RULES or the bundled rules/)."),
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Fix 'today' (ISO date) for reproducible answers.")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+    reload_rules: Annotated[
+        bool,
+        typer.Option(
+            "--reload-rules",
+            help="Poll the rules folder and reload on change (SIGHUP always reloads).",
+        ),
+    ] = False,
+) -> None:
+    """Start the CDS Hooks 2.0.1 service (discovery at /cds-services)."""
+    import uvicorn
+
+    from cds.api.logs import configure
+    from cds.api.ruleset import rule_errors
+    from cds.settings import Settings
+
+    if as_of is not None:
+        try:
+            date.fromisoformat(as_of)
+        except ValueError:
+            raise typer.BadParameter(f"{as_of!r} is not an ISO date (YYYY-MM-DD)") from None
+        os.environ[_ENV["as_of"]] = as_of
+    if rules is not None:
+        os.environ[_ENV["rules"]] = str(rules.resolve())
+    if reload_rules:
+        os.environ[_ENV["reload_rules"]] = "true"
+    try:
+        settings = Settings()
+    except Exception as exc:
+        typer.echo(f"error: configuration: {exc}", err=True)
+        raise typer.Exit(2) from None
+    configure(settings.log_level)
+    from cds.api import create_app
+
+    try:
+        application = create_app(settings)
+    except Exception as exc:  # bad rules or configuration: a clear message, exit 2
+        typer.echo("error: cannot start the service:", err=True)
+        for line in rule_errors(exc):
+            typer.echo(f"  {line}", err=True)
+        raise typer.Exit(2) from None
+    if settings.auth == "none":
+        typer.echo(
+            "WARNING: OSTEOHOOKS_AUTH=none: the service accepts calls WITHOUT authentication. "
+            "Development only.",
+            err=True,
+        )
+    target: Any = application
+    if workers > 1:
+        # each worker builds its own app (own store connection, own rule set)
+        application.state.service.store.close()
+        target = "cds.cli.serve_cmd:app_factory"
+    uvicorn.run(
+        target,
+        factory=workers > 1,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
 
 
 def register(app: typer.Typer) -> None:
     """Add `serve` to the top-level app."""
+    app.command("serve")(serve)

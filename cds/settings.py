@@ -1,0 +1,110 @@
+"""Service configuration: the `OSTEOHOOKS_*` environment variables of the public contract.
+
+Values come, highest priority first, from: keyword arguments (the `cds serve` options),
+environment variables, then an optional settings file named by `OSTEOHOOKS_SETTINGS_FILE`
+(JSON, or TOML when the name ends in `.toml`, with the field names below as keys, e.g.
+`{"auth": "jwt", "base_url": "https://cds.example.org"}`), then the defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    JsonConfigSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+SETTINGS_FILE_ENV = "OSTEOHOOKS_SETTINGS_FILE"
+MAX_BODY_BYTES = 5 * 1024 * 1024
+
+
+def _bundled_rules() -> Path:
+    """The `rules/` folder shipped next to the package (editable install or source tree)."""
+    candidate = Path(__file__).resolve().parent.parent / "rules"
+    return candidate if candidate.is_dir() else Path("rules")
+
+
+def _split_list(value: Any) -> Any:
+    """Accept `a,b` (environment form) as well as a JSON/TOML list."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything `cds serve` and `cds.api.create_app` read."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OSTEOHOOKS_", extra="ignore", validate_default=True, frozen=True
+    )
+
+    auth: Literal["jwt", "none"] = Field(
+        "jwt", description="jwt (default): signed JWT on every call; none: development only"
+    )
+    trusted_issuers: Path | None = Field(
+        None, description="JSON file mapping each trusted iss to its keys (jwks, jwks_file, jku)"
+    )
+    trusted_tenants: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated tenant ids; when set, the JWT tenant claim must be one",
+    )
+    base_url: str | None = Field(
+        None, description="public base URL of the service (JWT aud is <base_url>/cds-services/...)"
+    )
+    fhir_server_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated URL prefixes a request's fhirServer may start with",
+    )
+    database_url: str = Field("sqlite:///./osteohooks.db", description="SQLAlchemy URL")
+    rules: Path = Field(default_factory=_bundled_rules, description="rules folder")
+    as_of: date | None = Field(None, description="fixed 'today' (ISO date) for reproducibility")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated origins allowed by CORS (* for any)"
+    )
+    reload_rules: bool = Field(False, description="poll the rules folder and reload on change")
+    reload_interval: float = Field(2.0, gt=0, description="seconds between rule-folder polls")
+    max_body_bytes: int = Field(MAX_BODY_BYTES, gt=0, description="request bodies above: 413")
+    fhir_timeout: float = Field(3.0, gt=0, description="seconds per FHIR request (prefetch)")
+    fhir_max_pages: int = Field(10, ge=1, description="pages followed per prefetch search")
+    jwt_leeway: int = Field(30, ge=0, le=300, description="clock skew allowed on exp/iat, s")
+    jwks_cache_ttl: int = Field(300, ge=1, description="seconds a fetched jku JWK Set is kept")
+    log_level: str = Field("INFO", description="root log level (JSON logs on stderr)")
+
+    @field_validator("trusted_tenants", "fhir_server_allowlist", "cors_origins", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get(SETTINGS_FILE_ENV)
+        if path:
+            if not Path(path).is_file():
+                raise ValueError(f"{SETTINGS_FILE_ENV}={path}: no such file")
+            if path.endswith(".toml"):
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            else:
+                sources.append(JsonConfigSettingsSource(settings_cls, json_file=path))
+        return tuple(sources)

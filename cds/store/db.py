@@ -1,0 +1,305 @@
+"""Feedback and audit store.
+
+Tables (no PHI: ids of rules, topics, card uuids, hookInstance, timings):
+- `audit`: one row per hook invocation (time, service, hook, hookInstance, ruleset version,
+  HTTP status, rules fired, card topics, latency).
+- `issued_card`: one row per card issued (uuid -> rule id, topic, hookInstance), so that
+  feedback, which names only the card uuid, can be stored with the card's rule and topic.
+- `feedback`: one row per distinct feedback item; sending the same item again is a no-op
+  (idempotent on card uuid, outcome, accepted suggestions and outcome time).
+
+Audit rows are written by a background thread in batches, off the request path;
+`flush()` waits until everything queued is committed (feedback calls it first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import queue
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+log = logging.getLogger("osteohooks.store")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class AuditRow(Base):
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    service: Mapped[str] = mapped_column(String(64))
+    hook: Mapped[str] = mapped_column(String(64))
+    hook_instance: Mapped[str] = mapped_column(String(64), index=True)
+    ruleset_version: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[int] = mapped_column(Integer)
+    rules_fired: Mapped[list[str]] = mapped_column(JSON)
+    card_topics: Mapped[list[str]] = mapped_column(JSON)
+    latency_ms: Mapped[float] = mapped_column(Float)
+
+
+class IssuedCardRow(Base):
+    __tablename__ = "issued_card"
+
+    card_uuid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hook_instance: Mapped[str] = mapped_column(String(64), index=True)
+    service: Mapped[str] = mapped_column(String(64))
+    rule: Mapped[str | None] = mapped_column(String(200))
+    topic: Mapped[str | None] = mapped_column(String(64))
+    ruleset_version: Mapped[str | None] = mapped_column(String(128))
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class FeedbackRow(Base):
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
+    card_uuid: Mapped[str] = mapped_column(String(200), index=True)
+    service: Mapped[str] = mapped_column(String(64))
+    rule: Mapped[str | None] = mapped_column(String(200))
+    topic: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    accepted_suggestions: Mapped[list[str]] = mapped_column(JSON)
+    override_system: Mapped[str | None] = mapped_column(String(500))
+    override_code: Mapped[str | None] = mapped_column(String(200))
+    override_display: Mapped[str | None] = mapped_column(String(500))
+    user_comment: Mapped[str | None] = mapped_column(Text)
+    outcome_timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True)
+class IssuedCard:
+    uuid: str
+    rule: str | None
+    topic: str | None
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    service: str
+    hook: str
+    hook_instance: str
+    ruleset_version: str | None
+    status: int
+    rules_fired: Sequence[str]
+    cards: Sequence[IssuedCard]
+    latency_ms: float
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class FeedbackItem:
+    card: str
+    outcome: str
+    outcome_timestamp: datetime
+    accepted_suggestions: Sequence[str] = ()
+    override_system: str | None = None
+    override_code: str | None = None
+    override_display: str | None = None
+    user_comment: str | None = None
+
+    def dedupe_key(self, service: str) -> str:
+        ts = self.outcome_timestamp.astimezone(UTC).isoformat()
+        raw = json.dumps(
+            [service, self.card, self.outcome, sorted(self.accepted_suggestions), ts],
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+
+_STOP = object()
+
+
+class Store:
+    """The database behind feedback and audit, with a batching audit writer thread."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _make_engine(url)
+        Base.metadata.create_all(self.engine)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=10_000)
+        self._writer = threading.Thread(target=self._write_loop, name="audit-writer", daemon=True)
+        self._writer.start()
+        self._closed = False
+
+    # ------------------------------------------------------------------ audit
+
+    def record(self, record: AuditRecord) -> None:
+        """Queue an audit row (never blocks the request; drops with a warning when full)."""
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            log.warning(
+                "audit queue full: record dropped", extra={"hookInstance": record.hook_instance}
+            )
+
+    def flush(self) -> None:
+        """Wait until every queued audit record is committed."""
+        self._queue.join()
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                self._queue.task_done()
+                return
+            batch = [first]
+            while len(batch) < 500:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    self._queue.put(item)  # stop after this batch
+                    self._queue.task_done()
+                    break
+                batch.append(item)
+            try:
+                self._write(batch)
+            except Exception:  # never kill the writer; the failure is logged
+                log.exception("audit write failed (%d records lost)", len(batch))
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    def _write(self, batch: Iterable[AuditRecord]) -> None:
+        with Session(self.engine) as session, session.begin():
+            for rec in batch:
+                session.add(
+                    AuditRow(
+                        at=rec.at,
+                        service=rec.service,
+                        hook=rec.hook,
+                        hook_instance=rec.hook_instance,
+                        ruleset_version=rec.ruleset_version,
+                        status=rec.status,
+                        rules_fired=list(rec.rules_fired),
+                        card_topics=[c.topic for c in rec.cards if c.topic],
+                        latency_ms=rec.latency_ms,
+                    )
+                )
+                for card in rec.cards:
+                    session.merge(
+                        IssuedCardRow(
+                            card_uuid=card.uuid,
+                            hook_instance=rec.hook_instance,
+                            service=rec.service,
+                            rule=card.rule,
+                            topic=card.topic,
+                            ruleset_version=rec.ruleset_version,
+                            issued_at=rec.at,
+                        )
+                    )
+
+    def audit_rows(self, hook_instance: str | None = None) -> list[AuditRow]:
+        self.flush()
+        with Session(self.engine) as session:
+            query = select(AuditRow).order_by(AuditRow.id)
+            if hook_instance is not None:
+                query = query.where(AuditRow.hook_instance == hook_instance)
+            return list(session.scalars(query))
+
+    # ------------------------------------------------------------------ feedback
+
+    def store_feedback(self, service: str, items: Sequence[FeedbackItem]) -> tuple[int, int]:
+        """Store each new item with its card's rule and topic; return (stored, duplicates)."""
+        self.flush()
+        stored = duplicates = 0
+        now = datetime.now(UTC)
+        with Session(self.engine) as session:
+            origins = {
+                row.card_uuid: row
+                for row in session.scalars(
+                    select(IssuedCardRow).where(
+                        IssuedCardRow.card_uuid.in_({item.card for item in items})
+                    )
+                )
+            }
+            for item in items:
+                origin = origins.get(item.card)
+                if origin is None:
+                    log.info(
+                        "feedback for a card this store did not issue", extra={"service": service}
+                    )
+                row = FeedbackRow(
+                    dedupe_key=item.dedupe_key(service),
+                    card_uuid=item.card,
+                    service=service,
+                    rule=origin.rule if origin else None,
+                    topic=origin.topic if origin else None,
+                    outcome=item.outcome,
+                    accepted_suggestions=list(item.accepted_suggestions),
+                    override_system=item.override_system,
+                    override_code=item.override_code,
+                    override_display=item.override_display,
+                    user_comment=item.user_comment,
+                    outcome_timestamp=item.outcome_timestamp,
+                    received_at=now,
+                )
+                try:
+                    with session.begin_nested():
+                        session.add(row)
+                    stored += 1
+                except IntegrityError:
+                    duplicates += 1
+            session.commit()
+        return stored, duplicates
+
+    def feedback_rows(self) -> list[FeedbackRow]:
+        with Session(self.engine) as session:
+            return list(session.scalars(select(FeedbackRow).order_by(FeedbackRow.id)))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._writer.join(timeout=10)
+        self.engine.dispose()
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
