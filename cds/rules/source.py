@@ -1,0 +1,122 @@
+"""YAML reading with positions: plain Python data plus the line/column of every node.
+
+ruamel.yaml (round-trip) keeps the position of each key and value. The loaded document
+is converted to plain dicts/lists/scalars (ruamel's scalar subclasses and YAML dates
+become int/float/bool/str), and `Source.positions` maps each node's path (a tuple of
+keys and list indices from the document root) to where its value starts, and
+`Source.key_positions` to where its key starts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from cds.rules.errors import RuleError
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass
+class Source:
+    """One parsed YAML file."""
+
+    path: str
+    data: Any
+    positions: dict[Loc, tuple[int, int]] = field(default_factory=dict)
+    key_positions: dict[Loc, tuple[int, int]] = field(default_factory=dict)
+
+    def _nearest(self, loc: Loc, table: dict[Loc, tuple[int, int]]) -> tuple[int, int]:
+        probe = tuple(loc)
+        while probe:
+            if probe in table:
+                return table[probe]
+            probe = probe[:-1]
+        return self.positions.get((), (1, 1))
+
+    def at(self, loc: Loc) -> tuple[int, int]:
+        """Position of the value at `loc` (or of its nearest existing ancestor)."""
+        return self._nearest(loc, self.positions)
+
+    def key_at(self, loc: Loc) -> tuple[int, int]:
+        """Position of the key of `loc` (falls back to its value's position)."""
+        if loc in self.key_positions:
+            return self.key_positions[loc]
+        return self.at(loc)
+
+    def error(self, loc: Loc, message: str, *, key: bool = False) -> RuleError:
+        line, col = self.key_at(loc) if key else self.at(loc)
+        return RuleError(self.path, line, col, message)
+
+    def has(self, loc: Loc) -> bool:
+        return loc in self.positions
+
+
+def _plain(node: Any, loc: Loc, src: Source, line: int, col: int) -> Any:
+    src.positions[loc] = (line, col)
+    if isinstance(node, CommentedMap):
+        out: dict[str, Any] = {}
+        for key in node:
+            kline, kcol = node.lc.key(key)
+            vline, vcol = node.lc.value(key)
+            skey = str(key) if not isinstance(key, str) else key
+            src.key_positions[(*loc, skey)] = (kline + 1, kcol + 1)
+            out[skey] = _plain(node[key], (*loc, skey), src, vline + 1, vcol + 1)
+        return out
+    if isinstance(node, CommentedSeq):
+        items: list[Any] = []
+        for index, item in enumerate(node):
+            iline, icol = node.lc.item(index)
+            items.append(_plain(item, (*loc, index), src, iline + 1, icol + 1))
+        return items
+    if isinstance(node, bool):
+        return bool(node)
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, dt.datetime):
+        return node.isoformat()
+    if isinstance(node, dt.date):
+        return node.isoformat()
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
+def display_path(path: Path) -> str:
+    """The path as users see it: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def read_yaml(path: Path, text: str | None = None) -> Source | RuleError:
+    """Parse one YAML file; a syntax error (or duplicate key) is returned as a RuleError."""
+    shown = display_path(path)
+    if text is None:
+        text = path.read_text(encoding="utf-8")
+    yaml = YAML(typ="rt")
+    try:
+        doc = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        problem = (exc.problem or exc.context or "invalid YAML").strip()
+        if "duplicate key" in str(exc) or "found duplicate key" in problem:
+            problem = problem.replace("found duplicate key", "duplicate key")
+        return RuleError(shown, line, col, f"YAML: {problem}")
+    except Exception as exc:  # ruamel raises a few unmarked errors (e.g. bad encoding)
+        return RuleError(shown, 1, 1, f"YAML: {exc}")
+    src = Source(shown, None)
+    src.data = _plain(doc, (), src, 1, 1)
+    if src.data is None:
+        src.data = {}
+    return src

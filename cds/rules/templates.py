@@ -1,0 +1,164 @@
+"""Card text templates: Jinja2, sandboxed, strict, compiled once when the rules load.
+
+A template string that is exactly one ``{{ expr }}`` evaluates to the expression's
+native value (a number stays a number in the payload); any other string renders to
+text. The context is ``fact`` (the matched fact: every field of its type, absent ones
+``None``) and ``param`` (the parameters). Filters: ``add_months(n)`` on an ISO date
+(the day is clamped to the month's end), ``fmt(digits)`` fixed decimals, and Jinja's
+``round`` and ``abs``. ``None`` renders as the empty string inside text.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2.sandbox import SandboxedEnvironment
+
+_SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
+CONTEXT_NAMES = ("fact", "param")
+
+
+def add_months(value: str, months: int) -> str:
+    """ISO date plus `months` calendar months, the day clamped to the month's end."""
+    if value is None:
+        raise ValueError("add_months: the date is absent")
+    base = dt.date.fromisoformat(str(value))
+    total = base.year * 12 + (base.month - 1) + int(months)
+    year, month = divmod(total, 12)
+    day = min(base.day, calendar.monthrange(year, month + 1)[1])
+    return dt.date(year, month + 1, day).isoformat()
+
+
+def fmt(value: float | int, digits: int = 1) -> str:
+    """A number with exactly `digits` decimals ('-2.50' for fmt(-2.5, 2))."""
+    if value is None:
+        raise ValueError("fmt: the value is absent")
+    return f"{float(value):.{int(digits)}f}"
+
+
+def _finalize(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def make_environment() -> SandboxedEnvironment:
+    env = SandboxedEnvironment(
+        undefined=StrictUndefined, autoescape=False, finalize=_finalize, keep_trailing_newline=True
+    )
+    env.filters["add_months"] = add_months
+    env.filters["fmt"] = fmt
+    return env
+
+
+ENV = make_environment()
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A `fact.x` or `param.y` read by a template."""
+
+    scope: str  # "fact" | "param"
+    name: str
+
+
+class TemplateProblem(ValueError):
+    """A template that does not parse or reads an unknown name."""
+
+
+def _is_single_expression(source: str) -> str | None:
+    match = _SINGLE_EXPR.match(source)
+    if match is None:
+        return None
+    expr = match.group("expr")
+    if "{{" in expr or "}}" in expr or "{%" in expr or "{#" in expr:
+        return None
+    return expr
+
+
+def references(source: str) -> tuple[list[Reference], set[str]]:
+    """The fact/param attributes a template reads, and any other free names it uses.
+
+    Raises TemplateProblem on a syntax error.
+    """
+    try:
+        ast = ENV.parse(source)
+    except TemplateSyntaxError as exc:
+        raise TemplateProblem(f"template syntax error: {exc.message}") from exc
+    refs: list[Reference] = []
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        target = getattr(node, "node", None)
+        if isinstance(target, nodes.Name) and target.name in CONTEXT_NAMES:
+            if isinstance(node, nodes.Getattr):
+                refs.append(Reference(target.name, node.attr))
+            elif isinstance(node, nodes.Getitem):
+                arg = node.arg
+                if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
+                    refs.append(Reference(target.name, arg.value))
+    from jinja2 import meta
+
+    free = set(meta.find_undeclared_variables(ast)) - set(CONTEXT_NAMES)
+    return refs, free
+
+
+Renderer = Callable[[Mapping[str, Any], Mapping[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class Template:
+    """A compiled template string."""
+
+    source: str
+    native: bool
+    _render: Callable[..., Any]
+
+    def render(self, fact: Mapping[str, Any], param: Mapping[str, Any]) -> Any:
+        """Render with the context; a native template returns the expression's value."""
+        return self._render(fact=fact, param=param)
+
+
+def compile_template(source: str) -> Template:
+    """Compile once (raises TemplateProblem on a syntax error)."""
+    try:
+        expr = _is_single_expression(source)
+        if expr is not None:
+            compiled = ENV.compile_expression(expr, undefined_to_none=False)
+            return Template(source, True, compiled)
+        template = ENV.from_string(source)
+        return Template(source, False, template.render)
+    except TemplateSyntaxError as exc:
+        raise TemplateProblem(f"template syntax error: {exc.message}") from exc
+
+
+def has_template(source: str) -> bool:
+    return "{{" in source or "{%" in source
+
+
+class TemplateCache:
+    """Templates compiled once per rule set, keyed by source text."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Template] = {}
+
+    def get(self, source: str) -> Template:
+        template = self._cache.get(source)
+        if template is None:
+            template = compile_template(source)
+            self._cache[source] = template
+        return template
+
+    def render_value(self, value: Any, fact: Mapping[str, Any], param: Mapping[str, Any]) -> Any:
+        """Render strings (recursively in lists and mappings); other values unchanged."""
+        if isinstance(value, str):
+            if not has_template(value):
+                return value
+            return self.get(value).render(fact, param)
+        if isinstance(value, list):
+            return [self.render_value(v, fact, param) for v in value]
+        if isinstance(value, dict):
+            return {k: self.render_value(v, fact, param) for k, v in value.items()}
+        return value
