@@ -1,1 +1,9 @@
-"""cds.facts: see docs/architecture.md."""
+"""cds.facts: FHIR input -> the flat facts the rules read (see docs/architecture.md).
+
+from cds.facts import build_facts, FactSet
+fs = build_facts(resources, params=ruleset.parameters, as_of=date(2026, 11, 23))
+"""
+
+from cds.facts.build import REQUIRED_PARAMS, FactSet, ParameterError, build_facts
+
+__all__ = ["REQUIRED_PARAMS", "FactSet", "ParameterError", "build_facts"]

@@ -1,0 +1,751 @@
+"""FHIR input -> facts: ``build_facts`` (see docs/fhir-inputs.md).
+
+All cross-fact arithmetic lives here (durable_rules joins are unsafe, so every relation the
+rules need is precomputed into a single fact). Numbers: values are kept as reported
+(Decimal from the JSON text); differences and percentages are computed with Decimal and
+rounded half-up at the precision the schema documents, so boundaries written in rules
+(-1.0, 1.0, an LSC of 5.3) compare exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+from cds.facts.schema import (
+    Assessment,
+    ContrastStudy,
+    DraftOrder,
+    Fact,
+    StructuralFindingFact,
+    VertebraAnalysis,
+    fact_type_name,
+)
+from cds.fhir.dates import add_months, fractional_months, whole_months
+from cds.fhir.issues import DataIssue, operation_outcome
+from cds.fhir.profiles import Profiles, load_profiles
+from cds.fhir.read import Measurement, MedRecord, PatientData, Reader, Validation
+from cds.fhir.trace import FactTrace, Trace
+
+#: Rule parameters read here (defined in rules/*.yaml), with the clinical-spec statement.
+REQUIRED_PARAMS: dict[str, str] = {
+    "lsc_lumbar_spine_percent": "CS-4.2",
+    "lsc_total_hip_percent": "CS-4.2",
+    "lsc_femoral_neck_percent": "CS-4.2",
+    "vertebral_discordance_t": "CS-3.1",
+    "menopause_assumption_age": "CS-1.6",
+    "nhanes_lumbar_mean_bmd": "CS-3.8",
+    "nhanes_lumbar_sd": "CS-3.8",
+    "dxa_min_interval_months": "CS-8.2",
+    "recent_fracture_months": "CS-6.4",
+}
+
+ONE = Decimal("0.1")
+TWO = Decimal("0.01")
+THREE = Decimal("0.001")
+AXIAL = ("lumbar-spine", "total-hip", "femoral-neck", "femur")
+SITE_ORDER = {"lumbar-spine": 0, "total-hip": 1, "femoral-neck": 2}
+#: Gap (days) bridged when merging therapy records of one class into a continuous run.
+RUN_GRACE_DAYS = 92
+
+
+class ParameterError(ValueError):
+    """Rule parameters that build_facts needs are missing or not numbers."""
+
+
+@dataclass
+class FactSet:
+    """The facts of one evaluation, the data errors, and the trace."""
+
+    facts: list[Fact] = field(default_factory=list)
+    issues: list[DataIssue] = field(default_factory=list)
+    trace: Trace = field(default_factory=Trace)
+
+    def outcome(self) -> dict[str, Any] | None:
+        """OperationOutcome JSON of the data errors, None when there are none."""
+        return operation_outcome(self.issues)
+
+
+@dataclass(frozen=True)
+class Params:
+    lsc_lumbar: Decimal
+    lsc_hip: Decimal
+    lsc_neck: Decimal
+    discordance: Decimal
+    menopause_age: int
+    nhanes_mean: Decimal
+    nhanes_sd: Decimal
+    dxa_interval: int
+    recent_fracture: int
+
+
+def read_params(params: Mapping[str, Any]) -> Params:
+    """Read the parameters by name; ParameterError names every missing or bad one."""
+    missing = [n for n in REQUIRED_PARAMS if n not in params]
+    if missing:
+        raise ParameterError(
+            "rule parameters missing for cds.facts: "
+            + ", ".join(f"{n} ({REQUIRED_PARAMS[n]})" for n in missing)
+            + "; define them under `parameters:` in rules/*.yaml"
+        )
+    out: dict[str, Decimal] = {}
+    for name in REQUIRED_PARAMS:
+        v = params[name]
+        try:
+            if isinstance(v, bool):
+                raise InvalidOperation
+            out[name] = Decimal(str(v))
+        except InvalidOperation:
+            raise ParameterError(f"rule parameter {name} must be a number, got {v!r}") from None
+        if not out[name].is_finite():
+            raise ParameterError(f"rule parameter {name} must be finite, got {v!r}")
+    if out["nhanes_lumbar_sd"] <= 0:
+        raise ParameterError("rule parameter nhanes_lumbar_sd must be > 0")
+    return Params(
+        lsc_lumbar=out["lsc_lumbar_spine_percent"],
+        lsc_hip=out["lsc_total_hip_percent"],
+        lsc_neck=out["lsc_femoral_neck_percent"],
+        discordance=out["vertebral_discordance_t"],
+        menopause_age=int(out["menopause_assumption_age"]),
+        nhanes_mean=out["nhanes_lumbar_mean_bmd"],
+        nhanes_sd=out["nhanes_lumbar_sd"],
+        dxa_interval=int(out["dxa_min_interval_months"]),
+        recent_fracture=int(out["recent_fracture_months"]),
+    )
+
+
+def round_half_up(value: Decimal, step: Decimal) -> Decimal:
+    return value.quantize(step, rounding=ROUND_HALF_UP)
+
+
+def _f(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _iso(d: date | None) -> str | None:
+    return None if d is None else d.isoformat()
+
+
+def build_facts(
+    resources: Iterable[Any],
+    params: Mapping[str, Any],
+    as_of: date,
+    patient_id: str | None = None,
+    draft_orders: Any = (),
+    *,
+    profiles: Profiles | None = None,
+    validation: Validation = "fast",
+) -> FactSet:
+    """Map raw FHIR JSON to facts. Never raises on bad data (only on bad parameters or
+    profile files): unusable resources become issues and the rest is used."""
+    p = read_params(params)
+    prof = profiles or load_profiles()
+    data = Reader(prof, as_of, validation).read(resources, patient_id, draft_orders)
+    return _Builder(data, p, as_of, prof).build()
+
+
+# ------------------------------------------------------------------------------------ build
+
+
+@dataclass
+class _Run:
+    start: date
+    end: date
+    refs: list[str]
+
+
+class _Builder:
+    def __init__(self, data: PatientData, p: Params, as_of: date, prof: Profiles) -> None:
+        self.d = data
+        self.p = p
+        self.as_of = as_of
+        self.classes = prof.med_classes
+        self.fs = FactSet(issues=data.issues, trace=data.trace)
+
+    def add(self, fact: Fact, sources: Iterable[str]) -> None:
+        self.fs.facts.append(fact)
+        self.fs.trace.facts.append(
+            FactTrace(fact_id=fact.id, fact_type=fact_type_name(fact), sources=sorted(set(sources)))
+        )
+
+    def build(self) -> FactSet:
+        d = self.d
+        if d.patient_ref is None or d.birth_date is None:
+            if d.patient_ref is not None:
+                self.fs.issues.append(
+                    DataIssue(
+                        severity="fatal",
+                        code="required",
+                        resource=d.patient_ref,
+                        expression="Patient.birthDate",
+                        message="no usable birth date: age is needed for every rule; no facts made",
+                    )
+                )
+            return self.fs
+        age = (
+            self.as_of.year
+            - d.birth_date.year
+            - ((self.as_of.month, self.as_of.day) < (d.birth_date.month, d.birth_date.day))
+        )
+        if age < 0:
+            self.fs.issues.append(
+                DataIssue(
+                    severity="fatal",
+                    code="value",
+                    resource=d.patient_ref,
+                    expression="Patient.birthDate",
+                    message=f"birth date {d.birth_date} is after the as-of date {self.as_of}; "
+                    "no facts made",
+                )
+            )
+            return self.fs
+        a: dict[str, Any] = {"id": f"assessment:{d.patient_ref.split('/', 1)[1]}", "age": age}
+        sources: set[str] = {d.patient_ref}
+        self._demographics(a, age, sources)
+        va = self._vertebrae(sources)
+        self._dxa(a, va, sources)
+        self._therapy(a, sources)
+        self._conditions(a, sources)
+        self._change(a, sources)
+        assessment = Assessment(**a)
+        self.add(assessment, sources)
+        if va is not None:
+            self.add(va[0], va[1])
+        self._structural()
+        self._contrast(assessment)
+        self._drafts(assessment)
+        return self.fs
+
+    # -- demographics (CS-1.5, CS-1.6)
+
+    def _demographics(self, a: dict[str, Any], age: int, sources: set[str]) -> None:
+        d = self.d
+        sex = d.gender if d.gender in ("female", "male", "other", "unknown") else "unknown"
+        a["sex"] = sex
+        recorded = sorted(
+            d.menopause,
+            key=lambda r: (r[2].instant.isoformat() if r[2] else "", r[1], r[0]),
+        )
+        if sex == "male":
+            a["menopausal_status"] = "not-applicable"
+            a["menopausal_assumed"] = False
+            for _, ref, _ in recorded:
+                self.fs.trace.ignore(ref, "menopausal status recorded for a male patient")
+            return
+        if recorded:
+            status, ref, _ = recorded[-1]
+            a["menopausal_status"] = status
+            a["menopausal_assumed"] = False
+            sources.add(ref)
+            return
+        if sex == "female":
+            assumed = "postmenopausal" if age >= self.p.menopause_age else "premenopausal"
+            a["menopausal_status"] = assumed
+            a["menopausal_assumed"] = True
+            self.fs.trace.assumptions.append(
+                f"menopausal status {assumed}: assumed from age {age} (no recorded status; "
+                f"CS-1.6 age {self.p.menopause_age})"
+            )
+            return
+        a["menopausal_status"] = "unknown"
+        a["menopausal_assumed"] = False
+
+    # -- per-vertebra analysis (CS-3.1, CS-3.2)
+
+    def _vertebrae(self, sources: set[str]) -> tuple[VertebraAnalysis, list[str]] | None:
+        per = [
+            mm
+            for mm in self.d.measurements
+            if mm.kind == "dxa" and mm.site == "lumbar-spine" and mm.score == "T" and mm.vertebra
+        ]
+        if not per:
+            return None
+        scan = max(mm.when.date for mm in per)
+        chosen: dict[str, Measurement] = {}
+        for mm in sorted(per, key=lambda x: (x.value, x.ref)):
+            if mm.when.date == scan and mm.vertebra and mm.vertebra not in chosen:
+                chosen[mm.vertebra] = mm
+        values = {v: chosen[v].value for v in sorted(chosen)}
+        levels = sorted(values)
+        max_diff = Decimal(0)
+        for x, y in itertools.pairwise(levels):
+            if int(y[1]) - int(x[1]) == 1:
+                max_diff = max(max_diff, abs(values[x] - values[y]))
+        remaining = list(levels)
+        excluded: list[str] = []
+        while len(remaining) >= 2:
+            pairs = [
+                (x, y)
+                for x, y in itertools.pairwise(remaining)
+                if abs(values[x] - values[y]) > self.p.discordance
+            ]
+            if not pairs:
+                break
+            candidates = {v for pair in pairs for v in pair}
+
+            def deviation(v: str, rest: list[str]) -> tuple[Decimal, Decimal, int]:
+                others = sorted(values[o] for o in rest if o != v)
+                n = len(others)
+                med = others[n // 2] if n % 2 else (others[n // 2 - 1] + others[n // 2]) / 2
+                # largest deviation first; ties: the higher T (artifacts raise BMD); then level
+                return (abs(values[v] - med), values[v], -int(v[1]))
+
+            worst = max(candidates, key=lambda v: deviation(v, remaining))
+            excluded.append(worst)
+            remaining.remove(worst)
+        refs = [chosen[v].ref for v in levels]
+        sources.update(refs)
+        fact = VertebraAnalysis(
+            id=f"vertebra_analysis:{scan.isoformat()}",
+            scan_date=scan.isoformat(),
+            vertebrae_present=len(levels),
+            evaluable_vertebrae=len(remaining),
+            max_adjacent_diff=float(round_half_up(max_diff, ONE)),
+            discordant_vertebra=excluded[0] if excluded else None,
+            values=", ".join(f"{v} {values[v]}" for v in levels),
+        )
+        return fact, refs
+
+    # -- DXA values (CS-1.7, CS-2.5, CS-2.6, CS-3.8, CS-5)
+
+    def _latest(
+        self, site: str, score: str, kind: str = "dxa"
+    ) -> tuple[Measurement | None, list[Measurement]]:
+        cands = [
+            mm
+            for mm in self.d.measurements
+            if mm.kind == kind and mm.site == site and mm.score == score and mm.vertebra is None
+        ]
+        if not cands:
+            return None, []
+        last = max(mm.when.date for mm in cands)
+        same = sorted((mm for mm in cands if mm.when.date == last), key=lambda x: (x.value, x.ref))
+        return same[0], cands
+
+    def _vertebra_count(
+        self, mm: Measurement, va: tuple[VertebraAnalysis, list[str]] | None
+    ) -> int:
+        if mm.vertebra_count is not None:
+            return mm.vertebra_count
+        if va is not None and va[0].scan_date == mm.when.date.isoformat():
+            return va[0].evaluable_vertebrae
+        return 4
+
+    def _dxa(
+        self,
+        a: dict[str, Any],
+        va: tuple[VertebraAnalysis, list[str]] | None,
+        sources: set[str],
+    ) -> None:
+        dxa = [mm for mm in self.d.measurements if mm.kind == "dxa" and mm.site in AXIAL]
+        a["has_dxa"] = bool(dxa)
+        if not dxa:
+            return
+        last = max(dxa, key=lambda mm: (mm.when.instant, mm.ref))
+        a["last_dxa_date"] = last.when.date.isoformat()
+        a["months_since_last_dxa"] = whole_months(last.when.date, self.as_of)
+        a["scanner"] = last.scanner.label if last.scanner else None
+        used: list[Measurement] = []
+
+        lt, _ = self._latest("lumbar-spine", "T")
+        lumbar_usable = False
+        if lt is not None:
+            used.append(lt)
+            count = self._vertebra_count(lt, va)
+            a["lumbar_t"] = float(lt.value)
+            a["lumbar_t_date"] = lt.when.date.isoformat()
+            a["lumbar_vertebrae"] = count
+            lumbar_usable = count >= 2
+            if not lumbar_usable:
+                self.fs.trace.assumptions.append(
+                    f"lumbar T-score {lt.value} rests on {count} vertebra: not used for the "
+                    "category or monitoring (CS-2.6)"
+                )
+        lz, _ = self._latest("lumbar-spine", "Z")
+        if lz is not None:
+            used.append(lz)
+            a["lumbar_z"] = float(lz.value)
+        lb, _ = self._latest("lumbar-spine", "BMD")
+        if lb is not None:
+            used.append(lb)
+            a["lumbar_bmd"] = float(lb.value)
+
+        lumbar_latest = [mm for mm in (lt, lz, lb) if mm is not None]
+        if lumbar_latest:
+            newest = max(lumbar_latest, key=lambda mm: (mm.when.instant, mm.ref))
+            a["manufacturer"] = newest.scanner.manufacturer if newest.scanner else "unknown"
+
+        hip_t, _ = self._latest("total-hip", "T")
+        neck_t, _ = self._latest("femoral-neck", "T")
+        if hip_t is not None:
+            used.append(hip_t)
+            a["total_hip_t"] = float(hip_t.value)
+        if neck_t is not None:
+            used.append(neck_t)
+            a["femoral_neck_t"] = float(neck_t.value)
+        hips = [
+            (m_.value, SITE_ORDER[str(m_.site)], m_) for m_ in (hip_t, neck_t) if m_ is not None
+        ]
+        lowest_hip: Measurement | None = None
+        if hips:
+            lowest_hip = min(hips, key=lambda h: (h[0], h[1]))[2]
+            a["lowest_hip_t"] = float(lowest_hip.value)
+            a["lowest_hip_site"] = lowest_hip.site
+        ts = list(hips)
+        if lt is not None and lumbar_usable:
+            ts.append((lt.value, 0, lt))
+        if ts:
+            low = min(ts, key=lambda h: (h[0], h[1]))[2]
+            a["lowest_t"] = float(low.value)
+            a["lowest_t_site"] = low.site
+        hip_z, _ = self._latest("total-hip", "Z")
+        neck_z, _ = self._latest("femoral-neck", "Z")
+        zs = [(m_.value, SITE_ORDER[str(m_.site)], m_) for m_ in (hip_z, neck_z) if m_ is not None]
+        used += [m_ for m_ in (hip_z, neck_z) if m_ is not None]
+        if lz is not None and self._vertebra_count(lz, va) >= 2:
+            zs.append((lz.value, 0, lz))
+        if zs:
+            low = min(zs, key=lambda h: (h[0], h[1]))[2]
+            a["lowest_z"] = float(low.value)
+            a["lowest_z_site"] = low.site
+        if lt is not None and lumbar_usable and lowest_hip is not None:
+            a["spine_hip_gap"] = float(round_half_up(lt.value - lowest_hip.value, ONE))
+
+        # NHANES 2005-2014 recomputation (CS-3.8)
+        if lb is not None and self._vertebra_count(lb, va) >= 2:
+            mf = lb.scanner.manufacturer if lb.scanner else "unknown"
+            if mf in ("hologic", "unknown"):
+                t = (lb.value - self.p.nhanes_mean) / self.p.nhanes_sd
+                a["nhanes_lumbar_t"] = float(round_half_up(t, TWO))
+                if mf == "unknown":
+                    a["manufacturer_assumed"] = True
+                    self.fs.trace.assumptions.append(
+                        f"scanner manufacturer of {lb.ref} unknown: treated as Hologic for the "
+                        "NHANES recomputation (CS-3.8)"
+                    )
+
+        tbs = self._latest_tbs()
+        if tbs is not None:
+            used.append(tbs)
+            a["tbs"] = float(tbs.value)
+            a["tbs_date"] = tbs.when.date.isoformat()
+        a["preliminary"] = any(mm.preliminary for mm in used)
+        sources.update(mm.ref for mm in used)
+        sources.update(mm.ref for mm in dxa)
+
+    def _latest_tbs(self) -> Measurement | None:
+        cands = [mm for mm in self.d.measurements if mm.kind == "tbs"]
+        if not cands:
+            return None
+        last = max(mm.when.date for mm in cands)
+        same = sorted((mm for mm in cands if mm.when.date == last), key=lambda x: (x.value, x.ref))
+        return same[0]
+
+    # -- change between scans (CS-4)
+
+    def _change(self, a: dict[str, Any], sources: set[str]) -> None:
+        _, cands = self._latest("lumbar-spine", "BMD")
+        by_date: dict[date, Measurement] = {}
+        for mm in sorted(cands, key=lambda x: x.ref):
+            if mm.vertebra_count is not None and mm.vertebra_count < 2:
+                continue
+            by_date.setdefault(mm.when.date, mm)
+        scans = [by_date[k] for k in sorted(by_date)]
+        if len(scans) < 2:
+            return
+        old, new = scans[-2], scans[-1]
+        sources.update((old.ref, new.ref))
+        a["change_available"] = True
+        a["change_old_date"] = old.when.date.isoformat()
+        a["change_new_date"] = new.when.date.isoformat()
+        a["change_old_bmd"] = float(old.value)
+        a["change_new_bmd"] = float(new.value)
+        a["change_lsc"] = float(self.p.lsc_lumbar)
+        between = self._therapy_between(old.when.date, new.when.date)
+        a["therapy_between_scans"] = between
+        so, sn = old.scanner, new.scanner
+        reason = None
+        if so is None or so.identity is None:
+            reason = f"the scanner of the {old.when.date} scan is not identified"
+        elif sn is None or sn.identity is None:
+            reason = f"the scanner of the {new.when.date} scan is not identified"
+        elif so.identity != sn.identity:
+            reason = (
+                f"different scanners ({so.label or so.identity} on {old.when.date}, "
+                f"{sn.label or sn.identity} on {new.when.date})"
+            )
+        if reason is not None:
+            a["change_comparable"] = False
+            a["change_reason"] = reason
+            return
+        a["change_comparable"] = True
+        pct = round_half_up((new.value - old.value) / old.value * 100, ONE)
+        significant = abs(pct) >= self.p.lsc_lumbar
+        a["change_percent"] = float(pct)
+        a["change_significant"] = significant
+        a["change_direction"] = ("gain" if pct > 0 else "loss") if significant else "stable"
+        a["significant_loss_on_therapy"] = bool(significant and pct < 0 and between)
+
+    # -- therapy (CS-1.8, CS-1.9, CS-7, CS-9)
+
+    def _interval(self, r: MedRecord) -> tuple[date, date] | None:
+        if r.source == "administration" and r.dose_date is not None:
+            cls = self.classes.get(r.med_class)
+            months = cls.dosing_interval_months if cls is not None else None
+            covered = add_months(r.dose_date, months) if months else r.dose_date
+            return r.dose_date, covered
+        start = r.start
+        if start is None:
+            return None
+        end: date = r.end if r.end is not None else (self.as_of if r.ongoing else start)
+        if end is None or end < start:
+            end = start
+        return start, end
+
+    def _runs(self, records: list[MedRecord]) -> list[_Run]:
+        spans = sorted(
+            (iv[0], iv[1], r.ref) for r in records if (iv := self._interval(r)) is not None
+        )
+        runs: list[_Run] = []
+        for s, e, ref in spans:
+            if runs and s <= runs[-1].end + timedelta(days=RUN_GRACE_DAYS):
+                runs[-1].end = max(runs[-1].end, e)
+                runs[-1].refs.append(ref)
+            else:
+                runs.append(_Run(s, e, [ref]))
+        return runs
+
+    def _current(self, r: MedRecord) -> bool:
+        if r.ongoing:
+            return True
+        iv = self._interval(r)
+        return r.source == "administration" and iv is not None and iv[1] >= self.as_of
+
+    def _flag(self, r: MedRecord, flag: str) -> bool:
+        cls = self.classes.get(r.med_class)
+        return bool(cls is not None and getattr(cls, flag))
+
+    def _bone(self) -> list[MedRecord]:
+        return [r for r in self.d.meds if self._flag(r, "bone_active")]
+
+    def _therapy_between(self, old: date, new: date) -> bool:
+        for r in self._bone():
+            iv = self._interval(r)
+            if iv is not None and iv[0] <= new and iv[1] >= old:
+                return True
+        return False
+
+    def _therapy(self, a: dict[str, Any], sources: set[str]) -> None:
+        bone = self._bone()
+        sources.update(r.ref for r in self.d.meds)
+        a["bone_therapy_ever"] = bool(bone)
+        a["bone_therapy_current"] = any(self._current(r) for r in bone)
+        anti = [r for r in bone if self._flag(r, "antiresorptive")]
+        anti_current = any(self._current(r) for r in anti)
+        a["antiresorptive_current"] = anti_current
+        anabolic = [r for r in bone if self._flag(r, "anabolic")]
+        runs = self._runs(anabolic)
+        if runs:
+            a["anabolic_started_months_ago"] = whole_months(runs[-1].start, self.as_of)
+        starts = []
+        for cls in {r.med_class for r in bone}:
+            cruns = self._runs([r for r in bone if r.med_class == cls])
+            if cruns:
+                starts.append(cruns[-1].start)
+        if starts:
+            a["therapy_started_months_ago"] = whole_months(max(starts), self.as_of)
+        if anti_current:
+            aruns = self._runs(anti)
+            current_runs = [r for r in aruns if r.end >= self.as_of]
+            if current_runs:
+                a["antiresorptive_months"] = whole_months(current_runs[-1].start, self.as_of)
+        oral = [r for r in bone if r.med_class == "bisphosphonate-oral"]
+        if oral:
+            yrs = self._years(oral, clip=True)
+            if yrs is not None:
+                a["oral_bisphosphonate_years"] = yrs
+        iv = [r for r in bone if r.med_class == "bisphosphonate-iv"]
+        if iv:
+            yrs = self._years(iv, clip=False)
+            if yrs is not None:
+                a["iv_bisphosphonate_years"] = yrs
+        dmab = [r for r in bone if r.med_class == "denosumab"]
+        if dmab:
+            a["denosumab_used"] = True
+            last: date | None = None
+            for r in dmab:
+                cand = r.dose_date or r.end or r.start
+                if cand is not None and (last is None or cand > last):
+                    last = cand
+            if last is not None:
+                a["denosumab_last_dose_date"] = last.isoformat()
+                a["denosumab_days_since_last_dose"] = (self.as_of - last).days
+                bis = [r for r in anti if r.med_class != "denosumab"]
+                a["bisphosphonate_after_denosumab"] = any(
+                    (r.dose_date or r.start) is not None and (r.dose_date or r.start) >= last  # type: ignore[operator]
+                    for r in bis
+                )
+        gc = [r for r in self.d.meds if r.med_class == "glucocorticoid"]
+        if gc:
+            current = [r for r in gc if self._current(r)]
+            chosen = current or sorted(gc, key=lambda r: (r.start or date.min, r.ref))[-1:]
+            doses = [r.mg_day for r in chosen if r.mg_day is not None]
+            if doses:
+                a["glucocorticoid_mg_day"] = float(sum(doses, Decimal(0)))
+            spans = [self._interval(r) for r in chosen]
+            valid = [s for s in spans if s is not None]
+            if valid:
+                start = min(s[0] for s in valid)
+                end = max(s[1] for s in valid)
+                if current:
+                    end = max(end, self.as_of)
+                months = Decimal(str(fractional_months(start, min(end, self.as_of))))
+                a["glucocorticoid_months"] = float(months.quantize(ONE, rounding=ROUND_FLOOR))
+
+    def _years(self, records: list[MedRecord], clip: bool) -> float | None:
+        runs = []
+        for r in records:
+            iv = self._interval(r)
+            if iv is None:
+                continue
+            s, e = iv
+            if clip:
+                e = min(e, self.as_of)
+            runs.append((s, e))
+        if not runs:
+            return None
+        runs.sort()
+        merged: list[list[date]] = []
+        for s, e in runs:
+            if merged and s <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], e)
+            else:
+                merged.append([s, e])
+        months = sum((Decimal(str(fractional_months(s, e))) for s, e in merged), Decimal(0))
+        return float((months / 12).quantize(ONE, rounding=ROUND_FLOOR))
+
+    # -- conditions, fractures, labs (CS-1.10, CS-3.6, CS-6.3, CS-6.4)
+
+    def _conditions(self, a: dict[str, Any], sources: set[str]) -> None:
+        d = self.d
+        a["degenerative_spine"] = any(
+            f.finding in ("degenerative-disease", "dish") for f in d.findings
+        )
+        a["hypophosphatasia_condition"] = bool(d.hypophosphatasia)
+        a["primary_hyperparathyroidism"] = bool(d.hyperparathyroidism)
+        sources.update(d.hypophosphatasia, d.hyperparathyroidism)
+        sources.update(f.ref for f in d.findings if f.finding in ("degenerative-disease", "dish"))
+        documented = [f for f in d.fractures if f.kind != "self-reported-vertebral"]
+        sources.update(f.ref for f in d.fractures)
+        a["fragility_fracture"] = bool(documented)
+        a["hip_or_vertebral_fracture"] = any(f.kind in ("hip", "vertebral") for f in documented)
+        a["self_reported_vertebral_fracture"] = any(
+            f.kind == "self-reported-vertebral" for f in d.fractures
+        )
+        since = add_months(self.as_of, -self.p.recent_fracture)
+        a["fracture_within_12_months"] = any(
+            f.when is not None and since <= f.when.date <= self.as_of for f in documented
+        )
+        distinct = {(f.kind, _fracture_key(f.code)) for f in documented}
+        a["multiple_fractures"] = len(distinct) >= 2
+        bone_ivs = [iv for r in self._bone() if (iv := self._interval(r)) is not None]
+        a["fracture_on_therapy"] = any(
+            f.when is not None and any(s <= f.when.date <= e for s, e in bone_ivs)
+            for f in documented
+        )
+        heights = sorted(
+            (mm for mm in d.measurements if mm.kind == "height"),
+            key=lambda mm: (mm.when.instant, mm.ref),
+        )
+        if len(heights) >= 2:
+            latest = heights[-1]
+            tallest = max(mm.value for mm in heights)
+            a["height_loss_cm"] = float(round_half_up(max(tallest - latest.value, Decimal(0)), ONE))
+            sources.update(mm.ref for mm in heights)
+        alps = sorted(
+            (mm for mm in d.measurements if mm.kind == "alp"),
+            key=lambda mm: (mm.value, mm.when.instant, mm.ref),
+        )
+        if alps:
+            a["alkaline_phosphatase"] = float(alps[0].value)
+            a["alkaline_phosphatase_date"] = alps[0].when.date.isoformat()
+            sources.add(alps[0].ref)
+
+    # -- other fact types
+
+    def _structural(self) -> None:
+        seen: set[tuple[str, str]] = set()
+        for f in sorted(self.d.findings, key=lambda x: (x.finding, x.ref)):
+            if (f.finding, f.ref) in seen:
+                continue
+            seen.add((f.finding, f.ref))
+            self.add(
+                StructuralFindingFact(
+                    id=f"structural_finding:{f.finding}:{f.ref}",
+                    finding=f.finding,
+                    resource=f.ref,
+                    display=f.display,
+                ),
+                [f.ref],
+            )
+
+    def _contrast(self, a: Assessment) -> None:
+        if not self.d.contrast:
+            return
+        scan = a.lumbar_t_date or a.last_dxa_date
+        lumbar = [
+            mm for mm in self.d.measurements if mm.kind == "dxa" and mm.site == "lumbar-spine"
+        ]
+        if lumbar:
+            scan = max(mm.when.date for mm in lumbar).isoformat()
+        if scan is None:
+            for c in self.d.contrast:
+                self.fs.trace.ignore(c.ref, "contrast study: no DXA to compare with")
+            return
+        scan_date = date.fromisoformat(scan)
+        for c in sorted(self.d.contrast, key=lambda x: x.ref):
+            self.add(
+                ContrastStudy(
+                    id=f"contrast_study:{c.ref}",
+                    days_before_scan=(scan_date - c.when.date).days,
+                    date=c.when.date.isoformat(),
+                    resource=c.ref,
+                    display=c.display,
+                ),
+                [c.ref],
+            )
+
+    def _drafts(self, a: Assessment) -> None:
+        for dr in sorted(self.d.drafts, key=lambda x: x.ref):
+            order_date = dr.authored.date if dr.authored is not None else self.as_of
+            fields: dict[str, Any] = {
+                "id": f"draft_order:{dr.ref}",
+                "resource": dr.ref,
+                "display": dr.display,
+                "order_date": order_date.isoformat(),
+                "scanner": a.scanner,
+                "glucocorticoid_mg_day": a.glucocorticoid_mg_day,
+                "glucocorticoid_months": a.glucocorticoid_months,
+                "primary_hyperparathyroidism": a.primary_hyperparathyroidism,
+                "anabolic_started_months_ago": a.anabolic_started_months_ago,
+                "significant_loss_on_therapy": a.significant_loss_on_therapy,
+            }
+            if a.last_dxa_date is not None:
+                last = date.fromisoformat(a.last_dxa_date)
+                fields["last_dxa_date"] = a.last_dxa_date
+                fields["months_since_last_dxa"] = whole_months(last, order_date)
+                fields["earliest_date"] = add_months(last, self.p.dxa_interval).isoformat()
+            self.add(DraftOrder(**fields), [dr.ref])
+
+
+def _fracture_key(code: str) -> str:
+    """One fracture, whatever the encounter: ICD-10-CM without dots and without the 7th
+    character (A initial, D subsequent, S sequela ...), so S72.001A and S72.001D count once."""
+    c = code.upper().replace(".", "").strip()
+    if len(c) == 7 and c[-1].isalpha():
+        return c[:-1]
+    return c

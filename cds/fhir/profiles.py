@@ -1,0 +1,529 @@
+"""Code lists and profiles from ``fhir_profiles/`` (data, not code).
+
+Every code the service recognises or suggests lives in a JSON file there, one file per
+concern; this module loads them once, checks their shape (errors name the file), and
+builds the lookup indexes the readers use. Point ``OSTEOHOOKS_FHIR_PROFILES`` at another
+folder to use a site's own copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from cds.fhir.models import CodeableConcept, Coding
+
+LOINC = "http://loinc.org"
+SNOMED = "http://snomed.info/sct"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+CPT = "http://www.ama-assn.org/go/cpt"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+ATC = "http://www.whocc.no/atc"
+UCUM = "http://unitsofmeasure.org"
+
+#: Systems whose codes match by prefix (a listed M47.81 matches M47.816).
+PREFIX_SYSTEMS = frozenset({ICD10CM, CPT})
+
+M = TypeVar("M", bound=BaseModel)
+
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "fhir_profiles"
+
+DxaSite = Literal["lumbar-spine", "total-hip", "femoral-neck", "femur", "forearm"]
+ScoreType = Literal["T", "Z", "BMD"]
+
+
+class ProfileError(Exception):
+    """fhir_profiles/ data is missing or malformed (a deployment error, not a data error)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CodeEntry(_Strict):
+    system: str
+    code: str
+    display: str
+    verified: bool = True
+
+
+class DxaCodeEntry(CodeEntry):
+    site: DxaSite
+    score: ScoreType
+    side: Literal["left", "right"] | None = None
+
+
+class _DxaFile(_Strict):
+    description: str
+    evidence: list[str]
+    codes: list[DxaCodeEntry]
+    panels: list[CodeEntry]
+    units: dict[str, Any]
+
+
+class FemoralNeckEntry(CodeEntry):
+    score: ScoreType
+    side: Literal["left", "right"] | None = None
+
+
+class _TextScore(_Strict):
+    contains: list[str]
+    score: ScoreType
+
+
+class _FemoralNeckFile(_Strict):
+    description: str
+    evidence: list[str]
+    codes: list[FemoralNeckEntry]
+    text_patterns: list[_TextScore]
+
+
+class _TbsFile(_Strict):
+    description: str
+    evidence: list[str]
+    codes: list[CodeEntry]
+    text_patterns: list[str]
+    units: list[str]
+
+
+class VertebraEntry(CodeEntry):
+    vertebra: Literal["L1", "L2", "L3", "L4"]
+
+
+class _VertebraFile(_Strict):
+    description: str
+    evidence: list[str]
+    codes: list[VertebraEntry]
+
+
+class _Range(_Strict):
+    min: Decimal
+    max: Decimal
+    unit: str | None = None
+
+
+class _RangesFile(_Strict):
+    description: str
+    evidence: list[str]
+    T: _Range
+    Z: _Range
+    BMD: _Range
+    TBS: _Range
+    alkaline_phosphatase: _Range
+    height: _Range
+
+
+class _LabGroup(_Strict):
+    codes: list[CodeEntry]
+    units: dict[str, Decimal]
+
+
+class _LabFile(_Strict):
+    description: str
+    evidence: list[str]
+    alkaline_phosphatase: _LabGroup
+    height: _LabGroup
+
+
+class _MenopauseFile(_Strict):
+    description: str
+    evidence: list[str]
+    postmenopausal: list[CodeEntry]
+    premenopausal: list[CodeEntry]
+
+
+class MedClass(_Strict):
+    display: str
+    bone_active: bool
+    antiresorptive: bool
+    anabolic: bool
+    dosing_interval_months: int | None
+
+
+class _IngredientCode(_Strict):
+    code: str
+    display: str
+    verified: bool = True
+
+
+class Ingredient(_Strict):
+    ingredient: str
+    med_class: str
+    prednisone_factor: Decimal | None = None
+    rxnorm: _IngredientCode
+    atc: _IngredientCode
+    names: list[str]
+
+
+class _MedFile(_Strict):
+    description: str
+    evidence: list[str]
+    systems: dict[str, str]
+    classes: dict[str, MedClass]
+    ingredients: list[dict[str, Any]]
+    glucocorticoid_dose_units: dict[str, Decimal]
+
+
+class _ConditionFile(_Strict):
+    description: str
+    evidence: list[str]
+    primary_hyperparathyroidism: list[CodeEntry]
+    hypophosphatasia: list[CodeEntry]
+
+
+class _FractureFile(_Strict):
+    description: str
+    evidence: list[str]
+    hip: list[CodeEntry]
+    vertebral: list[CodeEntry]
+    other: list[CodeEntry]
+    self_reported_vertebral: list[CodeEntry]
+
+
+class _Finding(_Strict):
+    bias: str
+    codes: list[CodeEntry]
+    text_patterns: list[str]
+
+
+class _StructuralFile(_Strict):
+    description: str
+    evidence: list[str]
+    findings: dict[str, _Finding]
+
+
+class _ContrastFile(_Strict):
+    description: str
+    evidence: list[str]
+    codes: list[CodeEntry]
+    text_patterns: list[str]
+
+
+class _CodesFile(_Strict):
+    description: str
+    evidence: list[str]
+    codes: list[CodeEntry]
+
+
+class _MfrPattern(_Strict):
+    contains: str
+    manufacturer: Literal["hologic", "ge-lunar", "other"]
+
+
+class _MfrFile(_Strict):
+    description: str
+    evidence: list[str]
+    patterns: list[_MfrPattern]
+
+
+class OrderCode(CodeEntry):
+    category: Literal["laboratory", "imaging"]
+
+
+class _OrderFile(_Strict):
+    description: str
+    evidence: list[str]
+    orders: dict[str, OrderCode]
+
+
+class _Topic(_Strict):
+    display: str
+
+
+class _TopicFile(_Strict):
+    description: str
+    system: str
+    topics: dict[str, _Topic]
+
+
+def _norm(system: str | None, code: str | None) -> tuple[str, str]:
+    s = (system or "").strip()
+    c = (code or "").strip()
+    if s in PREFIX_SYSTEMS:
+        c = c.upper().replace(".", "")
+    return s, c
+
+
+@dataclass(frozen=True)
+class CodeList:
+    """Codes matched exactly, or by prefix for ICD-10-CM and CPT."""
+
+    entries: tuple[CodeEntry, ...]
+    _exact: dict[tuple[str, str], CodeEntry] = field(default_factory=dict, repr=False)
+    _prefix: tuple[tuple[str, str, CodeEntry], ...] = field(default=(), repr=False)
+
+    @classmethod
+    def of(cls, entries: list[CodeEntry] | tuple[CodeEntry, ...]) -> CodeList:
+        exact: dict[tuple[str, str], CodeEntry] = {}
+        prefix: list[tuple[str, str, CodeEntry]] = []
+        for e in entries:
+            key = _norm(e.system, e.code)
+            if e.system in PREFIX_SYSTEMS:
+                prefix.append((key[0], key[1], e))
+            else:
+                exact[key] = e
+        # longest prefix first so the most specific entry wins
+        prefix.sort(key=lambda p: -len(p[1]))
+        return cls(tuple(entries), exact, tuple(prefix))
+
+    def match_coding(self, coding: Coding) -> CodeEntry | None:
+        if not coding.code:
+            return None
+        key = _norm(coding.system, coding.code)
+        hit = self._exact.get(key)
+        if hit is not None:
+            return hit
+        for system, pre, entry in self._prefix:
+            if key[0] == system and key[1].startswith(pre):
+                return entry
+        return None
+
+    def match(self, concept: CodeableConcept | None) -> tuple[CodeEntry, Coding] | None:
+        if concept is None:
+            return None
+        for coding in concept.coding:
+            hit = self.match_coding(coding)
+            if hit is not None:
+                return hit, coding
+        return None
+
+
+@dataclass(frozen=True)
+class StructuralFindingProfile:
+    finding: str
+    bias: str
+    codes: CodeList
+    text_patterns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Profiles:
+    """All of fhir_profiles/, indexed."""
+
+    folder: Path
+    dxa: dict[tuple[str, str], DxaCodeEntry]
+    dxa_panels: CodeList
+    bmd_units: dict[str, Decimal]
+    t_units: frozenset[str]
+    z_units: frozenset[str]
+    femoral_neck: dict[tuple[str, str], FemoralNeckEntry]
+    femoral_neck_text: tuple[tuple[tuple[str, ...], ScoreType], ...]
+    tbs: CodeList
+    tbs_text: tuple[str, ...]
+    tbs_units: frozenset[str]
+    vertebrae: dict[tuple[str, str], str]
+    ranges: dict[str, tuple[Decimal, Decimal]]
+    alp: CodeList
+    alp_units: dict[str, Decimal]
+    height: CodeList
+    height_units: dict[str, Decimal]
+    postmenopausal: CodeList
+    premenopausal: CodeList
+    med_classes: dict[str, MedClass]
+    ingredients: tuple[Ingredient, ...]
+    rxnorm: dict[str, Ingredient]
+    atc: dict[str, Ingredient]
+    med_names: tuple[tuple[str, Ingredient], ...]
+    dose_units: dict[str, Decimal]
+    hyperparathyroidism: CodeList
+    hypophosphatasia: CodeList
+    fracture_hip: CodeList
+    fracture_vertebral: CodeList
+    fracture_other: CodeList
+    fracture_self_reported: CodeList
+    structural: tuple[StructuralFindingProfile, ...]
+    contrast: CodeList
+    contrast_text: tuple[str, ...]
+    dxa_orders: CodeList
+    manufacturers: tuple[tuple[str, str], ...]
+    order_codes: dict[str, OrderCode]
+    card_topic_system: str
+    card_topics: dict[str, str]
+    structure_definitions: dict[str, dict[str, Any]]
+
+    def order_coding(self, key: str) -> dict[str, str]:
+        """The Coding JSON for an order key of order-codes.json (KeyError names the key)."""
+        try:
+            o = self.order_codes[key]
+        except KeyError:
+            raise KeyError(
+                f"unknown order key {key!r}; known: {sorted(self.order_codes)}"
+            ) from None
+        return {"system": o.system, "code": o.code, "display": o.display}
+
+    def card_topic_coding(self, topic: str) -> dict[str, str]:
+        """The source.topic Coding JSON for a card topic."""
+        return {"system": self.card_topic_system, "code": topic, "display": self.card_topics[topic]}
+
+
+def _read(folder: Path, name: str) -> Any:
+    path = folder / name
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ProfileError(f"{path}: missing (fhir_profiles/ must contain {name})") from None
+    except json.JSONDecodeError as exc:
+        raise ProfileError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+
+
+def _model(folder: Path, name: str, model: type[M]) -> M:
+    data = _read(folder, name)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise ProfileError(f"{folder / name}: {loc}: {first['msg']}") from None
+
+
+def _build(folder: Path) -> Profiles:
+    dxa = _model(folder, "dxa-codes.json", _DxaFile)
+    try:
+        bmd_units = {str(k): Decimal(str(v)) for k, v in dict(dxa.units["BMD"]).items()}
+        t_units = frozenset(str(u) for u in dxa.units["T"])
+        z_units = frozenset(str(u) for u in dxa.units["Z"])
+    except (KeyError, TypeError, ArithmeticError) as exc:
+        raise ProfileError(
+            f"{folder / 'dxa-codes.json'}: units: need BMD, T and Z ({exc})"
+        ) from None
+    neck = _model(folder, "femoral-neck-codes.json", _FemoralNeckFile)
+    tbs = _model(folder, "tbs-codes.json", _TbsFile)
+    vert = _model(folder, "vertebral-body-sites.json", _VertebraFile)
+    ranges = _model(folder, "plausible-ranges.json", _RangesFile)
+    labs = _model(folder, "lab-codes.json", _LabFile)
+    meno = _model(folder, "menopausal-status.json", _MenopauseFile)
+    meds = _model(folder, "medication-classes.json", _MedFile)
+    conds = _model(folder, "condition-codes.json", _ConditionFile)
+    frac = _model(folder, "fragility-fractures.json", _FractureFile)
+    struct = _model(folder, "structural-findings.json", _StructuralFile)
+    contrast = _model(folder, "contrast-procedures.json", _ContrastFile)
+    orders = _model(folder, "dxa-order-codes.json", _CodesFile)
+    mfr = _model(folder, "device-manufacturers.json", _MfrFile)
+    order_codes = _model(folder, "order-codes.json", _OrderFile)
+    topics = _model(folder, "card-topics.json", _TopicFile)
+
+    ingredients: list[Ingredient] = []
+    for i, raw in enumerate(meds.ingredients):
+        data = dict(raw)
+        data["med_class"] = data.pop("class", None)
+        try:
+            ing = Ingredient.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            raise ProfileError(
+                f"{folder / 'medication-classes.json'}: ingredients[{i}].{loc}: {first['msg']}"
+            ) from None
+        if ing.med_class not in meds.classes:
+            raise ProfileError(
+                f"{folder / 'medication-classes.json'}: ingredients[{i}]: unknown class "
+                f"{ing.med_class!r} (classes: {sorted(meds.classes)})"
+            )
+        if ing.med_class == "glucocorticoid" and ing.prednisone_factor is None:
+            raise ProfileError(
+                f"{folder / 'medication-classes.json'}: ingredients[{i}]: a glucocorticoid "
+                "needs prednisone_factor"
+            )
+        ingredients.append(ing)
+    names = sorted(
+        ((n.lower(), ing) for ing in ingredients for n in ing.names),
+        key=lambda p: (-len(p[0]), p[0]),
+    )
+
+    sds: dict[str, dict[str, Any]] = {}
+    for path in sorted(folder.glob("StructureDefinition-*.json")):
+        sd = _read(folder, path.name)
+        if not isinstance(sd, dict) or sd.get("resourceType") != "StructureDefinition":
+            raise ProfileError(f"{path}: not a StructureDefinition")
+        sds[str(sd.get("id"))] = sd
+
+    return Profiles(
+        folder=folder,
+        dxa={_norm(c.system, c.code): c for c in dxa.codes},
+        dxa_panels=CodeList.of(dxa.panels),
+        bmd_units=bmd_units,
+        t_units=t_units,
+        z_units=z_units,
+        femoral_neck={_norm(c.system, c.code): c for c in neck.codes},
+        femoral_neck_text=tuple(
+            (tuple(w.lower() for w in p.contains), p.score) for p in neck.text_patterns
+        ),
+        tbs=CodeList.of(tbs.codes),
+        tbs_text=tuple(t.lower() for t in tbs.text_patterns),
+        tbs_units=frozenset(tbs.units),
+        vertebrae={_norm(c.system, c.code): c.vertebra for c in vert.codes},
+        ranges={
+            "T": (ranges.T.min, ranges.T.max),
+            "Z": (ranges.Z.min, ranges.Z.max),
+            "BMD": (ranges.BMD.min, ranges.BMD.max),
+            "TBS": (ranges.TBS.min, ranges.TBS.max),
+            "alkaline_phosphatase": (
+                ranges.alkaline_phosphatase.min,
+                ranges.alkaline_phosphatase.max,
+            ),
+            "height": (ranges.height.min, ranges.height.max),
+        },
+        alp=CodeList.of(labs.alkaline_phosphatase.codes),
+        alp_units=dict(labs.alkaline_phosphatase.units),
+        height=CodeList.of(labs.height.codes),
+        height_units=dict(labs.height.units),
+        postmenopausal=CodeList.of(meno.postmenopausal),
+        premenopausal=CodeList.of(meno.premenopausal),
+        med_classes=dict(meds.classes),
+        ingredients=tuple(ingredients),
+        rxnorm={i.rxnorm.code: i for i in ingredients if i.rxnorm.verified},
+        atc={i.atc.code.upper(): i for i in ingredients},
+        med_names=tuple(names),
+        dose_units=dict(meds.glucocorticoid_dose_units),
+        hyperparathyroidism=CodeList.of(conds.primary_hyperparathyroidism),
+        hypophosphatasia=CodeList.of(conds.hypophosphatasia),
+        fracture_hip=CodeList.of(frac.hip),
+        fracture_vertebral=CodeList.of(frac.vertebral),
+        fracture_other=CodeList.of(frac.other),
+        fracture_self_reported=CodeList.of(frac.self_reported_vertebral),
+        structural=tuple(
+            StructuralFindingProfile(
+                finding=name,
+                bias=f.bias,
+                codes=CodeList.of(f.codes),
+                text_patterns=tuple(t.lower() for t in f.text_patterns),
+            )
+            for name, f in struct.findings.items()
+        ),
+        contrast=CodeList.of(contrast.codes),
+        contrast_text=tuple(t.lower() for t in contrast.text_patterns),
+        dxa_orders=CodeList.of(orders.codes),
+        manufacturers=tuple((p.contains.lower(), p.manufacturer) for p in mfr.patterns),
+        order_codes=dict(order_codes.orders),
+        card_topic_system=topics.system,
+        card_topics={k: v.display for k, v in topics.topics.items()},
+        structure_definitions=sds,
+    )
+
+
+_CACHE: dict[Path, Profiles] = {}
+_LOCK = threading.Lock()
+
+
+def profiles_dir() -> Path:
+    """The fhir_profiles folder: $OSTEOHOOKS_FHIR_PROFILES or the bundled one."""
+    env = os.environ.get("OSTEOHOOKS_FHIR_PROFILES")
+    return Path(env) if env else DEFAULT_DIR
+
+
+def load_profiles(folder: Path | None = None) -> Profiles:
+    """Load (once per folder) and index fhir_profiles/; ProfileError names a bad file."""
+    path = (folder or profiles_dir()).resolve()
+    with _LOCK:
+        hit = _CACHE.get(path)
+        if hit is None:
+            hit = _build(path)
+            _CACHE[path] = hit
+        return hit

@@ -1,0 +1,1420 @@
+"""Reading FHIR input: flatten Bundles, pick the patient, validate what is used, and turn
+each usable resource into a typed record. Every problem is a DataIssue; every resource
+not used is listed in the trace with the reason. Nothing here raises on bad data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from cds.fhir import models as m
+from cds.fhir.dates import When, parse_when
+from cds.fhir.issues import DataIssue, issue_sort_key
+from cds.fhir.profiles import (
+    ATC,
+    RXNORM,
+    CodeEntry,
+    Ingredient,
+    Profiles,
+    _norm,
+)
+from cds.fhir.structure import CompiledProfile, check, compile_profile
+from cds.fhir.trace import Trace
+
+Validation = Literal["fast", "full"]
+Manufacturer = Literal["hologic", "ge-lunar", "other", "unknown"]
+
+MAX_BUNDLE_DEPTH = 8
+MAX_ISSUES_PER_RESOURCE = 5
+
+OBS_USED = {"final": False, "amended": False, "corrected": False, "preliminary": True}
+OBS_IGNORED = {"registered", "cancelled", "entered-in-error", "unknown"}
+COND_ACTIVE = {"active", "recurrence", "relapse"}
+COND_INACTIVE = {"inactive", "remission", "resolved"}
+VERIFICATION_EXCLUDED = {"entered-in-error", "refuted"}
+VERIFICATION_UNCONFIRMED = {"unconfirmed", "provisional", "differential"}
+PROC_USED = {"completed", "in-progress"}
+MS_USED = {"active", "completed", "stopped", "on-hold"}
+MR_USED = {"active", "completed", "stopped", "on-hold"}
+MR_ORDER_INTENTS = {"order", "original-order", "reflex-order", "filler-order", "instance-order"}
+MA_USED = {"completed", "in-progress"}
+DRAFT_USED = {"draft", "active"}
+
+_RANGE = re.compile(r"\bL\s*([1-5])\s*(?:-|–|to)\s*L?\s*([1-5])\b", re.IGNORECASE)
+
+
+# ---------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class Scanner:
+    identity: str | None  # Device/x or identifier system|value; None: not identified
+    label: str | None
+    manufacturer: Manufacturer
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    ref: str
+    kind: Literal["dxa", "tbs", "alp", "height"]
+    site: str | None  # DxaSite for dxa
+    score: str  # T, Z, BMD, TBS, ALP, HEIGHT
+    side: str | None
+    vertebra: str | None
+    vertebra_count: int | None
+    value: Decimal  # normalised (g/cm2, U/L, cm)
+    when: When
+    preliminary: bool
+    scanner: Scanner | None
+
+
+@dataclass(frozen=True, slots=True)
+class MedRecord:
+    ref: str
+    ingredient: Ingredient
+    med_class: str
+    source: Literal["statement", "request", "administration"]
+    status: str
+    start: date | None
+    end: date | None
+    ongoing: bool
+    dose_date: date | None  # administrations
+    mg_day: Decimal | None  # prednisone-equivalent, glucocorticoids only
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionRecord:
+    ref: str
+    entry: CodeEntry
+    display: str
+    when: When | None
+    active: bool
+    unconfirmed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FractureRecord:
+    ref: str
+    kind: Literal["hip", "vertebral", "other", "self-reported-vertebral"]
+    code: str
+    display: str
+    when: When | None
+
+
+@dataclass(frozen=True, slots=True)
+class FindingRecord:
+    ref: str
+    finding: str
+    display: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContrastRecord:
+    ref: str
+    display: str
+    when: When
+
+
+@dataclass(frozen=True, slots=True)
+class DraftRecord:
+    ref: str
+    display: str
+    authored: When | None
+
+
+@dataclass
+class PatientData:
+    """Everything read for one patient."""
+
+    patient_ref: str | None = None
+    gender: str | None = None
+    birth_date: date | None = None
+    measurements: list[Measurement] = field(default_factory=list)
+    menopause: list[tuple[str, str, When | None]] = field(default_factory=list)  # status, ref
+    meds: list[MedRecord] = field(default_factory=list)
+    hyperparathyroidism: list[str] = field(default_factory=list)
+    hypophosphatasia: list[str] = field(default_factory=list)
+    fractures: list[FractureRecord] = field(default_factory=list)
+    findings: list[FindingRecord] = field(default_factory=list)
+    contrast: list[ContrastRecord] = field(default_factory=list)
+    drafts: list[DraftRecord] = field(default_factory=list)
+    issues: list[DataIssue] = field(default_factory=list)
+    trace: Trace = field(default_factory=Trace)
+
+
+# ---------------------------------------------------------------------------- flattening
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    raw: dict[str, Any]
+    rtype: str
+    ref: str
+    full_url: str | None
+
+
+def _content_ref(rtype: str, raw: dict[str, Any]) -> str:
+    try:
+        blob = json.dumps(raw, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        blob = repr(raw)
+    return f"{rtype}/#{hashlib.sha1(blob.encode(), usedforsecurity=False).hexdigest()[:10]}"
+
+
+def _ref_of(raw: dict[str, Any], rtype: str) -> str:
+    rid = raw.get("id")
+    if isinstance(rid, str) and rid:
+        return f"{rtype}/{rid}"
+    return _content_ref(rtype, raw)
+
+
+def flatten(
+    items: Iterable[Any], issues: list[DataIssue], trace: Trace, label: str = "input"
+) -> list[Entry]:
+    """Flatten Bundles (any type, nested) and loose resources into entries."""
+    out: list[Entry] = []
+
+    def visit(obj: Any, where: str, full_url: str | None, depth: int) -> None:
+        if obj is None:
+            trace.ignore(where, "no data (null)")
+            return
+        if not isinstance(obj, dict):
+            issues.append(
+                DataIssue(
+                    severity="error",
+                    code="structure",
+                    resource=where,
+                    message=f"{where} is not a FHIR resource (a JSON object), "
+                    f"it is {type(obj).__name__}",
+                )
+            )
+            return
+        rtype = obj.get("resourceType")
+        if not isinstance(rtype, str) or not rtype:
+            issues.append(
+                DataIssue(
+                    severity="error",
+                    code="structure",
+                    resource=where,
+                    expression="resourceType",
+                    message=f"{where} has no resourceType: not a FHIR resource",
+                )
+            )
+            return
+        if rtype == "Bundle":
+            if depth >= MAX_BUNDLE_DEPTH:
+                issues.append(
+                    DataIssue(
+                        severity="error",
+                        code="structure",
+                        resource=_ref_of(obj, rtype),
+                        expression="Bundle.entry",
+                        message=f"Bundles nested deeper than {MAX_BUNDLE_DEPTH} are not read",
+                    )
+                )
+                return
+            entries = obj.get("entry")
+            if entries is None:
+                return
+            if not isinstance(entries, list):
+                issues.append(
+                    DataIssue(
+                        severity="error",
+                        code="structure",
+                        resource=_ref_of(obj, rtype),
+                        expression="Bundle.entry",
+                        message="Bundle.entry must be a list",
+                    )
+                )
+                return
+            bref = _ref_of(obj, rtype)
+            for i, e in enumerate(entries):
+                ewhere = f"{bref} entry[{i}]"
+                if not isinstance(e, dict):
+                    issues.append(
+                        DataIssue(
+                            severity="error",
+                            code="structure",
+                            resource=bref,
+                            expression=f"Bundle.entry[{i}]",
+                            message="a Bundle entry must be a JSON object",
+                        )
+                    )
+                    continue
+                fu = e.get("fullUrl")
+                res = e.get("resource")
+                if res is None:
+                    continue  # e.g. a deleted entry in a history Bundle
+                visit(res, ewhere, fu if isinstance(fu, str) else None, depth + 1)
+            return
+        ref = _ref_of(obj, rtype)
+        if rtype == "OperationOutcome":
+            text = ""
+            iss = obj.get("issue")
+            if isinstance(iss, list) and iss and isinstance(iss[0], dict):
+                diag = iss[0].get("diagnostics")
+                if isinstance(diag, str):
+                    text = f": {diag[:200]}"
+            trace.ignore(ref, f"no data (the source sent an OperationOutcome{text})")
+            return
+        out.append(Entry(obj, rtype, ref, full_url))
+
+    for i, item in enumerate(items):
+        visit(item, f"{label}[{i}]", None, 0)
+    return out
+
+
+def _dedupe(entries: list[Entry], trace: Trace) -> list[Entry]:
+    """One entry per Type/id; when copies differ, keep the latest (meta.lastUpdated, then
+    content), so input order never matters."""
+    by_ref: dict[str, list[Entry]] = {}
+    for e in entries:
+        by_ref.setdefault(e.ref, []).append(e)
+    out: list[Entry] = []
+    for ref in sorted(by_ref):
+        group = by_ref[ref]
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+
+        def key(e: Entry) -> tuple[str, str]:
+            meta = e.raw.get("meta")
+            lu = meta.get("lastUpdated") if isinstance(meta, dict) else None
+            try:
+                blob = json.dumps(e.raw, sort_keys=True, default=str)
+            except (TypeError, ValueError):
+                blob = repr(e.raw)
+            return (lu if isinstance(lu, str) else "", blob)
+
+        group.sort(key=key)
+        out.append(group[-1])
+        for _ in group[:-1]:
+            trace.ignore(ref, "duplicate of a later copy of the same resource")
+    return out
+
+
+def _ref_target(reference: str, urls: dict[str, str]) -> str | None:
+    """Normalise a reference to Type/id (relative, absolute URL, or a Bundle fullUrl)."""
+    if reference in urls:
+        return urls[reference]
+    if reference.startswith(("urn:", "#")):
+        return None
+    parts = [p for p in reference.split("/") if p]
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    if len(parts) >= 2:
+        return f"{parts[-2]}/{parts[-1]}"
+    return None
+
+
+def _subject_of(raw: dict[str, Any]) -> Any:
+    for key in ("subject", "patient"):
+        val = raw.get(key)
+        if isinstance(val, dict):
+            return val.get("reference")
+    return None
+
+
+def _url_map(entries: list[Entry]) -> dict[str, str]:
+    return {e.full_url: e.ref for e in entries if e.full_url}
+
+
+def split_by_patient(resources: Iterable[Any]) -> dict[str, list[dict[str, Any]]]:
+    """Group resources by the patient they belong to (via subject/patient references).
+
+    Each Patient goes to its own group; resources referring to a patient go to that
+    patient's group (also when the Patient itself is absent, so that evaluating the group
+    reports it); resources without a patient reference (Device, Medication, ...) go to
+    every group. Bundles are flattened; nulls and OperationOutcomes are dropped.
+    """
+    issues: list[DataIssue] = []
+    entries = flatten(resources, issues, Trace())
+    urls = _url_map(entries)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    shared: list[dict[str, Any]] = []
+    for e in entries:
+        if e.rtype == "Patient":
+            groups.setdefault(e.ref.split("/", 1)[1], []).append(e.raw)
+            continue
+        target = _subject_of(e.raw)
+        if isinstance(target, str):
+            norm = _ref_target(target, urls)
+            if norm and norm.startswith("Patient/"):
+                groups.setdefault(norm.split("/", 1)[1], []).append(e.raw)
+                continue
+        shared.append(e.raw)
+    for pid in groups:
+        groups[pid].extend(shared)
+    return dict(sorted(groups.items()))
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def _errors_to_issues(exc: ValidationError, rtype: str, ref: str) -> list[DataIssue]:
+    out: list[DataIssue] = []
+    for err in exc.errors()[:MAX_ISSUES_PER_RESOURCE]:
+        path = rtype
+        for p in err["loc"]:
+            path += f"[{p}]" if isinstance(p, int) else f".{p}"
+        got = err.get("input")
+        shown = repr(got)[:60] if not isinstance(got, dict | list) else type(got).__name__
+        out.append(
+            DataIssue(
+                severity="error",
+                code="structure" if err["type"] in ("model_type", "list_type") else "value",
+                resource=ref,
+                expression=path,
+                message=f"{path}: {err['msg']} (got {shown}); the resource is not used",
+            )
+        )
+    return out
+
+
+def _when(
+    text: str | None, expr: str, ref: str, issues: list[DataIssue], required: bool = True
+) -> When | None:
+    if text is None:
+        if required:
+            issues.append(
+                DataIssue(
+                    severity="error",
+                    code="required",
+                    resource=ref,
+                    expression=expr,
+                    message=f"{expr} is missing: the date is needed; the resource is not used",
+                )
+            )
+        return None
+    try:
+        return parse_when(text)
+    except ValueError as exc:
+        issues.append(
+            DataIssue(
+                severity="error",
+                code="value",
+                resource=ref,
+                expression=expr,
+                message=f"{expr}: {exc}; the resource is not used",
+            )
+        )
+        return None
+
+
+class Reader:
+    """Reads one patient's resources into a PatientData."""
+
+    def __init__(self, profiles: Profiles, as_of: date, validation: Validation = "fast") -> None:
+        self.p = profiles
+        self.as_of = as_of
+        self.validation = validation
+        self._sd: dict[str, CompiledProfile] = {}
+        for sid, sd in profiles.structure_definitions.items():
+            self._sd[sid] = compile_profile(sd)
+
+    # -- entry point
+
+    def read(
+        self,
+        resources: Iterable[Any],
+        patient_id: str | None,
+        draft_orders: Any,
+    ) -> PatientData:
+        data = PatientData()
+        issues, trace = data.issues, data.trace
+        entries = _dedupe(flatten(resources, issues, trace), trace)
+        urls = _url_map(entries)
+        parsed: dict[str, tuple[Entry, m.Resource]] = {}
+        for e in entries:
+            model = m.MODELS.get(e.rtype)
+            if model is None:
+                trace.ignore(e.ref, f"resource type {e.rtype} is not read")
+                continue
+            try:
+                res = model.model_validate(e.raw)
+            except ValidationError as exc:
+                issues.extend(_errors_to_issues(exc, e.rtype, e.ref))
+                trace.ignore(e.ref, "invalid (see the data errors)")
+                continue
+            parsed[e.ref] = (e, res)
+
+        patients = {ref: r for ref, (_, r) in parsed.items() if isinstance(r, m.Patient)}
+        chosen = self._choose_patient(patients, patient_id, issues)
+        if chosen is not None:
+            data.patient_ref = chosen
+            pat = patients[chosen]
+            assert isinstance(pat, m.Patient)
+            self._read_patient(pat, chosen, data)
+        for ref in sorted(patients):
+            if ref != chosen:
+                trace.ignore(ref, "not the patient evaluated")
+
+        devices = {ref: r for ref, (_, r) in parsed.items() if isinstance(r, m.Device)}
+        medications = {ref: r for ref, (_, r) in parsed.items() if isinstance(r, m.Medication)}
+        for ref in sorted(parsed):
+            e, res = parsed[ref]
+            if isinstance(res, m.Patient | m.Device | m.Medication):
+                continue
+            subject = _subject_of(e.raw)
+            if isinstance(subject, str) and chosen is not None:
+                target = _ref_target(subject, urls)
+                if target != chosen:
+                    trace.ignore(ref, f"not this patient (subject {subject})")
+                    continue
+            if not self._full_ok(e, ref, issues, trace):
+                continue
+            try:
+                self._dispatch(e, res, ref, data, devices, medications, urls)
+            except (ArithmeticError, ValueError, OverflowError) as exc:  # defensive: never raise
+                issues.append(
+                    DataIssue(
+                        severity="error",
+                        code="value",
+                        resource=ref,
+                        message=f"cannot be used: {exc}",
+                    )
+                )
+                trace.ignore(ref, "invalid (see the data errors)")
+        for ref in sorted(devices):
+            if not any(
+                mm.scanner is not None and mm.scanner.identity == ref for mm in data.measurements
+            ):
+                trace.ignore(ref, "Device not referenced by a DXA result used")
+
+        self._read_drafts(draft_orders, data, chosen)
+        issues.sort(key=issue_sort_key)
+        trace.sort()
+        return data
+
+    def _full_ok(self, e: Entry, ref: str, issues: list[DataIssue], trace: Trace) -> bool:
+        if self.validation != "full":
+            return True
+        from fhir.resources.R4B import get_fhir_model_class
+
+        try:
+            cls = get_fhir_model_class(e.rtype)
+            cls.model_validate(e.raw)
+        except ValidationError as exc:
+            issues.extend(_errors_to_issues(exc, e.rtype, ref))
+            trace.ignore(ref, "invalid FHIR R4 (see the data errors)")
+            return False
+        except (KeyError, ValueError, TypeError) as exc:
+            issues.append(
+                DataIssue(
+                    severity="error",
+                    code="structure",
+                    resource=ref,
+                    message=f"not valid FHIR R4: {exc}",
+                )
+            )
+            trace.ignore(ref, "invalid FHIR R4 (see the data errors)")
+            return False
+        return True
+
+    def _choose_patient(
+        self, patients: Mapping[str, m.Resource], patient_id: str | None, issues: list[DataIssue]
+    ) -> str | None:
+        if patient_id is not None:
+            ref = f"Patient/{patient_id}"
+            if ref in patients:
+                return ref
+            issues.append(
+                DataIssue(
+                    severity="fatal",
+                    code="not-found",
+                    resource=ref,
+                    expression="Patient",
+                    message=f"{ref} is not in the input (patients present: "
+                    f"{', '.join(sorted(patients)) or 'none'})",
+                )
+            )
+            return None
+        if len(patients) == 1:
+            return next(iter(patients))
+        if not patients:
+            issues.append(
+                DataIssue(
+                    severity="fatal",
+                    code="required",
+                    expression="Patient",
+                    message="no usable Patient resource in the input: age and sex are "
+                    "needed (send the patient prefetch)",
+                )
+            )
+        else:
+            issues.append(
+                DataIssue(
+                    severity="fatal",
+                    code="multiple-matches",
+                    expression="Patient",
+                    message=f"several patients in the input ({', '.join(sorted(patients))}): "
+                    "say which one (patient_id)",
+                )
+            )
+        return None
+
+    def _read_patient(self, pat: m.Patient, ref: str, data: PatientData) -> None:
+        data.gender = pat.gender
+        if pat.gender not in (None, "male", "female", "other", "unknown"):
+            data.issues.append(
+                DataIssue(
+                    severity="warning",
+                    code="code-invalid",
+                    resource=ref,
+                    expression="Patient.gender",
+                    message=f"Patient.gender {pat.gender!r} is not male, female, other or "
+                    "unknown; sex is taken as unknown",
+                )
+            )
+            data.gender = None
+        when = _when(pat.birthDate, "Patient.birthDate", ref, data.issues)
+        if when is not None:
+            if when.partial:
+                data.trace.assumptions.append(
+                    f"{ref}: birth date {when.text} is partial; its first day is used"
+                )
+            data.birth_date = when.date
+            data.trace.use(ref, "age and sex")
+
+    # -- dispatch
+
+    def _dispatch(
+        self,
+        e: Entry,
+        res: m.Resource,
+        ref: str,
+        data: PatientData,
+        devices: Mapping[str, m.Resource],
+        meds: Mapping[str, m.Resource],
+        urls: dict[str, str],
+    ) -> None:
+        if isinstance(res, m.Observation):
+            self._observation(e, res, ref, data, devices, urls)
+        elif isinstance(res, m.Condition):
+            self._condition(res, ref, data)
+        elif isinstance(res, m.Procedure):
+            self._procedure(res, ref, data)
+        elif isinstance(
+            res, m.MedicationStatement | m.MedicationRequest | m.MedicationAdministration
+        ):
+            self._medication(res, ref, data, meds, urls)
+        elif isinstance(res, m.ServiceRequest):
+            data.trace.ignore(
+                ref, "ServiceRequest in the record (draft orders come from context.draftOrders)"
+            )
+
+    # -- observations
+
+    def _observation(
+        self,
+        e: Entry,
+        obs: m.Observation,
+        ref: str,
+        data: PatientData,
+        devices: Mapping[str, m.Resource],
+        urls: dict[str, str],
+    ) -> None:
+        issues, trace = data.issues, data.trace
+        if obs.status is None:
+            issues.append(
+                DataIssue(
+                    severity="error",
+                    code="required",
+                    resource=ref,
+                    expression="Observation.status",
+                    message="Observation.status is missing; the Observation is not used",
+                )
+            )
+            trace.ignore(ref, "no status")
+            return
+        if obs.status in OBS_IGNORED:
+            trace.ignore(ref, f"status {obs.status}")
+            return
+        if obs.status not in OBS_USED:
+            issues.append(
+                DataIssue(
+                    severity="error",
+                    code="code-invalid",
+                    resource=ref,
+                    expression="Observation.status",
+                    message=f"Observation.status {obs.status!r} is not a FHIR observation "
+                    "status; the Observation is not used",
+                )
+            )
+            trace.ignore(ref, f"unknown status {obs.status}")
+            return
+        preliminary = OBS_USED[obs.status]
+
+        # menopausal status (code, or value)
+        meno = self._menopause(obs.code) or self._menopause(obs.valueCodeableConcept)
+        if meno is not None:
+            when = _when(self._obs_date(obs), "Observation.effective[x]", ref, [], False)
+            data.menopause.append((meno, ref, when))
+            trace.use(ref, f"menopausal status: {meno}")
+            return
+
+        kind = self._classify(obs.code)
+        if kind is None and obs.component:
+            made = 0
+            when = self._obs_when(obs, ref, issues)
+            if when is None:
+                trace.ignore(ref, "no usable date")
+                return
+            if when.date > self.as_of:
+                trace.ignore(ref, f"dated {when.date} after the as-of date {self.as_of}")
+                return
+            scanner = self._scanner(obs.device, devices, urls)
+            for i, comp in enumerate(obs.component):
+                ckind = self._classify(comp.code)
+                if ckind is None:
+                    continue
+                mm = self._measure(
+                    ckind,
+                    comp,
+                    f"Observation.component[{i}]",
+                    ref,
+                    when,
+                    preliminary,
+                    None,
+                    scanner,
+                    issues,
+                )
+                if mm is not None:
+                    data.measurements.append(mm)
+                    trace.use(ref, f"component[{i}]: {self._describe(mm)}")
+                    made += 1
+            if not made:
+                trace.ignore(
+                    ref, f"no recognised component ({obs.code.label() if obs.code else ''})"
+                )
+            return
+        if kind is None:
+            label = obs.code.label() if obs.code else "no code"
+            trace.ignore(ref, f"unknown code ({label})")
+            return
+
+        # profile check (lumbar BMD/score, TBS)
+        sd_id = self._profile_for(kind)
+        if sd_id is not None and sd_id in self._sd:
+            found = check(self._sd[sd_id], e.raw, ref)
+            if found:
+                issues.extend(found)
+                trace.ignore(ref, f"does not conform to profile {sd_id}")
+                return
+        when = self._obs_when(obs, ref, issues)
+        if when is None:
+            trace.ignore(ref, "no usable date")
+            return
+        if when.date > self.as_of:
+            trace.ignore(ref, f"dated {when.date} after the as-of date {self.as_of}")
+            return
+        if when.partial:
+            trace.assumptions.append(f"{ref}: partial date {when.text} read as {when.date}")
+        scanner = self._scanner(obs.device, devices, urls) if kind[0] in ("dxa", "tbs") else None
+        mm = self._measure(
+            kind, obs, "Observation", ref, when, preliminary, obs.bodySite, scanner, issues
+        )
+        if mm is None:
+            trace.ignore(ref, "invalid (see the data errors)")
+            return
+        data.measurements.append(mm)
+        trace.use(ref, self._describe(mm) + (" (preliminary)" if preliminary else ""))
+
+    @staticmethod
+    def _describe(mm: Measurement) -> str:
+        where = mm.site or mm.kind
+        if mm.vertebra:
+            where += f" {mm.vertebra}"
+        if mm.side:
+            where += f" ({mm.side})"
+        return f"{where} {mm.score} {mm.value} on {mm.when.date}"
+
+    @staticmethod
+    def _obs_date(obs: m.Observation) -> str | None:
+        if obs.effectiveDateTime is not None:
+            return obs.effectiveDateTime
+        if obs.effectivePeriod is not None and obs.effectivePeriod.start is not None:
+            return obs.effectivePeriod.start
+        return obs.effectiveInstant
+
+    def _obs_when(self, obs: m.Observation, ref: str, issues: list[DataIssue]) -> When | None:
+        if obs.effectiveDateTime is not None:
+            expr = "Observation.effectiveDateTime"
+        elif obs.effectivePeriod is not None and obs.effectivePeriod.start is not None:
+            expr = "Observation.effectivePeriod.start"
+        elif obs.effectiveInstant is not None:
+            expr = "Observation.effectiveInstant"
+        else:
+            expr = "Observation.effective[x]"
+        return _when(self._obs_date(obs), expr, ref, issues)
+
+    def _menopause(self, cc: m.CodeableConcept | None) -> str | None:
+        if cc is None:
+            return None
+        if self.p.postmenopausal.match(cc) is not None:
+            return "postmenopausal"
+        if self.p.premenopausal.match(cc) is not None:
+            return "premenopausal"
+        return None
+
+    def _classify(
+        self, cc: m.CodeableConcept | None
+    ) -> tuple[str, str | None, str, str | None] | None:
+        """(kind, site, score, side) of an Observation code, or None."""
+        if cc is None:
+            return None
+        for c in cc.coding:
+            key = _norm(c.system, c.code)
+            d = self.p.dxa.get(key)
+            if d is not None:
+                return ("dxa", d.site, d.score, d.side)
+            fn = self.p.femoral_neck.get(key)
+            if fn is not None:
+                return ("dxa", "femoral-neck", fn.score, fn.side)
+        if self.p.tbs.match(cc) is not None:
+            return ("tbs", None, "TBS", None)
+        if self.p.alp.match(cc) is not None:
+            return ("alp", None, "ALP", None)
+        if self.p.height.match(cc) is not None:
+            return ("height", None, "HEIGHT", None)
+        words = cc.words()
+        if words:
+            for pattern in self.p.tbs_text:
+                if pattern in words:
+                    return ("tbs", None, "TBS", None)
+            for needles, score in self.p.femoral_neck_text:
+                if all(n in words for n in needles):
+                    return ("dxa", "femoral-neck", score, None)
+        return None
+
+    @staticmethod
+    def _profile_for(kind: tuple[str, str | None, str, str | None]) -> str | None:
+        if kind[0] == "tbs":
+            return "osteohooks-tbs"
+        if kind[0] == "dxa" and kind[1] == "lumbar-spine":
+            return "osteohooks-lumbar-bmd" if kind[2] == "BMD" else "osteohooks-lumbar-score"
+        return None
+
+    def _vertebra(self, site: m.CodeableConcept | None) -> tuple[str | None, int | None]:
+        if site is None:
+            return None, None
+        for c in site.coding:
+            v = self.p.vertebrae.get(_norm(c.system, c.code))
+            if v is not None:
+                return v, 1
+        text = (site.text or "").strip().upper()
+        if text in ("L1", "L2", "L3", "L4"):
+            return text, 1
+        for chunk in [site.text or ""] + [c.display or "" for c in site.coding]:
+            mt = _RANGE.search(chunk)
+            if mt:
+                a, b = int(mt.group(1)), int(mt.group(2))
+                return None, abs(b - a) + 1
+        return None, None
+
+    def _measure(
+        self,
+        kind: tuple[str, str | None, str, str | None],
+        holder: m.Observation | m.ObservationComponent,
+        prefix: str,
+        ref: str,
+        when: When,
+        preliminary: bool,
+        body_site: m.CodeableConcept | None,
+        scanner: Scanner | None,
+        issues: list[DataIssue],
+    ) -> Measurement | None:
+        kname, site, score, side = kind
+        what = {
+            "T": "T-score",
+            "Z": "Z-score",
+            "BMD": "BMD",
+            "TBS": "TBS",
+            "ALP": "alkaline phosphatase",
+            "HEIGHT": "body height",
+        }[score]
+        q = holder.valueQuantity
+        value: Decimal | None = None
+        unit: str | None = None
+        vexpr = f"{prefix}.valueQuantity"
+        if q is not None:
+            if q.value is None:
+                issues.append(
+                    DataIssue(
+                        severity="error",
+                        code="required",
+                        resource=ref,
+                        expression=f"{vexpr}.value",
+                        message=f"{what} has no value; the result is not used",
+                    )
+                )
+                return None
+            if q.comparator is not None:
+                issues.append(
+                    DataIssue(
+                        severity="error",
+                        code="value",
+                        resource=ref,
+                        expression=f"{vexpr}.comparator",
+                        message=f"{what} has comparator {q.comparator!r}: not an exact value; "
+                        "the result is not used",
+                    )
+                )
+                return None
+            value = q.value
+            unit = (q.code if q.code is not None else q.unit or "").strip()
+            uexpr = f"{vexpr}.code" if q.code is not None else f"{vexpr}.unit"
+        elif holder.valueInteger is not None:
+            value = Decimal(holder.valueInteger)
+            unit = ""
+            uexpr = f"{prefix}.valueInteger"
+            vexpr = uexpr
+        else:
+            other = next(
+                (
+                    name
+                    for name in ("valueString", "valueCodeableConcept", "valueBoolean")
+                    if getattr(holder, name) is not None
+                ),
+                None,
+            )
+            if other is not None:
+                issues.append(
+                    DataIssue(
+                        severity="error",
+                        code="value",
+                        resource=ref,
+                        expression=f"{prefix}.{other}",
+                        message=f"{what} is not numeric ({other} "
+                        f"{str(getattr(holder, other))[:40]!r}); send valueQuantity",
+                    )
+                )
+            else:
+                issues.append(
+                    DataIssue(
+                        severity="error",
+                        code="required",
+                        resource=ref,
+                        expression=f"{prefix}.value[x]",
+                        message=f"{what} has no value; the result is not used",
+                    )
+                )
+            return None
+
+        factor: Decimal | None
+        if score == "BMD":
+            factor = self.p.bmd_units.get(unit)
+            allowed = "g/cm2 or mg/cm2"
+        elif score in ("T", "Z"):
+            factor = Decimal(1) if unit in (self.p.t_units | self.p.z_units) else None
+            allowed = "{T-score}, {Z-score}, 1 or no unit"
+        elif score == "TBS":
+            factor = Decimal(1) if unit in self.p.tbs_units else None
+            allowed = ", ".join(sorted(u or "no unit" for u in self.p.tbs_units))
+        elif score == "ALP":
+            factor = self.p.alp_units.get(unit)
+            allowed = ", ".join(sorted(self.p.alp_units))
+        else:
+            factor = self.p.height_units.get(unit)
+            allowed = ", ".join(sorted(self.p.height_units))
+        if factor is None:
+            issues.append(
+                DataIssue(
+                    severity="error",
+                    code="value",
+                    resource=ref,
+                    expression=uexpr,
+                    message=f"{what} unit {unit!r} is not accepted (use {allowed}); "
+                    "the result is not used",
+                )
+            )
+            return None
+        try:
+            norm = value * factor
+        except InvalidOperation:
+            return None
+        rkey = {"ALP": "alkaline_phosphatase", "HEIGHT": "height"}.get(score, score)
+        lo, hi = self.p.ranges[rkey]
+        if not (lo <= norm <= hi):
+            issues.append(
+                DataIssue(
+                    severity="error",
+                    code="value",
+                    resource=ref,
+                    expression=f"{vexpr}.value" if q is not None else vexpr,
+                    message=f"{what} {value} is outside the plausible range {lo}..{hi} "
+                    f"(fhir_profiles/plausible-ranges.json); the result is not used",
+                )
+            )
+            return None
+        vertebra, count = (None, None)
+        if kname == "dxa" and site == "lumbar-spine":
+            vertebra, count = self._vertebra(body_site)
+        return Measurement(
+            ref=ref,
+            kind=kname,  # type: ignore[arg-type]
+            site=site,
+            score=score,
+            side=side,
+            vertebra=vertebra,
+            vertebra_count=count,
+            value=norm,
+            when=when,
+            preliminary=preliminary,
+            scanner=scanner,
+        )
+
+    def _scanner(
+        self, device: m.Reference | None, devices: Mapping[str, m.Resource], urls: dict[str, str]
+    ) -> Scanner | None:
+        if device is None:
+            return None
+        identity: str | None = None
+        label = device.display
+        texts: list[str] = [device.display or ""]
+        if device.reference:
+            identity = _ref_target(device.reference, urls) or device.reference
+            dev = devices.get(identity)
+            if isinstance(dev, m.Device):
+                names = [n.name for n in dev.deviceName if n.name]
+                texts += [dev.manufacturer or "", dev.modelNumber or "", *names]
+                if dev.type is not None:
+                    texts.append(dev.type.words())
+                label = (
+                    label
+                    or (names[0] if names else None)
+                    or " ".join(t for t in (dev.manufacturer, dev.modelNumber) if t)
+                    or identity
+                )
+        elif device.identifier is not None and device.identifier.value:
+            identity = f"{device.identifier.system or ''}|{device.identifier.value}"
+        words = " ".join(t for t in texts if t).lower()
+        manufacturer: Manufacturer = "unknown"
+        if words.strip():
+            manufacturer = "other"
+            for needle, mf in self.p.manufacturers:
+                if needle in words:
+                    manufacturer = mf  # type: ignore[assignment]
+                    break
+        return Scanner(identity=identity, label=label or identity, manufacturer=manufacturer)
+
+    # -- conditions and procedures
+
+    def _condition(self, cond: m.Condition, ref: str, data: PatientData) -> None:
+        trace = data.trace
+        ver = _status_code(cond.verificationStatus)
+        if ver in VERIFICATION_EXCLUDED:
+            trace.ignore(ref, f"verificationStatus {ver}")
+            return
+        unconfirmed = ver in VERIFICATION_UNCONFIRMED
+        clin = _status_code(cond.clinicalStatus)
+        active = clin in COND_ACTIVE
+        cc = cond.code
+        if cc is None:
+            trace.ignore(ref, "no code")
+            return
+        label = cc.label()
+        onset = cond.onsetDateTime or (cond.onsetPeriod.start if cond.onsetPeriod else None)
+        when = None
+        if onset is not None:
+            when = _when(onset, "Condition.onset[x]", ref, data.issues, False)
+        elif cond.recordedDate is not None:
+            when = _when(cond.recordedDate, "Condition.recordedDate", ref, data.issues, False)
+        used: list[str] = []
+
+        # fractures are history: resolved ones count too
+        frac = self._fracture(cc, unconfirmed)
+        if frac is not None:
+            kind, _entry, coding = frac
+            data.fractures.append(
+                FractureRecord(ref=ref, kind=kind, code=coding.code or "", display=label, when=when)
+            )
+            used.append(
+                f"{kind} fracture"
+                if kind != "self-reported-vertebral"
+                else "self-reported vertebral fracture"
+            )
+
+        if not active:
+            reason = (
+                f"clinicalStatus {clin}" if clin else "no clinicalStatus (not known to be active)"
+            )
+            if used:
+                trace.use(ref, "; ".join(used) + f" (history; {reason})")
+            else:
+                trace.ignore(ref, f"{reason} ({label})")
+            return
+        if unconfirmed:
+            if used:
+                trace.use(ref, "; ".join(used))
+            else:
+                trace.ignore(ref, f"verificationStatus {ver} ({label})")
+            return
+        meno = self._menopause(cc)
+        if meno is not None:
+            data.menopause.append((meno, ref, when))
+            used.append(f"menopausal status: {meno}")
+        if self.p.hyperparathyroidism.match(cc) is not None:
+            data.hyperparathyroidism.append(ref)
+            used.append("primary hyperparathyroidism")
+        if self.p.hypophosphatasia.match(cc) is not None:
+            data.hypophosphatasia.append(ref)
+            used.append("hypophosphatasia")
+        for sf in self.p.structural:
+            hit = sf.codes.match(cc)
+            if hit is not None:
+                data.findings.append(
+                    FindingRecord(ref=ref, finding=sf.finding, display=_display(cc, hit))
+                )
+                used.append(f"structural finding {sf.finding}")
+        if used:
+            trace.use(ref, "; ".join(used))
+        else:
+            trace.ignore(ref, f"unknown code ({label})")
+
+    def _fracture(
+        self, cc: m.CodeableConcept, unconfirmed: bool
+    ) -> (
+        tuple[Literal["hip", "vertebral", "other", "self-reported-vertebral"], CodeEntry, m.Coding]
+        | None
+    ):
+        hit = self.p.fracture_self_reported.match(cc)
+        if hit is not None:
+            return ("self-reported-vertebral", hit[0], hit[1])
+        hit = self.p.fracture_vertebral.match(cc)
+        if hit is not None:
+            return ("self-reported-vertebral" if unconfirmed else "vertebral", hit[0], hit[1])
+        if unconfirmed:
+            return None
+        hit = self.p.fracture_hip.match(cc)
+        if hit is not None:
+            return ("hip", hit[0], hit[1])
+        hit = self.p.fracture_other.match(cc)
+        if hit is not None:
+            return ("other", hit[0], hit[1])
+        return None
+
+    def _procedure(self, proc: m.Procedure, ref: str, data: PatientData) -> None:
+        trace = data.trace
+        if proc.status not in PROC_USED:
+            trace.ignore(ref, f"status {proc.status}")
+            return
+        cc = proc.code
+        if cc is None:
+            trace.ignore(ref, "no code")
+            return
+        label = cc.label()
+        words = cc.words()
+        used: list[str] = []
+        for sf in self.p.structural:
+            hit = sf.codes.match(cc)
+            if hit is not None or any(t in words for t in sf.text_patterns):
+                data.findings.append(
+                    FindingRecord(ref=ref, finding=sf.finding, display=_display(cc, hit))
+                )
+                used.append(f"structural finding {sf.finding}")
+        chit = self.p.contrast.match(cc)
+        if chit is not None or any(t in words for t in self.p.contrast_text):
+            label = _display(cc, chit)
+            performed = proc.performedDateTime or (
+                proc.performedPeriod.start if proc.performedPeriod else None
+            )
+            expr = (
+                "Procedure.performedDateTime"
+                if proc.performedDateTime is not None
+                else "Procedure.performed[x]"
+            )
+            when = _when(performed, expr, ref, data.issues)
+            if when is not None:
+                if when.date > self.as_of:
+                    trace.ignore(ref, f"dated {when.date} after the as-of date {self.as_of}")
+                    return
+                data.contrast.append(ContrastRecord(ref=ref, display=label, when=when))
+                used.append(f"contrast study on {when.date}")
+        if used:
+            trace.use(ref, "; ".join(used))
+        else:
+            trace.ignore(ref, f"unknown code ({label})")
+
+    # -- medications
+
+    def _recognise(self, cc: m.CodeableConcept | None, extra: str) -> Ingredient | None:
+        if cc is not None:
+            for c in cc.coding:
+                if not c.code:
+                    continue
+                if c.system == RXNORM and c.code in self.p.rxnorm:
+                    return self.p.rxnorm[c.code]
+                if c.system == ATC and c.code.upper() in self.p.atc:
+                    return self.p.atc[c.code.upper()]
+        words = ((cc.words() if cc is not None else "") + " | " + extra.lower()).strip()
+        for name, ing in self.p.med_names:
+            if name in words:
+                return ing
+        return None
+
+    def _medication(
+        self,
+        res: m.MedicationStatement | m.MedicationRequest | m.MedicationAdministration,
+        ref: str,
+        data: PatientData,
+        meds: Mapping[str, m.Resource],
+        urls: dict[str, str],
+    ) -> None:
+        trace, issues = data.trace, data.issues
+        rtype = res.resourceType
+        cc = res.medicationCodeableConcept
+        extra = ""
+        if cc is None and res.medicationReference is not None:
+            mr = res.medicationReference
+            extra = mr.display or ""
+            if mr.reference:
+                target = _ref_target(mr.reference, urls)
+                med = meds.get(target or "")
+                if isinstance(med, m.Medication) and med.code is not None:
+                    cc = med.code
+        ing = self._recognise(cc, extra)
+        label = (cc.label() if cc is not None else "") or extra or "no medication code"
+        if ing is None:
+            trace.ignore(ref, f"not a bone-active or glucocorticoid medication ({label})")
+            return
+        status = res.status or ""
+        start: When | None = None
+        end: When | None = None
+        dose_date: When | None = None
+        ongoing = False
+        dosages: list[tuple[str, m.Quantity | None, m.Timing | None]] = []
+        if isinstance(res, m.MedicationStatement):
+            if status not in MS_USED:
+                trace.ignore(ref, f"status {status or 'missing'} ({label})")
+                return
+            if res.effectivePeriod is not None:
+                start = _when(
+                    res.effectivePeriod.start,
+                    "MedicationStatement.effectivePeriod.start",
+                    ref,
+                    issues,
+                    False,
+                )
+                end = _when(
+                    res.effectivePeriod.end,
+                    "MedicationStatement.effectivePeriod.end",
+                    ref,
+                    issues,
+                    False,
+                )
+            if start is None and res.effectiveDateTime is not None:
+                start = _when(
+                    res.effectiveDateTime,
+                    "MedicationStatement.effectiveDateTime",
+                    ref,
+                    issues,
+                    False,
+                )
+            ongoing = status == "active" and (end is None or end.date >= self.as_of)
+            if status in ("completed", "stopped") and end is None and res.effectiveDateTime:
+                end = start
+            for i, d in enumerate(res.dosage):
+                for j, dr in enumerate(d.doseAndRate):
+                    dosages.append(
+                        (
+                            f"MedicationStatement.dosage[{i}].doseAndRate[{j}].doseQuantity",
+                            dr.doseQuantity,
+                            d.timing,
+                        )
+                    )
+        elif isinstance(res, m.MedicationRequest):
+            if status not in MR_USED:
+                trace.ignore(ref, f"status {status or 'missing'} ({label})")
+                return
+            if res.intent is not None and res.intent not in MR_ORDER_INTENTS:
+                trace.ignore(ref, f"intent {res.intent}: not an order ({label})")
+                return
+            start = _when(res.authoredOn, "MedicationRequest.authoredOn", ref, issues, False)
+            ongoing = status == "active"
+            for i, d in enumerate(res.dosageInstruction):
+                for j, dr in enumerate(d.doseAndRate):
+                    dosages.append(
+                        (
+                            f"MedicationRequest.dosageInstruction[{i}].doseAndRate[{j}].doseQuantity",
+                            dr.doseQuantity,
+                            d.timing,
+                        )
+                    )
+        else:
+            if status not in MA_USED:
+                trace.ignore(ref, f"status {status or 'missing'} ({label})")
+                return
+            text = res.effectiveDateTime or (
+                res.effectivePeriod.start if res.effectivePeriod else None
+            )
+            dose_date = _when(text, "MedicationAdministration.effective[x]", ref, issues)
+            if dose_date is None:
+                trace.ignore(ref, "no usable date")
+                return
+            start = dose_date
+            if res.dosage is not None:
+                dosages.append(("MedicationAdministration.dosage.dose", res.dosage.dose, None))
+        if start is not None and start.date > self.as_of:
+            trace.ignore(ref, f"starts {start.date} after the as-of date {self.as_of}")
+            return
+        mg_day = None
+        if ing.med_class == "glucocorticoid" and dosages:
+            mg_day = self._mg_day(ing, dosages, ref, issues)
+        data.meds.append(
+            MedRecord(
+                ref=ref,
+                ingredient=ing,
+                med_class=ing.med_class,
+                source="statement"
+                if rtype == "MedicationStatement"
+                else "request"
+                if rtype == "MedicationRequest"
+                else "administration",
+                status=status,
+                start=start.date if start else None,
+                end=end.date if end else None,
+                ongoing=ongoing,
+                dose_date=dose_date.date if dose_date else None,
+                mg_day=mg_day,
+                label=label,
+            )
+        )
+        what = f"{ing.ingredient} ({ing.med_class})"
+        if mg_day is not None:
+            what += f", {mg_day} mg/day prednisone-equivalent"
+        trace.use(ref, what)
+
+    def _mg_day(
+        self,
+        ing: Ingredient,
+        dosages: list[tuple[str, m.Quantity | None, m.Timing | None]],
+        ref: str,
+        issues: list[DataIssue],
+    ) -> Decimal | None:
+        total = Decimal(0)
+        found = False
+        factor = ing.prednisone_factor or Decimal(1)
+        for expr, q, timing in dosages:
+            if q is None or q.value is None:
+                continue
+            unit = (q.code if q.code is not None else q.unit or "").strip()
+            uf = self.p.dose_units.get(unit)
+            if uf is None:
+                issues.append(
+                    DataIssue(
+                        severity="warning",
+                        code="value",
+                        resource=ref,
+                        expression=f"{expr}.unit" if q.code is None else f"{expr}.code",
+                        message=f"glucocorticoid dose unit {unit!r} is not mg, g or ug: the "
+                        "dose is unknown",
+                    )
+                )
+                return None
+            per_day = Decimal(1)
+            rep = timing.repeat if timing is not None else None
+            if rep is not None:
+                freq = Decimal(rep.frequency) if rep.frequency is not None else Decimal(1)
+                period = rep.period if rep.period is not None else Decimal(1)
+                days = {
+                    "d": Decimal(1),
+                    "h": Decimal(1) / 24,
+                    "wk": Decimal(7),
+                    "mo": Decimal("30.4375"),
+                }.get(rep.periodUnit or "d")
+                if days is None or period <= 0 or freq < 0:
+                    issues.append(
+                        DataIssue(
+                            severity="warning",
+                            code="value",
+                            resource=ref,
+                            expression=f"{expr.rsplit('.doseAndRate', 1)[0]}.timing.repeat",
+                            message="glucocorticoid dose timing cannot be read as a daily "
+                            "frequency: the dose is unknown",
+                        )
+                    )
+                    return None
+                per_day = freq / (period * days)
+            total += q.value * uf * per_day * factor
+            found = True
+        if not found or total < 0:
+            return None
+        return total.quantize(Decimal("0.01"))
+
+    # -- draft orders
+
+    def _read_drafts(self, draft_orders: Any, data: PatientData, chosen: str | None) -> None:
+        if draft_orders is None:
+            return
+        items: list[Any] = (
+            list(draft_orders) if isinstance(draft_orders, list | tuple) else [draft_orders]
+        )
+        entries = flatten(items, data.issues, data.trace, label="draftOrders")
+        urls = _url_map(entries)
+        for e in sorted(entries, key=lambda x: x.ref):
+            if e.rtype != "ServiceRequest":
+                data.trace.ignore(e.ref, f"draft {e.rtype} is not a DXA order")
+                continue
+            try:
+                sr = m.ServiceRequest.model_validate(e.raw)
+            except ValidationError as exc:
+                data.issues.extend(_errors_to_issues(exc, e.rtype, e.ref))
+                data.trace.ignore(e.ref, "invalid (see the data errors)")
+                continue
+            if sr.status is not None and sr.status not in DRAFT_USED:
+                data.trace.ignore(e.ref, f"status {sr.status}")
+                continue
+            subject = _subject_of(e.raw)
+            if (
+                isinstance(subject, str)
+                and chosen is not None
+                and _ref_target(subject, urls) != chosen
+            ):
+                data.trace.ignore(e.ref, f"not this patient (subject {subject})")
+                continue
+            hit = self.p.dxa_orders.match(sr.code)
+            if hit is None or sr.code is None:
+                label = sr.code.label() if sr.code else "no code"
+                data.trace.ignore(e.ref, f"not a DXA order ({label})")
+                continue
+            authored = _when(sr.authoredOn, "ServiceRequest.authoredOn", e.ref, data.issues, False)
+            display = _display(sr.code, hit)
+            data.drafts.append(DraftRecord(ref=e.ref, display=display, authored=authored))
+            data.trace.use(e.ref, "draft DXA order")
+
+
+def _display(cc: m.CodeableConcept, hit: tuple[CodeEntry, m.Coding] | None) -> str:
+    """The resource's own text or display, else the profile's display of the matched code."""
+    if cc.text:
+        return cc.text
+    for c in cc.coding:
+        if c.display:
+            return c.display
+    if hit is not None:
+        return f"{hit[0].display} ({hit[1].code})"
+    return cc.label()
+
+
+def _status_code(cc: m.CodeableConcept | None) -> str | None:
+    if cc is None:
+        return None
+    for c in cc.coding:
+        if c.code:
+            return c.code
+    return cc.text.lower() if cc.text else None
+
+
+def iter_codings(cc: m.CodeableConcept | None) -> Iterator[m.Coding]:
+    if cc is not None:
+        yield from cc.coding

@@ -1,0 +1,58 @@
+"""The evaluation trace: which resources were used (for what), which were ignored (why),
+and which facts were made from which resources. ``cds explain`` prints it."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class UsedResource(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    resource: str = Field(description="Type/id")
+    purpose: str = Field(description="what it was used for, e.g. 'lumbar-spine T-score -2.1'")
+
+
+class IgnoredResource(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    resource: str = Field(description="Type/id (or 'input[3]' for an unnamed input)")
+    reason: str = Field(description="why it was not used, e.g. 'status entered-in-error'")
+
+
+class FactTrace(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    fact_id: str
+    fact_type: str
+    sources: list[str] = Field(default_factory=list, description="Type/id of the sources")
+
+
+class Trace(BaseModel):
+    """Resources used and ignored, facts made, and assumptions taken."""
+
+    used: list[UsedResource] = Field(default_factory=list)
+    ignored: list[IgnoredResource] = Field(default_factory=list)
+    facts: list[FactTrace] = Field(default_factory=list)
+    assumptions: list[str] = Field(
+        default_factory=list, description="stated assumptions, e.g. menopausal status from age"
+    )
+
+    def use(self, resource: str, purpose: str) -> None:
+        self.used.append(UsedResource(resource=resource, purpose=purpose))
+
+    def ignore(self, resource: str, reason: str) -> None:
+        self.ignored.append(IgnoredResource(resource=resource, reason=reason))
+
+    def sort(self) -> None:
+        """Put every list in a deterministic order (input order must not matter)."""
+        self.used.sort(key=lambda u: (u.resource, u.purpose))
+        self.ignored.sort(key=lambda i: (i.resource, i.reason))
+
+    def lines(self) -> list[str]:
+        """The trace as text lines (for `cds explain`)."""
+        out = [f"used     {u.resource}: {u.purpose}" for u in self.used]
+        out += [f"ignored  {i.resource}: {i.reason}" for i in self.ignored]
+        out += [f"fact     {f.fact_id} <- {', '.join(f.sources) or '-'}" for f in self.facts]
+        out += [f"assumed  {a}" for a in self.assumptions]
+        return out
