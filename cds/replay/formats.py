@@ -12,9 +12,10 @@ import tempfile
 from typing import IO, Any, Protocol
 from xml.sax.saxutils import escape, quoteattr
 
-from cds.replay.golden import GoldenCheck, _topic
+from cds.replay.golden import GoldenCheck
 from cds.replay.summary import Summary
 from cds.replay.worker import InputResult
+from cds.replay.worker import card_topic as _topic
 
 FORMATS = ("text", "ndjson", "junit")
 
@@ -27,8 +28,8 @@ class Writer(Protocol):
 
 def ndjson_line(result: InputResult) -> str:
     """The contract's line: {"input", "cards", "outcome"} in that order."""
-    record = {"input": result.name, "cards": result.cards, "outcome": result.outcome}
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+    name = json.dumps(result.name, ensure_ascii=False)
+    return f'{{"input":{name},"cards":{result.cards_json},"outcome":{result.outcome_json}}}\n'
 
 
 class NdjsonWriter:

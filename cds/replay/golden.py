@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cds.replay.worker import InputResult
+from cds.replay.worker import InputResult, card_topic
 
 _MISSING = object()
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -48,11 +48,7 @@ def golden_path(directory: Path, key: str) -> Path:
     return directory.joinpath(*parts)
 
 
-def _topic(card: dict[str, Any]) -> str:
-    source = card.get("source")
-    topic = source.get("topic") if isinstance(source, dict) else None
-    code = topic.get("code") if isinstance(topic, dict) else None
-    return code if isinstance(code, str) else "(no topic)"
+_topic = card_topic
 
 
 def _strip_uuids(card: dict[str, Any]) -> dict[str, Any]:

@@ -49,10 +49,15 @@ def _is_replayable(filename: str) -> bool:
     return lower.endswith(JSON_SUFFIXES + NDJSON_SUFFIXES) and not filename.startswith(".")
 
 
-def _walk(folder: str) -> Iterator[str]:
+FileId = tuple[int, int]
+
+
+def _walk(folder: str) -> Iterator[tuple[str, FileId]]:
     """Replayable files under folder, recursively, in name order (folders and files
-    sorted together, like a sorted list of paths); hidden names are skipped."""
+    sorted together, like a sorted list of paths); hidden names are skipped. Each with
+    its (device, inode), read from the directory listing (no extra system call)."""
     try:
+        device = os.stat(folder).st_dev
         entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
     except OSError:
         return
@@ -62,7 +67,12 @@ def _walk(folder: str) -> Iterator[str]:
         if entry.is_dir():
             yield from _walk(entry.path)
         elif _is_replayable(entry.name):
-            yield entry.path
+            yield entry.path, (device, entry.inode())
+
+
+def _file_id(path: str) -> FileId:
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
 
 
 def _glob_base(pattern: str) -> str:
@@ -107,13 +117,12 @@ def _file_sources(path: str, key: str) -> Iterator[Source]:
 
 def discover(arguments: Iterable[str]) -> Iterator[Source]:
     """Every input named by the arguments, in argument order, each file once."""
-    seen: set[str] = set()
+    seen: set[FileId] = set()
 
-    def first_time(path: str) -> bool:
-        real = os.path.realpath(path)
-        if real in seen:
+    def first_time(file_id: FileId) -> bool:
+        if file_id in seen:
             return False
-        seen.add(real)
+        seen.add(file_id)
         return True
 
     for argument in arguments:
@@ -122,13 +131,13 @@ def discover(arguments: Iterable[str]) -> Iterator[Source]:
             matched = False
             for match in sorted(glob.glob(argument, recursive=True)):
                 if os.path.isdir(match):
-                    for path in _walk(match):
+                    for path, file_id in _walk(match):
                         matched = True
-                        if first_time(path):
+                        if first_time(file_id):
                             yield from _file_sources(path, _relative_key(path, base))
                 elif os.path.isfile(match):
                     matched = True
-                    if first_time(match):
+                    if first_time(_file_id(match)):
                         yield from _file_sources(match, _relative_key(match, base))
             if not matched:
                 yield Source(
@@ -137,11 +146,11 @@ def discover(arguments: Iterable[str]) -> Iterator[Source]:
                     error="no file matches this pattern",
                 )
         elif os.path.isdir(argument):
-            for path in _walk(argument):
-                if first_time(path):
+            for path, file_id in _walk(argument):
+                if first_time(file_id):
                     yield from _file_sources(path, _relative_key(path, argument))
         elif os.path.exists(argument):
-            if first_time(argument):
+            if first_time(_file_id(argument)):
                 yield from _file_sources(argument, os.path.basename(argument))
         else:
             yield Source(

@@ -37,7 +37,7 @@ Batch = list["Source"]
 
 def crash_result(name: str, key: str) -> InputResult:
     """The result of an input whose worker process died while evaluating it."""
-    return InputResult(
+    return InputResult.of(
         name,
         key,
         [],

@@ -121,32 +121,12 @@ def _patient_ids(resources: list[JsonObject]) -> list[str]:
     return ids
 
 
-_REFERENCE_FIELDS = ("subject", "patient", "beneficiary")
+def _split(document: JsonObject) -> dict[str, list[JsonObject]]:
+    """Per-patient resource lists of a multi-patient Bundle (cds.fhir does the grouping,
+    with the Bundle's fullUrls, so urn:uuid references resolve)."""
+    from cds.fhir import split_by_patient
 
-
-def _split(resources: list[JsonObject]) -> dict[str, list[JsonObject]]:
-    try:
-        from cds.fhir import split_by_patient  # type: ignore[attr-defined]
-    except ImportError:  # TEMPORARY until cds.fhir lands its splitter
-        split_by_patient = None
-    if split_by_patient is not None:
-        result: dict[str, list[JsonObject]] = split_by_patient(resources)
-        return result
-    ids = _patient_ids(resources)
-    out: dict[str, list[JsonObject]] = {pid: [] for pid in ids}
-    for resource in resources:
-        if resource.get("resourceType") == "Patient":
-            out[str(resource.get("id"))].append(resource)
-            continue
-        owner = None
-        for name in _REFERENCE_FIELDS:
-            ref = resource.get(name)
-            if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-                owner = ref["reference"].removeprefix("Patient/")
-                break
-        for pid in ids if owner is None else [owner] if owner in out else []:
-            out[pid].append(resource)
-    return out
+    return split_by_patient([document])
 
 
 def _is_draft_order(resource: JsonObject) -> bool:
@@ -186,7 +166,7 @@ def _bundle_jobs(source: Source, document: JsonObject, hook: str) -> list[Job]:
         pid = patients[0] if patients else None
         return [_bundle_job(source.name, source.key, hook, resources, pid, original)]
     jobs: list[Job] = []
-    for pid, own in _split(resources).items():
+    for pid, own in _split(document).items():
         suffix = f"#Patient/{pid}"
         jobs.append(_bundle_job(source.name + suffix, source.key + suffix, hook, own, pid, None))
     return jobs

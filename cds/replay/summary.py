@@ -6,8 +6,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from cds.replay.golden import GoldenCheck, _topic
-from cds.replay.outcome import error_count
+from cds.replay.golden import GoldenCheck
 from cds.replay.worker import InputResult
 
 
@@ -37,11 +36,10 @@ class Summary:
             self.failed += 1
         else:
             self.evaluated += 1
-            errors = error_count(result.outcome)
-            self.data_errors += errors
-            self.inputs_with_data_errors += 1 if errors else 0
-        self.cards += len(result.cards)
-        self.topics.update(_topic(card) for card in result.cards)
+            self.data_errors += result.data_errors
+            self.inputs_with_data_errors += 1 if result.data_errors else 0
+        self.cards += len(result.topics)
+        self.topics.update(result.topics)
         if golden is not None:
             if golden.differs:
                 self.golden_differed += 1

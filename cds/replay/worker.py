@@ -13,6 +13,7 @@ name and the card's position), so that a rerun with the same `--as-of` is byte-i
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -22,7 +23,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from cds.replay.outcome import operation_outcome
+from cds.replay.outcome import error_count, operation_outcome
 from cds.replay.reader import Job, Unreadable, read_source
 
 if TYPE_CHECKING:
@@ -38,14 +39,60 @@ UUID_NAMESPACE = uuid.UUID("5b0f3c1e-4a8d-5f7e-9c2b-6d1e0a9f8b7c")
 
 @dataclass(frozen=True, slots=True)
 class InputResult:
-    """The result of one input: what the reports and golden comparisons are made from."""
+    """The result of one input: what the reports and golden comparisons are made from.
+
+    Cards and outcome travel as JSON text (made once, in the worker): the parent then
+    writes an NDJSON line without decoding or re-encoding anything, and pickling a string
+    is cheaper than pickling nested dicts. `topics` and `data_errors` feed the summary.
+    """
 
     name: str
     key: str
-    cards: list[dict[str, Any]]
-    outcome: dict[str, Any] | None
     status: Status
+    cards_json: str
+    outcome_json: str
+    topics: tuple[str, ...]
+    data_errors: int
     seconds: float = 0.0
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        key: str,
+        cards: list[dict[str, Any]],
+        outcome: dict[str, Any] | None,
+        status: Status,
+        seconds: float = 0.0,
+    ) -> InputResult:
+        return cls(
+            name,
+            key,
+            status,
+            json.dumps(cards, ensure_ascii=False, separators=(",", ":")),
+            json.dumps(outcome, ensure_ascii=False, separators=(",", ":")),
+            tuple(card_topic(card) for card in cards),
+            error_count(outcome) if status == "ok" else 0,
+            seconds,
+        )
+
+    @property
+    def cards(self) -> list[dict[str, Any]]:
+        value: list[dict[str, Any]] = json.loads(self.cards_json)
+        return value
+
+    @property
+    def outcome(self) -> dict[str, Any] | None:
+        value: dict[str, Any] | None = json.loads(self.outcome_json)
+        return value
+
+
+def card_topic(card: dict[str, Any]) -> str:
+    """The `source.topic.code` of a card ("(no topic)" when it has none)."""
+    source = card.get("source")
+    topic = source.get("topic") if isinstance(source, dict) else None
+    code = topic.get("code") if isinstance(topic, dict) else None
+    return code if isinstance(code, str) else "(no topic)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +165,7 @@ def evaluate_job(job: Job) -> InputResult:
             )
         )
     except EvaluationError as exc:
-        return InputResult(
+        return InputResult.of(
             job.name,
             job.key,
             [],
@@ -127,7 +174,7 @@ def evaluate_job(job: Job) -> InputResult:
             time.perf_counter() - started,
         )
     except Exception as exc:  # a bug must not end a 100,000-input run: report and go on
-        return InputResult(
+        return InputResult.of(
             job.name,
             job.key,
             [],
@@ -140,7 +187,7 @@ def evaluate_job(job: Job) -> InputResult:
             time.perf_counter() - started,
         )
     cards = stabilise_uuids([dict(card) for card in result.cards], job.name)
-    return InputResult(
+    return InputResult.of(
         job.name, job.key, cards, result.outcome, "ok", time.perf_counter() - started
     )
 
@@ -148,7 +195,7 @@ def evaluate_job(job: Job) -> InputResult:
 def process_item(item: Job | Unreadable) -> InputResult:
     """The result of one job read from a source (or of why it could not be read)."""
     if isinstance(item, Unreadable):
-        return InputResult(item.name, item.key, [], item.outcome, "unreadable")
+        return InputResult.of(item.name, item.key, [], item.outcome, "unreadable")
     return evaluate_job(item)
 
 

@@ -31,16 +31,16 @@ DATA_ERROR = {
         }
     ],
 }
-OK = InputResult("cases/a.json", "a.json", [CARD], None, "ok", 0.002)
-DATA = InputResult("cases/b.json", "b.json", [], DATA_ERROR, "ok", 0.001)
-BAD = InputResult(
+OK = InputResult.of("cases/a.json", "a.json", [CARD], None, "ok", 0.002)
+DATA = InputResult.of("cases/b.json", "b.json", [], DATA_ERROR, "ok", 0.001)
+BAD = InputResult.of(
     "cases/c.json",
     "c.json",
     [],
     operation_outcome("cases/c.json: not valid JSON <&>"),
     "unreadable",
 )
-CRASHED = InputResult(
+CRASHED = InputResult.of(
     "cases/d.json", "d.json", [], operation_outcome("cases/d.json: worker died"), "failed"
 )
 
@@ -103,7 +103,7 @@ def test_text_report_per_input_and_closing_summary() -> None:
 
 def test_junit_is_parsed_back_with_failures_errors_and_output(tmp_path: Path) -> None:
     write_golden(tmp_path, OK)
-    write_golden(tmp_path, InputResult("x", "b.json", [CARD], None, "ok"))
+    write_golden(tmp_path, InputResult.of("x", "b.json", [CARD], None, "ok"))
     stream = io.StringIO()
     writer = JunitWriter(stream, {"as-of": "2026-11-23"})
     checks = {}
@@ -141,7 +141,7 @@ def test_junit_is_parsed_back_with_failures_errors_and_output(tmp_path: Path) ->
 
 
 def test_junit_strips_characters_xml_cannot_hold() -> None:
-    odd = InputResult("cases/\x01odd.json", "odd.json", [], None, "ok")
+    odd = InputResult.of("cases/\x01odd.json", "odd.json", [], None, "ok")
     stream = io.StringIO()
     writer = JunitWriter(stream, {})
     writer.write(odd, None)

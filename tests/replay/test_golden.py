@@ -24,7 +24,7 @@ def card(topic: str, uuid: str, **payload: Any) -> dict[str, Any]:
 
 
 def result(cards: list[dict[str, Any]], outcome: Any = None, key: str = "a.json") -> InputResult:
-    return InputResult(f"cases/{key}", key, cards, outcome, "ok")
+    return InputResult.of(f"cases/{key}", key, cards, outcome, "ok")
 
 
 @pytest.mark.parametrize(
