@@ -71,9 +71,13 @@ class PrefetchResult:
 
 
 def allowed_server(url: str | None, allowlist: Sequence[str]) -> bool:
+    """True when `url` starts with an allowlist entry, matched on whole path segments:
+    `https://fhir.example.org/r4` allows `.../r4` and `.../r4/`, not `.../r4b` nor
+    `https://fhir.example.org.evil.example`."""
     if not url:
         return False
-    return any(url.startswith(prefix) for prefix in allowlist if prefix)
+    normalised = url.rstrip("/") + "/"
+    return any(normalised.startswith(p.rstrip("/") + "/") for p in allowlist if p.strip("/"))
 
 
 def _is_outcome(value: Mapping[str, Any]) -> bool:

@@ -1,0 +1,121 @@
+"""A tiny FHIR server on 127.0.0.1 (uvicorn in a thread) for the prefetch fallback tests."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+TOKEN = "fhir-access-token-123"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class FhirServer:
+    """Patient/{id}; <Type>?patient= searches; Observation in two pages; knobs for faults."""
+
+    port: int = field(default_factory=free_port)
+    requests: list[tuple[str, str, str | None]] = field(default_factory=list)
+    fail: dict[str, int] = field(default_factory=dict)  # resource type -> HTTP status
+    slow: set[str] = field(default_factory=set)  # resource types that hang
+    endless: bool = False  # Observation pages never end
+    foreign_next: bool = False  # Observation next link points to another host
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/fhir"
+
+    def bundle(self, entries: list[dict[str, Any]], next_url: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(entries),
+            "entry": [{"resource": r} for r in entries],
+        }
+        if next_url:
+            out["link"] = [{"relation": "next", "url": next_url}]
+        return out
+
+    async def handle(self, request: Request) -> Response:
+        rtype = request.path_params["rtype"]
+        rid = request.path_params.get("rid")
+        self.requests.append(
+            (request.url.path, request.url.query, request.headers.get("authorization"))
+        )
+        if request.headers.get("authorization") != f"Bearer {TOKEN}":
+            return JSONResponse({"resourceType": "OperationOutcome", "issue": []}, status_code=401)
+        if rtype in self.slow:
+            await asyncio.sleep(2)
+        if rtype in self.fail:
+            return JSONResponse(
+                {"resourceType": "OperationOutcome", "issue": []}, status_code=self.fail[rtype]
+            )
+        if rid is not None:
+            if rtype == "Patient" and rid == "pat-1":
+                return JSONResponse(
+                    {
+                        "resourceType": "Patient",
+                        "id": "pat-1",
+                        "gender": "female",
+                        "birthDate": "1950-01-01",
+                    }
+                )
+            return JSONResponse({"resourceType": "OperationOutcome", "issue": []}, status_code=404)
+        page = int(request.query_params.get("page", "1"))
+        if rtype == "Observation":
+            obs = {"resourceType": "Observation", "id": f"obs-{page}", "status": "final"}
+            if self.foreign_next:
+                return JSONResponse(
+                    self.bundle([obs], "http://127.0.0.2:9/fhir/Observation?page=2")
+                )
+            more = self.endless or page < 2
+            nxt = f"{self.base}/Observation?patient=pat-1&page={page + 1}" if more else None
+            return JSONResponse(self.bundle([obs], nxt))
+        if rtype == "Condition":
+            return JSONResponse(self.bundle([{"resourceType": "Condition", "id": "c-1"}]))
+        return JSONResponse(self.bundle([]))
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/fhir/{rtype}", self.handle),
+                Route("/fhir/{rtype}/{rid}", self.handle),
+            ]
+        )
+
+
+class RunningServer:
+    def __init__(self, fhir: FhirServer) -> None:
+        config = uvicorn.Config(
+            fhir.app(), host="127.0.0.1", port=fhir.port, log_level="warning", lifespan="off"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> RunningServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("FHIR test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
