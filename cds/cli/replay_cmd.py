@@ -12,9 +12,12 @@ import sys
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from cds.pipeline import Evaluator
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -59,7 +62,7 @@ def parse_as_of(value: str | None) -> date:
         ) from None
 
 
-def _load_evaluator(rules_dir: Path) -> object:
+def _load_evaluator(rules_dir: Path) -> Evaluator:
     from cds.pipeline import Evaluator
 
     if not rules_dir.is_dir():
@@ -164,7 +167,7 @@ def replay(
     else:
         stream = sys.stdout
     try:
-        summary = run_replay(options, stream, evaluator=evaluator, console=console)  # type: ignore[arg-type]
+        summary = run_replay(options, stream, evaluator=evaluator, console=console)
     finally:
         if out is not None:
             stream.close()
@@ -198,7 +201,7 @@ def explain(
     try:
         report = explain_input(
             file,
-            evaluator=evaluator,  # type: ignore[arg-type]
+            evaluator=evaluator,
             rules_dir=rules_dir,
             as_of=day,
             hook=hook.value if hook is not None else None,
