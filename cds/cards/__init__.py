@@ -1,1 +1,34 @@
-"""cds.cards: see docs/architecture.md."""
+"""cds.cards: rule firings -> CDS Hooks 2.0.1 cards (one per topic), see docs/architecture.md.
+
+Public API::
+
+    from cds.cards import build_cards, CardContext, CardBuildError
+    cards = build_cards(result.firings, ruleset, CardContext(ruleset_version=ruleset.version,
+                        hook="patient-view", patient_id="123", as_of=date(2026, 11, 23)))
+    from cds.cards import contract_problems   # HL7 cds-resp-1..7 + the card contract
+"""
+
+from cds.cards.build import (
+    EXTENSION_KEY,
+    OVERRIDE_REASONS,
+    OVERRIDE_SYSTEM,
+    CardBuildError,
+    CardContext,
+    build_cards,
+)
+from cds.cards.catalog import Catalog, CatalogError, load_catalog
+from cds.cards.invariants import contract_problems, hl7_problems
+
+__all__ = [
+    "EXTENSION_KEY",
+    "OVERRIDE_REASONS",
+    "OVERRIDE_SYSTEM",
+    "CardBuildError",
+    "CardContext",
+    "Catalog",
+    "CatalogError",
+    "build_cards",
+    "contract_problems",
+    "hl7_problems",
+    "load_catalog",
+]

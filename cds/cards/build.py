@@ -1,0 +1,399 @@
+"""From rule firings to CDS Hooks 2.0.1 cards: one card per topic per evaluation.
+
+Merge (docs/architecture.md, "Cards"): the contributions of a topic are ordered by
+priority (highest first; ties by rule id, then fact id). Scalar payload fields and the
+summary come from the first (the winning rule); the list fields ``findings`` / ``items``
+are the ordered union; the indicator is the most severe; details are joined in that
+order; ``evidence`` is the union; ``rule`` is the winner and ``rules`` all of them.
+Suggestions are the union (by label) and become draft ServiceRequests coded from
+``fhir_profiles/order-codes.json``. Absent values are omitted, never null or empty.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from cds.cards.catalog import Catalog, CatalogError, load_catalog
+from cds.rules.result import Firing
+from cds.rules.ruleset import RuleSet
+
+#: The card topics in the order cards are listed (after severity).
+TOPIC_ORDER: tuple[str, ...] = (
+    "therapy-safety",
+    "dxa-order-timing",
+    "bmd-classification",
+    "artifact-warning",
+    "bmd-change",
+    "tbs",
+    "workup",
+    "rescan-interval",
+    "screening",
+)
+LIST_FIELDS: tuple[str, ...] = ("findings", "items")
+SEVERITY: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
+MAX_SUMMARY = 140  # exclusive: a summary has fewer than 140 characters
+EXTENSION_KEY = "org.osteohooks"
+#: Order hooks answer about the order; other topics stay for patient-view, except a
+#: critical card (a safety alert is never hidden).
+HOOK_TOPICS: dict[str, frozenset[str]] = {
+    "order-select": frozenset({"dxa-order-timing"}),
+    "order-sign": frozenset({"dxa-order-timing"}),
+}
+#: Topics whose meaning rests on the score type, hence on menopausal status (CS-1.6).
+MENOPAUSE_TOPICS = frozenset(
+    {"bmd-classification", "tbs", "workup", "rescan-interval", "screening"}
+)
+#: Sources that are not published guidance: never offered as a link.
+UNPUBLISHED_SOURCES = frozenset({"SEED"})
+
+OVERRIDE_SYSTEM = "https://osteohooks.org/fhir/CodeSystem/override-reason"
+OVERRIDE_REASONS: tuple[tuple[str, str], ...] = (
+    ("already-ordered", "Already ordered or done"),
+    ("patient-declined", "Patient declined"),
+    ("not-clinically-appropriate", "Not clinically appropriate for this patient"),
+    ("data-incorrect", "Data on record is incorrect or out of date"),
+)
+#: Namespace of deterministic card and suggestion uuids (uuid5).
+UUID_NAMESPACE = uuid.UUID("5b0c3f5e-7a53-4d0c-9d37-0e8f3c6a9b11")
+
+
+class CardBuildError(RuntimeError):
+    """A card could not be built (template error, too-long summary, unknown order code).
+
+    ``rule_id`` names the rule whose card failed. Never read as "no cards".
+    """
+
+    def __init__(self, message: str, rule_id: str | None = None) -> None:
+        super().__init__(message)
+        self.rule_id = rule_id
+
+
+@dataclass(frozen=True)
+class CardContext:
+    """Evaluation context a card needs.
+
+    ``uuid_seed``: when set, card and suggestion uuids are uuid5 of the ruleset version,
+    this seed and the topic (byte-identical reruns, e.g. ``cds replay``); otherwise uuid4.
+    """
+
+    ruleset_version: str
+    hook: str = "patient-view"
+    patient_id: str | None = None
+    as_of: date | None = None
+    uuid_seed: str | None = None
+
+
+@dataclass
+class _Contribution:
+    rule_id: str
+    priority: int
+    fact_id: str
+    evidence: list[str]
+    links: list[dict[str, Any]]
+    card: dict[str, Any]
+    fact: dict[str, Any]
+
+
+@dataclass
+class _Topic:
+    topic: str
+    contributions: list[_Contribution] = field(default_factory=list)
+
+
+def _uuid(context: CardContext, *parts: str) -> str:
+    if context.uuid_seed is None:
+        return str(uuid.uuid4())
+    name = "|".join((context.ruleset_version, context.uuid_seed, *parts))
+    return str(uuid.uuid5(UUID_NAMESPACE, name))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _tidy_markdown(text: str) -> str:
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    out = "\n".join(lines)
+    out = re.sub(r"[ \t]{2,}", " ", out)
+    return re.sub(r"\n{3,}", "\n\n", out).strip()
+
+
+def _present(value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, str | list | dict):
+        return len(value) > 0
+    return True
+
+
+def _render(ruleset: RuleSet, firing: Firing) -> _Contribution | None:
+    rule = ruleset.rule(firing.rule_id)
+    if rule.then.card is None:
+        return None
+    try:
+        card = ruleset.render_card(firing.rule_id, firing.fact, firing.fact_type)
+    except Exception as exc:  # jinja errors, absent values in filters: name the rule
+        raise CardBuildError(
+            f"rule {firing.rule_id}: card template failed for fact {firing.fact_id}: {exc}",
+            firing.rule_id,
+        ) from exc
+    return _Contribution(
+        rule_id=rule.id,
+        priority=rule.priority,
+        fact_id=firing.fact_id,
+        evidence=list(rule.evidence),
+        links=[link.model_dump() for link in rule.then.card.links],
+        card=card,
+        fact=dict(firing.fact),
+    )
+
+
+def _union(lists: Iterable[Iterable[Any]]) -> list[Any]:
+    out: list[Any] = []
+    for values in lists:
+        for value in values:
+            if value not in out:
+                out.append(value)
+    return out
+
+
+def _contribution_lists(contribution: _Contribution, name: str) -> list[Any]:
+    values: list[Any] = []
+    card_list = contribution.card.get(name)
+    if isinstance(card_list, list):
+        values.extend(card_list)
+    payload = contribution.card.get("payload") or {}
+    payload_list = payload.get(name) if isinstance(payload, dict) else None
+    if isinstance(payload_list, list):
+        values.extend(payload_list)
+    return values
+
+
+def _notes(topic: str, contributions: Sequence[_Contribution], ruleset: RuleSet) -> list[str]:
+    """What the card rests on that the reader must know: assumptions, preliminary data."""
+    notes: list[str] = []
+    facts = [c.fact for c in contributions]
+    if any(f.get("preliminary") is True for f in facts):
+        notes.append(
+            "**Preliminary result**: a DXA result used here has status *preliminary* "
+            "(CS-1.1); confirm against the final report."
+        )
+    if topic in MENOPAUSE_TOPICS:
+        for fact in facts:
+            if fact.get("menopausal_assumed") is True and fact.get("sex") == "female":
+                age_limit = ruleset.parameters.get("menopause_assumption_age", 50)
+                status = str(fact.get("menopausal_status", "unknown"))
+                notes.append(
+                    f"**Assumed**: menopausal status *{status}* from age {fact.get('age')} "
+                    f"(no recorded status; women aged {age_limit} or older are treated as "
+                    "postmenopausal, CS-1.6)."
+                )
+                break
+    return notes
+
+
+def _source(
+    contribution: _Contribution, ruleset: RuleSet, catalog: Catalog, topic: str
+) -> dict[str, Any]:
+    sources = ruleset.evidence.sources
+    for name in contribution.evidence:
+        src = sources.get(name)
+        if src is not None:
+            return {"label": src.label, "url": src.url, "topic": catalog.topic_coding(topic)}
+    raise CardBuildError(
+        f"rule {contribution.rule_id}: its evidence names no source of rules/evidence.yaml "
+        "(a card must name its evidence, CS-11.3)",
+        contribution.rule_id,
+    )
+
+
+def _links(contributions: Sequence[_Contribution], ruleset: RuleSet) -> list[dict[str, Any]]:
+    links: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for contribution in contributions:
+        for link in contribution.links:
+            url = str(link.get("url", ""))
+            if url and url not in seen:
+                seen.add(url)
+                links.append(
+                    {"label": str(link["label"]), "url": url, "type": link.get("type", "absolute")}
+                )
+    for contribution in contributions:
+        for name in contribution.evidence:
+            src = ruleset.evidence.sources.get(name)
+            if src is None or name in UNPUBLISHED_SOURCES or src.url in seen:
+                continue
+            seen.add(src.url)
+            links.append({"label": src.label, "url": src.url, "type": "absolute"})
+    return links
+
+
+def _service_request(
+    key: str,
+    catalog: Catalog,
+    context: CardContext,
+    occurrence: Mapping[str, Any] | None,
+    note: str | None,
+) -> dict[str, Any]:
+    order = catalog.order(key)
+    resource: dict[str, Any] = {"resourceType": "ServiceRequest", "status": "draft"}
+    resource["intent"] = "proposal"
+    category = order.category_coding()
+    if category is not None:
+        resource["category"] = [{"coding": [category]}]
+    resource["code"] = {"coding": [order.coding()], "text": order.display}
+    if context.patient_id:
+        resource["subject"] = {"reference": f"Patient/{context.patient_id}"}
+    if occurrence:
+        period = {k: str(occurrence[k]) for k in ("start", "end") if _present(occurrence.get(k))}
+        if period:
+            resource["occurrencePeriod"] = period
+    if context.as_of is not None:
+        resource["authoredOn"] = context.as_of.isoformat()
+    if note:
+        resource["note"] = [{"text": note}]
+    return resource
+
+
+def _suggestions(
+    topic: str,
+    contributions: Sequence[_Contribution],
+    catalog: Catalog,
+    context: CardContext,
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    labels: set[str] = set()
+    for contribution in contributions:
+        for raw in contribution.card.get("suggestions") or []:
+            label = _one_line(str(raw.get("label", "")))
+            if not label or label in labels:
+                continue
+            labels.add(label)
+            note_raw = raw.get("note")
+            note = _one_line(str(note_raw)) if _present(note_raw) else None
+            actions: list[dict[str, Any]] = []
+            for key in raw.get("orders") or []:
+                try:
+                    resource = _service_request(
+                        str(key), catalog, context, raw.get("occurrence"), note
+                    )
+                except CatalogError as exc:
+                    raise CardBuildError(
+                        f"rule {contribution.rule_id}: {exc}", contribution.rule_id
+                    ) from exc
+                display = resource["code"]["text"]
+                description = f"Draft order: {display}"
+                period = resource.get("occurrencePeriod")
+                if period:
+                    description += " (due " + " to ".join(period.values()) + ")"
+                actions.append({"type": "create", "description": description, "resource": resource})
+            suggestion: dict[str, Any] = {
+                "label": label,
+                "uuid": _uuid(context, topic, "suggestion", label),
+                "isRecommended": bool(raw.get("recommended", False)),
+            }
+            if actions:
+                suggestion["actions"] = actions
+            out.append(suggestion)
+    return out
+
+
+def _merge(
+    topic: _Topic, ruleset: RuleSet, catalog: Catalog, context: CardContext
+) -> dict[str, Any]:
+    contributions = sorted(topic.contributions, key=lambda c: (-c.priority, c.rule_id, c.fact_id))
+    winner = contributions[0]
+    summary = _one_line(str(winner.card.get("summary", "")))
+    if not summary:
+        raise CardBuildError(f"rule {winner.rule_id}: empty card summary", winner.rule_id)
+    if len(summary) >= MAX_SUMMARY:
+        raise CardBuildError(
+            f"rule {winner.rule_id}: summary has {len(summary)} characters (must be under "
+            f"{MAX_SUMMARY}): {summary!r}",
+            winner.rule_id,
+        )
+    indicator = max(
+        (str(c.card.get("indicator", "info")) for c in contributions),
+        key=lambda i: SEVERITY.get(i, 0),
+    )
+    details: list[str] = []
+    for contribution in contributions:
+        text = contribution.card.get("detail")
+        if _present(text):
+            tidy = _tidy_markdown(str(text))
+            if tidy and tidy not in details:
+                details.append(tidy)
+    details.extend(_notes(topic.topic, contributions, ruleset))
+
+    payload: dict[str, Any] = {
+        "rule": winner.rule_id,
+        "rules": _union([[c.rule_id] for c in contributions]),
+        "evidence": _union(c.evidence for c in contributions),
+        "rulesetVersion": context.ruleset_version,
+    }
+    winner_payload = winner.card.get("payload") or {}
+    for key, value in winner_payload.items():
+        if key in LIST_FIELDS or not _present(value):
+            continue
+        payload[key] = value
+    for name in LIST_FIELDS:
+        merged = _union(_contribution_lists(c, name) for c in contributions)
+        if merged:
+            payload[name] = merged
+
+    card: dict[str, Any] = {
+        "uuid": _uuid(context, topic.topic),
+        "summary": summary,
+        "indicator": indicator,
+    }
+    if details:
+        card["detail"] = "\n\n".join(details)
+    card["source"] = _source(winner, ruleset, catalog, topic.topic)
+    suggestions = _suggestions(topic.topic, contributions, catalog, context)
+    if suggestions:
+        card["suggestions"] = suggestions
+        card["selectionBehavior"] = "any"
+    if suggestions or indicator != "info":
+        card["overrideReasons"] = [
+            {"code": code, "system": OVERRIDE_SYSTEM, "display": display}
+            for code, display in OVERRIDE_REASONS
+        ]
+    links = _links(contributions, ruleset)
+    if links:
+        card["links"] = links
+    card["extension"] = {EXTENSION_KEY: payload}
+    return card
+
+
+def build_cards(
+    firings: Sequence[Firing],
+    ruleset: RuleSet,
+    context: CardContext,
+    *,
+    catalog: Catalog | None = None,
+) -> list[dict[str, Any]]:
+    """One CDS Hooks card per topic from the firings (those of card-less rules are skipped).
+
+    Cards are listed most severe first, then in :data:`TOPIC_ORDER`. Raises
+    :class:`CardBuildError` (naming the rule) when a card cannot be built.
+    """
+    cat = catalog or load_catalog()
+    topics: dict[str, _Topic] = {}
+    for firing in firings:
+        contribution = _render(ruleset, firing)
+        if contribution is None:
+            continue
+        name = str(contribution.card.get("topic"))
+        topics.setdefault(name, _Topic(name)).contributions.append(contribution)
+    cards = [(name, _merge(topic, ruleset, cat, context)) for name, topic in topics.items()]
+    allowed = HOOK_TOPICS.get(context.hook)
+    if allowed is not None:
+        cards = [(n, c) for n, c in cards if n in allowed or c["indicator"] == "critical"]
+    order = {name: index for index, name in enumerate(TOPIC_ORDER)}
+    cards.sort(key=lambda nc: (-SEVERITY.get(nc[1]["indicator"], 0), order.get(nc[0], 99), nc[0]))
+    return [card for _name, card in cards]
