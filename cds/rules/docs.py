@@ -105,7 +105,7 @@ def render_docs(ruleset: RuleSet) -> str:
             lines.append(
                 f"Status **{rule.status}**, version {rule.version}, priority {rule.priority}."
             )
-            lines += ["", f"When a `{ftype.name}` fact has:", ""]
+            lines += ["", f"When a fact of type `{ftype.name}` has:", ""]
             lines += condition_lines(rule.when, ftype, ruleset)
             lines.append("")
             if rule.then.emit is not None:
@@ -118,8 +118,8 @@ def render_docs(ruleset: RuleSet) -> str:
             if rule.then.card is not None:
                 card = rule.then.card
                 lines.append(
-                    f"Then contributes to the **{card.topic}** card ({card.indicator}): "
-                    f"{' '.join(card.summary.split())}"
+                    f"Then contributes to the **{card.topic}** card ({card.indicator}), "
+                    f"summary: `{' '.join(card.summary.split())}`"
                 )
             lines += ["", f"Evidence: {_evidence(rule, ruleset)}.", ""]
             if rule.examples:

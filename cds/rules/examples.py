@@ -96,7 +96,11 @@ def _check(
     if rule.then.card is not None and (
         expect.payload is not None or expect.summary_contains is not None
     ):
-        card = ruleset.render_card(rule.id, fact, rule.when.fact)
+        try:
+            card = ruleset.render_card(rule.id, fact, rule.when.fact)
+        except Exception as exc:  # a template error is the example's failure, not a crash
+            problems.append(f"rendering the card failed: {type(exc).__name__}: {exc}")
+            return problems
         payload = dict(card.get("payload", {}))
         for name in ("findings", "items"):
             if card.get(name):

@@ -6,9 +6,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cds.facts.schema import Fact, fact_type_name
+from cds.facts.schema import FACT_TYPES, Fact, fact_type_name
 
 FactInput = Fact | Mapping[str, Any]
+
+#: Required fields of each input fact type: a fact mapping of that type must give them.
+_REQUIRED: dict[str, frozenset[str]] = {
+    name: frozenset(f for f, info in model.model_fields.items() if info.is_required())
+    for name, model in FACT_TYPES.items()
+}
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,12 @@ def normalize_facts(facts: Sequence[FactInput]) -> list[tuple[str, dict[str, Any
                 raise FactError(f"a fact mapping needs 't' (its type) and 'id': {dict(fact)!r}")
             ftype = str(fact["t"])
             data = {k: v for k, v in fact.items() if v is not None and k not in ("t", "sid")}
+            missing = _REQUIRED.get(ftype, frozenset()) - data.keys()
+            if missing:
+                raise FactError(
+                    f"fact {data.get('id')!r} of type '{ftype}' lacks required fields: "
+                    + ", ".join(sorted(missing))
+                )
         fid = data.get("id")
         if not isinstance(fid, str) or not fid:
             raise FactError(f"fact of type '{ftype}' has no string id")

@@ -5,7 +5,8 @@ native value (a number stays a number in the payload); any other string renders 
 text. The context is ``fact`` (the matched fact: every field of its type, absent ones
 ``None``) and ``param`` (the parameters). Filters: ``add_months(n)`` on an ISO date
 (the day is clamped to the month's end), ``fmt(digits)`` fixed decimals, and Jinja's
-``round`` and ``abs``. ``None`` renders as the empty string inside text.
+``round`` and ``abs``. ``add_months`` and ``fmt`` pass an absent value (None) through;
+``None`` renders as the empty string inside text.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 CONTEXT_NAMES = ("fact", "param")
 
 
-def add_months(value: str, months: int) -> str:
-    """ISO date plus `months` calendar months, the day clamped to the month's end."""
+def add_months(value: str | None, months: int) -> str | None:
+    """ISO date plus `months` calendar months, the day clamped to the month's end.
+
+    An absent date stays absent (None).
+    """
     if value is None:
-        raise ValueError("add_months: the date is absent")
+        return None
     base = dt.date.fromisoformat(str(value))
     total = base.year * 12 + (base.month - 1) + int(months)
     year, month = divmod(total, 12)
@@ -35,10 +39,10 @@ def add_months(value: str, months: int) -> str:
     return dt.date(year, month + 1, day).isoformat()
 
 
-def fmt(value: float | int, digits: int = 1) -> str:
-    """A number with exactly `digits` decimals ('-2.50' for fmt(-2.5, 2))."""
+def fmt(value: float | int | None, digits: int = 1) -> str | None:
+    """A number with exactly `digits` decimals ('-2.50' for fmt(-2.5, 2)); None stays None."""
     if value is None:
-        raise ValueError("fmt: the value is absent")
+        return None
     return f"{float(value):.{int(digits)}f}"
 
 

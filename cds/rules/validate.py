@@ -489,6 +489,13 @@ def check_example(
                 f"unknown field '{key}' of fact type '{ftype.name}'{hint}",
                 key=True,
             )
+        elif value is None and not spec.optional:
+            ctx.add(
+                src,
+                (*loc, "fact", key),
+                f"'{key}' is always present in facts of type '{ftype.name}': "
+                "give a value, not null",
+            )
         elif value is not None and not spec.accepts(value):
             shown = f"'{value}'" if isinstance(value, str) else _fmt(value)
             ctx.add(src, (*loc, "fact", key), f"'{key}' is {spec.describe_kind()}, got {shown}")
@@ -518,10 +525,9 @@ def check_example(
                     src, (*eloc, name), f"expect.{name} given but the rule has no card", key=True
                 )
     elif expect.payload is not None:
-        allowed = TOPIC_PAYLOAD_FIELDS.get(rule.then.card.topic, ())
         for key in expect.payload:
             if key not in rule.then.card.payload and key not in ("findings", "items"):
-                hint = did_you_mean(key, list(rule.then.card.payload) or allowed)
+                hint = did_you_mean(key, list(rule.then.card.payload))
                 ctx.add(
                     src,
                     (*eloc, "payload", key),
