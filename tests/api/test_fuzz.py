@@ -1,0 +1,112 @@
+"""Hypothesis fuzz of request bodies: never a 5xx, and every error is an OperationOutcome."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cds.api import create_app
+from cds.settings import Settings
+from tests.api.conftest import FakeEvaluator, TestClient, order_request, patient_view_request
+
+SERVICES = {
+    "patient-view": "bmd-patient-view",
+    "order-select": "bmd-order-select",
+    "order-sign": "bmd-order-sign",
+}
+
+
+@pytest.fixture(scope="module")
+def fuzz_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    db = Path(tmp_path_factory.mktemp("fuzz")) / "fuzz.db"
+    app = create_app(Settings(auth="none", database_url=f"sqlite:///{db}"), FakeEvaluator())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=25,
+)
+
+
+def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out.extend(paths(item, (*prefix, key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            out.extend(paths(item, (*prefix, index)))
+    return out
+
+
+@st.composite
+def mutated_requests(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    hook = draw(st.sampled_from(sorted(SERVICES)))
+    body = patient_view_request() if hook == "patient-view" else order_request(hook)
+    body = copy.deepcopy(body)
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        where = paths(body)
+        if not where:
+            break
+        path = draw(st.sampled_from(where))
+        parent = body
+        for step in path[:-1]:
+            parent = parent[step]
+        if draw(st.booleans()) and isinstance(parent, dict):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = draw(json_values)
+    return SERVICES[hook], body
+
+
+def check(response: Any) -> None:
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        body = response.json()
+        assert body["resourceType"] == "OperationOutcome"
+        assert body["issue"]
+        assert all(i["diagnostics"] for i in body["issue"])
+    else:
+        assert isinstance(response.json()["cards"], list)
+
+
+@given(mutated_requests())
+def test_mutated_requests_never_5xx(
+    fuzz_client: TestClient, case: tuple[str, dict[str, Any]]
+) -> None:
+    service, body = case
+    check(fuzz_client.post(f"/cds-services/{service}", content=json.dumps(body)))
+
+
+@given(json_values, st.sampled_from([*SERVICES.values(), "x"]))
+def test_arbitrary_json_never_5xx(fuzz_client: TestClient, body: Any, service: str) -> None:
+    check(fuzz_client.post(f"/cds-services/{service}", content=json.dumps(body)))
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_never_5xx(fuzz_client: TestClient, raw: bytes) -> None:
+    check(fuzz_client.post("/cds-services/bmd-patient-view", content=raw))
+
+
+@given(json_values)
+def test_arbitrary_feedback_never_5xx(fuzz_client: TestClient, body: Any) -> None:
+    response = fuzz_client.post("/cds-services/bmd-patient-view/feedback", content=json.dumps(body))
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        assert response.json()["resourceType"] == "OperationOutcome"
