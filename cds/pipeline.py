@@ -1,0 +1,247 @@
+"""cds.pipeline: one call from FHIR input to CDS Hooks cards (what the front ends call).
+
+    evaluator = Evaluator.from_rules_dir(Path("rules"))     # RuleSetError on bad rules
+    result = evaluator.evaluate(EvaluationInput(hook="patient-view", resources=[...],
+                                                as_of=date(2026, 11, 23)))
+    result.cards, result.outcome, result.trace, result.fired
+
+FHIR -> facts (cds.facts, data errors become `outcome`, never exceptions) -> engine
+(cds.engine) -> cards (cds.cards). `Evaluator.evaluate` is thread-safe (the engine
+serialises access to durable_rules; facts and cards are pure) and never answers a
+failure with an empty card list: failures raise `EvaluationError`.
+
+Deterministic mode (`EvaluationInput.deterministic` or `Evaluator(...,
+deterministic_uuids=True)`): card and suggestion uuids are uuid5 of the rule set
+version, a digest of the input and the topic, so reruns are byte-identical (replay).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from cds.cards import CardBuildError, CardContext, build_cards
+from cds.cards.catalog import Catalog, CatalogError, load_catalog
+from cds.engine import Engine, EngineError
+from cds.facts import FactSet, ParameterError, build_facts
+from cds.facts.schema import Fact
+from cds.fhir.trace import Trace
+from cds.rules import Firing, RuleSet, load_ruleset
+
+Hook = Literal["patient-view", "order-select", "order-sign"]
+HOOKS: tuple[str, ...] = ("patient-view", "order-select", "order-sign")
+
+__all__ = [
+    "HOOKS",
+    "EvaluationError",
+    "EvaluationInput",
+    "EvaluationResult",
+    "Evaluator",
+]
+
+
+class EvaluationError(RuntimeError):
+    """An evaluation failed: never to be read as "no cards".
+
+    ``stage`` is where it failed (input, facts, engine, cards); ``rule_id`` names the rule
+    when one is known.
+    """
+
+    def __init__(self, message: str, *, stage: str, rule_id: str | None = None) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.rule_id = rule_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluationInput:
+    """One evaluation: the hook, raw FHIR JSON and the as-of date ("today")."""
+
+    hook: str = "patient-view"
+    resources: Sequence[Any] = ()
+    as_of: date
+    patient_id: str | None = None
+    draft_orders: Sequence[Any] | Any = ()
+    selections: Sequence[str] = ()
+    deterministic: bool = False
+
+
+@dataclass
+class EvaluationResult:
+    """Cards (CDS Hooks JSON), the OperationOutcome of data errors, the trace, what fired."""
+
+    cards: list[dict[str, Any]]
+    outcome: dict[str, Any] | None
+    trace: Trace
+    fired: list[str]
+    facts: list[Fact] = field(default_factory=list)
+    firings: list[Firing] = field(default_factory=list)
+    emitted: list[dict[str, Any]] = field(default_factory=list)
+    ruleset_version: str = ""
+
+
+def _draft_resources(draft_orders: Any) -> list[Any]:
+    """context.draftOrders may be a Bundle, a list of resources, or one resource."""
+    if draft_orders is None:
+        return []
+    items = list(draft_orders) if isinstance(draft_orders, list | tuple) else [draft_orders]
+    out: list[Any] = []
+    for item in items:
+        if isinstance(item, dict) and item.get("resourceType") == "Bundle":
+            for entry in item.get("entry") or []:
+                if isinstance(entry, dict) and entry.get("resource") is not None:
+                    out.append(entry["resource"])
+        else:
+            out.append(item)
+    return out
+
+
+def _selected(draft_orders: Any, selections: Sequence[str]) -> Any:
+    """order-select: only the selected draft orders (all of them when none is named)."""
+    if not selections:
+        return draft_orders
+    wanted = {s.strip() for s in selections}
+    out = []
+    for resource in _draft_resources(draft_orders):
+        if not isinstance(resource, dict):
+            out.append(resource)
+            continue
+        ref = f"{resource.get('resourceType')}/{resource.get('id')}"
+        if ref in wanted:
+            out.append(resource)
+    return out
+
+
+def _digest(inp: EvaluationInput) -> str:
+    """A digest of everything the answer depends on (deterministic uuids)."""
+    payload = {
+        "hook": inp.hook,
+        "resources": list(inp.resources),
+        "as_of": inp.as_of.isoformat(),
+        "patient_id": inp.patient_id,
+        "draft_orders": _draft_resources(inp.draft_orders),
+        "selections": list(inp.selections),
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _patient_id(facts: FactSet, requested: str | None) -> str | None:
+    if requested:
+        return requested
+    for used in facts.trace.used:
+        if used.resource.startswith("Patient/"):
+            return used.resource.split("/", 1)[1]
+    return None
+
+
+class Evaluator:
+    """A loaded rule set with its engine: evaluate FHIR input into cards."""
+
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        *,
+        catalog: Catalog | None = None,
+        deterministic_uuids: bool = False,
+    ) -> None:
+        self._ruleset = ruleset
+        try:
+            self._catalog = catalog or load_catalog()
+        except CatalogError as exc:
+            raise EvaluationError(str(exc), stage="cards") from exc
+        try:
+            self._engine = Engine(ruleset)
+        except EngineError as exc:
+            raise EvaluationError(
+                f"cannot load the rule set into the engine: {exc}", stage="engine"
+            ) from exc
+        self.deterministic_uuids = deterministic_uuids
+
+    @classmethod
+    def from_rules_dir(
+        cls, path: Path | str | None = None, *, deterministic_uuids: bool = False
+    ) -> Evaluator:
+        """Load and compile `path` (default: $OSTEOHOOKS_RULES or the bundled rules/).
+
+        Raises `cds.rules.RuleSetError` (every problem, file:line:col) on bad rules.
+        """
+        return cls(load_ruleset(path), deterministic_uuids=deterministic_uuids)
+
+    @property
+    def ruleset(self) -> RuleSet:
+        return self._ruleset
+
+    @property
+    def ruleset_version(self) -> str:
+        """sha256 of the rule files (also in every card payload)."""
+        return self._ruleset.version
+
+    def close(self) -> None:
+        """Free the engine's rule set (the Evaluator cannot evaluate afterwards)."""
+        self._engine.close()
+
+    def evaluate(self, inp: EvaluationInput) -> EvaluationResult:
+        """FHIR input -> cards, outcome and trace. Raises EvaluationError on any failure."""
+        if inp.hook not in HOOKS:
+            raise EvaluationError(
+                f"unknown hook {inp.hook!r}: expected one of {', '.join(HOOKS)}", stage="input"
+            )
+        drafts = _selected(inp.draft_orders, inp.selections) if inp.hook != "patient-view" else ()
+        try:
+            factset = build_facts(
+                list(inp.resources),
+                params=self._ruleset.parameters,
+                as_of=inp.as_of,
+                patient_id=inp.patient_id,
+                draft_orders=drafts,
+            )
+        except ParameterError as exc:
+            raise EvaluationError(f"rule parameters: {exc}", stage="facts") from exc
+        except Exception as exc:
+            raise EvaluationError(
+                f"building facts failed: {type(exc).__name__}: {exc}", stage="facts"
+            ) from exc
+        try:
+            result = self._engine.evaluate(factset.facts)
+        except EngineError as exc:
+            raise EvaluationError(
+                f"rule engine failed: {exc}", stage="engine", rule_id=exc.rule_id
+            ) from exc
+        except Exception as exc:
+            raise EvaluationError(
+                f"rule engine failed: {type(exc).__name__}: {exc}", stage="engine"
+            ) from exc
+        deterministic = inp.deterministic or self.deterministic_uuids
+        context = CardContext(
+            ruleset_version=self._ruleset.version,
+            hook=inp.hook,
+            patient_id=_patient_id(factset, inp.patient_id),
+            as_of=inp.as_of,
+            uuid_seed=_digest(inp) if deterministic else None,
+        )
+        try:
+            cards = build_cards(result.firings, self._ruleset, context, catalog=self._catalog)
+        except CardBuildError as exc:
+            raise EvaluationError(
+                f"building cards failed: {exc}", stage="cards", rule_id=exc.rule_id
+            ) from exc
+        except Exception as exc:
+            raise EvaluationError(
+                f"building cards failed: {type(exc).__name__}: {exc}", stage="cards"
+            ) from exc
+        return EvaluationResult(
+            cards=cards,
+            outcome=factset.outcome(),
+            trace=factset.trace,
+            fired=result.fired,
+            facts=list(factset.facts),
+            firings=list(result.firings),
+            emitted=list(result.emitted),
+            ruleset_version=self._ruleset.version,
+        )
