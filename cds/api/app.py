@@ -552,8 +552,23 @@ async def _call(state: ServiceState, service_id: str, body: bytes) -> Response:
             ],
         )
     eval_ms = (time.perf_counter() - eval_started) * 1000
-    payload: dict[str, Any] = {"cards": cards}
     outcome = getattr(result, "outcome", None)
+    fired = [str(r) for r in getattr(result, "fired", [])]
+    if _fatal(outcome):
+        # nothing could be evaluated (no usable Patient, no birth date...): 422, not "no cards"
+        assert outcome is not None
+        _audit(state, service_id, hook, hook_instance, version, 422, fired, [], started)
+        log.info(
+            "unusable FHIR data",
+            extra={
+                "event": "hook",
+                "service": service_id,
+                "hookInstance": hook_instance,
+                "status": 422,
+            },
+        )
+        return outcome_response(422, outcome.get("issue") or [])
+    payload: dict[str, Any] = {"cards": cards}
     notes = data.notes
     if outcome or notes:
         ext: dict[str, Any] = {}
@@ -562,7 +577,6 @@ async def _call(state: ServiceState, service_id: str, body: bytes) -> Response:
         if notes:
             ext["prefetch"] = notes
         payload["extension"] = {EXTENSION_KEY: ext}
-    fired = [str(r) for r in getattr(result, "fired", [])]
     issued = [_issued(card) for card in cards]
     _audit(state, service_id, hook, hook_instance, version, 200, fired, issued, started)
     log.info(
@@ -591,6 +605,15 @@ def _evaluation_input(**kwargs: Any) -> Any:
     from cds.pipeline import EvaluationInput
 
     return EvaluationInput(**kwargs)
+
+
+def _fatal(outcome: Any) -> bool:
+    """An OperationOutcome with a fatal issue: the data could not be evaluated at all."""
+    if not isinstance(outcome, dict):
+        return False
+    return any(
+        isinstance(i, dict) and i.get("severity") == "fatal" for i in outcome.get("issue") or []
+    )
 
 
 def _check_patient(resources: list[dict[str, Any]], patient_id: str) -> None:
