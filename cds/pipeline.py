@@ -119,16 +119,19 @@ def _selected(draft_orders: Any, selections: Sequence[str]) -> Any:
 
 def _digest(inp: EvaluationInput) -> str:
     """A digest of everything the answer depends on (deterministic uuids)."""
+    def canon(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
     payload = {
         "hook": inp.hook,
-        "resources": list(inp.resources),
+        # order-insensitive: the same resources in another order give the same uuids
+        "resources": sorted(canon(r) for r in inp.resources),
         "as_of": inp.as_of.isoformat(),
         "patient_id": inp.patient_id,
-        "draft_orders": _draft_resources(inp.draft_orders),
-        "selections": list(inp.selections),
+        "draft_orders": sorted(canon(r) for r in _draft_resources(inp.draft_orders)),
+        "selections": sorted(inp.selections),
     }
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(canon(payload).encode("utf-8")).hexdigest()
 
 
 def _patient_id(facts: FactSet, requested: str | None) -> str | None:
