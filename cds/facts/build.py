@@ -343,6 +343,12 @@ class _Builder:
     ) -> None:
         dxa = [mm for mm in self.d.measurements if mm.kind == "dxa" and mm.site in AXIAL]
         a["has_dxa"] = bool(dxa)
+        tbs = self._latest_tbs()
+        if tbs is not None:
+            a["tbs"] = float(tbs.value)
+            a["tbs_date"] = tbs.when.date.isoformat()
+            a["preliminary"] = tbs.preliminary
+            sources.add(tbs.ref)
         if not dxa:
             return
         last = max(dxa, key=lambda mm: (mm.when.instant, mm.ref))
@@ -428,11 +434,8 @@ class _Builder:
                         "NHANES recomputation (CS-3.8)"
                     )
 
-        tbs = self._latest_tbs()
         if tbs is not None:
             used.append(tbs)
-            a["tbs"] = float(tbs.value)
-            a["tbs_date"] = tbs.when.date.isoformat()
         a["preliminary"] = any(mm.preliminary for mm in used)
         sources.update(mm.ref for mm in used)
         sources.update(mm.ref for mm in dxa)

@@ -52,6 +52,7 @@ class CodeEntry(_Strict):
     code: str
     display: str
     verified: bool = True
+    note: str | None = None
 
 
 class DxaCodeEntry(CodeEntry):

@@ -49,6 +49,10 @@ MR_ORDER_INTENTS = {"order", "original-order", "reflex-order", "filler-order", "
 MA_USED = {"completed", "in-progress"}
 DRAFT_USED = {"draft", "active"}
 
+_ORDINAL = {"first": "L1", "second": "L2", "third": "L3", "fourth": "L4"}
+_SINGLE = re.compile(
+    r"^\s*L\s*([1-4])\s*$|\b(first|second|third|fourth) lumbar vertebra", re.IGNORECASE
+)
 _RANGE = re.compile(r"\bL\s*([1-5])\s*(?:-|–|to)\s*L?\s*([1-5])\b", re.IGNORECASE)
 
 
@@ -812,14 +816,16 @@ class Reader:
             v = self.p.vertebrae.get(_norm(c.system, c.code))
             if v is not None:
                 return v, 1
-        text = (site.text or "").strip().upper()
-        if text in ("L1", "L2", "L3", "L4"):
-            return text, 1
-        for chunk in [site.text or ""] + [c.display or "" for c in site.coding]:
+        chunks = [site.text or ""] + [c.display or "" for c in site.coding]
+        for chunk in chunks:
             mt = _RANGE.search(chunk)
             if mt:
                 a, b = int(mt.group(1)), int(mt.group(2))
                 return None, abs(b - a) + 1
+        for chunk in chunks:
+            ms = _SINGLE.search(chunk)
+            if ms:
+                return (f"L{ms.group(1)}" if ms.group(1) else _ORDINAL[ms.group(2).lower()]), 1
         return None, None
 
     def _measure(
