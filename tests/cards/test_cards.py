@@ -1,0 +1,395 @@
+"""Card contract: one card per topic, merge rules, CDS Hooks 2.0.1 invariants
+(cds-resp-1..7), per-topic payload fields, suggestions as draft ServiceRequests, uuids."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cds.cards import (
+    OVERRIDE_REASONS,
+    CardBuildError,
+    CardContext,
+    build_cards,
+    contract_problems,
+    hl7_problems,
+    load_catalog,
+)
+from cds.engine import Engine
+from cds.facts.schema import Fact
+from cds.rules import load_ruleset
+from cds.rules.reference import evaluate_ruleset
+from tests.clinical.helpers import (
+    AS_OF,
+    EXT,
+    RULES,
+    assess,
+    cards,
+    contrast,
+    engine,
+    lumbar,
+    order,
+    payload,
+    ruleset,
+    structural,
+    vertebrae,
+)
+
+
+def rich_facts() -> list[Fact]:
+    """One patient with something for every topic but screening."""
+    return [
+        assess(
+            age=72,
+            menopausal_assumed=True,
+            scanner="Hologic Horizon A (Device/dxa1)",
+            manufacturer="hologic",
+            lumbar_t=-0.8,
+            lumbar_t_date="2026-01-15",
+            lumbar_bmd=0.97,
+            lumbar_vertebrae=4,
+            total_hip_t=-2.6,
+            lowest_hip_t=-2.6,
+            lowest_hip_site="total-hip",
+            lowest_t=-2.6,
+            lowest_t_site="total-hip",
+            spine_hip_gap=1.8,
+            degenerative_spine=True,
+            tbs=1.19,
+            change_available=True,
+            change_comparable=True,
+            change_percent=-6.0,
+            change_lsc=5.3,
+            change_significant=True,
+            change_direction="loss",
+            change_old_date="2024-01-10",
+            change_new_date="2026-01-15",
+            change_old_bmd=1.03,
+            change_new_bmd=0.97,
+            therapy_between_scans=True,
+            significant_loss_on_therapy=True,
+            bone_therapy_ever=True,
+            antiresorptive_current=True,
+            oral_bisphosphonate_years=5.5,
+            denosumab_used=True,
+            denosumab_days_since_last_dose=276,
+            denosumab_last_dose_date="2026-02-20",
+            alkaline_phosphatase=25.0,
+            preliminary=True,
+        ),
+        vertebrae(1.4, evaluable=3, discordant_vertebra="L3"),
+        structural("degenerative-disease"),
+        structural("scoliosis", 2),
+        contrast(3),
+        order(10),
+    ]
+
+
+def all_cards(hook: str = "patient-view", seed: str | None = "s") -> list[dict[str, Any]]:
+    rs = ruleset()
+    result = engine().evaluate(rich_facts())
+    return build_cards(
+        result.firings,
+        rs,
+        CardContext(
+            ruleset_version=rs.version, hook=hook, patient_id="p1", as_of=AS_OF, uuid_seed=seed
+        ),
+    )
+
+
+@pytest.mark.parametrize("hook", ["patient-view", "order-select", "order-sign"])
+def test_every_card_meets_the_contract_and_hl7_invariants(hook: str) -> None:
+    built = all_cards(hook)
+    assert built
+    for card in built:
+        assert contract_problems(card) == [], card["summary"]
+    topics = [c["source"]["topic"]["code"] for c in built]
+    assert len(topics) == len(set(topics)), "one card per topic"
+
+
+def test_patient_view_has_every_topic_of_the_rich_patient() -> None:
+    topics = {c["source"]["topic"]["code"] for c in all_cards()}
+    assert topics == {
+        "bmd-classification",
+        "artifact-warning",
+        "bmd-change",
+        "tbs",
+        "workup",
+        "rescan-interval",
+        "therapy-safety",
+        "dxa-order-timing",  # the facts include a draft DXA order
+    }
+
+
+def test_order_hooks_answer_the_order_and_critical_alerts_only() -> None:
+    topics = [c["source"]["topic"]["code"] for c in all_cards("order-select")]
+    assert topics == ["therapy-safety", "dxa-order-timing"]  # critical first
+
+
+def test_cards_are_ordered_most_severe_first() -> None:
+    severity = {"info": 0, "warning": 1, "critical": 2}
+    order_seen = [severity[c["indicator"]] for c in all_cards()]
+    assert order_seen == sorted(order_seen, reverse=True)
+
+
+def test_merge_takes_scalars_from_the_winner_and_unions_lists() -> None:
+    artifact = next(c for c in all_cards() if c["source"]["topic"]["code"] == "artifact-warning")
+    data = payload(artifact)
+    rs = ruleset()
+    priorities = [rs.rule(r).priority for r in data["rules"]]
+    assert priorities == sorted(priorities, reverse=True)
+    assert data["rule"] == data["rules"][0]
+    assert data["rule"] == "artifacts.hypophosphatasia"  # priority 50, the highest here
+    # findings: ordered union, each once, in priority order
+    assert data["findings"][0] == "hypophosphatasia"
+    assert len(data["findings"]) == len(set(data["findings"]))
+    assert {
+        "vertebral-level-discordance",
+        "spine-hip-discordance",
+        "degenerative-disease",
+        "scoliosis",
+        "recent-contrast",
+    } <= set(data["findings"])
+    # indicator: the most severe (structural findings are info, discordance warning)
+    assert artifact["indicator"] == "warning"
+    # evidence: the union of the rules' evidence, no repeats
+    cited = {e for r in data["rules"] for e in rs.rule(r).evidence}
+    assert set(data["evidence"]) == cited
+    assert len(data["evidence"]) == len(cited)
+    # summary from the winner; detail joins every contribution
+    assert artifact["summary"].startswith("Hypophosphatasia")
+    assert "Vertebral level discordance" in artifact["detail"]
+    assert "Scoliosis" in artifact["detail"]
+
+
+def test_workup_items_are_the_union_in_priority_order() -> None:
+    workup = next(c for c in all_cards() if c["source"]["topic"]["code"] == "workup")
+    items = payload(workup)["items"]
+    # priority order: hypophosphatasia evaluation (55) before treatment discussion (50)
+    assert items[:2] == ["hypophosphatasia-evaluation", "treatment-discussion"]
+    assert {
+        "secondary-cause-labs",
+        "fracture-risk-assessment",
+        "fall-risk",
+        "calcium-vitamin-d",
+        "exercise",
+        "lifestyle",
+        "cardiovascular-risk",
+        "hypophosphatasia-evaluation",
+    } <= set(items)
+
+
+def test_detail_states_what_was_assumed_and_preliminary_data() -> None:
+    classification = next(
+        c for c in all_cards() if c["source"]["topic"]["code"] == "bmd-classification"
+    )
+    assert "Assumed" in classification["detail"]
+    assert "Preliminary" in classification["detail"]
+    assert "Lumbar spine (L1-L4) T-score -0.8 on 2026-01-15" in classification["detail"]
+
+
+def test_source_names_the_first_source_and_the_topic_coding() -> None:
+    catalog = load_catalog()
+    for card in all_cards():
+        data = payload(card)
+        rule = ruleset().rule(data["rule"])
+        first = next(e for e in rule.evidence if e in ruleset().evidence.sources)
+        src = ruleset().evidence.sources[first]
+        assert card["source"]["label"] == src.label
+        assert card["source"]["url"] == src.url
+        topic = card["source"]["topic"]
+        assert topic["system"] == catalog.topic_system
+        assert topic["display"] == catalog.topic_displays[topic["code"]]
+        assert data["rulesetVersion"] == ruleset().version
+
+
+def test_suggestions_are_draft_service_requests_coded_from_the_catalog() -> None:
+    catalog = load_catalog()
+    rescan = next(c for c in all_cards() if c["source"]["topic"]["code"] == "rescan-interval")
+    assert rescan["selectionBehavior"] == "any"
+    (suggestion,) = rescan["suggestions"]
+    uuid.UUID(suggestion["uuid"])
+    (action,) = suggestion["actions"]
+    assert action["type"] == "create"
+    assert action["description"]
+    resource = action["resource"]
+    assert resource["resourceType"] == "ServiceRequest"
+    assert resource["status"] == "draft"
+    assert resource["intent"] == "proposal"
+    assert resource["subject"] == {"reference": "Patient/p1"}
+    assert resource["code"]["coding"] == [catalog.order("dxa-axial").coding()]
+    data = payload(rescan)
+    assert resource["occurrencePeriod"] == {"start": data["dueFrom"], "end": data["dueTo"]}
+    assert "Hologic Horizon A" in resource["note"][0]["text"]  # the scanner to use (CS-8.3)
+    workup = next(c for c in all_cards() if c["source"]["topic"]["code"] == "workup")
+    lab_codes = {
+        a["resource"]["code"]["coding"][0]["code"]
+        for s in workup["suggestions"]
+        for a in s.get("actions", [])
+    }
+    assert catalog.order("lab-25-oh-vitamin-d").code in lab_codes
+    assert catalog.order("lab-pth").code in lab_codes
+
+
+def test_actionable_cards_offer_override_reasons_with_displays() -> None:
+    for card in all_cards():
+        actionable = "suggestions" in card or card["indicator"] != "info"
+        assert ("overrideReasons" in card) is actionable
+        if not actionable:
+            continue
+        for reason, (code, display) in zip(card["overrideReasons"], OVERRIDE_REASONS, strict=True):
+            assert reason["code"] == code
+            assert reason["display"] == display
+            assert reason["system"].startswith("https://")
+
+
+def test_links_are_absolute_and_never_the_unpublished_brief() -> None:
+    for card in all_cards():
+        for link in card.get("links", []):
+            assert link["type"] == "absolute"
+            assert link["url"].startswith("https://")
+            assert "osteohooks.org/docs" not in link["url"]
+
+
+def test_no_nulls_or_empty_values_anywhere() -> None:
+    def walk(value: Any, path: str) -> None:
+        assert value is not None, path
+        if isinstance(value, str | list | dict):
+            assert len(value) > 0, path
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{path}.{k}")
+        if isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{path}[{i}]")
+
+    for card in all_cards():
+        walk(card, card["summary"])
+
+
+def test_summaries_are_short_and_carry_the_number() -> None:
+    for card in all_cards():
+        assert len(card["summary"]) < 140
+        assert any(ch.isdigit() for ch in card["summary"]), card["summary"]
+
+
+def test_deterministic_uuids_repeat_and_random_ones_do_not() -> None:
+    first, again = all_cards(seed="s"), all_cards(seed="s")
+    assert json.dumps(first) == json.dumps(again)
+    other = all_cards(seed="t")
+    assert {c["uuid"] for c in first}.isdisjoint({c["uuid"] for c in other})
+    random1, random2 = all_cards(seed=None), all_cards(seed=None)
+    assert {c["uuid"] for c in random1}.isdisjoint({c["uuid"] for c in random2})
+    for card in random1:
+        assert uuid.UUID(card["uuid"]).version == 4
+    for card in first:
+        assert uuid.UUID(card["uuid"]).version == 5
+
+
+def test_engine_and_reference_give_the_same_cards() -> None:
+    rs = ruleset()
+    context = CardContext(ruleset_version=rs.version, patient_id="p1", as_of=AS_OF, uuid_seed="x")
+    by_engine = build_cards(engine().evaluate(rich_facts()).firings, rs, context)
+    by_reference = build_cards(evaluate_ruleset(rs, rich_facts()).firings, rs, context)
+    assert by_engine == by_reference
+
+
+def test_nothing_to_say_gives_no_cards() -> None:
+    assert (
+        cards(assess(age=40, menopausal_status="premenopausal", has_dxa=False, last_dxa_date=None))
+        == {}
+    )
+
+
+def test_a_too_long_summary_is_a_build_error_naming_the_rule(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    shutil.copy(RULES / "evidence.yaml", rules / "evidence.yaml")
+    (rules / "long.yaml").write_text(
+        """rules:
+  - id: test.long-summary
+    title: A summary that grows with its data
+    version: 1
+    status: active
+    evidence: [CS-2.2, WHO-1994]
+    when:
+      fact: assessment
+      all:
+        - {field: lowest_t, le: -2.5}
+    then:
+      card:
+        topic: bmd-classification
+        indicator: warning
+        summary: "Osteoporosis at {{ fact.scanner }}"
+        payload: {category: osteoporosis}
+    examples:
+      - name: fires
+        fact: {lowest_t: -2.5}
+        expect: {fires: true}
+      - name: does not
+        fact: {lowest_t: -2.4}
+        expect: {fires: false}
+""",
+        encoding="utf-8",
+    )
+    rs = load_ruleset(rules)
+    facts = [lumbar(-2.6, scanner="x" * 130)]
+    firings = Engine(rs).evaluate(facts).firings
+    with pytest.raises(CardBuildError) as info:
+        build_cards(firings, rs, CardContext(ruleset_version=rs.version))
+    assert info.value.rule_id == "test.long-summary"
+    assert "test.long-summary" in str(info.value)
+    short = [lumbar(-2.6, scanner="Hologic")]
+    (card,) = build_cards(
+        Engine(rs).evaluate(short).firings, rs, CardContext(ruleset_version=rs.version)
+    )
+    assert card["summary"] == "Osteoporosis at Hologic"
+
+
+def _good_card() -> dict[str, Any]:
+    return copy.deepcopy(
+        next(c for c in all_cards() if c["source"]["topic"]["code"] == "rescan-interval")
+    )
+
+
+def _two_recommended_at_most_one(card: dict[str, Any]) -> None:
+    card["selectionBehavior"] = "at-most-one"
+    card["suggestions"].append(copy.deepcopy(card["suggestions"][0]))
+    for suggestion in card["suggestions"]:
+        suggestion["isRecommended"] = True
+
+
+@pytest.mark.parametrize(
+    ("mutate", "problem"),
+    [
+        (lambda c: c.pop("selectionBehavior"), "cds-resp-6"),
+        (lambda c: _two_recommended_at_most_one(c), "cds-resp-1"),
+        (lambda c: c["suggestions"][0]["actions"][0].pop("description"), "cds-resp-5"),
+        (lambda c: c["suggestions"][0]["actions"][0].update(type="delete"), "cds-resp-2"),
+        (lambda c: c["links"][0].update(appContext="x"), "cds-resp-3"),
+        (lambda c: c["overrideReasons"][0].pop("display"), "cds-resp-4"),
+        (lambda c: c["suggestions"][0].update(actionSelectionBehavior="some"), "cds-resp-7"),
+        (lambda c: c.update(summary="x" * 140), "summary"),
+        (lambda c: c.update(detail=None), "null"),
+        (lambda c: c["extension"][EXT].update(items=[]), "empty list"),
+        (lambda c: c["extension"][EXT].pop("rule"), "rule"),
+        (lambda c: c["source"].update(url="doi.org/x"), "absolute"),
+        (lambda c: c["extension"][EXT].update(category="normal"), "outside topic"),
+    ],
+)
+def test_the_contract_checker_can_fail(mutate: Any, problem: str) -> None:
+    card = _good_card()
+    assert contract_problems(card) == []
+    mutate(card)
+    found = contract_problems(card)
+    assert any(problem in p for p in found), found
+
+
+def test_hl7_checker_requires_summary_indicator_source() -> None:
+    assert len(hl7_problems({})) >= 3
