@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -78,12 +77,12 @@ def compile_cmd(
     out: Annotated[Path, typer.Option(help="folder for one <file>.json per rule file")],
 ) -> None:
     """Write the compiled durable_rules ruleset of each rule file (the golden files)."""
-    from cds.rules.compiler import compile_file
+    from cds.rules.compiler import compile_file, dumps
 
     ruleset = _load(directory)
     out.mkdir(parents=True, exist_ok=True)
     for path in ruleset.files:
         target = out / (Path(path).stem + ".json")
         data = compile_file(ruleset, path)
-        target.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        target.write_text(dumps(data), encoding="utf-8")
         typer.echo(f"wrote {target} ({len(data['rules'])} rules)")

@@ -14,7 +14,9 @@ crashes durable-rules 2.0.28, upstream jruizgit/rules #381) cannot be written;
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from cds.rules.facttypes import MAX_FACT_PROPERTIES, RESERVED_FIELDS, FactType
@@ -207,15 +209,24 @@ def compile_rules(
     }
 
 
+def dumps(compiled: Mapping[str, Any]) -> str:
+    """The canonical text of a compiled rule set (golden files compare it exactly)."""
+    return json.dumps(compiled, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
 def compile_ruleset(ruleset: Any) -> dict[str, Any]:
     """Compile a `cds.rules.RuleSet` (its active rules, parameters substituted)."""
     return compile_rules(ruleset.rules, ruleset.parameters, ruleset.fact_types)
 
 
 def compile_file(ruleset: Any, path: str) -> dict[str, Any]:
-    """The part of the compiled rule set defined in one rule file (for golden files)."""
+    """The part of the compiled rule set defined in one rule file (for golden files).
+
+    `path` names the file (only its file name is compared: one folder holds the rules).
+    """
     compiled = ruleset.compiled or compile_ruleset(ruleset)
-    ids = {rule_id for rule_id, p in ruleset.rule_files.items() if p == path}
+    name = Path(path).name
+    ids = {rule_id for rule_id, p in ruleset.rule_files.items() if Path(p).name == name}
     return {
         "format": compiled["format"],
         "rules": {k: v for k, v in compiled["rules"].items() if k in ids},
