@@ -258,10 +258,6 @@ def create_app(
 ) -> FastAPI:
     """Build the service. `evaluator` defaults to the rules in `settings.rules`."""
     settings = settings or Settings()
-    if evaluator is None:
-        holder = RuleSetHolder(load_evaluator(settings.rules), settings.rules)
-    else:
-        holder = RuleSetHolder(evaluator, None)
     if verifier is None and settings.auth == "jwt":
         if settings.trusted_issuers is None:
             raise ValueError(
@@ -287,6 +283,10 @@ def create_app(
             "request came in on (Host header); set it to the public URL in production",
             extra={"event": "base-url-unset"},
         )
+    if evaluator is None:  # after the configuration checks: compiling rules takes a while
+        holder = RuleSetHolder(load_evaluator(settings.rules), settings.rules)
+    else:
+        holder = RuleSetHolder(evaluator, None)
     templates = prefetch_mod.prefetch_templates(observation_codes(settings))
     discovery = build_discovery(settings, templates)
     state = ServiceState(
