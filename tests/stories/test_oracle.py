@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import pytest
@@ -124,3 +125,38 @@ def test_the_oracle_checker_can_fail() -> None:
     workup = {"summary": "y", "source": {"topic": {"code": "workup"}}}
     found = problems(entry, {"cards": [card, workup], "outcome": None})
     assert len(found) == 4, found
+
+
+# Review checks: spec statements about card text found wanting while reviewing the goldens
+# (tests/fixtures/stories/README.md, "Known discrepancies"). They hold for every story.
+
+CROSS_REFERENCE = re.compile(r"see the ([a-z-]+(?: [a-z-]+)*?) card")
+VERY_HIGH = re.compile(r"Very high fracture risk \(T-score (-?\d+(?:\.\d+)?)\)")
+
+
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_cards_refer_only_to_cards_that_were_issued(
+    name: str, story_results: dict[str, dict[str, Any]]
+) -> None:
+    """A card that says 'see the workup card' is wrong when no workup card was issued."""
+    cards = story_results[name]["cards"]
+    topics = {topic_of(c) for c in cards}
+    for card in cards:
+        for ref in CROSS_REFERENCE.findall(f"{card.get('summary', '')} {card.get('detail', '')}"):
+            assert ref.replace(" ", "-") in topics, (
+                f"{name}: the {topic_of(card)} card refers to the {ref} card, which was not issued"
+            )
+
+
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_very_high_risk_summary_names_the_reason_it_rests_on(
+    name: str, story_results: dict[str, dict[str, Any]]
+) -> None:
+    """CS-6.4: a summary citing a T-score as the very-high-risk reason needs T < -3.0
+    (a fracture within 12 months, on therapy, or multiple fractures must be named as such)."""
+    for card in story_results[name]["cards"]:
+        match = VERY_HIGH.search(card.get("summary", ""))
+        if match:
+            assert float(match.group(1)) < -3.0, (
+                f"{name}: {card['summary']!r} cites a T-score that is not below -3.0"
+            )
