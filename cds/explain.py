@@ -172,6 +172,27 @@ def _has_close_test(tree: dict[str, Any]) -> bool:
     return False
 
 
+def _failing_leaves(tree: dict[str, Any]) -> list[dict[str, Any]]:
+    if tree["holds"]:
+        return []
+    for key in ("all", "any"):
+        if key in tree:
+            return [leaf for child in tree[key] for leaf in _failing_leaves(child)]
+    if "not" in tree or "every" in tree:
+        return [tree]
+    return [tree]
+
+
+def _only_absent(tree: dict[str, Any]) -> bool:
+    """A failed condition whose failed tests all read absent fields: nothing was measured
+    that could have been near, so it is not "close"."""
+    leaves = _failing_leaves(tree)
+    return bool(leaves) and all(
+        "field" in leaf and leaf["value"] is None and leaf["op"] not in ("exists", "missing")
+        for leaf in leaves
+    )
+
+
 def came_close(
     rule: Rule, fact: Mapping[str, Any], parameters: Mapping[str, Any]
 ) -> dict[str, Any] | None:
@@ -182,13 +203,19 @@ def came_close(
     if not failing:
         return None
     reasons: list[str] = []
-    if len(top) >= 2 and len(failing) == 1:
+    if len(top) >= 2 and len(failing) == 1 and not _only_absent(failing[0]):
         reasons.append(f"all but one of {len(top)} conditions held")
     if all(_has_close_test(tree) for tree in failing):
         reasons.append("every failed condition is a numeric threshold within 10%")
     if not reasons:
         return None
     return {"reasons": reasons, "conditions": trees}
+
+
+def _close_order(item: dict[str, Any]) -> tuple[int, str, str]:
+    """Near thresholds first, then by rule id and fact id."""
+    near = any("threshold" in reason for reason in item["reasons"])
+    return (0 if near else 1, item["rule"], item["fact"])
 
 
 # ------------------------------------------------------------------------------- report
@@ -240,14 +267,20 @@ def build_report(
     sources = {f["fact_id"]: f.get("sources", []) for f in trace.get("facts", [])}
     typed = normalize_facts(list(input_facts))
     reference = evaluate(ruleset.rules, parameters, list(input_facts))
+    # What the engine did (the pipeline reports it); the reference evaluator's answer
+    # stands in for a result that does not carry it, and is checked against it.
+    firings = list(getattr(result, "firings", None) or reference.firings)
+    emitted = list(getattr(result, "emitted", None) or reference.emitted)
     emitted_by: dict[str, str] = {}
-    for firing in reference.firings:
+    emitted_from: dict[str, str] = {}
+    for firing in firings:
         emit = ruleset.rule(firing.rule_id).then.emit
         if emit is not None:
             eid = emitted_id(emit.fact, firing.fact_id, firing.rule_id)
             emitted_by[eid] = f"rule {firing.rule_id} from {firing.fact_id}"
+            emitted_from[eid] = firing.fact_id
     all_facts = typed + [
-        (str(e["t"]), {k: v for k, v in e.items() if k != "t"}) for e in reference.emitted
+        (str(e["t"]), {k: v for k, v in e.items() if k not in ("t", "sid")}) for e in emitted
     ]
     facts_out = [
         {
@@ -257,10 +290,11 @@ def build_report(
             if data["id"] not in emitted_by
             else [emitted_by[data["id"]]],
             "values": data,
+            **({"from": emitted_from[data["id"]]} if data["id"] in emitted_from else {}),
         }
         for ftype, data in all_facts
     ]
-    fired_pairs = {(f.rule_id, f.fact_id) for f in reference.firings}
+    fired_pairs = {(f.rule_id, f.fact_id) for f in firings}
     fired_out: list[dict[str, Any]] = []
     close_out: list[dict[str, Any]] = []
     for rule in ruleset.active_rules:
@@ -280,9 +314,10 @@ def build_report(
             close = came_close(rule, data, parameters)
             if close is not None:
                 close_out.append({**base, **close})
-    engine_fired = sorted(set(getattr(result, "fired", []) or []))
+    close_out.sort(key=_close_order)
+    engine_fired = sorted({f.rule_id for f in firings})
     notes: list[str] = []
-    if engine_fired and engine_fired != reference.fired:
+    if engine_fired != reference.fired:
         notes.append(
             "the engine and the reference evaluator disagree: engine fired "
             f"{', '.join(engine_fired)}; reference fired {', '.join(reference.fired)}"
@@ -339,6 +374,9 @@ def explain_input(
 # --------------------------------------------------------------------------------- text
 
 
+_ABSENT = object()
+
+
 def _show(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
@@ -377,9 +415,16 @@ def render_text(report: Report) -> str:
         "",
         f"FACTS ({len(report['facts'])})",
     ]
+    shown: dict[str, dict[str, Any]] = {}
     for fact in report["facts"]:
         out.append(f"  {fact['id']} ({fact['type']}) <- {', '.join(fact['sources']) or '-'}")
         values = {k: v for k, v in fact["values"].items() if k != "id"}
+        origin = fact.get("from")
+        if origin in shown:  # a derived copy: only what it adds or changes
+            base = shown[origin]
+            values = {k: v for k, v in values.items() if base.get(k, _ABSENT) != v}
+            out.append(f"      (the fields of {origin}, and:)")
+        shown[fact["id"]] = fact["values"]
         out.extend(f"      {k} = {_show(v)}" for k, v in values.items())
     out += ["", f"RULES FIRED ({len(report['fired'])})"]
     for item in report["fired"]:

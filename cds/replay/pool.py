@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -29,7 +30,6 @@ from cds.replay.worker import InputResult, WorkerSettings
 
 if TYPE_CHECKING:
     from cds.pipeline import Evaluator
-
     from cds.replay.inputs import Source
 
 Batch = list["Source"]
@@ -81,8 +81,10 @@ class ReplayPool:
 
     def run(self, sources: Iterable[Source]) -> Iterator[InputResult]:
         """Results of every source, in order (several per split Bundle)."""
+        # Build (or take) the Evaluator here first: in-process runs use it, and forked
+        # workers inherit it instead of loading the rules again.
+        worker.init_local(self.settings, self.evaluator)
         if self.workers <= 0:
-            worker.init_local(self.settings, self.evaluator)
             for source in sources:
                 yield from worker.process_source(source)
             return
@@ -101,10 +103,16 @@ class ReplayPool:
                 self._pool = None
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        # forkserver: workers are forked from a clean single-threaded server process that
-        # has imported the pipeline once (fast restarts, no fork-with-threads hazards).
+        # fork (Linux): workers inherit the parent's loaded Evaluator, so starting and
+        # restarting a worker costs nothing (loading the rules takes seconds). The parent
+        # runs no other thread when it forks (the progress bar refreshes from the main
+        # thread; the executor forks all workers before starting its own thread).
+        # Elsewhere: a clean server process per platform default, each worker loads.
         methods = multiprocessing.get_all_start_methods()
-        method = "forkserver" if "forkserver" in methods else "spawn"
+        if sys.platform.startswith("linux") and "fork" in methods:
+            method = "fork"
+        else:
+            method = "forkserver" if "forkserver" in methods else "spawn"
         context = multiprocessing.get_context(method)
         if method == "forkserver":
             context.set_forkserver_preload(["cds.replay.worker", "cds.pipeline"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,8 +19,9 @@ from cds.replay.summary import Summary
 from cds.replay.worker import WorkerSettings
 
 if TYPE_CHECKING:
-    from cds.pipeline import Evaluator
     from rich.console import Console
+
+    from cds.pipeline import Evaluator
 
 #: TEST ONLY: name of one input whose worker process kills itself with SIGSEGV, to test
 #: that a native crash is contained (see cds.replay.worker.WorkerSettings.crash_input).
@@ -68,6 +70,7 @@ def _progress(console: Console | None, options: ReplayOptions) -> Iterator[Calla
     )
 
     total = sum(1 for _ in discover(options.paths))
+    # auto_refresh=False: no refresh thread, so forked workers never copy a live thread.
     with Progress(
         TextColumn("replay"),
         BarColumn(),
@@ -76,9 +79,21 @@ def _progress(console: Console | None, options: ReplayOptions) -> Iterator[Calla
         TimeRemainingColumn(),
         console=console,
         transient=False,
+        auto_refresh=False,
     ) as progress:
         task = progress.add_task("replay", total=total)
-        yield lambda: progress.advance(task)
+        last = 0.0
+
+        def advance() -> None:
+            nonlocal last
+            progress.advance(task)
+            now = time.monotonic()
+            if now - last >= 0.1:
+                last = now
+                progress.refresh()
+
+        yield advance
+        progress.refresh()
 
 
 def run_replay(

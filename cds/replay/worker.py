@@ -28,7 +28,6 @@ from cds.replay.reader import Job, Unreadable, read_source
 
 if TYPE_CHECKING:
     from cds.pipeline import Evaluator
-
     from cds.replay.inputs import Source
 
 Status = Literal["ok", "unreadable", "failed"]
@@ -114,10 +113,14 @@ _in_pool = False
 
 
 def init_worker(settings: WorkerSettings) -> None:
-    """ProcessPoolExecutor initializer: build this process's Evaluator once."""
+    """ProcessPoolExecutor initializer: this process's Evaluator, built once.
+
+    Under the `fork` start method the Evaluator built in the parent is inherited (no
+    start-up cost, instant restarts after a crash); otherwise it is built here.
+    """
     global _in_pool
     _in_pool = True
-    init_local(settings)
+    init_local(settings, _evaluator)
 
 
 def init_local(settings: WorkerSettings, evaluator: Evaluator | None = None) -> None:

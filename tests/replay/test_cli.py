@@ -36,6 +36,11 @@ def cases(tmp_path: Path) -> Path:
     return target
 
 
+@pytest.fixture(autouse=True)
+def _fast(shared_evaluator: Any) -> None:
+    """Every in-process run here reuses one Evaluator for the bundled rules."""
+
+
 def invoke(*args: str, cwd: Path | None = None) -> Any:
     runner = CliRunner()
     old = Path.cwd()
@@ -237,7 +242,7 @@ def test_update_expect_then_expect_round_trip_and_diff(cases: Path, tmp_path: Pa
     )
     card["extension"]["org.osteohooks"]["category"] = "low-bone-mass"
     (golden / "spine" / "osteoporosis.json.json").write_text(json.dumps(document))
-    differs = invoke("cases/spine", "--expect", str(golden), "--workers", "0", cwd=cases.parent)
+    differs = invoke("cases", "--expect", str(golden), "--workers", "0", cwd=cases.parent)
     assert differs.exit_code == 1
     assert ("cases/spine/osteoporosis.json\n  warning  bmd-classification ") in differs.stdout
     golden_file = golden / "spine" / "osteoporosis.json.json"
@@ -246,7 +251,7 @@ def test_update_expect_then_expect_round_trip_and_diff(cases: Path, tmp_path: Pa
         '    bmd-classification: extension["org.osteohooks"].category: expected "low-bone-mass", '
         'got "osteoporosis"\n'
     ) in differs.stdout
-    assert "golden: 1 matched, 1 differed" in differs.stdout
+    assert "golden: 8 matched, 1 differed" in differs.stdout
 
 
 def test_junit_report_parses_and_marks_differences_and_errors(cases: Path, tmp_path: Path) -> None:
@@ -260,7 +265,7 @@ def test_junit_report_parses_and_marks_differences_and_errors(cases: Path, tmp_p
         "0",
         cwd=cases.parent,
     )
-    (golden / "spine" / "normal.json.json").write_text('{"cards": [], "outcome": null}\n')
+    (golden / "normal.json.json").write_text('{"cards": [], "outcome": null}\n')
     shutil.copy(FIXTURES / "broken" / "array.json", cases / "spine" / "zz-array.json")
     out = tmp_path / "junit.xml"
     result = invoke(
@@ -297,10 +302,13 @@ def test_junit_report_parses_and_marks_differences_and_errors(cases: Path, tmp_p
     assert props["as-of"] == AS_OF
 
 
-def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+def _run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [CDS, "replay", *args, "--as-of", AS_OF, "--format", "ndjson"],
         capture_output=True,
+        cwd=cwd,
         env={**os.environ, **(env or {})},
         timeout=240,
         check=False,
@@ -308,31 +316,36 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 @pytest.mark.subprocess
-def test_output_is_byte_identical_across_worker_counts_and_reruns() -> None:
-    cases = str(FIXTURES / "cases")
-    runs = [_run(cases, "--workers", str(n)) for n in (1, 4, 4, 0)]
+def test_output_is_byte_identical_across_worker_counts_and_reruns(cases: Path) -> None:
+    in_process = invoke("cases", "--format", "ndjson", "--workers", "0", cwd=cases.parent)
+    runs = [_run("cases", "--workers", str(n), cwd=cases.parent) for n in (1, 4)]
     assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
-    assert runs[0].stdout == runs[1].stdout == runs[2].stdout == runs[3].stdout
+    assert runs[0].stdout == runs[1].stdout == in_process.stdout.encode()
     assert len(runs[0].stdout.splitlines()) == len(EXPECTED_NAMES)
     uuids = [c["uuid"] for r in records(runs[0].stdout.decode()) for c in r["cards"]]
     assert len(uuids) == len(set(uuids)) > 0
 
 
 @pytest.mark.subprocess
-def test_a_worker_crash_fails_that_input_only_and_the_run_goes_on() -> None:
-    cases = FIXTURES / "cases"
-    victim = str(cases / "family.json") + "#Patient/r-mother"
-    normal = _run(str(cases), "--workers", "2")
-    crashed = _run(str(cases), "--workers", "2", env={"OSTEOHOOKS_REPLAY_TEST_CRASH": victim})
+def test_a_worker_crash_fails_that_input_only_and_the_run_goes_on(cases: Path) -> None:
+    victim = "cases/family.json#Patient/r-mother"
+    normal = invoke("cases", "--format", "ndjson", "--workers", "0", cwd=cases.parent)
+    crashed = _run(
+        "cases", "--workers", "2", cwd=cases.parent, env={"OSTEOHOOKS_REPLAY_TEST_CRASH": victim}
+    )
     assert crashed.returncode == 1
-    before = records(normal.stdout.decode())
+    before = records(normal.stdout)
     after = records(crashed.stdout.decode())
     assert [r["input"] for r in after] == [r["input"] for r in before]
     for old, new in zip(before, after, strict=True):
         if new["input"] == victim:
             assert new["cards"] == []
             diagnostics = new["outcome"]["issue"][0]["diagnostics"]
-            assert "worker process evaluating this input died" in diagnostics
+            assert diagnostics.startswith(
+                f"{victim}: the worker process evaluating this input died"
+            )
         else:
             assert new == old
+    # the other patient of the same Bundle still has its own result
+    assert any(r["input"] == "cases/family.json#Patient/r-son" and r["cards"] for r in after)
     assert "1 failed" in crashed.stderr.decode()
