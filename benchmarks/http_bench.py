@@ -1,0 +1,224 @@
+"""HTTP benchmark: the CDS Hooks service against a bare FastAPI floor, same run, loopback.
+
+Starts two servers, each one uvicorn worker in its own process on 127.0.0.1:
+- `service`: `cds serve` (bundled rules, OSTEOHOOKS_AUTH=none, SQLite audit in a temp dir);
+- `bare`: a FastAPI app whose endpoint only parses the JSON body and answers {"cards": []}.
+Then POSTs the same 20-resource patient-view request a fixed number of times with 1 and
+with 16 concurrent keep-alive clients, and prints p50/p99 latency, requests/s and the
+server's peak RSS (VmHWM). Targets (issue 5): p99 < 10 ms at 16 clients; service
+throughput within 3x of the bare floor.
+
+    .venv/bin/python benchmarks/http_bench.py [--requests 500] [--warmup 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+
+ROOT = Path(__file__).resolve().parents[1]
+STORY = ROOT / "tests" / "fixtures" / "stories" / "24-loss-on-alendronate.json"
+AS_OF = "2026-11-23"
+KEY_OF_TYPE = {
+    "Patient": "patient",
+    "Condition": "conditions",
+    "Procedure": "procedures",
+    "MedicationStatement": "medicationStatements",
+    "MedicationRequest": "medicationRequests",
+    "MedicationAdministration": "medicationAdministrations",
+}
+RESOURCES = 20
+
+
+def request_body() -> dict[str, Any]:
+    """A patient-view request with 20 resources: story 24 plus an older scan history."""
+    story = json.loads(STORY.read_text())
+    resources = [e["resource"] for e in story["entry"]]
+    observations = [r for r in resources if r["resourceType"] == "Observation"]
+    years = 4
+    while len(resources) < RESOURCES:
+        for obs in observations:
+            if len(resources) >= RESOURCES:
+                break
+            old = copy.deepcopy(obs)
+            old["id"] = f"{obs['id']}-y{years}"
+            when = old.get("effectiveDateTime")
+            if isinstance(when, str) and len(when) >= 4:
+                old["effectiveDateTime"] = f"{int(when[:4]) - years}{when[4:]}"
+            resources.append(old)
+        years += 2
+    prefetch: dict[str, Any] = dict.fromkeys(KEY_OF_TYPE.values())
+    prefetch["observations"] = None
+    patient_id = ""
+    for resource in resources:
+        key = KEY_OF_TYPE.get(resource["resourceType"], "observations")
+        if key == "patient":
+            prefetch["patient"] = resource
+            patient_id = resource["id"]
+            continue
+        bundle = prefetch[key] or {"resourceType": "Bundle", "type": "searchset", "entry": []}
+        bundle["entry"].append({"resource": resource})
+        prefetch[key] = bundle
+    assert len(resources) == RESOURCES
+    return {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"userId": "Practitioner/bench", "patientId": patient_id},
+        "prefetch": prefetch,
+    }
+
+
+def bare_app() -> Any:
+    app = FastAPI()
+
+    @app.post("/cds-services/{service_id}")
+    async def parse_only(service_id: str, request: Request) -> Response:
+        json.loads(await request.body())
+        return Response(b'{"cards":[]}', media_type="application/json")
+
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def start(kind: str, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = dict(os.environ)
+    if kind == "service":
+        env.update(
+            OSTEOHOOKS_AUTH="none",
+            OSTEOHOOKS_DATABASE_URL=f"sqlite:///{tmp / 'bench.db'}",
+            OSTEOHOOKS_LOG_LEVEL="WARNING",
+        )
+        cds = Path(sys.executable).parent / "cds"
+        args = [str(cds), "serve", "--host", "127.0.0.1", "--port", str(port), "--as-of", AS_OF]
+    else:
+        args = [sys.executable, __file__, "--bare-server", str(port)]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{kind} server exited with {proc.returncode}")
+        try:
+            httpx.post(f"{base}/cds-services/bmd-patient-view", content=b"{}", timeout=1)
+            return proc, base
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"{kind} server did not start")
+
+
+async def load(base: str, body: dict[str, Any], clients: int, total: int) -> dict[str, float]:
+    url = f"{base}/cds-services/bmd-patient-view"
+    latencies: list[float] = []
+    remaining = total
+    raw = [json.dumps(dict(body, hookInstance=str(uuid.uuid4()))).encode() for _ in range(64)]
+
+    async def worker() -> None:
+        nonlocal remaining
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+            i = 0
+            while remaining > 0:
+                remaining -= 1
+                i += 1
+                started = time.perf_counter()
+                response = await client.post(
+                    url, content=raw[i % len(raw)], headers={"Content-Type": "application/json"}
+                )
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 200:
+                    raise SystemExit(f"HTTP {response.status_code}: {response.text[:300]}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "p50": statistics.median(latencies) * 1000,
+        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "rps": len(latencies) / elapsed,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=500, help="requests per measurement")
+    parser.add_argument("--warmup", type=int, default=200, help="warm-up requests per server")
+    parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_server:
+        import uvicorn
+
+        uvicorn.run(bare_app(), host="127.0.0.1", port=args.bare_server, log_level="warning")
+        return
+
+    body = request_body()
+    size = len(json.dumps(body))
+    rows: list[tuple[str, int, dict[str, float], float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("service", "bare"):
+            proc, base = start(kind, Path(tmp))
+            try:
+                asyncio.run(load(base, body, 4, args.warmup))
+                for clients in (1, 16):
+                    result = asyncio.run(load(base, body, clients, args.requests))
+                    rows.append((kind, clients, result, peak_rss_mb(proc.pid)))
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+
+    print(
+        f"POST /cds-services/bmd-patient-view, {RESOURCES} resources ({size / 1024:.1f} KiB), "
+        f"{args.requests} requests per row, one uvicorn worker, loopback, {os.cpu_count()} CPUs"
+    )
+    print(
+        f"{'server':<8} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'peak RSS MB':>12}"
+    )
+    for kind, clients, r, rss in rows:
+        latency = f"{r['p50']:>8.2f} {r['p99']:>8.2f}"
+        print(f"{kind:<8} {clients:>7} {latency} {r['rps']:>8.0f} {rss:>12.1f}")
+    service16 = next(r for k, c, r, _ in rows if k == "service" and c == 16)
+    bare16 = next(r for k, c, r, _ in rows if k == "bare" and c == 16)
+    ratio = bare16["rps"] / service16["rps"]
+    print(
+        f"16 clients: service p99 {service16['p99']:.2f} ms (target < 10 ms: "
+        f"{'met' if service16['p99'] < 10 else 'NOT met'}); bare/service throughput "
+        f"{ratio:.2f}x (target <= 3x: {'met' if ratio <= 3 else 'NOT met'})"
+    )
+
+
+if __name__ == "__main__":
+    main()
