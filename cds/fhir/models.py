@@ -14,7 +14,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 
 def _json_decimal(value: Any) -> Decimal:
@@ -42,7 +42,7 @@ class Coding(Element):
 
 
 class CodeableConcept(Element):
-    coding: list[Coding] = []
+    coding: list[Coding] = Field(default_factory=list)
     text: StrictStr | None = None
 
     def words(self) -> str:
@@ -126,7 +126,7 @@ class Observation(Resource):
     valueBoolean: StrictBool | None = None
     bodySite: CodeableConcept | None = None
     device: Reference | None = None
-    component: list[ObservationComponent] = []
+    component: list[ObservationComponent] = Field(default_factory=list)
 
 
 class DeviceName(Element):
@@ -137,9 +137,9 @@ class Device(Resource):
     manufacturer: StrictStr | None = None
     modelNumber: StrictStr | None = None
     serialNumber: StrictStr | None = None
-    deviceName: list[DeviceName] = []
+    deviceName: list[DeviceName] = Field(default_factory=list)
     type: CodeableConcept | None = None
-    identifier: list[Identifier] = []
+    identifier: list[Identifier] = Field(default_factory=list)
 
 
 class Condition(Resource):
@@ -178,7 +178,7 @@ class Dosage(Element):
     text: StrictStr | None = None
     timing: Timing | None = None
     route: CodeableConcept | None = None
-    doseAndRate: list[DoseAndRate] = []
+    doseAndRate: list[DoseAndRate] = Field(default_factory=list)
 
 
 class AdministrationDosage(Element):
@@ -197,7 +197,7 @@ class MedicationStatement(Resource):
     subject: Reference | None = None
     effectiveDateTime: StrictStr | None = None
     effectivePeriod: Period | None = None
-    dosage: list[Dosage] = []
+    dosage: list[Dosage] = Field(default_factory=list)
 
 
 class MedicationRequest(Resource):
@@ -207,7 +207,7 @@ class MedicationRequest(Resource):
     medicationReference: Reference | None = None
     subject: Reference | None = None
     authoredOn: StrictStr | None = None
-    dosageInstruction: list[Dosage] = []
+    dosageInstruction: list[Dosage] = Field(default_factory=list)
 
 
 class MedicationAdministration(Resource):

@@ -258,21 +258,26 @@ class CodeList:
 
     entries: tuple[CodeEntry, ...]
     _exact: dict[tuple[str, str], CodeEntry] = field(default_factory=dict, repr=False)
-    _prefix: tuple[tuple[str, str, CodeEntry], ...] = field(default=(), repr=False)
+    # prefix entries by (system, first 3 characters), longest prefix first
+    _prefix: dict[tuple[str, str], tuple[tuple[str, CodeEntry], ...]] = field(
+        default_factory=dict, repr=False
+    )
 
     @classmethod
     def of(cls, entries: list[CodeEntry] | tuple[CodeEntry, ...]) -> CodeList:
         exact: dict[tuple[str, str], CodeEntry] = {}
-        prefix: list[tuple[str, str, CodeEntry]] = []
+        grouped: dict[tuple[str, str], list[tuple[str, CodeEntry]]] = {}
         for e in entries:
             key = _norm(e.system, e.code)
             if e.system in PREFIX_SYSTEMS:
-                prefix.append((key[0], key[1], e))
+                if len(key[1]) < 3:
+                    raise ProfileError(f"prefix code {e.code!r} ({e.system}) is shorter than 3")
+                grouped.setdefault((key[0], key[1][:3]), []).append((key[1], e))
             else:
                 exact[key] = e
         # longest prefix first so the most specific entry wins
-        prefix.sort(key=lambda p: -len(p[1]))
-        return cls(tuple(entries), exact, tuple(prefix))
+        prefix = {k: tuple(sorted(v, key=lambda p: -len(p[0]))) for k, v in grouped.items()}
+        return cls(tuple(entries), exact, prefix)
 
     def match_coding(self, coding: Coding) -> CodeEntry | None:
         if not coding.code:
@@ -281,8 +286,8 @@ class CodeList:
         hit = self._exact.get(key)
         if hit is not None:
             return hit
-        for system, pre, entry in self._prefix:
-            if key[0] == system and key[1].startswith(pre):
+        for pre, entry in self._prefix.get((key[0], key[1][:3]), ()):
+            if key[1].startswith(pre):
                 return entry
         return None
 
@@ -519,9 +524,21 @@ def profiles_dir() -> Path:
     return Path(env) if env else DEFAULT_DIR
 
 
+_DEFAULT: tuple[str | None, Profiles] | None = None
+
+
 def load_profiles(folder: Path | None = None) -> Profiles:
     """Load (once per folder) and index fhir_profiles/; ProfileError names a bad file."""
-    path = (folder or profiles_dir()).resolve()
+    global _DEFAULT
+    if folder is None:
+        env = os.environ.get("OSTEOHOOKS_FHIR_PROFILES")
+        cached = _DEFAULT
+        if cached is not None and cached[0] == env:
+            return cached[1]
+        loaded = load_profiles(profiles_dir())
+        _DEFAULT = (env, loaded)
+        return loaded
+    path = folder.resolve()
     with _LOCK:
         hit = _CACHE.get(path)
         if hit is None:

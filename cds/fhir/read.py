@@ -422,9 +422,7 @@ class Reader:
         self.p = profiles
         self.as_of = as_of
         self.validation = validation
-        self._sd: dict[str, CompiledProfile] = {}
-        for sid, sd in profiles.structure_definitions.items():
-            self._sd[sid] = compile_profile(sd)
+        self._sd = _compiled(profiles)
 
     # -- entry point
 
@@ -660,14 +658,14 @@ class Reader:
         preliminary = OBS_USED[obs.status]
 
         # menopausal status (code, or value)
-        meno = self._menopause(obs.code) or self._menopause(obs.valueCodeableConcept)
-        if meno is not None:
-            when = _when(self._obs_date(obs), "Observation.effective[x]", ref, [], False)
-            data.menopause.append((meno, ref, when))
-            trace.use(ref, f"menopausal status: {meno}")
-            return
-
         kind = self._classify(obs.code)
+        if kind is None:
+            meno = self._menopause(obs.code) or self._menopause(obs.valueCodeableConcept)
+            if meno is not None:
+                when = _when(self._obs_date(obs), "Observation.effective[x]", ref, [], False)
+                data.menopause.append((meno, ref, when))
+                trace.use(ref, f"menopausal status: {meno}")
+                return
         if kind is None and obs.component:
             made = 0
             when = self._obs_when(obs, ref, issues)
@@ -777,20 +775,11 @@ class Reader:
         """(kind, site, score, side) of an Observation code, or None."""
         if cc is None:
             return None
+        index = _obs_index(self.p)
         for c in cc.coding:
-            key = _norm(c.system, c.code)
-            d = self.p.dxa.get(key)
-            if d is not None:
-                return ("dxa", d.site, d.score, d.side)
-            fn = self.p.femoral_neck.get(key)
-            if fn is not None:
-                return ("dxa", "femoral-neck", fn.score, fn.side)
-        if self.p.tbs.match(cc) is not None:
-            return ("tbs", None, "TBS", None)
-        if self.p.alp.match(cc) is not None:
-            return ("alp", None, "ALP", None)
-        if self.p.height.match(cc) is not None:
-            return ("height", None, "HEIGHT", None)
+            hit = index.get((c.system or "", c.code or ""))
+            if hit is not None:
+                return hit
         words = cc.words()
         if words:
             for pattern in self.p.tbs_text:
@@ -1410,6 +1399,43 @@ def _display(cc: m.CodeableConcept, hit: tuple[CodeEntry, m.Coding] | None) -> s
     if hit is not None:
         return f"{hit[0].display} ({hit[1].code})"
     return cc.label()
+
+
+ObsKind = tuple[str, str | None, str, str | None]
+_OBS_INDEX: dict[int, tuple[Profiles, dict[tuple[str, str], ObsKind]]] = {}
+
+
+def _obs_index(profiles: Profiles) -> dict[tuple[str, str], ObsKind]:
+    """(system, code) -> (kind, site, score, side) for every Observation code, built once."""
+    hit = _OBS_INDEX.get(id(profiles))
+    if hit is None or hit[0] is not profiles:
+        index: dict[tuple[str, str], ObsKind] = {}
+        for e in profiles.height.entries:
+            index[(e.system, e.code)] = ("height", None, "HEIGHT", None)
+        for e in profiles.alp.entries:
+            index[(e.system, e.code)] = ("alp", None, "ALP", None)
+        for e in profiles.tbs.entries:
+            index[(e.system, e.code)] = ("tbs", None, "TBS", None)
+        for key, fn in profiles.femoral_neck.items():
+            index[key] = ("dxa", "femoral-neck", fn.score, fn.side)
+        for key, d in profiles.dxa.items():
+            index[key] = ("dxa", d.site, d.score, d.side)
+        hit = (profiles, index)
+        _OBS_INDEX[id(profiles)] = hit
+    return hit[1]
+
+
+_COMPILED: dict[int, tuple[Profiles, dict[str, CompiledProfile]]] = {}
+
+
+def _compiled(profiles: Profiles) -> dict[str, CompiledProfile]:
+    """The StructureDefinitions of a Profiles object, compiled once."""
+    hit = _COMPILED.get(id(profiles))
+    if hit is None or hit[0] is not profiles:
+        compiled = {sid: compile_profile(sd) for sid, sd in profiles.structure_definitions.items()}
+        hit = (profiles, compiled)
+        _COMPILED[id(profiles)] = hit
+    return hit[1]
 
 
 def _status_code(cc: m.CodeableConcept | None) -> str | None:

@@ -20,6 +20,9 @@ from cds.fhir.issues import DataIssue
 class _Check:
     path: str  # full path as written, e.g. Observation.value[x]
     steps: tuple[str, ...]  # without the resource type
+    expr: str  # FHIRPath of the element, e.g. Observation.valueQuantity.code
+    parents: tuple[str, ...]  # steps to the parent element
+    allowed_keys: frozenset[str]  # JSON names of the allowed types of a choice element
     choice: bool
     required: bool
     forbidden: bool
@@ -75,6 +78,11 @@ def compile_profile(sd: dict[str, Any]) -> CompiledProfile:
             _Check(
                 path=path,
                 steps=steps,
+                expr=f"{rtype}.{'.'.join(steps)}",
+                parents=steps[:-1],
+                allowed_keys=frozenset(
+                    steps[-1][:-3] + _upper_first(t) for t in types if steps[-1].endswith("[x]")
+                ),
                 choice=choice,
                 required=int(el.get("min", 0) or 0) >= 1,
                 forbidden=str(el.get("max", "*")) == "0",
@@ -98,15 +106,17 @@ def check(profile: CompiledProfile, resource: dict[str, Any], ref: str) -> list[
     name = profile.id
     for c in profile.checks:
         node: Any = resource
-        for step in c.steps[:-1]:
+        for step in c.parents:
             node = node.get(step) if isinstance(node, dict) else None
             if node is None:
                 break
         if not isinstance(node, dict):
             continue  # the parent is absent: its own element reports it
         last = c.steps[-1]
-        expr = f"{profile.type}.{'.'.join(c.steps)}"
+        expr = c.expr
         if c.choice:
+            if any(k in node for k in c.allowed_keys):  # present with an allowed type
+                continue
             stem = last[:-3]
             keys = [
                 k for k in node if k.startswith(stem) and k[len(stem) : len(stem) + 1].isupper()
