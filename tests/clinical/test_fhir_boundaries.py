@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from cds.pipeline import EvaluationInput, Evaluator
-from tests.clinical.helpers import AS_OF, EXT, RULES
+from tests.clinical.helpers import AS_OF, EXT, ruleset
 
 UCUM = "http://unitsofmeasure.org"
 LOINC = "http://loinc.org"
@@ -22,7 +22,7 @@ VERTEBRA = {"L1": "61032001", "L2": "53983007", "L3": "55492004", "L4": "7199600
 
 @cache
 def evaluator() -> Evaluator:
-    return Evaluator.from_rules_dir(RULES)
+    return Evaluator(ruleset())  # the rule set the other clinical tests use (loaded once)
 
 
 def patient(gender: str = "female", birth: str = "1960-03-01") -> dict[str, Any]:
