@@ -41,6 +41,7 @@ test: lint typecheck unit
 # Start the CDS Hooks service with the bundled rules, without JWT auth, on loopback.
 run: $(STAMP)
 	@echo "Try:  curl -s http://$(HOST):$(PORT)/cds-services | python3 -m json.tool"
+	@echo "A full curl session (patient-view call, feedback, JWT): docs/ehr-integration.md"
 	OSTEOHOOKS_AUTH=none $(BIN)/cds serve --host $(HOST) --port $(PORT)
 
 # Regenerate the compiled-rule golden files after an intended rule change.
