@@ -81,6 +81,7 @@ class Params:
     nhanes_sd: Decimal
     dxa_interval: int
     recent_fracture: int
+    min_vertebrae: int = 2
 
 
 def read_params(params: Mapping[str, Any]) -> Params:
@@ -103,6 +104,17 @@ def read_params(params: Mapping[str, Any]) -> Params:
             raise ParameterError(f"rule parameter {name} must be a number, got {v!r}") from None
         if not out[name].is_finite():
             raise ParameterError(f"rule parameter {name} must be finite, got {v!r}")
+    min_vertebrae = 2  # CS-2.6; rules/artifacts.yaml may set min_evaluable_vertebrae
+    if "min_evaluable_vertebrae" in params:
+        try:
+            raw = params["min_evaluable_vertebrae"]
+            if isinstance(raw, bool):
+                raise InvalidOperation
+            min_vertebrae = int(Decimal(str(raw)))
+        except (InvalidOperation, ValueError):
+            raise ParameterError(
+                f"rule parameter min_evaluable_vertebrae must be a number, got {raw!r}"
+            ) from None
     if out["nhanes_lumbar_sd"] <= 0:
         raise ParameterError("rule parameter nhanes_lumbar_sd must be > 0")
     return Params(
@@ -115,6 +127,7 @@ def read_params(params: Mapping[str, Any]) -> Params:
         nhanes_sd=out["nhanes_lumbar_sd"],
         dxa_interval=int(out["dxa_min_interval_months"]),
         recent_fracture=int(out["recent_fracture_months"]),
+        min_vertebrae=min_vertebrae,
     )
 
 
@@ -365,7 +378,7 @@ class _Builder:
             a["lumbar_t"] = float(lt.value)
             a["lumbar_t_date"] = lt.when.date.isoformat()
             a["lumbar_vertebrae"] = count
-            lumbar_usable = count >= 2
+            lumbar_usable = count >= self.p.min_vertebrae
             if not lumbar_usable:
                 self.fs.trace.assumptions.append(
                     f"lumbar T-score {lt.value} rests on {count} vertebra: not used for the "
@@ -412,7 +425,7 @@ class _Builder:
         neck_z, _ = self._latest("femoral-neck", "Z")
         zs = [(m_.value, SITE_ORDER[str(m_.site)], m_) for m_ in (hip_z, neck_z) if m_ is not None]
         used += [m_ for m_ in (hip_z, neck_z) if m_ is not None]
-        if lz is not None and self._vertebra_count(lz, va) >= 2:
+        if lz is not None and self._vertebra_count(lz, va) >= self.p.min_vertebrae:
             zs.append((lz.value, 0, lz))
         if zs:
             low = min(zs, key=lambda h: (h[0], h[1]))[2]
@@ -422,7 +435,7 @@ class _Builder:
             a["spine_hip_gap"] = float(round_half_up(lt.value - lowest_hip.value, ONE))
 
         # NHANES 2005-2014 recomputation (CS-3.8)
-        if lb is not None and self._vertebra_count(lb, va) >= 2:
+        if lb is not None and self._vertebra_count(lb, va) >= self.p.min_vertebrae:
             mf = lb.scanner.manufacturer if lb.scanner else "unknown"
             if mf in ("hologic", "unknown"):
                 t = (lb.value - self.p.nhanes_mean) / self.p.nhanes_sd
@@ -454,7 +467,7 @@ class _Builder:
         _, cands = self._latest("lumbar-spine", "BMD")
         by_date: dict[date, Measurement] = {}
         for mm in sorted(cands, key=lambda x: x.ref):
-            if mm.vertebra_count is not None and mm.vertebra_count < 2:
+            if mm.vertebra_count is not None and mm.vertebra_count < self.p.min_vertebrae:
                 continue
             by_date.setdefault(mm.when.date, mm)
         scans = [by_date[k] for k in sorted(by_date)]

@@ -369,3 +369,12 @@ def test_draft_copies_exception_facts() -> None:
     assert d.glucocorticoid_mg_day == 10.0
     assert d.last_dxa_date is None
     assert d.months_since_last_dxa is None
+
+
+def test_cs_2_6_minimum_vertebrae_is_read_from_the_rules_when_set() -> None:
+    from cds.facts import build_facts
+    from tests.fhir_factory import AS_OF, patient
+
+    two = observation("38267-1", -3.0, "{T-score}", body_site={"text": "L1-L2"})
+    fs = build_facts([patient(), two, hip_t(-1.2)], {**PARAMS, "min_evaluable_vertebrae": 3}, AS_OF)
+    assert assessment(fs).lowest_t_site == "total-hip"
