@@ -4,17 +4,20 @@
 - One Host per compiled rule set; a module-wide lock serialises every call into the C
   engine (evaluations, creation, deletion).
 - One fresh session id per evaluation, deleted in `finally`; every fact asserted with
-  its explicit `id`, its type as `t`, and the session id `sid`; absent fields omitted.
-- `MessageNotHandledException` means no rule matched (an empty result, not an error);
-  an exception in an action, or one durable stored in the session state, raises
-  `EngineError` naming the rule.
+  its explicit `id`, its type as `t`, and the session id `sid`; absent fields omitted,
+  and so are fields no pattern reads (results are built from the caller's facts).
+- "Not handled" (durable's MessageNotHandledException, code 1 of the C calls) means
+  that some fact matched no rule: an empty result for it, not an error. An exception
+  in an action raises `EngineError` naming the rule (durable would swallow it into the
+  session state).
+- Actions are dispatched by `Engine._run_batch` straight from the C engine's action
+  queue (as durable's `do_actions` does, minus its per-action Python overhead).
 - Emit rules assert their derived fact in the same session (forward chaining).
 - A rule whose condition holds through several `$or` branches is reported once per fact.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import threading
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import durable_rules_engine  # type: ignore[import-not-found]
-from durable.engine import Host, MessageNotHandledException
+from durable.engine import Host
 
 from cds.rules.compiler import FORMAT, assert_single_fact
 from cds.rules.facttypes import MAX_FACT_PROPERTIES
@@ -57,8 +60,30 @@ class EngineError(RuntimeError):
         self.rule_id = rule_id
 
 
-def _session_started(c: Any) -> None:
-    """The internal session rule's action: nothing to do."""
+def _dispatched_by_engine(c: Any) -> None:  # pragma: no cover - never called
+    """durable wants a `run` per rule; `Engine._run_batch` dispatches the actions itself."""
+
+
+def _pattern_fields(pattern: Mapping[str, Any]) -> tuple[str, frozenset[str]]:
+    """(fact type, fields read) of a compiled single-fact pattern."""
+    fields: set[str] = set()
+    fact_type = ""
+
+    def walk(expr: Mapping[str, Any]) -> None:
+        nonlocal fact_type
+        ((op, arg),) = expr.items()
+        if op in ("$and", "$or"):
+            for item in arg:
+                walk(item)
+        elif op.startswith("$"):
+            fields.update(arg)
+        elif op == "t":
+            fact_type = str(arg)
+        else:
+            fields.add(op)
+
+    walk(pattern)
+    return fact_type, frozenset(fields)
 
 
 class _QuietHost(Host):  # type: ignore[misc]
@@ -74,7 +99,6 @@ class _Evaluation:
     facts: dict[str, tuple[str, dict[str, Any]]]
     firings: dict[tuple[str, str], Firing] = field(default_factory=dict)
     emitted: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Engine:
@@ -89,19 +113,23 @@ class Engine:
             raise EngineError(f"not a compiled rule set of format {FORMAT}")
         self._rules: dict[str, Any] = dict(compiled["rules"])
         self._emits: dict[str, Any] = dict(compiled["emits"])
-        self._current: _Evaluation | None = None
         self._host: _QuietHost | None = None
         self._handle: Any = None
+        #: per fact type, the fields some pattern reads: only those go into the engine
+        #: (a smaller message is parsed faster by durable, in C and in its actions)
+        self._fields: dict[str, frozenset[str]] = {}
         definition: dict[str, Any] = {}
         for rule_id, rule in self._rules.items():
             assert_single_fact(rule_id, rule)
+            fact_type, fields = _pattern_fields(rule["all"][0]["m"])
+            self._fields[fact_type] = self._fields.get(fact_type, frozenset()) | fields
             entry = copy.deepcopy(rule)
-            entry["run"] = self._action(rule_id)
+            entry["run"] = _dispatched_by_engine
             definition[rule_id] = entry
         if definition:
             definition[SESSION_RULE] = {
                 "all": [{"m": {"$and": [{"t": SESSION_TYPE}]}}],
-                "run": _session_started,
+                "run": _dispatched_by_engine,
             }
             with _LOCK:
                 self._host = _QuietHost({RULESET_NAME: definition})
@@ -119,62 +147,77 @@ class Engine:
                 self._handle = None
                 self._host = None
 
-    def _action(self, rule_id: str) -> Any:
+    def _fire(self, ev: _Evaluation, rule_id: str, fact_id: str) -> None:
+        """The action of every rule: record the firing; an emit rule asserts its fact."""
+        key = (rule_id, fact_id)
+        if key in ev.firings:
+            return  # the same fact matched through another $or branch
+        ftype, data = ev.facts[fact_id]
+        ev.firings[key] = Firing(rule_id, fact_id, ftype, data)
         emit = self._emits.get(rule_id)
+        if emit is None:
+            return
+        target, new = build_emitted(emit, data, rule_id)
+        if new["id"] in ev.facts:
+            raise FactError(f"emitted fact id {new['id']} is taken")
+        message = self._message(target, new, ev.sid)
+        if len(message) > MAX_FACT_PROPERTIES:
+            raise FactError(f"emitted fact {new['id']} has too many properties")
+        ev.facts[new["id"]] = (target, new)
+        ev.emitted.append({**new, "t": target})
+        # forward chaining: the actions it queues run in this session's action loop;
+        # code 1 (not handled) only says that no rule matches the derived fact
+        code, _ = durable_rules_engine.assert_fact(
+            self._handle, json.dumps(message, ensure_ascii=False)
+        )
+        if code == 2:
+            raise FactError(f"durable_rules saw the emitted fact {new['id']} already")
 
-        def run(c: Any) -> None:
-            ev = self._current
-            if ev is None:  # pragma: no cover - only reachable if durable calls us late
-                return
-            try:
-                fact_id = str(c.m._d["id"])
-                key = (rule_id, fact_id)
-                if key in ev.firings:
-                    return  # the same fact matched through another $or branch
-                ftype, data = ev.facts[fact_id]
-                ev.firings[key] = Firing(rule_id, fact_id, ftype, dict(data))
-                if emit is not None:
-                    target, new = build_emitted(emit, data, rule_id)
-                    if new["id"] in ev.facts:
-                        raise FactError(f"emitted fact id {new['id']} is taken")
-                    if len(new) + 2 > MAX_FACT_PROPERTIES:
-                        raise FactError(f"emitted fact {new['id']} has too many properties")
-                    ev.facts[new["id"]] = (target, new)
-                    ev.emitted.append({**new, "t": target})
-                    # MessageNotHandled: no rule matches the derived fact, nothing more to do
-                    with contextlib.suppress(MessageNotHandledException):
-                        c.assert_fact({**new, "t": target, "sid": ev.sid})
-            except Exception as exc:
-                ev.errors.append((rule_id, f"{type(exc).__name__}: {exc}"))
+    def _message(self, fact_type: str, data: Mapping[str, Any], sid: str) -> dict[str, Any]:
+        """The engine message of a fact: id, t, sid and the fields patterns read."""
+        fields = self._fields.get(fact_type, frozenset())
+        message = {k: v for k, v in data.items() if k in fields}
+        message["id"] = data["id"]
+        message["t"] = fact_type
+        message["sid"] = sid
+        return message
 
-        return run
+    def _run_batch(self, ev: _Evaluation, messages: list[dict[str, Any]]) -> None:
+        """Assert a batch, then run the actions it queued (and those they queue).
 
-    def _run_batch(self, messages: list[dict[str, Any]]) -> Any:
-        """Assert a batch and run the actions it queued.
-
-        durable's `Host.assert_facts` raises MessageNotHandledException when any one fact
-        of a batch matches no rule, *before* running the actions the others queued; so
-        the C call is made here and the actions are run whatever the batch's code.
+        The C engine is driven directly, as durable's `Ruleset.do_actions` does, without
+        its per-action Python machinery (closures, timers, state JSON round trips):
+        `start_action_for_state`, then for each action `update_state` +
+        `complete_and_start_action` until no action is left. durable's own
+        `Host.assert_facts` raises MessageNotHandledException when any one fact of a
+        batch matches no rule, *before* running the actions the others queued: here the
+        actions run whatever the batch's code.
         """
-        assert self._host is not None
-        ruleset = self._host.get_ruleset(RULESET_NAME)
+        handle = self._handle
         try:
             code, state_handle = durable_rules_engine.assert_facts(
-                self._handle, json.dumps(messages, ensure_ascii=False)
+                handle, json.dumps(messages, ensure_ascii=False)
             )
         except Exception as exc:
             raise EngineError(f"durable_rules refused the facts: {exc}") from exc
         if code == 2:
             raise EngineError("durable_rules reported a fact as already seen (duplicate id)")
-        outcome: list[Any] = [None, None]
-
-        def complete(error: Any, state: Any) -> None:
-            outcome[0], outcome[1] = error, state
-
-        ruleset.do_actions(0 if code == 3 else state_handle, complete)
-        if outcome[0]:
-            raise EngineError(f"durable_rules failed: {outcome[0]}")
-        return outcome[1]
+        started = durable_rules_engine.start_action_for_state(handle, state_handle)
+        if not started:
+            return
+        state_text, message_text = started[0], started[1]
+        while message_text:
+            ((rule_id, match),) = json.loads(message_text).items()
+            if rule_id != SESSION_RULE:
+                try:
+                    self._fire(ev, rule_id, str(match["m"]["id"]))
+                except Exception as exc:
+                    durable_rules_engine.abandon_action(handle, state_handle)
+                    raise EngineError(
+                        f"rule '{rule_id}' failed: {type(exc).__name__}: {exc}", rule_id
+                    ) from exc
+            durable_rules_engine.update_state(handle, state_text)
+            message_text = durable_rules_engine.complete_and_start_action(handle, state_handle)
 
     def evaluate(self, facts: Sequence[FactInput]) -> EngineResult:
         """Run every rule over `facts` (Fact models, or mappings with `t` and `id`)."""
@@ -197,19 +240,15 @@ class Engine:
         with _LOCK:
             ev = _Evaluation(sid=str(uuid.uuid4()), facts={d["id"]: (t, d) for t, d in normalized})
             messages = [{"id": SESSION_FACT_ID, "t": SESSION_TYPE, "sid": ev.sid}]
-            messages.extend({**data, "t": ftype, "sid": ev.sid} for ftype, data in normalized)
-            self._current = ev
+            messages.extend(self._message(ftype, data, ev.sid) for ftype, data in normalized)
             asserted = False
             try:
-                state = self._run_batch(messages)
+                self._run_batch(ev, messages)
                 asserted = True
-                if ev.errors:
-                    rule_id, message = ev.errors[0]
-                    raise EngineError(f"rule '{rule_id}' failed: {message}", rule_id)
-                if isinstance(state, dict) and state.get("exception"):
-                    raise EngineError(f"durable_rules action failed: {state['exception']}")
+            except EngineError:
+                asserted = True
+                raise
             finally:
-                self._current = None
                 try:
                     self._host.delete_state(RULESET_NAME, ev.sid)
                 except durable_rules_engine.error:

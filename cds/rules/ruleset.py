@@ -261,6 +261,7 @@ def load_ruleset(
         rule_files=rule_files,
         origins=origins,
         example_origins=example_origins,
+        templates=ctx.templates,
     )
     _precompile_templates(ruleset)
     if compile:

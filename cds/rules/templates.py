@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -125,8 +126,9 @@ class Template:
         return self._render(fact=fact, param=param)
 
 
+@functools.lru_cache(maxsize=4096)
 def compile_template(source: str) -> Template:
-    """Compile once (raises TemplateProblem on a syntax error)."""
+    """Compile once per process (raises TemplateProblem on a syntax error)."""
     try:
         expr = _is_single_expression(source)
         if expr is not None:

@@ -39,7 +39,7 @@ from cds.rules.model import (
     When,
 )
 from cds.rules.source import Loc, Source
-from cds.rules.templates import TemplateProblem, compile_template, has_template, references
+from cds.rules.templates import TemplateCache, TemplateProblem, has_template, references
 
 RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*$")
 CS_ID = re.compile(r"^CS-\d+(\.\d+)*$")
@@ -56,6 +56,7 @@ class Context:
     evidence: EvidenceRegistry
     order_codes: set[str] | None
     errors: list[RuleError] = field(default_factory=list)
+    templates: TemplateCache = field(default_factory=TemplateCache)
 
     def add(self, src: Source, loc: Loc, message: str, *, key: bool = False) -> None:
         self.errors.append(src.error(loc, message, key=key))
@@ -366,7 +367,7 @@ def check_template(src: Source, loc: Loc, text: str, ftype: FactType, ctx: Conte
     if not has_template(text):
         return
     try:
-        compile_template(text)
+        ctx.templates.get(text)  # compiled once here, kept for rendering
         refs, free = references(text)
     except TemplateProblem as exc:
         ctx.add(src, loc, str(exc))
