@@ -3,6 +3,7 @@ stories (tests/fixtures/stories) as CDS Hooks calls."""
 
 from __future__ import annotations
 
+import copy
 import json
 import uuid
 from collections.abc import Iterator
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cds.api import create_app
 from cds.pipeline import EvaluationInput, Evaluator
@@ -161,3 +164,44 @@ def test_feedback_on_a_real_card_records_its_rule_and_topic(real_client: TestCli
     assert row.rule == target["extension"]["org.osteohooks"]["rule"]
     audit = store.audit_rows(request["hookInstance"])[0]
     assert row.rule in audit.rules_fired
+
+
+ODD_VALUES = [None, "", "x", -1, 0, 1e308, True, [], {}, [1], {"a": 1}, "2026-13-45", "-2.5"]
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out.extend(_paths(item, (*prefix, key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            out.extend(_paths(item, (*prefix, index)))
+    return out
+
+
+@st.composite
+def damaged_stories(draw: st.DrawFn) -> dict[str, Any]:
+    name = draw(st.sampled_from(sorted(ORACLE["stories"])))
+    request = as_request(json.loads((STORIES / name).read_text()))
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        path = draw(st.sampled_from(_paths(request["prefetch"])))
+        parent: Any = request["prefetch"]
+        for step in path[:-1]:
+            parent = parent[step]
+        parent[path[-1]] = copy.deepcopy(draw(st.sampled_from(ODD_VALUES)))
+    return request
+
+
+@given(damaged_stories())
+def test_damaged_fhir_data_never_5xx_with_the_real_pipeline(
+    real_client: TestClient, request: dict[str, Any]
+) -> None:
+    service = SERVICE[request["hook"]]
+    response = real_client.post(f"/cds-services/{service}", json=request)
+    assert response.status_code in (200, 400, 422), response.text
+    if response.status_code != 200:
+        assert response.json()["resourceType"] == "OperationOutcome"
+    else:
+        for card in response.json()["cards"]:
+            assert card_violations(card) == []
