@@ -25,25 +25,6 @@ from cds.api.auth import JwtVerifier, load_trusted_issuers
 from cds.settings import Settings
 from cds.store import Store
 
-try:  # the pipeline lands in parallel; until then the HTTP layer is tested with a double
-    import cds.pipeline  # noqa: F401
-except ImportError:  # pragma: no cover - interim shim, removed when cds.pipeline exists
-    import sys
-    import types
-
-    @dataclass
-    class _Input:
-        hook: str
-        resources: list[Any]
-        as_of: Any
-        patient_id: str | None = None
-        draft_orders: list[Any] = field(default_factory=list)
-        selections: list[str] = field(default_factory=list)
-
-    _shim = types.ModuleType("cds.pipeline")
-    _shim.EvaluationInput = _Input  # type: ignore[attr-defined]
-    sys.modules["cds.pipeline"] = _shim
-
 BASE_URL = "https://cds.test.example"
 ISSUER = "https://ehr.test.example/"
 KID = "test-key-1"

@@ -184,24 +184,6 @@ def test_cds_serve_refuses_to_start_on_bad_rules(tmp_path: Path, small_rules: Pa
     assert "classification.yaml" in done.stderr
 
 
-@pytest.mark.subprocess
-def test_cds_serve_in_jwt_mode_needs_trusted_issuers(tmp_path: Path) -> None:
-    env = dict(
-        os.environ, OSTEOHOOKS_AUTH="jwt", OSTEOHOOKS_DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}"
-    )
-    env.pop("OSTEOHOOKS_TRUSTED_ISSUERS", None)
-    done = subprocess.run(
-        [str(CDS), "serve", "--port", str(free_port())],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 2
-    assert "OSTEOHOOKS_TRUSTED_ISSUERS" in done.stderr
-
-
 def test_polling_reload_picks_up_edits(small_rules: Path) -> None:
     from cds.api import create_app
     from cds.settings import Settings
