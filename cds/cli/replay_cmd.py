@@ -7,10 +7,10 @@ or differed from its golden result; 2 for a usage error or a rule set that does 
 
 from __future__ import annotations
 
-import os
 import sys
 from datetime import date
 from enum import StrEnum
+from io import TextIOBase
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated
 
@@ -42,12 +42,10 @@ class ExplainFormat(StrEnum):
 
 
 def default_rules_dir() -> Path:
-    """OSTEOHOOKS_RULES, else the bundled `rules/` folder next to the package."""
-    configured = os.environ.get("OSTEOHOOKS_RULES")
-    if configured:
-        return Path(configured)
-    bundled = Path(__file__).resolve().parent.parent.parent / "rules"
-    return bundled if bundled.is_dir() else Path("rules")
+    """OSTEOHOOKS_RULES, else the bundled `rules/` folder (as the service uses)."""
+    from cds.rules import default_rules_dir as rules_default
+
+    return rules_default()
 
 
 def parse_as_of(value: str | None) -> date:
@@ -77,6 +75,17 @@ def _load_evaluator(rules_dir: Path) -> Evaluator:
     except Exception as exc:  # RuleSetError and anything else that stops the rules loading
         typer.echo(f"error: the rules in {rules_dir} do not load:\n{exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
+
+
+class _Stdout:
+    """Writes to whatever `sys.stdout` is now: under the progress bar rich swaps in a
+    proxy that prints above the bar, so report lines and the bar do not collide."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
 
 
 def replay(
@@ -156,8 +165,9 @@ def replay(
             "hook": hook.value if hook is not None else "patient-view",
         },
     )
-    console = Console(stderr=True) if interactive else None
-    stream: IO[str]
+    # soft_wrap: report lines printed above the bar keep their length (no re-wrapping)
+    console = Console(stderr=True, soft_wrap=True) if interactive else None
+    stream: IO[str] | _Stdout
     if out is not None:
         try:
             stream = open(out, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
@@ -165,11 +175,11 @@ def replay(
             typer.echo(f"error: cannot write {out}: {exc.strerror}", err=True)
             raise typer.Exit(EXIT_USAGE) from None
     else:
-        stream = sys.stdout
+        stream = _Stdout()
     try:
         summary = run_replay(options, stream, evaluator=evaluator, console=console)
     finally:
-        if out is not None:
+        if isinstance(stream, TextIOBase):
             stream.close()
     summary_shown = format is ReplayFormat.text and out is None
     if not interactive and not summary_shown and not summary.ok:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 from xml.sax.saxutils import escape, quoteattr
 
 from cds.replay.golden import GoldenCheck
@@ -18,6 +18,14 @@ from cds.replay.worker import InputResult
 from cds.replay.worker import card_topic as _topic
 
 FORMATS = ("text", "ndjson", "junit")
+
+
+class Sink(Protocol):
+    """Where a report goes: a text file, stdout, or anything with write and flush."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
 
 
 class Writer(Protocol):
@@ -33,7 +41,7 @@ def ndjson_line(result: InputResult) -> str:
 
 
 class NdjsonWriter:
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: Sink) -> None:
         self.stream = stream
 
     def write(self, result: InputResult, golden: GoldenCheck | None) -> None:
@@ -66,7 +74,7 @@ def card_line(card: dict[str, Any]) -> str:
 class TextWriter:
     """Readable per input: each card's indicator, topic and summary; issues; diffs."""
 
-    def __init__(self, stream: IO[str], *, closing_summary: bool = True) -> None:
+    def __init__(self, stream: Sink, *, closing_summary: bool = True) -> None:
         self.stream = stream
         self.closing_summary = closing_summary
 
@@ -109,7 +117,7 @@ class JunitWriter:
     that could not be read or evaluated an <error>; cards and data errors go to
     <system-out>."""
 
-    def __init__(self, stream: IO[str], properties: dict[str, str]) -> None:
+    def __init__(self, stream: Sink, properties: dict[str, str]) -> None:
         self.stream = stream
         self.properties = properties
         self.cases = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 (closed in close)

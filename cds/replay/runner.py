@@ -9,10 +9,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from cds.replay import golden as golden_files
-from cds.replay.formats import JunitWriter, NdjsonWriter, TextWriter, Writer
+from cds.replay.formats import JunitWriter, NdjsonWriter, Sink, TextWriter, Writer
 from cds.replay.inputs import discover
 from cds.replay.pool import ReplayPool
 from cds.replay.summary import Summary
@@ -46,7 +46,7 @@ class ReplayOptions:
     properties: dict[str, str] = field(default_factory=dict)
 
 
-def _writer(options: ReplayOptions, stream: IO[str]) -> Writer:
+def _writer(options: ReplayOptions, stream: Sink) -> Writer:
     if options.format == "ndjson":
         return NdjsonWriter(stream)
     if options.format == "junit":
@@ -85,8 +85,12 @@ def _progress(console: Console | None, options: ReplayOptions) -> Iterator[Calla
         last = 0.0
 
         def advance() -> None:
-            nonlocal last
+            nonlocal last, total
             progress.advance(task)
+            done = progress.tasks[0].completed
+            if done > total:  # a Bundle split per patient gives more inputs than files
+                total = int(done)
+                progress.update(task, total=total)
             now = time.monotonic()
             if now - last >= 0.1:
                 last = now
@@ -98,7 +102,7 @@ def _progress(console: Console | None, options: ReplayOptions) -> Iterator[Calla
 
 def run_replay(
     options: ReplayOptions,
-    stream: IO[str],
+    stream: Sink,
     *,
     evaluator: Evaluator | None = None,
     console: Console | None = None,
