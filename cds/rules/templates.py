@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
+from jinja2.exceptions import UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
@@ -123,7 +124,10 @@ class Template:
 
     def render(self, fact: Mapping[str, Any], param: Mapping[str, Any]) -> Any:
         """Render with the context; a native template returns the expression's value."""
-        return self._render(fact=fact, param=param)
+        value = self._render(fact=fact, param=param)
+        if isinstance(value, Undefined):  # an expression's value is not checked by Jinja
+            raise UndefinedError(value._undefined_message)
+        return value
 
 
 @functools.lru_cache(maxsize=4096)
