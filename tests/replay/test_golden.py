@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cds.replay.golden import check, compare, golden_path, normalise, render, write_golden
 from cds.replay.worker import InputResult
@@ -117,3 +119,44 @@ def test_missing_golden_file_is_a_difference(tmp_path: Path) -> None:
     assert verdict.message == (
         f"cases/a.json: no golden file {tmp_path / 'a.json.json'} (write it with --update-expect)"
     )
+
+
+_json_scalars = st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=4)
+_payloads = st.dictionaries(st.sampled_from(["category", "value", "site", "items"]), _json_scalars)
+_topics = st.sampled_from(["bmd-classification", "tbs", "workup", "screening"])
+
+
+@given(
+    cards=st.lists(st.tuples(_topics, _payloads), max_size=4, unique_by=lambda c: c[0]),
+    order=st.randoms(use_true_random=False),
+)
+def test_uuids_and_card_order_never_matter(
+    cards: list[tuple[str, dict[str, Any]]], order: Any
+) -> None:
+    first = [card(topic, f"u{i}", **payload) for i, (topic, payload) in enumerate(cards)]
+    second = [card(topic, f"v{i}", **payload) for i, (topic, payload) in enumerate(cards)]
+    order.shuffle(second)
+    assert compare(normalise("k", first, None), normalise("k", second, None)) == []
+
+
+@given(
+    payload=_payloads,
+    field=st.sampled_from(["category", "value", "site", "items"]),
+    new=_json_scalars,
+)
+def test_any_payload_change_is_reported_with_topic_and_field(
+    payload: dict[str, Any], field: str, new: Any
+) -> None:
+    changed = {**payload, field: new}
+    differences = compare(
+        normalise("k", [card("tbs", "a", **payload)], None),
+        normalise("k", [card("tbs", "b", **changed)], None),
+    )
+    same = field in payload and payload[field] == new and type(payload[field]) is type(new)
+    if same:
+        assert differences == []
+    else:
+        (difference,) = differences
+        assert difference.topic == "tbs"
+        assert difference.field == f'extension["org.osteohooks"].{field}'
+        assert difference.got == new
