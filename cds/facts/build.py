@@ -177,6 +177,11 @@ class _Builder:
         self.p = p
         self.as_of = as_of
         self.classes = prof.med_classes
+        # whole-site results (no vertebra) by (kind, site, score)
+        self._groups: dict[tuple[str, str | None, str], list[Measurement]] = {}
+        for mm in data.measurements:
+            if mm.vertebra is None:
+                self._groups.setdefault((mm.kind, mm.site, mm.score), []).append(mm)
         self.fs = FactSet(issues=data.issues, trace=data.trace)
 
     def add(self, fact: Fact, sources: Iterable[str]) -> None:
@@ -328,16 +333,12 @@ class _Builder:
     def _latest(
         self, site: str, score: str, kind: str = "dxa"
     ) -> tuple[Measurement | None, list[Measurement]]:
-        cands = [
-            mm
-            for mm in self.d.measurements
-            if mm.kind == kind and mm.site == site and mm.score == score and mm.vertebra is None
-        ]
+        cands = self._groups.get((kind, site, score), [])
         if not cands:
             return None, []
         last = max(mm.when.date for mm in cands)
-        same = sorted((mm for mm in cands if mm.when.date == last), key=lambda x: (x.value, x.ref))
-        return same[0], cands
+        best = min((mm for mm in cands if mm.when.date == last), key=lambda x: (x.value, x.ref))
+        return best, cands
 
     def _vertebra_count(
         self, mm: Measurement, va: tuple[VertebraAnalysis, list[str]] | None

@@ -44,6 +44,15 @@ class When:
 
 def parse_when(text: str) -> When:
     """Parse a FHIR date or dateTime; raise ValueError saying what is wrong."""
+    if len(text) == 10 and text[4] == "-" and text[7] == "-" and text[:4].isdigit():
+        try:  # fast path: a full date, the common case
+            d = date.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            if d.year >= 1:
+                instant = datetime(d.year, d.month, d.day, tzinfo=UTC)
+                return When(date=d, instant=instant, precision="day", text=text)
     m = _DATETIME.match(text)
     if m is None:
         raise ValueError(

@@ -21,8 +21,10 @@ from cds.fhir.dates import When, parse_when
 from cds.fhir.issues import DataIssue, issue_sort_key
 from cds.fhir.profiles import (
     ATC,
+    PREFIX_SYSTEMS,
     RXNORM,
     CodeEntry,
+    CodeList,
     Ingredient,
     Profiles,
     _norm,
@@ -1026,9 +1028,10 @@ class Reader:
         elif cond.recordedDate is not None:
             when = _when(cond.recordedDate, "Condition.recordedDate", ref, data.issues, False)
         used: list[str] = []
+        hits = _code_index(self.p).hits(cc)
 
         # fractures are history: resolved ones count too
-        frac = self._fracture(cc, unconfirmed)
+        frac = self._fracture(hits, unconfirmed)
         if frac is not None:
             kind, _entry, coding = frac
             data.fractures.append(
@@ -1055,18 +1058,18 @@ class Reader:
             else:
                 trace.ignore(ref, f"verificationStatus {ver} ({label})")
             return
-        meno = self._menopause(cc)
+        meno = "postmenopausal" if "post" in hits else "premenopausal" if "pre" in hits else None
         if meno is not None:
             data.menopause.append((meno, ref, when))
             used.append(f"menopausal status: {meno}")
-        if self.p.hyperparathyroidism.match(cc) is not None:
+        if "hpt" in hits:
             data.hyperparathyroidism.append(ref)
             used.append("primary hyperparathyroidism")
-        if self.p.hypophosphatasia.match(cc) is not None:
+        if "hpp" in hits:
             data.hypophosphatasia.append(ref)
             used.append("hypophosphatasia")
         for sf in self.p.structural:
-            hit = sf.codes.match(cc)
+            hit = hits.get(f"sf:{sf.finding}")
             if hit is not None:
                 data.findings.append(
                     FindingRecord(ref=ref, finding=sf.finding, display=_display(cc, hit))
@@ -1077,24 +1080,25 @@ class Reader:
         else:
             trace.ignore(ref, f"unknown code ({label})")
 
+    @staticmethod
     def _fracture(
-        self, cc: m.CodeableConcept, unconfirmed: bool
+        hits: Hits, unconfirmed: bool
     ) -> (
         tuple[Literal["hip", "vertebral", "other", "self-reported-vertebral"], CodeEntry, m.Coding]
         | None
     ):
-        hit = self.p.fracture_self_reported.match(cc)
+        hit = hits.get("fx-self")
         if hit is not None:
             return ("self-reported-vertebral", hit[0], hit[1])
-        hit = self.p.fracture_vertebral.match(cc)
+        hit = hits.get("fx-vertebral")
         if hit is not None:
             return ("self-reported-vertebral" if unconfirmed else "vertebral", hit[0], hit[1])
         if unconfirmed:
             return None
-        hit = self.p.fracture_hip.match(cc)
+        hit = hits.get("fx-hip")
         if hit is not None:
             return ("hip", hit[0], hit[1])
-        hit = self.p.fracture_other.match(cc)
+        hit = hits.get("fx-other")
         if hit is not None:
             return ("other", hit[0], hit[1])
         return None
@@ -1111,14 +1115,15 @@ class Reader:
         label = cc.label()
         words = cc.words()
         used: list[str] = []
+        hits = _code_index(self.p).hits(cc)
         for sf in self.p.structural:
-            hit = sf.codes.match(cc)
+            hit = hits.get(f"sf:{sf.finding}")
             if hit is not None or any(t in words for t in sf.text_patterns):
                 data.findings.append(
                     FindingRecord(ref=ref, finding=sf.finding, display=_display(cc, hit))
                 )
                 used.append(f"structural finding {sf.finding}")
-        chit = self.p.contrast.match(cc)
+        chit = hits.get("contrast")
         if chit is not None or any(t in words for t in self.p.contrast_text):
             label = _display(cc, chit)
             performed = proc.performedDateTime or (
@@ -1422,6 +1427,64 @@ def _obs_index(profiles: Profiles) -> dict[tuple[str, str], ObsKind]:
             index[key] = ("dxa", d.site, d.score, d.side)
         hit = (profiles, index)
         _OBS_INDEX[id(profiles)] = hit
+    return hit[1]
+
+
+Hits = dict[str, tuple[CodeEntry, m.Coding]]
+
+
+@dataclass(frozen=True)
+class _CodeIndex:
+    """Every Condition/Procedure code list at once: category -> first (longest) match."""
+
+    exact: dict[tuple[str, str], list[tuple[str, CodeEntry]]]
+    prefix: dict[tuple[str, str], list[tuple[str, str, CodeEntry]]]
+
+    def hits(self, cc: m.CodeableConcept) -> Hits:
+        out: Hits = {}
+        for coding in cc.coding:
+            if not coding.code:
+                continue
+            key = _norm(coding.system, coding.code)
+            for cat, entry in self.exact.get(key, ()):
+                out.setdefault(cat, (entry, coding))
+            for pre, cat, entry in self.prefix.get((key[0], key[1][:3]), ()):
+                if cat not in out and key[1].startswith(pre):
+                    out[cat] = (entry, coding)
+        return out
+
+
+_CODE_INDEX: dict[int, tuple[Profiles, _CodeIndex]] = {}
+
+
+def _code_index(p: Profiles) -> _CodeIndex:
+    hit = _CODE_INDEX.get(id(p))
+    if hit is None or hit[0] is not p:
+        lists: list[tuple[str, CodeList]] = [
+            ("fx-self", p.fracture_self_reported),
+            ("fx-vertebral", p.fracture_vertebral),
+            ("fx-hip", p.fracture_hip),
+            ("fx-other", p.fracture_other),
+            ("post", p.postmenopausal),
+            ("pre", p.premenopausal),
+            ("hpt", p.hyperparathyroidism),
+            ("hpp", p.hypophosphatasia),
+            ("contrast", p.contrast),
+            *((f"sf:{sf.finding}", sf.codes) for sf in p.structural),
+        ]
+        exact: dict[tuple[str, str], list[tuple[str, CodeEntry]]] = {}
+        prefix: dict[tuple[str, str], list[tuple[str, str, CodeEntry]]] = {}
+        for cat, cl in lists:
+            for e in cl.entries:
+                key = _norm(e.system, e.code)
+                if e.system in PREFIX_SYSTEMS:
+                    prefix.setdefault((key[0], key[1][:3]), []).append((key[1], cat, e))
+                else:
+                    exact.setdefault(key, []).append((cat, e))
+        for v in prefix.values():
+            v.sort(key=lambda t: -len(t[0]))  # longest prefix first
+        hit = (p, _CodeIndex(exact, prefix))
+        _CODE_INDEX[id(p)] = hit
     return hit[1]
 
 

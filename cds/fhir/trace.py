@@ -39,11 +39,10 @@ class Trace(BaseModel):
     )
 
     def use(self, resource: str, purpose: str) -> None:
-        # model_construct: both fields are str by construction here (hot path)
-        self.used.append(UsedResource.model_construct(resource=resource, purpose=purpose))
+        self.used.append(UsedResource(resource=resource, purpose=purpose))
 
     def ignore(self, resource: str, reason: str) -> None:
-        self.ignored.append(IgnoredResource.model_construct(resource=resource, reason=reason))
+        self.ignored.append(IgnoredResource(resource=resource, reason=reason))
 
     def sort(self) -> None:
         """Put every list in a deterministic order (input order must not matter)."""
