@@ -190,8 +190,18 @@ def evaluate_job(job: Job) -> InputResult:
             time.perf_counter() - started,
         )
     cards = stabilise_uuids([dict(card) for card in result.cards], job.name)
+    # A `fatal` issue (no usable Patient, no birth date) means the data could not be
+    # evaluated at all: that is an input that cannot be read, not "nothing to say".
+    status: Status = "unreadable" if _fatal(result.outcome) else "ok"
     return InputResult.of(
-        job.name, job.key, cards, result.outcome, "ok", time.perf_counter() - started
+        job.name, job.key, cards, result.outcome, status, time.perf_counter() - started
+    )
+
+
+def _fatal(outcome: dict[str, Any] | None) -> bool:
+    issues = (outcome or {}).get("issue")
+    return isinstance(issues, list) and any(
+        isinstance(issue, dict) and issue.get("severity") == "fatal" for issue in issues
     )
 
 

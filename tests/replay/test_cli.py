@@ -164,18 +164,20 @@ def test_unreadable_inputs_fail_the_run_but_not_the_others(tmp_path: Path) -> No
     lines = records(result.stdout)
     assert [r["input"] for r in lines] == [
         str(broken / "array.json"),
+        str(broken / "no-patient.json"),
         str(broken / "not-json.json"),
         str(good),
         str(tmp_path / "missing.json"),
     ]
-    for line in (lines[0], lines[1], lines[3]):
+    for line in (lines[0], lines[1], lines[2], lines[4]):
         assert line["cards"] == []
         assert line["outcome"]["resourceType"] == "OperationOutcome"
-        assert line["outcome"]["issue"][0]["severity"] == "error"
-    assert "not valid JSON" in lines[1]["outcome"]["issue"][0]["diagnostics"]
-    assert lines[2]["cards"]
-    assert "1 unreadable" not in result.stdout  # the summary goes to stderr for ndjson
-    assert "3 unreadable" in result.stderr
+        assert line["outcome"]["issue"][-1]["severity"] in ("error", "fatal")
+    assert "not valid JSON" in lines[2]["outcome"]["issue"][0]["diagnostics"]
+    assert lines[1]["outcome"]["issue"][-1]["severity"] == "fatal"
+    assert lines[3]["cards"]
+    assert lines[3]["outcome"] is None
+    assert result.stderr.startswith("5 inputs: 1 evaluated, 4 unreadable, 0 failed; ")
 
 
 @pytest.mark.parametrize(
