@@ -448,7 +448,7 @@ class Reader:
                 res = model.model_validate(e.raw)
             except ValidationError as exc:
                 issues.extend(_errors_to_issues(exc, e.rtype, e.ref))
-                trace.ignore(e.ref, "invalid (see the data errors)")
+                trace.ignore(e.ref, _why(issues, e.ref))
                 continue
             parsed[e.ref] = (e, res)
 
@@ -488,7 +488,7 @@ class Reader:
                         message=f"cannot be used: {exc}",
                     )
                 )
-                trace.ignore(ref, "invalid (see the data errors)")
+                trace.ignore(ref, _why(issues, ref))
         for ref in sorted(devices):
             if not any(
                 mm.scanner is not None and mm.scanner.identity == ref for mm in data.measurements
@@ -510,7 +510,7 @@ class Reader:
             cls.model_validate(e.raw)
         except ValidationError as exc:
             issues.extend(_errors_to_issues(exc, e.rtype, ref))
-            trace.ignore(ref, "invalid FHIR R4 (see the data errors)")
+            trace.ignore(ref, _why(issues, ref))
             return False
         except (KeyError, ValueError, TypeError) as exc:
             issues.append(
@@ -521,7 +521,7 @@ class Reader:
                     message=f"not valid FHIR R4: {exc}",
                 )
             )
-            trace.ignore(ref, "invalid FHIR R4 (see the data errors)")
+            trace.ignore(ref, _why(issues, ref))
             return False
         return True
 
@@ -713,7 +713,7 @@ class Reader:
             found = check(self._sd[sd_id], e.raw, ref)
             if found:
                 issues.extend(found)
-                trace.ignore(ref, f"does not conform to profile {sd_id}")
+                trace.ignore(ref, f"does not conform to profile {sd_id}: {found[0].message}")
                 return
         when = self._obs_when(obs, ref, issues)
         if when is None:
@@ -729,7 +729,7 @@ class Reader:
             kind, obs, "Observation", ref, when, preliminary, obs.bodySite, scanner, issues
         )
         if mm is None:
-            trace.ignore(ref, "invalid (see the data errors)")
+            trace.ignore(ref, _why(issues, ref))
             return
         data.measurements.append(mm)
         trace.use(ref, self._describe(mm) + (" (preliminary)" if preliminary else ""))
@@ -1370,7 +1370,7 @@ class Reader:
                 sr = m.ServiceRequest.model_validate(e.raw)
             except ValidationError as exc:
                 data.issues.extend(_errors_to_issues(exc, e.rtype, e.ref))
-                data.trace.ignore(e.ref, "invalid (see the data errors)")
+                data.trace.ignore(e.ref, _why(data.issues, e.ref))
                 continue
             if sr.status is not None and sr.status not in DRAFT_USED:
                 data.trace.ignore(e.ref, f"status {sr.status}")
@@ -1499,6 +1499,14 @@ def _compiled(profiles: Profiles) -> dict[str, CompiledProfile]:
         hit = (profiles, compiled)
         _COMPILED[id(profiles)] = hit
     return hit[1]
+
+
+def _why(issues: list[DataIssue], ref: str) -> str:
+    """The trace reason for a resource not used because of a data error: its last message."""
+    for issue in reversed(issues):
+        if issue.resource == ref:
+            return f"data error: {issue.message}"
+    return "data error"
 
 
 def _status_code(cc: m.CodeableConcept | None) -> str | None:

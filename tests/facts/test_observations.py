@@ -318,3 +318,9 @@ def test_cs_5_3_tbs_range(value: float, ok: bool) -> None:
     assert (assessment(fs).tbs == value) is ok
     if not ok:
         assert errors(fs)[0].resource == "Observation/t1"
+
+
+def test_trace_says_why_an_out_of_range_result_was_not_used() -> None:
+    fs = run(hip_t(-12, id="h1"))
+    reason = ignored(fs)["Observation/h1"]
+    assert reason.startswith("data error: T-score -12 is outside the plausible range")
