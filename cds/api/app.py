@@ -474,6 +474,26 @@ async def _call(state: ServiceState, service_id: str, body: bytes) -> Response:
     started = time.perf_counter()
     hook, _title, _desc = _service(service_id)
     request: CdsRequest = _validate(CdsRequest, _json_object(body, "CDS Hooks request"))
+    try:
+        return await _answer(state, service_id, hook, request, started)
+    except ApiError as exc:  # a refused call is audited and logged (status and elements only)
+        _audit(state, service_id, hook, request.hookInstance, None, exc.status, [], [], started)
+        log.info(
+            "hook refused",
+            extra={
+                "event": "refused",
+                "service": service_id,
+                "hookInstance": request.hookInstance,
+                "status": exc.status,
+                "reason": [e for i in exc.issues for e in i.get("expression", [])] or None,
+            },
+        )
+        raise
+
+
+async def _answer(
+    state: ServiceState, service_id: str, hook: str, request: CdsRequest, started: float
+) -> Response:
     hook_instance = request.hookInstance
     if request.hook != hook:
         raise ApiError(

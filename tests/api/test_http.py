@@ -420,3 +420,17 @@ def test_audit_row_per_call_without_phi(make_client: Callable[..., TestClient]) 
 def test_hook_instance_uuid_any_version_accepted(client: TestClient) -> None:
     body = patient_view_request(hookInstance=str(uuid.uuid1()))
     assert client.post(PV, json=body).status_code == 200
+
+
+def test_refused_calls_are_audited_with_their_status(client: TestClient) -> None:
+    body = patient_view_request()
+    del body["prefetch"]
+    assert client.post(PV, json=body).status_code == 412
+    bad = patient_view_request(hook="order-sign")
+    assert client.post(PV, json=bad).status_code == 400
+    store = client.app.state.service.store  # type: ignore[attr-defined]
+    (row,) = store.audit_rows(body["hookInstance"])
+    assert row.status == 412
+    assert row.rules_fired == []
+    (row,) = store.audit_rows(bad["hookInstance"])
+    assert row.status == 400
