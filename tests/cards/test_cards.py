@@ -393,3 +393,31 @@ def test_the_contract_checker_can_fail(mutate: Any, problem: str) -> None:
 
 def test_hl7_checker_requires_summary_indicator_source() -> None:
     assert len(hl7_problems({})) >= 3
+
+
+def test_indicators_follow_cs_11_2() -> None:
+    """CS-11.2: critical only for the denosumab gap (CS-9.1); warning only for
+    osteoporosis, diagnosis-changing artifacts, significant loss and too-soon orders."""
+    by_indicator: dict[str, set[str]] = {"info": set(), "warning": set(), "critical": set()}
+    for rule in ruleset().active_rules:
+        if rule.then.card is not None:
+            by_indicator[rule.then.card.indicator].add(rule.id)
+    assert by_indicator["critical"] == {"therapy-safety.denosumab-discontinuation"}
+    for rule_id in by_indicator["warning"]:
+        assert rule_id.split(".")[0] in ("classification", "artifacts", "change", "order-timing")
+    assert "classification.t.osteoporosis" in by_indicator["warning"]
+    assert "order-timing.too-soon" in by_indicator["warning"]
+    assert {"change.significant-loss", "change.significant-loss-on-therapy"} <= by_indicator[
+        "warning"
+    ]
+    assert "classification.t.low-bone-mass" in by_indicator["info"]
+
+
+def test_every_card_names_its_evidence_and_rule() -> None:
+    """CS-11.3: source label and URL from the evidence, the rule that fired in the payload."""
+    for card in all_cards():
+        data = payload(card)
+        assert card["source"]["label"]
+        assert card["source"]["url"].startswith("https://")
+        assert data["rule"] in data["rules"]
+        assert any(e.startswith("CS-") for e in data["evidence"])
