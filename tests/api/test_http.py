@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -99,6 +100,8 @@ def test_openapi_is_served_with_request_schemas(client: TestClient) -> None:
     components = schema["components"]["schemas"]
     for name in ("CdsRequest", "FeedbackRequest", "CdsResponse", "Discovery", "Card"):
         assert name in components
+    refs = set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(schema)))
+    assert refs <= set(components)  # every reference resolves
 
 
 # --------------------------------------------------------------------------- calls
