@@ -425,6 +425,7 @@ class Reader:
         self.as_of = as_of
         self.validation = validation
         self._sd = _compiled(profiles)
+        self._scanners: dict[m.Reference, Scanner] = {}
 
     # -- entry point
 
@@ -976,6 +977,14 @@ class Reader:
     ) -> Scanner | None:
         if device is None:
             return None
+        hit = self._scanners.get(device)  # one scanner is referenced by many results
+        if hit is None:
+            hit = self._scanners[device] = self._read_scanner(device, devices, urls)
+        return hit
+
+    def _read_scanner(
+        self, device: m.Reference, devices: Mapping[str, m.Resource], urls: dict[str, str]
+    ) -> Scanner:
         identity: str | None = None
         label = device.display
         texts: list[str] = [device.display or ""]
