@@ -407,11 +407,12 @@ def _when(
     except ValueError as exc:
         issues.append(
             DataIssue(
-                severity="error",
+                severity="error" if required else "warning",
                 code="value",
                 resource=ref,
                 expression=expr,
-                message=f"{expr}: {exc}; the resource is not used",
+                message=f"{expr}: {exc}; "
+                + ("the resource is not used" if required else "the date is left out"),
             )
         )
         return None
@@ -1033,7 +1034,12 @@ class Reader:
         onset = cond.onsetDateTime or (cond.onsetPeriod.start if cond.onsetPeriod else None)
         when = None
         if onset is not None:
-            when = _when(onset, "Condition.onset[x]", ref, data.issues, False)
+            expr = (
+                "Condition.onsetDateTime"
+                if cond.onsetDateTime is not None
+                else "Condition.onsetPeriod.start"
+            )
+            when = _when(onset, expr, ref, data.issues, False)
         elif cond.recordedDate is not None:
             when = _when(cond.recordedDate, "Condition.recordedDate", ref, data.issues, False)
         used: list[str] = []

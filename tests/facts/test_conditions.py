@@ -244,3 +244,17 @@ def test_height_in_inches() -> None:
 
 def test_single_height_gives_no_loss() -> None:
     assert one(height(160.0)).height_loss_cm is None
+
+
+def test_bad_optional_date_is_a_warning_and_the_condition_still_counts() -> None:
+    fs = run(condition("S72.001A", onset="2025-13-01", id="c1"))
+    a = assessment(fs)
+    assert a.fragility_fracture
+    assert not a.fracture_within_12_months
+    [warn] = fs.issues
+    assert (warn.severity, warn.resource, warn.expression) == (
+        "warning",
+        "Condition/c1",
+        "Condition.onset[x]",
+    )
+    assert "left out" in warn.message
