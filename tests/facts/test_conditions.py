@@ -255,6 +255,6 @@ def test_bad_optional_date_is_a_warning_and_the_condition_still_counts() -> None
     assert (warn.severity, warn.resource, warn.expression) == (
         "warning",
         "Condition/c1",
-        "Condition.onset[x]",
+        "Condition.onsetDateTime",
     )
     assert "left out" in warn.message
