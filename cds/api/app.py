@@ -649,18 +649,41 @@ def _check_patient(resources: list[dict[str, Any]], patient_id: str) -> None:
                 )
 
 
-def _no_empty(value: Any, where: str) -> None:
+def _no_empty(cards: list[dict[str, Any]], where: str) -> None:
     """CDS Hooks: no null, "", [] or {} in what we send (internal check of the cards)."""
-    if value is None or value == "" or value == {}:
-        raise ValueError(f"{where} is null or empty")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _no_empty(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        if where != "cards" and not value:
-            raise ValueError(f"{where} is an empty list")
-        for index, item in enumerate(value):
-            _no_empty(item, f"{where}[{index}]")
+    stack: list[Any] = list(cards)
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            if not value:
+                break
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            if not value:
+                break
+            stack.extend(value)
+        elif value is None or value == "":
+            break
+    else:
+        return
+    raise ValueError(f"{where} hold a null or empty element: {_first_empty(cards, where)}")
+
+
+def _first_empty(value: Any, where: str) -> str | None:
+    if value is None or value in ("", [], {}):
+        return where
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, item in items:
+        found = _first_empty(item, f"{where}[{key!r}]")
+        if found:
+            return found
+    return None
 
 
 def _issued(card: Mapping[str, Any]) -> IssuedCard:
