@@ -674,7 +674,7 @@ class Reader:
             made = 0
             when = self._obs_when(obs, ref, issues)
             if when is None:
-                trace.ignore(ref, "no usable date")
+                trace.ignore(ref, _why(issues, ref))
                 return
             if when.date > self.as_of:
                 trace.ignore(ref, f"dated {when.date} after the as-of date {self.as_of}")
@@ -719,7 +719,7 @@ class Reader:
                 return
         when = self._obs_when(obs, ref, issues)
         if when is None:
-            trace.ignore(ref, "no usable date")
+            trace.ignore(ref, _why(issues, ref))
             return
         if when.date > self.as_of:
             trace.ignore(ref, f"dated {when.date} after the as-of date {self.as_of}")
@@ -1030,7 +1030,8 @@ class Reader:
         if cc is None:
             trace.ignore(ref, "no code")
             return
-        label = cc.label()
+        hits = _code_index(self.p).hits(cc)
+        label = _display(cc, next(iter(hits.values()), None))
         onset = cond.onsetDateTime or (cond.onsetPeriod.start if cond.onsetPeriod else None)
         when = None
         if onset is not None:
@@ -1043,7 +1044,6 @@ class Reader:
         elif cond.recordedDate is not None:
             when = _when(cond.recordedDate, "Condition.recordedDate", ref, data.issues, False)
         used: list[str] = []
-        hits = _code_index(self.p).hits(cc)
 
         # fractures are history: resolved ones count too
         frac = self._fracture(hits, unconfirmed)
@@ -1127,10 +1127,10 @@ class Reader:
         if cc is None:
             trace.ignore(ref, "no code")
             return
-        label = cc.label()
         words = cc.words()
         used: list[str] = []
         hits = _code_index(self.p).hits(cc)
+        label = _display(cc, next(iter(hits.values()), None))
         for sf in self.p.structural:
             hit = hits.get(f"sf:{sf.finding}")
             if hit is not None or any(t in words for t in sf.text_patterns):
@@ -1275,7 +1275,7 @@ class Reader:
             )
             dose_date = _when(text, "MedicationAdministration.effective[x]", ref, issues)
             if dose_date is None:
-                trace.ignore(ref, "no usable date")
+                trace.ignore(ref, _why(issues, ref))
                 return
             start = dose_date
             if res.dosage is not None:
