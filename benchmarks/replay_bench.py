@@ -10,6 +10,12 @@
 
     .venv/bin/python benchmarks/replay_bench.py                     # both, full size
     .venv/bin/python benchmarks/replay_bench.py --bundles 2000 --lines 20000   # quicker
+    .venv/bin/python benchmarks/replay_bench.py --stub-pipeline   # replay machinery only
+
+`--stub-pipeline` replaces `cds.pipeline` in the replay processes by a stand-in that
+returns one card per Bundle without evaluating anything, to measure what `cds replay`
+itself costs (discovery, reading, JSON, workers, ordering, output) apart from the
+evaluation.
 
 Numbers depend on the machine; the note of issue 6 has the ones measured on the 2-core
 development machine.
@@ -231,10 +237,73 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
+STUB = '''
+"""Benchmark stand-in for cds.pipeline: one card per input, no evaluation."""
+from dataclasses import dataclass, field
+from typing import Any
+
+class EvaluationError(Exception):
+    pass
+
+@dataclass
+class EvaluationInput:
+    hook: str
+    resources: Any
+    as_of: Any
+    patient_id: Any = None
+    draft_orders: Any = ()
+    selections: Any = ()
+
+@dataclass
+class EvaluationResult:
+    cards: list
+    outcome: Any
+    trace: Any = None
+    fired: list = field(default_factory=list)
+
+class Evaluator:
+    ruleset_version = "stub"
+
+    @classmethod
+    def from_rules_dir(cls, path=None):
+        return cls()
+
+    def evaluate(self, inp):
+        card = {"uuid": "x", "summary": "stub", "indicator": "info",
+                "source": {"label": "stub", "topic": {"code": "tbs"}}}
+        return EvaluationResult([card], None)
+'''
+
+SITECUSTOMIZE = """
+import importlib.abc, importlib.util, os, sys
+
+class _Stub(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "cds.pipeline":
+            here = os.path.dirname(os.path.abspath(__file__))
+            stub = os.path.join(here, "stub_pipeline.py")
+            return importlib.util.spec_from_file_location(name, stub)
+        return None
+
+sys.meta_path.insert(0, _Stub())
+"""
+
+ENV: dict[str, str] = dict(os.environ)
+
+
+def use_stub(work: Path) -> None:
+    """Make the replay processes import the stand-in pipeline (see the module docstring)."""
+    folder = work / "stub"
+    folder.mkdir()
+    (folder / "stub_pipeline.py").write_text(STUB)
+    (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    ENV["PYTHONPATH"] = os.pathsep.join(p for p in (str(folder), ENV.get("PYTHONPATH")) if p)
+
+
 def run(args: list[str], sample_every: float = 0.05) -> tuple[float, int, list[tuple[float, int]]]:
     """Run `cds replay ARGS`; return wall seconds, peak tree RSS and the RSS samples."""
     started = time.perf_counter()
-    process = subprocess.Popen([*CDS, "replay", *args], stdout=subprocess.DEVNULL)
+    process = subprocess.Popen([*CDS, "replay", *args], stdout=subprocess.DEVNULL, env=ENV)
     samples: list[tuple[float, int]] = []
     peak = 0
     while process.poll() is None:
@@ -307,9 +376,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-flatness", action="store_true")
+    parser.add_argument("--stub-pipeline", action="store_true", help="replay machinery only")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="replay-bench-") as tmp:
         work = Path(tmp)
+        if options.stub_pipeline:
+            use_stub(work)
+            print("STUB PIPELINE: measuring cds replay itself, no evaluation")
         if not options.skip_throughput:
             throughput(options.bundles, options.workers, work)
         if not options.skip_flatness:
