@@ -1,0 +1,30 @@
+"""The bundled rules/ folder: it lints clean and every example holds in both evaluators
+(what `cds rules lint` and `cds rules test` check, run in CI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cds.engine import Engine
+from cds.rules import load_ruleset
+from cds.rules.examples import run_examples
+from cds.rules.reference import evaluate
+
+RULES = Path(__file__).resolve().parents[2] / "rules"
+pytestmark = pytest.mark.skipif(not (RULES / "evidence.yaml").exists(), reason="no rules/")
+
+
+def test_bundled_examples_pass_in_engine_and_reference() -> None:
+    ruleset = load_ruleset(RULES)
+    report = run_examples(ruleset)
+    assert [str(f) for f in report.failures] == []
+    assert report.run > 0
+
+
+def test_bundled_rules_compile_for_the_engine() -> None:
+    ruleset = load_ruleset(RULES)
+    engine = Engine(ruleset)
+    assert engine.rule_ids == sorted(r.id for r in ruleset.active_rules)
+    assert engine.evaluate([]) == evaluate(ruleset.rules, ruleset.parameters, [])
