@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 class Hook(StrEnum):
@@ -178,6 +179,9 @@ def replay(
         stream = _Stdout()
     try:
         summary = run_replay(options, stream, evaluator=evaluator, console=console)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the report is incomplete", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         if isinstance(stream, TextIOBase):
             stream.close()

@@ -115,7 +115,9 @@ def _attr(text: str) -> str:
 class JunitWriter:
     """JUnit XML: one testcase per input. A golden difference is a <failure>, an input
     that could not be read or evaluated an <error>; cards and data errors go to
-    <system-out>."""
+    <system-out>. `classname` is `replay` plus the input's folder (relative to the
+    argument it came from, dotted) so CI tools group inputs by folder; `name` is the
+    full input name."""
 
     def __init__(self, stream: Sink, properties: dict[str, str]) -> None:
         self.stream = stream
@@ -125,7 +127,8 @@ class JunitWriter:
         self.errors = 0
 
     def write(self, result: InputResult, golden: GoldenCheck | None) -> None:
-        classname = "replay." + result.name.split("#", 1)[0]
+        folder = result.key.split("#", 1)[0].rpartition("/")[0]
+        classname = "replay" + ("." + folder.replace("/", ".") if folder else "")
         head = (
             f"    <testcase classname={_attr(classname)} name={_attr(result.name)} "
             f'time="{result.seconds:.6f}">\n'

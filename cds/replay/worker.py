@@ -120,6 +120,8 @@ def init_worker(settings: WorkerSettings) -> None:
     """
     global _in_pool
     _in_pool = True
+    # Ctrl-C is the parent's to handle: it stops the pool and reports what was done.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     init_local(settings, _evaluator)
 
 

@@ -32,6 +32,7 @@ DATA_ERROR = {
     ],
 }
 OK = InputResult.of("cases/a.json", "a.json", [CARD], None, "ok", 0.002)
+NESTED = InputResult.of("cases/x/y/b.json#L2", "x/y/b.json#L2", [], None, "ok")
 DATA = InputResult.of("cases/b.json", "b.json", [], DATA_ERROR, "ok", 0.001)
 BAD = InputResult.of(
     "cases/c.json",
@@ -121,7 +122,7 @@ def test_junit_is_parsed_back_with_failures_errors_and_output(tmp_path: Path) ->
     assert suite.find("properties/property").attrib == {"name": "as-of", "value": "2026-11-23"}
     cases = suite.findall("testcase")
     assert [c.get("name") for c in cases] == [r.name for r in (OK, DATA, BAD, CRASHED)]
-    assert cases[0].get("classname") == "replay.cases/a.json"
+    assert cases[0].get("classname") == "replay"
     assert cases[0].find("failure") is None
     assert cases[0].find("error") is None
     assert "bmd-classification" in (cases[0].findtext("system-out") or "")
@@ -138,6 +139,16 @@ def test_junit_is_parsed_back_with_failures_errors_and_output(tmp_path: Path) ->
     assert crash is not None
     assert crash.get("type") == "failed"
     assert float(cases[0].get("time") or "nan") == 0.002
+
+
+def test_junit_classname_is_the_input_folder_dotted() -> None:
+    stream = io.StringIO()
+    writer = JunitWriter(stream, {})
+    writer.write(NESTED, None)
+    writer.close(_summary(NESTED))
+    (case,) = ET.fromstring(stream.getvalue()).iter("testcase")
+    assert case.get("classname") == "replay.x.y"
+    assert case.get("name") == "cases/x/y/b.json#L2"
 
 
 def test_junit_strips_characters_xml_cannot_hold() -> None:
