@@ -66,7 +66,7 @@ POOLS: dict[str, list[Any]] = {
     "number": [-3.0, -2.5, -2.4, -1.0, -1, 0, 0.0, 1.25, 3.5],
     "integer": [0, 1, 12, 24, 49, 50, 65],
     "date": ["2023-12-31", "2024-01-01", "2024-06-15"],
-    "string": ["", "a", "B", "1.0", "x y", "é"],
+    "string": ["", "a", "B", "1.0", "x y", "é", 'q"uote', "back\\slash", "null", "$s"],
     "boolean": [True, False],
 }
 FACT_VALUE_POOLS: dict[str, list[Any]] = {
