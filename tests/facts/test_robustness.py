@@ -305,3 +305,14 @@ def test_junk_in_any_field_of_any_resource_never_raises(data: st.DataObject) -> 
 def test_junk_resources_never_raise(items: list[Any]) -> None:
     fs = build_facts([patient(), *items], PARAMS, AS_OF, draft_orders=items)
     fs.outcome()
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=25)
+@given(data=st.data())
+def test_junk_never_raises_with_full_fhir_validation(data: st.DataObject) -> None:
+    resources = copy.deepcopy(rich_patient())
+    for _ in range(data.draw(st.integers(1, 3))):
+        target = data.draw(st.sampled_from(resources))
+        path = data.draw(st.sampled_from(_paths(target)))
+        _set(target, path, data.draw(JUNK))
+    build_facts(resources, PARAMS, AS_OF, validation="full").outcome()
