@@ -119,6 +119,7 @@ def _selected(draft_orders: Any, selections: Sequence[str]) -> Any:
 
 def _digest(inp: EvaluationInput) -> str:
     """A digest of everything the answer depends on (deterministic uuids)."""
+
     def canon(value: Any) -> str:
         return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
