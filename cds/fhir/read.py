@@ -342,6 +342,11 @@ def split_by_patient(resources: Iterable[Any]) -> dict[str, list[dict[str, Any]]
     patient's group (also when the Patient itself is absent, so that evaluating the group
     reports it); resources without a patient reference (Device, Medication, ...) go to
     every group. Bundles are flattened; nulls and OperationOutcomes are dropped.
+
+    The Bundle's ``fullUrl``s do not travel with the groups, so references that only a
+    fullUrl resolves (``urn:uuid:...``) in ``subject``, ``patient``, ``device`` and
+    ``medicationReference`` are rewritten to ``Type/id`` in shallow copies (the input is
+    never modified): each group is self-contained.
     """
     issues: list[DataIssue] = []
     entries = flatten(resources, issues, Trace())
@@ -349,19 +354,37 @@ def split_by_patient(resources: Iterable[Any]) -> dict[str, list[dict[str, Any]]
     groups: dict[str, list[dict[str, Any]]] = {}
     shared: list[dict[str, Any]] = []
     for e in entries:
+        raw = _resolve_urls(e.raw, urls) if urls else e.raw
         if e.rtype == "Patient":
-            groups.setdefault(e.ref.split("/", 1)[1], []).append(e.raw)
+            groups.setdefault(e.ref.split("/", 1)[1], []).append(raw)
             continue
-        target = _subject_of(e.raw)
+        target = _subject_of(raw)
         if isinstance(target, str):
             norm = _ref_target(target, urls)
             if norm and norm.startswith("Patient/"):
-                groups.setdefault(norm.split("/", 1)[1], []).append(e.raw)
+                groups.setdefault(norm.split("/", 1)[1], []).append(raw)
                 continue
-        shared.append(e.raw)
+        shared.append(raw)
     for pid in groups:
         groups[pid].extend(shared)
     return dict(sorted(groups.items()))
+
+
+_REFERENCE_KEYS = ("subject", "patient", "device", "medicationReference")
+
+
+def _resolve_urls(raw: dict[str, Any], urls: dict[str, str]) -> dict[str, Any]:
+    """A shallow copy of raw with fullUrl-only references rewritten to Type/id."""
+    out = raw
+    for key in _REFERENCE_KEYS:
+        ref = raw.get(key)
+        if isinstance(ref, dict):
+            target = ref.get("reference")
+            if isinstance(target, str) and target in urls:
+                if out is raw:
+                    out = dict(raw)
+                out[key] = {**ref, "reference": urls[target]}
+    return out
 
 
 # ---------------------------------------------------------------------------- reading
