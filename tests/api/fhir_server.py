@@ -60,7 +60,7 @@ class FhirServer:
         if request.headers.get("authorization") != f"Bearer {TOKEN}":
             return JSONResponse({"resourceType": "OperationOutcome", "issue": []}, status_code=401)
         if rtype in self.slow:
-            await asyncio.sleep(2)
+            await asyncio.sleep(0.8)
         if rtype in self.fail:
             return JSONResponse(
                 {"resourceType": "OperationOutcome", "issue": []}, status_code=self.fail[rtype]
