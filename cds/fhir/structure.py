@@ -29,6 +29,7 @@ class _Check:
     types: tuple[str, ...]
     target_types: tuple[str, ...]
     valueset: frozenset[tuple[str, str]] | None  # (system, code); system "" = any
+    codes: frozenset[str]  # the codes of valueset, for plain code elements
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,7 @@ def compile_profile(sd: dict[str, Any]) -> CompiledProfile:
                 types=types,
                 target_types=targets,
                 valueset=vs,
+                codes=frozenset(code for _, code in vs or ()),
             )
         )
     return CompiledProfile(
@@ -192,7 +194,7 @@ def check(profile: CompiledProfile, resource: dict[str, Any], ref: str) -> list[
             ok = False
             shown = ""
             if isinstance(value, str):
-                ok = any(code == value for _, code in codes)
+                ok = value in c.codes
                 shown = value
             elif isinstance(value, dict):
                 codings = value.get("coding") or []
@@ -201,6 +203,7 @@ def check(profile: CompiledProfile, resource: dict[str, Any], ref: str) -> list[
                         key = (str(cd.get("system") or ""), str(cd.get("code") or ""))
                         if key in codes:
                             ok = True
+                            break
                 shown = str(value.get("text") or codings)
             else:
                 ok = True  # a wrong type is reported by the parser
