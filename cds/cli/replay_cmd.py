@@ -7,6 +7,7 @@ or differed from its golden result; 2 for a usage error or a rule set that does 
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import date
 from enum import StrEnum
@@ -47,6 +48,14 @@ def default_rules_dir() -> Path:
     from cds.rules import default_rules_dir as rules_default
 
     return rules_default()
+
+
+def default_workers() -> int:
+    """One worker process per CPU this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def parse_as_of(value: str | None) -> date:
@@ -121,11 +130,14 @@ def replay(
         bool, typer.Option("--update-expect", help="Write the golden results into --expect.")
     ] = False,
     workers: Annotated[
-        int,
+        int | None,
         typer.Option(
-            min=0, help="Worker processes (0: evaluate in this process, no crash containment)."
+            min=0,
+            help="Worker processes (default: one per CPU; 0: evaluate in this process, "
+            "no crash containment).",
+            show_default=False,
         ),
-    ] = 1,
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Write the report to this file instead of stdout.")
     ] = None,
@@ -156,7 +168,7 @@ def replay(
         format=format.value,
         expect=expect,
         update_expect=update_expect,
-        workers=workers,
+        workers=workers if workers is not None else default_workers(),
         progress=interactive,
         summary_in_report=out is not None or not interactive,
         properties={
@@ -182,6 +194,11 @@ def replay(
     except KeyboardInterrupt:
         typer.echo("interrupted: the report is incomplete", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except BrokenPipeError:
+        # The reader went away (`cds replay ... | head`): stop quietly, as other tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(EXIT_FAILED) from None
     finally:
         if isinstance(stream, TextIOBase):
             stream.close()
