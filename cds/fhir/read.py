@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -1554,8 +1554,3 @@ def _status_code(cc: m.CodeableConcept | None) -> str | None:
         if c.code:
             return c.code
     return cc.text.lower() if cc.text else None
-
-
-def iter_codings(cc: m.CodeableConcept | None) -> Iterator[m.Coding]:
-    if cc is not None:
-        yield from cc.coding

@@ -117,7 +117,7 @@ def check(profile: CompiledProfile, resource: dict[str, Any], ref: str) -> list[
         last = c.steps[-1]
         expr = c.expr
         if c.choice:
-            if any(k in node for k in c.allowed_keys):  # present with an allowed type
+            if not c.allowed_keys.isdisjoint(node):  # present with an allowed type
                 continue
             stem = last[:-3]
             keys = [
