@@ -595,7 +595,12 @@ class _Builder:
             a["denosumab_used"] = True
             last: date | None = None
             for r in dmab:
-                cand = r.dose_date or r.end or r.start
+                if r.dose_date is not None:
+                    cand: date | None = r.dose_date
+                elif r.ongoing:
+                    continue  # still being taken: this record does not tell the last dose
+                else:
+                    cand = r.end or r.start
                 if cand is not None and (last is None or cand > last):
                     last = cand
             if last is not None:

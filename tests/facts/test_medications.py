@@ -240,3 +240,20 @@ def test_past_glucocorticoid_course_reports_its_own_length() -> None:
     )
     assert a.glucocorticoid_mg_day == 10.0
     assert a.glucocorticoid_months == 6.0
+
+
+def test_ongoing_denosumab_without_administrations_has_no_known_last_dose() -> None:
+    # an active statement started long ago must not look like a missed dose (CS-9.1)
+    a = one(med_statement("denosumab", status="active", start="2023-01-01"))
+    assert a.denosumab_used
+    assert a.bone_therapy_current
+    assert a.denosumab_last_dose_date is None
+    assert a.denosumab_days_since_last_dose is None
+    r = one(med_request("Prolia", status="active", authored="2024-01-01"))
+    assert r.denosumab_last_dose_date is None
+
+
+def test_stopped_denosumab_statement_last_dose_is_its_end() -> None:
+    a = one(med_statement("denosumab", status="stopped", start="2023-01-01", end="2026-02-20"))
+    assert a.denosumab_last_dose_date == "2026-02-20"
+    assert a.denosumab_days_since_last_dose == 276
