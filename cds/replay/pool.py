@@ -140,6 +140,10 @@ class ReplayPool:
         except BrokenProcessPool:
             yield from self._recover([(batch, future), *self._pending])
             return
+        except Exception as exc:  # e.g. a result that cannot be sent back: fail the batch
+            for source in batch:
+                yield worker.internal_error(source.name, source.key, exc)
+            return
         for results in per_source:
             yield from results
 
@@ -163,20 +167,29 @@ class ReplayPool:
             per_source = self._submit([source]).result()
         except BrokenProcessPool:
             self._restart()
+        except Exception as exc:
+            yield worker.internal_error(source.name, source.key, exc)
+            return
         else:
             for results in per_source:
                 yield from results
             return
         # The source killed its worker. When it holds several inputs (a Bundle split per
         # patient), evaluate them one by one so only the one that crashes fails.
-        items = read_source(source, self.settings.hook)
+        try:
+            items = read_source(source, self.settings.hook)
+        except Exception:
+            items = []
         if len(items) <= 1:
             yield crash_result(source.name, source.key)
             return
         for item in items:
             assert self._pool is not None
             try:
-                yield self._pool.submit(worker.process_item, item).result()
+                result = self._pool.submit(worker.process_item, item).result()
             except BrokenProcessPool:
                 self._restart()
-                yield crash_result(item.name, item.key)
+                result = crash_result(item.name, item.key)
+            except Exception as exc:
+                result = worker.internal_error(item.name, item.key, exc)
+            yield result

@@ -179,18 +179,7 @@ def evaluate_job(job: Job) -> InputResult:
             time.perf_counter() - started,
         )
     except Exception as exc:  # a bug must not end a 100,000-input run: report and go on
-        return InputResult.of(
-            job.name,
-            job.key,
-            [],
-            operation_outcome(
-                f"{job.name}: internal error {type(exc).__name__}: {exc} "
-                "(please report it with this input)",
-                code="exception",
-            ),
-            "failed",
-            time.perf_counter() - started,
-        )
+        return internal_error(job.name, job.key, exc)
     cards = stabilise_uuids([dict(card) for card in result.cards], job.name)
     # A `fatal` issue (no usable Patient, no birth date) means the data could not be
     # evaluated at all: that is an input that cannot be read, not "nothing to say".
@@ -217,7 +206,26 @@ def process_item(item: Job | Unreadable) -> InputResult:
 def process_source(source: Source) -> list[InputResult]:
     """All results of one source (several for a split Bundle), in order."""
     assert _settings is not None, "init_worker was not called"
-    return [process_item(item) for item in read_source(source, _settings.hook)]
+    try:
+        items = read_source(source, _settings.hook)
+    except Exception as exc:  # a bug must not end the run: this input fails, with why
+        return [internal_error(source.name, source.key, exc)]
+    return [process_item(item) for item in items]
+
+
+def internal_error(name: str, key: str, exc: BaseException) -> InputResult:
+    """The result of an input that hit a bug in osteohooks (reported, never hidden)."""
+    return InputResult.of(
+        name,
+        key,
+        [],
+        operation_outcome(
+            f"{name}: internal error {type(exc).__name__}: {exc} "
+            "(please report it with this input)",
+            code="exception",
+        ),
+        "failed",
+    )
 
 
 def process_batch(sources: list[Source]) -> list[list[InputResult]]:

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cds.replay.inputs import Source, discover
 from cds.replay.reader import Job, Unreadable, flatten, read_source
@@ -170,3 +172,73 @@ def test_non_utf8_file_is_unreadable(tmp_path: Path) -> None:
     (item,) = _one(path)
     assert isinstance(item, Unreadable)
     assert "not UTF-8 text" in item.outcome["issue"][0]["diagnostics"]
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "resourceType",
+                    "id",
+                    "entry",
+                    "resource",
+                    "hook",
+                    "context",
+                    "prefetch",
+                    "patientId",
+                    "draftOrders",
+                    "selections",
+                    "status",
+                    "subject",
+                    "reference",
+                ]
+            )
+            | st.text(max_size=4),
+            inner,
+            max_size=5,
+        )
+    ),
+    max_leaves=25,
+)
+_resource_types = st.sampled_from(
+    ["Bundle", "Patient", "Observation", "ServiceRequest", "MedicationRequest", 3, None]
+)
+
+
+@given(document=_json, hook=st.sampled_from([None, "patient-view", "order-select", "order-sign"]))
+def test_reading_any_json_never_raises(document: Any, hook: str | None) -> None:
+    items = read_source(Source("x.ndjson#L1", "x.ndjson#L1", text=json.dumps(document)), hook)
+    assert items
+    assert all(isinstance(item, Job | Unreadable) for item in items)
+
+
+@given(
+    entries=st.lists(
+        st.fixed_dictionaries(
+            {
+                "resource": st.fixed_dictionaries(
+                    {"resourceType": _resource_types, "id": st.sampled_from(["a", "b", "c", 1])},
+                    optional={
+                        "subject": st.fixed_dictionaries(
+                            {"reference": st.sampled_from(["Patient/a", "Patient/b", "x", 5])}
+                        ),
+                        "status": st.sampled_from(["draft", "active", None]),
+                    },
+                )
+            }
+        ),
+        max_size=6,
+    ),
+    hook=st.sampled_from([None, "order-select"]),
+)
+def test_bundles_of_odd_entries_never_raise_and_names_are_unique(
+    entries: list[dict[str, Any]], hook: str | None
+) -> None:
+    bundle = {"resourceType": "Bundle", "entry": entries}
+    items = read_source(Source("b.json", "b.json", text=json.dumps(bundle)), hook)
+    names = [item.name for item in items]
+    assert len(names) == len(set(names))
+    assert all(name.startswith("b.json") for name in names)
