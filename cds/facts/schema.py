@@ -221,6 +221,9 @@ class Assessment(Fact):
     glucocorticoid_months: float | None = Field(
         None, description="months of glucocorticoid exposure at that dose, 1 decimal"
     )
+    glucocorticoid_current: bool = Field(
+        False, description="a systemic glucocorticoid is being taken now (not only in the past)"
+    )
 
 
 class VertebraAnalysis(Fact):
