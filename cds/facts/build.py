@@ -614,6 +614,7 @@ class _Builder:
         gc = [r for r in self.d.meds if r.med_class == "glucocorticoid"]
         if gc:
             current = [r for r in gc if self._current(r)]
+            a["glucocorticoid_current"] = bool(current)
             chosen = current or sorted(gc, key=lambda r: (r.start or date.min, r.ref))[-1:]
             doses = [r.mg_day for r in chosen if r.mg_day is not None]
             if doses:

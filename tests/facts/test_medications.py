@@ -257,3 +257,14 @@ def test_stopped_denosumab_statement_last_dose_is_its_end() -> None:
     a = one(med_statement("denosumab", status="stopped", start="2023-01-01", end="2026-02-20"))
     assert a.denosumab_last_dose_date == "2026-02-20"
     assert a.denosumab_days_since_last_dose == 276
+
+
+def test_glucocorticoid_current_or_past() -> None:
+    assert one(med_statement("prednisone", dose_mg=5, start="2026-01-01")).glucocorticoid_current
+    past = one(
+        med_statement(
+            "prednisone", dose_mg=5, status="completed", start="2020-01-01", end="2020-07-01"
+        )
+    )
+    assert past.glucocorticoid_current is False
+    assert past.glucocorticoid_months == 6.0
