@@ -206,3 +206,16 @@ def check(directory: Path, result: InputResult) -> GoldenCheck:
     if not differences:
         return GoldenCheck(path, True, [], None)
     return GoldenCheck(path, True, differences, format_differences(result.name, path, differences))
+
+
+def collision(directory: Path, result: InputResult, first: str) -> GoldenCheck:
+    """Two inputs with the same key would share one golden file: a difference, never
+    a silent overwrite (e.g. two file arguments with the same file name)."""
+    path = golden_path(directory, result.key)
+    return GoldenCheck(
+        path,
+        False,
+        [],
+        f"{result.name}: its golden file {path} is also the one of {first}; replay the "
+        "folder that holds both so their names stay distinct",
+    )

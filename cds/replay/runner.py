@@ -122,10 +122,14 @@ def run_replay(
     writer = _writer(options, stream)
     summary = Summary()
     with _progress(console, options) as advance:
+        keys: dict[str, str] = {}  # golden key -> the input that used it first
         for result in pool.run(discover(options.paths)):
             check = None
             if options.expect is not None:
-                if options.update_expect:
+                first = keys.setdefault(result.key, result.name)
+                if first != result.name:
+                    check = golden_files.collision(options.expect, result, first)
+                elif options.update_expect:
                     golden_files.write_golden(options.expect, result)
                     summary.golden_written += 1
                 else:

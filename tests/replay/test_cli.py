@@ -351,3 +351,19 @@ def test_a_worker_crash_fails_that_input_only_and_the_run_goes_on(cases: Path) -
     # the other patient of the same Bundle still has its own result
     assert any(r["input"] == "cases/family.json#Patient/r-son" and r["cards"] for r in after)
     assert "1 failed" in crashed.stderr.decode()
+
+
+def test_two_inputs_with_one_golden_key_are_a_difference_not_an_overwrite(tmp_path: Path) -> None:
+    one, two = tmp_path / "a", tmp_path / "b"
+    for folder in (one, two):
+        folder.mkdir()
+        shutil.copy(FIXTURES / "cases" / "spine" / "normal.json", folder / "same.json")
+    golden = tmp_path / "golden"
+    args = [str(one / "same.json"), str(two / "same.json"), "--expect", str(golden)]
+    result = invoke(*args, "--update-expect", "--workers", "0")
+    assert result.exit_code == 1
+    assert (
+        f"  {two / 'same.json'}: its golden file {golden / 'same.json.json'} is also the one of "
+        f"{one / 'same.json'}; replay the folder that holds both"
+    ) in result.stdout
+    assert [p.name for p in golden.iterdir()] == ["same.json.json"]
