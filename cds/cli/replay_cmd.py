@@ -105,6 +105,7 @@ def replay(
             help="FHIR Bundle / CDS Hooks request / NDJSON files, folders (recursive) or "
             "globs (quote them: 'cases/**/*.json').",
             show_default=False,
+            metavar="PATH",
         ),
     ],
     hook: Annotated[
@@ -212,8 +213,9 @@ def explain(
     file: Annotated[
         str,
         typer.Argument(
+            metavar="FILE",
             help="One FHIR Bundle, CDS Hooks request or NDJSON line "
-            "(file.ndjson#L3), optionally #Patient/<id>."
+            "(file.ndjson#L3), optionally #Patient/<id>.",
         ),
     ],
     hook: Annotated[Hook | None, typer.Option(help="Hook for a Bundle.")] = None,
