@@ -51,6 +51,16 @@ MR_ORDER_INTENTS = {"order", "original-order", "reflex-order", "filler-order", "
 MA_USED = {"completed", "in-progress"}
 DRAFT_USED = {"draft", "active"}
 
+_ONE = Decimal(1)
+_RANGE_KEY = {"ALP": "alkaline_phosphatase", "HEIGHT": "height"}
+_WHAT = {
+    "T": "T-score",
+    "Z": "Z-score",
+    "BMD": "BMD",
+    "TBS": "TBS",
+    "ALP": "alkaline phosphatase",
+    "HEIGHT": "body height",
+}
 _ORDINAL = {"first": "L1", "second": "L2", "third": "L3", "fourth": "L4"}
 _SINGLE = re.compile(
     r"^\s*L\s*([1-4])\s*$|\b(first|second|third|fourth) lumbar vertebra", re.IGNORECASE
@@ -857,14 +867,7 @@ class Reader:
         issues: list[DataIssue],
     ) -> Measurement | None:
         kname, site, score, side = kind
-        what = {
-            "T": "T-score",
-            "Z": "Z-score",
-            "BMD": "BMD",
-            "TBS": "TBS",
-            "ALP": "alkaline phosphatase",
-            "HEIGHT": "body height",
-        }[score]
+        what = _WHAT[score]
         q = holder.valueQuantity
         value: Decimal | None = None
         unit: str | None = None
@@ -936,20 +939,25 @@ class Reader:
         factor: Decimal | None
         if score == "BMD":
             factor = self.p.bmd_units.get(unit)
-            allowed = "g/cm2 or mg/cm2"
-        elif score in ("T", "Z"):
-            factor = Decimal(1) if unit in (self.p.t_units | self.p.z_units) else None
-            allowed = "{T-score}, {Z-score}, 1 or no unit"
+        elif score == "T":
+            factor = _ONE if unit in self.p.t_units else None
+        elif score == "Z":
+            factor = _ONE if unit in self.p.z_units else None
         elif score == "TBS":
-            factor = Decimal(1) if unit in self.p.tbs_units else None
-            allowed = ", ".join(sorted(u or "no unit" for u in self.p.tbs_units))
+            factor = _ONE if unit in self.p.tbs_units else None
         elif score == "ALP":
             factor = self.p.alp_units.get(unit)
-            allowed = ", ".join(sorted(self.p.alp_units))
         else:
             factor = self.p.height_units.get(unit)
-            allowed = ", ".join(sorted(self.p.height_units))
         if factor is None:
+            units: Iterable[str] = {
+                "BMD": self.p.bmd_units,
+                "T": self.p.t_units,
+                "Z": self.p.z_units,
+                "TBS": self.p.tbs_units,
+                "ALP": self.p.alp_units,
+            }.get(score, self.p.height_units)
+            allowed = ", ".join(sorted(u or "no unit" for u in units))
             issues.append(
                 DataIssue(
                     severity="error",
@@ -965,7 +973,7 @@ class Reader:
             norm = value * factor
         except InvalidOperation:
             return None
-        rkey = {"ALP": "alkaline_phosphatase", "HEIGHT": "height"}.get(score, score)
+        rkey = _RANGE_KEY.get(score, score)
         lo, hi = self.p.ranges[rkey]
         if not (lo <= norm <= hi):
             issues.append(

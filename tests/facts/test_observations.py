@@ -324,3 +324,10 @@ def test_trace_says_why_an_out_of_range_result_was_not_used() -> None:
     fs = run(hip_t(-12, id="h1"))
     reason = ignored(fs)["Observation/h1"]
     assert reason.startswith("data error: T-score -12 is outside the plausible range")
+
+
+def test_a_t_score_in_z_units_is_a_data_error() -> None:
+    fs = run(hip_t(-2.0, id="h1", unit="{Z-score}"))
+    [err] = errors(fs)
+    assert err.resource == "Observation/h1"
+    assert "{Z-score}" in err.message
