@@ -174,7 +174,7 @@ def start(kind: str, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit(f"{kind} server did not start")
 
 
-async def load(base: str, body: dict[str, Any], clients: int, total: int) -> dict[str, float]:
+async def load(base: str, body: dict[str, Any], clients: int, total: int) -> dict[str, Any]:
     url = f"{base}/cds-services/bmd-patient-view"
     latencies: list[float] = []
     remaining = total
@@ -199,7 +199,12 @@ async def load(base: str, body: dict[str, Any], clients: int, total: int) -> dic
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(clients)))
     elapsed = time.perf_counter() - started
-    latencies.sort()
+    return {"elapsed": elapsed, "latencies": latencies}
+
+
+def merge(parts: list[dict[str, Any]]) -> dict[str, float]:
+    latencies = sorted(x for part in parts for x in part["latencies"])
+    elapsed = sum(part["elapsed"] for part in parts)
     return {
         "p50": statistics.median(latencies) * 1000,
         "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
@@ -211,6 +216,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=500, help="requests per measurement")
     parser.add_argument("--warmup", type=int, default=200, help="warm-up requests per server")
+    parser.add_argument("--slices", type=int, default=5, help="interleaved slices per row")
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--http-only-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
@@ -229,15 +235,34 @@ def main() -> None:
     body = request_body()
     size = len(json.dumps(body))
     rows: list[tuple[str, int, dict[str, float], float]] = []
+    kinds = ("service", "http-only", "bare")
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in ("service", "http-only", "bare"):
-            proc, base = start(kind, Path(tmp))
-            try:
+        servers = {kind: start(kind, Path(tmp)) for kind in kinds}
+        try:
+            for _proc, base in servers.values():
                 asyncio.run(load(base, body, 4, args.warmup))
-                for clients in (1, 16):
-                    result = asyncio.run(load(base, body, clients, args.requests))
-                    rows.append((kind, clients, result, peak_rss_mb(proc.pid)))
-            finally:
+            # the three servers are measured in turn, in slices, so that load from other
+            # processes on the machine falls on all of them alike
+            results: dict[tuple[str, int], list[dict[str, float]]] = {}
+            slices = max(1, args.slices)
+            for clients in (1, 16):
+                for _ in range(slices):
+                    for kind in kinds:
+                        base = servers[kind][1]
+                        part = asyncio.run(load(base, body, clients, args.requests // slices))
+                        results.setdefault((kind, clients), []).append(part)
+            for clients in (1, 16):
+                for kind in kinds:
+                    rows.append(
+                        (
+                            kind,
+                            clients,
+                            merge(results[(kind, clients)]),
+                            peak_rss_mb(servers[kind][0].pid),
+                        )
+                    )
+        finally:
+            for proc, _ in servers.values():
                 proc.terminate()
                 proc.wait(timeout=30)
 

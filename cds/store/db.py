@@ -19,6 +19,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    insert,
     select,
 )
 from sqlalchemy.engine import Engine
@@ -134,6 +136,7 @@ class FeedbackItem:
 
 
 _STOP = object()
+BATCH_WINDOW = 0.02  # seconds the writer waits to gather more audit records per commit
 
 
 class Store:
@@ -170,9 +173,10 @@ class Store:
                 self._queue.task_done()
                 return
             batch = [first]
+            deadline = time.monotonic() + BATCH_WINDOW
             while len(batch) < 500:
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 if item is _STOP:
@@ -189,33 +193,49 @@ class Store:
                     self._queue.task_done()
 
     def _write(self, batch: Iterable[AuditRecord]) -> None:
-        with Session(self.engine) as session, session.begin():
-            for rec in batch:
-                session.add(
-                    AuditRow(
-                        at=rec.at,
-                        service=rec.service,
-                        hook=rec.hook,
-                        hook_instance=rec.hook_instance,
-                        ruleset_version=rec.ruleset_version,
-                        status=rec.status,
-                        rules_fired=list(rec.rules_fired),
-                        card_topics=[c.topic for c in rec.cards if c.topic],
-                        latency_ms=rec.latency_ms,
-                    )
-                )
-                for card in rec.cards:
-                    session.merge(
-                        IssuedCardRow(
-                            card_uuid=card.uuid,
-                            hook_instance=rec.hook_instance,
-                            service=rec.service,
-                            rule=card.rule,
-                            topic=card.topic,
-                            ruleset_version=rec.ruleset_version,
-                            issued_at=rec.at,
-                        )
-                    )
+        """One transaction, two executemany inserts (Core: the ORM unit of work cost ~2 ms
+        of GIL per request)."""
+        audits: list[dict[str, Any]] = []
+        cards: list[dict[str, Any]] = []
+        for rec in batch:
+            audits.append(
+                {
+                    "at": rec.at,
+                    "service": rec.service,
+                    "hook": rec.hook,
+                    "hook_instance": rec.hook_instance,
+                    "ruleset_version": rec.ruleset_version,
+                    "status": rec.status,
+                    "rules_fired": list(rec.rules_fired),
+                    "card_topics": [c.topic for c in rec.cards if c.topic],
+                    "latency_ms": rec.latency_ms,
+                }
+            )
+            cards.extend(
+                {
+                    "card_uuid": card.uuid,
+                    "hook_instance": rec.hook_instance,
+                    "service": rec.service,
+                    "rule": card.rule,
+                    "topic": card.topic,
+                    "ruleset_version": rec.ruleset_version,
+                    "issued_at": rec.at,
+                }
+                for card in rec.cards
+            )
+        with self.engine.begin() as conn:
+            conn.execute(insert(AuditRow), audits)
+            if cards:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(insert(IssuedCardRow), cards)
+                except IntegrityError:  # a card uuid seen before (deterministic uuids): one by one
+                    for card in cards:
+                        try:
+                            with conn.begin_nested():
+                                conn.execute(insert(IssuedCardRow), card)
+                        except IntegrityError:
+                            pass
 
     def audit_rows(self, hook_instance: str | None = None) -> list[AuditRow]:
         self.flush()

@@ -193,3 +193,35 @@ def test_sqlite_file_is_created_on_first_use(tmp_path: Any) -> None:
     store = Store(f"sqlite:///{path}")
     store.close()
     assert path.is_file()
+
+
+def test_audit_keeps_going_when_a_card_uuid_repeats(store: Any) -> None:
+    from cds.store import AuditRecord, IssuedCard
+
+    def record(hook_instance: str, rule: str) -> AuditRecord:
+        return AuditRecord(
+            service="bmd-patient-view",
+            hook="patient-view",
+            hook_instance=hook_instance,
+            ruleset_version="v",
+            status=200,
+            rules_fired=[rule],
+            cards=[
+                IssuedCard("same-uuid", rule, "tbs"),
+                IssuedCard(str(uuid.uuid4()), rule, "workup"),
+            ],
+            latency_ms=1.0,
+        )
+
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    store.record(record(first, "r1"))
+    store.flush()
+    store.record(record(second, "r2"))
+    assert [r.hook_instance for r in store.audit_rows()] == [first, second]
+    assert store.audit_rows(second)[0].card_topics == ["tbs", "workup"]
+    from sqlalchemy import func, select
+
+    from cds.store.db import IssuedCardRow
+
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(IssuedCardRow)).scalar() == 3
