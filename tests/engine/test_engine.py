@@ -221,3 +221,11 @@ def test_rule_set_without_active_rules(tmp_path: Path) -> None:
     )
     ruleset = load_ruleset(write_rules(tmp_path / "rules", {"x.yaml": text}))
     assert Engine(ruleset).evaluate([assessment()]).firings == []
+
+
+@pytest.mark.parametrize("fid", ['assessment:"q"', "assessment:back\\slash", "assessment:é", "a b"])
+def test_fact_ids_with_escapes_and_unicode(basic: RuleSet, fid: str) -> None:
+    facts = [assessment(fid, lowest_t=-2.7)]
+    result = Engine(basic).evaluate(facts)
+    assert result == evaluate_ruleset(basic, facts)
+    assert ("score.t.postmenopausal", fid) in [(f.rule_id, f.fact_id) for f in result.firings]
