@@ -10,6 +10,10 @@ reference evaluator's definition).
 The rule language has no way to name a second fact, so a join pattern (the shape that
 crashes durable-rules 2.0.28, upstream jruizgit/rules #381) cannot be written;
 `assert_single_fact` checks the compiled output anyway.
+
+`priority` is not passed to durable (`pri`): firing order never matters, since results
+are sorted and every matching rule fires once per fact; `cds.cards` uses priority when it
+merges a topic's contributions.
 """
 
 from __future__ import annotations
