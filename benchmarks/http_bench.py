@@ -175,31 +175,56 @@ def start(kind: str, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 async def load(base: str, body: dict[str, Any], clients: int, total: int) -> dict[str, Any]:
-    url = f"{base}/cds-services/bmd-patient-view"
+    """`clients` keep-alive connections, each sending requests back to back until `total`
+    are done. A minimal HTTP/1.1 client on asyncio streams: the load generator shares the
+    machine with the server, so it must cost far less per request than the server does."""
+    host, port = base.removeprefix("http://").split(":")
     latencies: list[float] = []
     remaining = total
-    raw = [json.dumps(dict(body, hookInstance=str(uuid.uuid4()))).encode() for _ in range(64)]
+    requests = []
+    for _ in range(64):
+        payload = json.dumps(dict(body, hookInstance=str(uuid.uuid4()))).encode()
+        head = (
+            f"POST /cds-services/bmd-patient-view HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        )
+        requests.append(head.encode() + payload)
 
     async def worker() -> None:
         nonlocal remaining
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-            i = 0
+        reader, writer = await asyncio.open_connection(host, int(port))
+        i = 0
+        try:
             while remaining > 0:
                 remaining -= 1
                 i += 1
                 started = time.perf_counter()
-                response = await client.post(
-                    url, content=raw[i % len(raw)], headers={"Content-Type": "application/json"}
-                )
+                writer.write(requests[i % len(requests)])
+                await writer.drain()
+                status, length = await _read_head(reader)
+                content = await reader.readexactly(length)
                 latencies.append(time.perf_counter() - started)
-                if response.status_code != 200:
-                    raise SystemExit(f"HTTP {response.status_code}: {response.text[:300]}")
+                if status != 200:
+                    raise SystemExit(f"HTTP {status}: {content[:300]!r}")
+        finally:
+            writer.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(clients)))
     elapsed = time.perf_counter() - started
     return {"elapsed": elapsed, "latencies": latencies}
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, int]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    return status, length
 
 
 def merge(parts: list[dict[str, Any]]) -> dict[str, float]:

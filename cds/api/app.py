@@ -549,7 +549,9 @@ async def _answer(
         )
         cards: list[dict[str, Any]] = list(result.cards)
         CdsResponse.model_validate({"cards": cards})
-        _no_empty(cards, "cards")
+        cards_json = json.dumps(cards, separators=(",", ":"))
+        if _maybe_empty(cards_json):  # cheap scan of the JSON; the exact walk only on a hit
+            _no_empty(cards, "cards")
     except Exception:
         log.exception(
             "evaluation failed",
@@ -588,7 +590,7 @@ async def _answer(
             },
         )
         return outcome_response(422, outcome.get("issue") or [])
-    payload: dict[str, Any] = {"cards": cards}
+    body = '{"cards":' + cards_json
     notes = data.notes
     if outcome or notes:
         ext: dict[str, Any] = {}
@@ -596,7 +598,8 @@ async def _answer(
             ext["outcome"] = outcome
         if notes:
             ext["prefetch"] = notes
-        payload["extension"] = {EXTENSION_KEY: ext}
+        body += ',"extension":' + json.dumps({EXTENSION_KEY: ext}, separators=(",", ":"))
+    body += "}"
     issued = [_issued(card) for card in cards]
     _audit(state, service_id, hook, hook_instance, version, 200, fired, issued, started)
     log.info(
@@ -618,7 +621,7 @@ async def _answer(
             "latencyMs": round((time.perf_counter() - started) * 1000, 2),
         },
     )
-    return Response(json.dumps(payload, separators=(",", ":")).encode(), media_type=JSON)
+    return Response(body.encode(), media_type=JSON)
 
 
 def _evaluation_input(**kwargs: Any) -> Any:
@@ -647,6 +650,14 @@ def _check_patient(resources: list[dict[str, Any]], patient_id: str) -> None:
                     "refusing to evaluate one patient's data for another",
                     expression=["prefetch.patient.id"],
                 )
+
+
+_EMPTY_MARKS = (":null", "[null", ",null", '""', "[]", "{}")
+
+
+def _maybe_empty(text: str) -> bool:
+    """False when compact JSON certainly holds no null, "", [] or {} (a hit may be text)."""
+    return any(mark in text for mark in _EMPTY_MARKS)
 
 
 def _no_empty(cards: list[dict[str, Any]], where: str) -> None:

@@ -437,3 +437,20 @@ def test_refused_calls_are_audited_with_their_status(client: TestClient) -> None
     assert row.rules_fired == []
     (row,) = store.audit_rows(bad["hookInstance"])
     assert row.status == 400
+
+
+def test_card_text_that_looks_like_empty_json_is_still_sent(
+    make_client: Callable[..., TestClient],
+) -> None:
+    tricky = card()
+    tricky["detail"] = (
+        'Reported as "" by the scanner; list [] and map {} and :null in prose, "quoted"'
+    )
+    response = make_client(FakeEvaluator(cards=[tricky])).post(PV, json=patient_view_request())
+    assert response.status_code == 200
+    assert response.json()["cards"][0]["detail"] == tricky["detail"]
+    empty_list = card()
+    empty_list["links"] = []
+    assert_outcome(
+        make_client(FakeEvaluator(cards=[empty_list])).post(PV, json=patient_view_request()), 500
+    )
