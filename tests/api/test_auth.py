@@ -419,3 +419,29 @@ def test_replay_cache_is_bounded() -> None:
     assert cache.seen(("iss", "99"), now=0.0)
     cache.add(("iss", "late"), 5000.0, now=4000.0)  # expired entries are dropped
     assert len(cache) == 1
+
+
+def test_cors_preflight_needs_no_token_but_the_call_does(
+    make_client: Callable[..., TestClient], keys: Keys
+) -> None:
+    client = make_client(
+        auth="jwt",
+        trusted_issuers=keys.issuers_file,
+        base_url=BASE_URL,
+        cors_origins="https://ehr.example.org",
+    )
+    origin = {"Origin": "https://ehr.example.org"}
+    preflight = client.options(
+        PV,
+        headers={
+            **origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert preflight.status_code == 200
+    refused = client.post(PV, json=patient_view_request(), headers=origin)
+    assert refused.status_code == 401
+    assert refused.headers["access-control-allow-origin"] == "https://ehr.example.org"
+    auth = {**origin, "Authorization": f"Bearer {token(keys, PV_AUD)}"}
+    assert client.post(PV, json=patient_view_request(), headers=auth).status_code == 200
