@@ -150,6 +150,8 @@ def map_errors(
     for where, errs in grouped.items():
         value = _value_at(data, where)
         name = next((str(p) for p in reversed(where) if isinstance(p, str)), "value")
+        if where and isinstance(where[-1], int):
+            name = f"{name} item {where[-1] + 1}"  # a list element: say which (from 1)
         expected = sorted({_EXPECTED[e["type"]] for e in errs if e["type"] in _EXPECTED})
         if all(e["type"] in _EXPECTED for e in errs):
             message = f"{name}: expected {' or '.join(expected)}, got {describe(value)}"

@@ -581,3 +581,14 @@ def test_errors_sorted_across_files_and_never_half_loaded(tmp_path: Path) -> Non
         "a.yaml:10:7: unknown operator or key 'lte' (did you mean 'le'?)"
     ]
     assert str(info.value).count("\n") == len(info.value.errors) - 1
+
+
+def test_list_item_of_the_wrong_type(errors: ErrorLister) -> None:
+    assert errors(rule(WHEN) + "  - just a string\n") == [
+        "13:5: rules item 2: expected a mapping, got 'just a string'"
+    ]
+
+
+def test_when_needs_a_fact(errors: ErrorLister) -> None:
+    when = "    when: {field: lowest_t, le: -2.5}\n"
+    assert errors(rule(when)) == ["7:11: missing key 'fact'"]
