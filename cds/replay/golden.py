@@ -10,9 +10,10 @@ input's name relative to the command-line argument it came from (see
     cases/family.json, Patient/p2        -> golden/family.json#Patient-p2.json
 
 A golden file holds `{"input": key, "cards": [...], "outcome": ...}` with card and
-suggestion uuids removed, cards sorted by topic, keys sorted, two-space indentation and a
-trailing newline, so that it diffs well in code review. Comparison ignores uuids and the
-order of cards.
+suggestion uuids and the payload's `rulesetVersion` removed, cards sorted by topic, keys
+sorted, two-space indentation and a trailing newline, so that it diffs well in code review.
+Comparison ignores uuids, `rulesetVersion` (it changes with any edit of any rule file) and
+the order of cards.
 """
 
 from __future__ import annotations
@@ -51,8 +52,19 @@ def golden_path(directory: Path, key: str) -> Path:
 _topic = card_topic
 
 
+#: The card payload key that carries the rule set's hash: it changes with every edit of any
+#: rule file, so goldens leave it out and comparisons ignore it (a rule change shows up as
+#: the card fields it really changed).
+_PAYLOAD = "org.osteohooks"
+_VOLATILE_PAYLOAD_KEYS = ("rulesetVersion",)
+
+
 def _strip_uuids(card: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in card.items() if k != "uuid"}
+    extension = out.get("extension")
+    if isinstance(extension, dict) and isinstance(extension.get(_PAYLOAD), dict):
+        payload = {k: v for k, v in extension[_PAYLOAD].items() if k not in _VOLATILE_PAYLOAD_KEYS}
+        out["extension"] = {**extension, _PAYLOAD: payload}
     suggestions = out.get("suggestions")
     if isinstance(suggestions, list):
         out["suggestions"] = [
@@ -63,7 +75,7 @@ def _strip_uuids(card: dict[str, Any]) -> dict[str, Any]:
 
 
 def normalise(key: str, cards: list[dict[str, Any]], outcome: Any) -> dict[str, Any]:
-    """The golden form of a result: uuids removed, cards in topic order."""
+    """The golden form of a result: uuids and rulesetVersion removed, cards in topic order."""
     stripped = [_strip_uuids(card) for card in cards]
     stripped.sort(key=lambda c: (_topic(c), json.dumps(c, sort_keys=True)))
     return {"input": key, "cards": stripped, "outcome": outcome}

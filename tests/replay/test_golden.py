@@ -160,3 +160,24 @@ def test_any_payload_change_is_reported_with_topic_and_field(
         assert difference.topic == "tbs"
         assert difference.field == f'extension["org.osteohooks"].{field}'
         assert difference.got == new
+
+
+def test_ruleset_version_is_left_out_of_goldens_and_ignored_in_comparison() -> None:
+    """A rule edit changes the hash on every card; goldens must show only real changes."""
+    from cds.replay.golden import normalise
+
+    card = {
+        "uuid": "u1",
+        "summary": "s",
+        "indicator": "info",
+        "source": {"label": "l", "topic": {"code": "tbs"}},
+        "extension": {"org.osteohooks": {"rule": "r", "rulesetVersion": "abc", "value": 1.2}},
+    }
+    golden = normalise("k", [card], None)
+    assert golden["cards"][0]["extension"] == {"org.osteohooks": {"rule": "r", "value": 1.2}}
+    assert "uuid" not in golden["cards"][0]
+    other = {**card, "extension": {"org.osteohooks": {**card["extension"]["org.osteohooks"]}}}
+    other["extension"]["org.osteohooks"]["rulesetVersion"] = "def"
+    assert normalise("k", [other], None) == golden
+    changed = {**card, "extension": {"org.osteohooks": {"rule": "r", "value": 1.3}}}
+    assert normalise("k", [changed], None) != golden
