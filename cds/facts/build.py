@@ -565,6 +565,7 @@ class _Builder:
         anti_current = any(self._current(r) for r in anti)
         a["antiresorptive_current"] = anti_current
         anabolic = [r for r in bone if self._flag(r, "anabolic")]
+        a["anabolic_current"] = any(self._current(r) for r in anabolic)
         runs = self._runs(anabolic)
         if runs:
             a["anabolic_started_months_ago"] = whole_months(runs[-1].start, self.as_of)

@@ -193,6 +193,9 @@ class Assessment(Fact):
     anabolic_started_months_ago: int | None = Field(
         None, description="whole months since the most recent anabolic therapy start"
     )
+    anabolic_current: bool = Field(
+        False, description="an anabolic agent (teriparatide, abaloparatide, romosozumab) is ongoing"
+    )
     therapy_started_months_ago: int | None = Field(
         None, description="whole months since any bone-active therapy was started or changed"
     )
