@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from cds.api import create_app
@@ -110,3 +110,59 @@ def test_arbitrary_feedback_never_5xx(fuzz_client: TestClient, body: Any) -> Non
     assert response.status_code < 500, response.text
     if response.status_code >= 400:
         assert response.json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.fixture(scope="module")
+def jwt_fuzz_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    folder = Path(tmp_path_factory.mktemp("fuzz-jwt"))
+    issuers = folder / "issuers.json"
+    key = {
+        "kty": "EC",
+        "crv": "P-384",
+        "kid": "k",
+        "x": "46SDH7Znh821wblCBglA61sNE9ZrHYKKt3qRtRTmSXyOI_FIGBLWrWa0GPUkDCEk",
+        "y": "XMcRuuoGW7CXjQdy-F5i3FeBE0x9hPLdeFdSoDd3ELmx404tLX0VRRcqzAsPhXcI",
+    }
+    issuers.write_text(json.dumps({"https://ehr.example/": {"jwks": {"keys": [key]}}}))
+    settings = Settings(
+        auth="jwt",
+        trusted_issuers=issuers,
+        base_url="https://cds.example",
+        database_url=f"sqlite:///{folder / 'f.db'}",
+    )
+    with TestClient(create_app(settings, FakeEvaluator()), raise_server_exceptions=False) as client:
+        yield client
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+jwt_like = st.builds(
+    lambda header, payload, signature: (
+        f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(payload).encode())}.{signature}"
+    ),
+    st.dictionaries(st.sampled_from(["alg", "kid", "typ", "jku"]), json_values, max_size=4),
+    st.dictionaries(
+        st.sampled_from(["iss", "aud", "exp", "iat", "jti", "tenant", "nbf"]),
+        json_values,
+        max_size=7,
+    ),
+    st.text(
+        alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_", max_size=40
+    ),
+)
+
+
+@given(st.one_of(st.text(max_size=80), jwt_like.map(lambda t: f"Bearer {t}")))
+def test_arbitrary_authorization_headers_are_401_never_5xx(
+    jwt_fuzz_client: TestClient, value: str
+) -> None:
+    assume(value.isascii() and "\n" not in value and "\r" not in value)  # sendable as a header
+    response = jwt_fuzz_client.post(
+        "/cds-services/bmd-patient-view", json={}, headers={"Authorization": value}
+    )
+    assert response.status_code == 401, response.text
+    assert response.json()["resourceType"] == "OperationOutcome"
