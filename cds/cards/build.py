@@ -147,7 +147,7 @@ def _render(ruleset: RuleSet, firing: Firing) -> _Contribution | None:
         priority=rule.priority,
         fact_id=firing.fact_id,
         evidence=list(rule.evidence),
-        links=[link.model_dump() for link in rule.then.card.links],
+        links=ruleset.card_links(rule.id),
         card=card,
         fact=dict(firing.fact),
     )

@@ -15,7 +15,7 @@ from cds.rules.facttypes import FactType, input_fact_types
 from cds.rules.model import DerivedFact, EvidenceRegistry, Parameter, Rule, RuleFile
 from cds.rules.source import Loc, Source, display_path, read_yaml
 from cds.rules.structure import validate_structure
-from cds.rules.templates import TemplateCache
+from cds.rules.templates import Renderer, TemplateCache
 from cds.rules.validate import (
     Context,
     build_derived,
@@ -65,16 +65,33 @@ class RuleSet:
     example_origins: dict[tuple[str, int], Origin]
     templates: TemplateCache = field(default_factory=TemplateCache)
     compiled: dict[str, Any] = field(default_factory=dict)
+    # Evaluation-time lookups, built on first use (filling them twice is harmless).
+    _index: tuple[int, int, dict[str, Rule]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    _card_plans: dict[str, tuple[Renderer, list[dict[str, Any]]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _fields: dict[str, tuple[str, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def active_rules(self) -> list[Rule]:
         return [r for r in self.rules if r.status == "active"]
 
     def rule(self, rule_id: str) -> Rule:
-        for rule in self.rules:
-            if rule.id == rule_id:
-                return rule
-        raise KeyError(rule_id)
+        index = self._index
+        if index is None or index[0] != id(self.rules) or index[1] != len(self.rules):
+            by_id: dict[str, Rule] = {}
+            for rule in self.rules:
+                by_id.setdefault(rule.id, rule)  # the first of a (rejected) duplicate id
+            index = (id(self.rules), len(self.rules), by_id)
+            self._index = index
+        try:
+            return index[2][rule_id]
+        except KeyError:
+            raise KeyError(rule_id) from None
 
     def render(self, value: Any, fact: Mapping[str, Any], fact_type: str) -> Any:
         """Render a template value of a rule with `fact` (all fields of its type, absent None)."""
@@ -84,20 +101,36 @@ class RuleSet:
 
     def template_fact(self, fact: Mapping[str, Any], fact_type: str) -> dict[str, Any]:
         """The `fact` template variable: every field of the type, absent ones None."""
-        out: dict[str, Any] = dict.fromkeys(self.fact_types[fact_type].fields)
+        names = self._fields.get(fact_type)
+        if names is None:
+            names = tuple(self.fact_types[fact_type].fields)
+            self._fields[fact_type] = names
+        out: dict[str, Any] = dict.fromkeys(names)
         out.update({k: v for k, v in fact.items() if k not in ("t", "sid")})
         return out
 
+    def _card_plan(self, rule_id: str) -> tuple[Renderer, list[dict[str, Any]]]:
+        plan = self._card_plans.get(rule_id)
+        if plan is None:
+            card = self.rule(rule_id).then.card
+            if card is None:
+                raise ValueError(f"rule '{rule_id}' has no card")
+            data = card.model_dump(by_alias=True, exclude_none=True)
+            links = [link.model_dump() for link in card.links]
+            plan = (self.templates.plan(data), links)
+            self._card_plans[rule_id] = plan
+        return plan
+
     def render_card(self, rule_id: str, fact: Mapping[str, Any], fact_type: str) -> dict[str, Any]:
         """The rule's card with every template rendered for `fact` (suggestions included)."""
-        card = self.rule(rule_id).then.card
-        if card is None:
-            raise ValueError(f"rule '{rule_id}' has no card")
-        data = card.model_dump(by_alias=True, exclude_none=True)
-        context = self.template_fact(fact, fact_type)
-        return {
-            k: self.templates.render_value(v, context, self.parameters) for k, v in data.items()
-        }
+        render, _links = self._card_plan(rule_id)
+        result: dict[str, Any] = render(self.template_fact(fact, fact_type), self.parameters)
+        return result
+
+    def card_links(self, rule_id: str) -> list[dict[str, Any]]:
+        """The rule's card links as plain dicts (a fresh list of fresh dicts per call)."""
+        _render, links = self._card_plan(rule_id)
+        return [dict(link) for link in links]
 
 
 def _version(paths: list[Path]) -> str:

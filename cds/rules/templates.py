@@ -19,8 +19,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
+from jinja2 import Template as JinjaTemplate
 from jinja2.exceptions import UndefinedError
+from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
@@ -105,29 +107,117 @@ def references(source: str) -> tuple[list[Reference], set[str]]:
                 arg = node.arg
                 if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
                     refs.append(Reference(target.name, arg.value))
-    from jinja2 import meta
-
     free = set(meta.find_undeclared_variables(ast)) - set(CONTEXT_NAMES)
     return refs, free
 
 
 Renderer = Callable[[Mapping[str, Any], Mapping[str, Any]], Any]
+#: Names a dict answers with an attribute: the sandbox reads those, not the key.
+_DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
 @dataclass(frozen=True)
 class Template:
-    """A compiled template string."""
+    """A compiled template string.
+
+    ``_render`` is Jinja's own entry point (keyword arguments ``fact`` and ``param``);
+    ``_fast``, when set, gives the same value for the same context without Jinja's
+    per-call context set-up (it returns ``_MISS`` when it cannot, and any exception in it
+    is answered by ``_render``, so errors read exactly as Jinja's).
+    """
 
     source: str
     native: bool
     _render: Callable[..., Any]
+    _fast: Renderer | None = None
 
     def render(self, fact: Mapping[str, Any], param: Mapping[str, Any]) -> Any:
         """Render with the context; a native template returns the expression's value."""
+        if self._fast is not None:
+            try:
+                value = self._fast(fact, param)
+            except Exception:  # the canonical path below raises Jinja's exact error
+                value = _MISS
+            if value is not _MISS and not isinstance(value, Undefined):
+                return value
         value = self._render(fact=fact, param=param)
         if isinstance(value, Undefined):  # an expression's value is not checked by Jinja
             raise UndefinedError(value._undefined_message)
         return value
+
+
+_MISS: Any = object()
+
+
+def _lookup(scope: str, name: str) -> Renderer | None:
+    """``{{ fact.x }}`` / ``{{ param.x }}`` as a plain key lookup (sandbox getattr order)."""
+    if name in _DICT_ATTRIBUTES:
+        return None  # the sandbox would answer with the dict's attribute
+    if scope == "fact":
+
+        def from_fact(fact: Mapping[str, Any], param: Mapping[str, Any]) -> Any:
+            return fact.get(name, _MISS)
+
+        return from_fact
+
+    def from_param(fact: Mapping[str, Any], param: Mapping[str, Any]) -> Any:
+        return param.get(name, _MISS)
+
+    return from_param
+
+
+def _only_context_names(ast: nodes.Template) -> bool:
+    return set(meta.find_undeclared_variables(ast)) <= set(CONTEXT_NAMES)
+
+
+def _fast_expression(expr: str, compiled: Any) -> Renderer | None:
+    """A native template without ``Template.new_context`` (which copies the globals)."""
+    try:
+        ast = ENV.parse("{{" + expr + "}}")
+    except TemplateSyntaxError:
+        return None
+    if not _only_context_names(ast):
+        return None
+    body = ast.body
+    if len(body) == 1 and isinstance(body[0], nodes.Output) and len(body[0].nodes) == 1:
+        node = body[0].nodes[0]
+        if (
+            isinstance(node, nodes.Getattr)
+            and isinstance(node.node, nodes.Name)
+            and node.node.name in CONTEXT_NAMES
+        ):
+            return _lookup(node.node.name, node.attr)
+    template: JinjaTemplate | None = getattr(compiled, "_template", None)
+    if template is None:
+        return None
+    root = template.root_render_func
+    name = template.name
+
+    def run(fact: Mapping[str, Any], param: Mapping[str, Any]) -> Any:
+        context = Context(ENV, {"fact": fact, "param": param}, name, {})
+        for _event in root(context):
+            pass
+        return context.vars.get("result", _MISS)
+
+    return run
+
+
+def _fast_text(source: str, template: JinjaTemplate) -> Renderer | None:
+    """A text template rendered by its compiled function with a bare context."""
+    try:
+        ast = ENV.parse(source)
+    except TemplateSyntaxError:
+        return None
+    if not _only_context_names(ast):
+        return None
+    root = template.root_render_func
+    name = template.name
+    concat = ENV.concat
+
+    def run(fact: Mapping[str, Any], param: Mapping[str, Any]) -> Any:
+        return concat(root(Context(ENV, {"fact": fact, "param": param}, name, {})))
+
+    return run
 
 
 @functools.lru_cache(maxsize=4096)
@@ -137,9 +227,9 @@ def compile_template(source: str) -> Template:
         expr = _is_single_expression(source)
         if expr is not None:
             compiled = ENV.compile_expression(expr, undefined_to_none=False)
-            return Template(source, True, compiled)
+            return Template(source, True, compiled, _fast_expression(expr, compiled))
         template = ENV.from_string(source)
-        return Template(source, False, template.render)
+        return Template(source, False, template.render, _fast_text(source, template))
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"template syntax error: {exc.message}") from exc
 
@@ -161,6 +251,24 @@ class TemplateCache:
             self._cache[source] = template
         return template
 
+    def plan(self, value: Any) -> Renderer:
+        """`render_value` of `value` as one function of (fact, param), decided once.
+
+        Strings without a template come back as they are; lists and mappings are
+        rebuilt on every call (callers may keep or change what they get).
+        """
+        if isinstance(value, str):
+            if not has_template(value):
+                return functools.partial(_constant, value)
+            return self.get(value).render
+        if isinstance(value, list):
+            items = [self.plan(v) for v in value]
+            return functools.partial(_render_list, items)
+        if isinstance(value, dict):
+            pairs = [(k, self.plan(v)) for k, v in value.items()]
+            return functools.partial(_render_dict, pairs)
+        return functools.partial(_constant, value)
+
     def render_value(self, value: Any, fact: Mapping[str, Any], param: Mapping[str, Any]) -> Any:
         """Render strings (recursively in lists and mappings); other values unchanged."""
         if isinstance(value, str):
@@ -172,3 +280,19 @@ class TemplateCache:
         if isinstance(value, dict):
             return {k: self.render_value(v, fact, param) for k, v in value.items()}
         return value
+
+
+def _constant(value: Any, fact: Mapping[str, Any], param: Mapping[str, Any]) -> Any:
+    return value
+
+
+def _render_list(
+    items: list[Renderer], fact: Mapping[str, Any], param: Mapping[str, Any]
+) -> list[Any]:
+    return [item(fact, param) for item in items]
+
+
+def _render_dict(
+    pairs: list[tuple[Any, Renderer]], fact: Mapping[str, Any], param: Mapping[str, Any]
+) -> dict[Any, Any]:
+    return {key: item(fact, param) for key, item in pairs}
