@@ -178,6 +178,7 @@ def load_ruleset(
     codes = _load_order_codes(order_codes, errors)
 
     evidence = EvidenceRegistry()
+    evidence_ok = False
     if not evidence_path.exists():
         errors.append(
             RuleError(
@@ -195,7 +196,7 @@ def load_ruleset(
             model, errs = validate_structure(parsed, EvidenceRegistry)
             errors.extend(errs)
             if model is not None:
-                evidence = model
+                evidence, evidence_ok = model, True
 
     files: list[tuple[Source, RuleFile]] = []
     for path in paths:
@@ -214,11 +215,17 @@ def load_ruleset(
         errors.extend(errs)
         if doc is not None:
             files.append((parsed, doc))
-    if errors:
-        raise RuleSetError(errors)
-
+    # Form errors do not stop the checks of meaning in the well-formed files; only the
+    # checks that need a name another file may define are held back (Context.partial).
     inputs = input_fact_types()
-    ctx = Context(fact_types=dict(inputs), parameters={}, evidence=evidence, order_codes=codes)
+    ctx = Context(
+        fact_types=dict(inputs),
+        parameters={},
+        evidence=evidence,
+        order_codes=codes,
+        partial=bool(errors),
+        evidence_ok=evidence_ok,
+    )
     param_origin: dict[str, Source] = {}
     parameter_specs: dict[str, Parameter] = {}
     for src, doc in files:
@@ -277,10 +284,11 @@ def load_ruleset(
                     f"derived fact type '{name}' is not read by any rule "
                     f"(no rule has 'when: {{fact: {name}}}')",
                     key=True,
+                    cross=True,
                 )
     check_emit_cycles(all_rules, ctx)
-    if ctx.errors:
-        raise RuleSetError(ctx.errors)
+    if errors or ctx.errors:
+        raise RuleSetError([*errors, *ctx.errors])
 
     ruleset = RuleSet(
         rules=[rule for _s, _l, rule in all_rules],

@@ -17,7 +17,14 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import SafeConstructor
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+try:  # libyaml through ruamel.yaml.clib: the fast path of read_yaml
+    from _ruamel_yaml import CParser
+except ImportError:  # pragma: no cover - without it every parse is round-trip
+    CParser = None
 
 from cds.rules.errors import RuleError
 
@@ -99,17 +106,108 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def read_yaml(path: Path, text: str | None = None) -> Source | RuleError:
+def read_yaml(path: Path, text: str | None = None, *, fast: bool = False) -> Source | RuleError:
     """Parse one YAML file; a syntax error (or duplicate key) is returned as a RuleError.
 
     ruamel's round-trip parser is pure Python (~0.2 s for a large rule file), so parses
     are memoised on (shown path, text): reloading unchanged rules in one process (a
     service reload, a test suite) does not parse them again. Sources are never mutated.
+
+    `fast=True` first composes the document with libyaml (ruamel.yaml.clib) and takes
+    the data and the positions from its nodes (the same marks the round-trip loader
+    records); anything beyond plain mappings, sequences and str/int/float/bool/null
+    scalars (anchors, merge keys, tags, dates, duplicate or non-string keys, a syntax
+    error) takes the round-trip path, which words the errors.
     """
     shown = display_path(path)
     if text is None:
         text = path.read_text(encoding="utf-8")
+    if fast:
+        source = _fast_parse(shown, text)
+        if source is not None:
+            return source
     return _parse(shown, text)
+
+
+_TAG = "tag:yaml.org,2002:"
+_FAST_SCALARS = frozenset(_TAG + t for t in ("str", "int", "float", "bool", "null"))
+
+
+class _NotPlain(Exception):
+    """The document needs the round-trip loader."""
+
+
+def _compose(text: str) -> tuple[Node | None, SafeConstructor]:
+    yaml = YAML(typ="safe", pure=False)
+    node = yaml.compose(text)
+    return node, yaml.constructor
+
+
+@functools.lru_cache(maxsize=128)
+def _fast_parse(shown: str, text: str) -> Source | None:
+    if CParser is None:
+        return None
+    try:
+        root, constructor = _compose(text)
+    except Exception:
+        return None
+    src = Source(shown, None)
+    if root is None:
+        src.positions[()] = (1, 1)
+        src.data = {}
+        return src
+    seen: set[int] = set()
+
+    def plain(node: Node, loc: Loc, line: int, col: int) -> Any:
+        if id(node) in seen or getattr(node, "anchor", None):
+            raise _NotPlain  # an alias: the round-trip loader decides what it means
+        seen.add(id(node))
+        src.positions[loc] = (line, col)
+        if isinstance(node, MappingNode):
+            if node.tag != _TAG + "map":
+                raise _NotPlain
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, ScalarNode) or key_node.tag != _TAG + "str":
+                    raise _NotPlain  # merge keys, non-string keys
+                key = key_node.value
+                if key in out:
+                    raise _NotPlain  # duplicate key: the round-trip loader words it
+                kmark = key_node.start_mark
+                src.key_positions[(*loc, key)] = (kmark.line + 1, kmark.column + 1)
+                vmark = value_node.start_mark
+                out[key] = plain(value_node, (*loc, key), vmark.line + 1, vmark.column + 1)
+            return out
+        if isinstance(node, SequenceNode):
+            if node.tag != _TAG + "seq":
+                raise _NotPlain
+            items: list[Any] = []
+            for index, item in enumerate(node.value):
+                mark = item.start_mark
+                items.append(plain(item, (*loc, index), mark.line + 1, mark.column + 1))
+            return items
+        if not isinstance(node, ScalarNode) or node.tag not in _FAST_SCALARS:
+            raise _NotPlain
+        if node.tag == _TAG + "str":
+            return str(node.value)
+        value = constructor.construct_object(node, deep=True)
+        if isinstance(value, bool):
+            return bool(value)
+        if isinstance(value, int):
+            return int(value)
+        if isinstance(value, float):
+            return float(value)
+        return value
+
+    try:
+        src.data = plain(root, (), 1, 1)
+    except _NotPlain:
+        return None
+    except Exception:  # a scalar the safe constructor refuses: let round-trip say why
+        return None
+    if src.data is None:
+        src.data = {}
+    return src
 
 
 @functools.lru_cache(maxsize=128)

@@ -57,8 +57,18 @@ class Context:
     order_codes: set[str] | None
     errors: list[RuleError] = field(default_factory=list)
     templates: TemplateCache = field(default_factory=TemplateCache)
+    #: some file (or the evidence registry) did not parse: names it defines are unknown
+    partial: bool = False
+    #: the evidence registry loaded (else evidence ids are not checked)
+    evidence_ok: bool = True
 
-    def add(self, src: Source, loc: Loc, message: str, *, key: bool = False) -> None:
+    def add(
+        self, src: Source, loc: Loc, message: str, *, key: bool = False, cross: bool = False
+    ) -> None:
+        """Record an error; `cross` errors (a name another file may define) are dropped
+        while some file is not well-formed, so they cannot be false alarms."""
+        if cross and self.partial:
+            return
         self.errors.append(src.error(loc, message, key=key))
 
 
@@ -90,6 +100,9 @@ def check_evidence(src: Source, loc: Loc, ids: list[str], ctx: Context, *, need_
     has_cs = False
     for index, item in enumerate(ids):
         where = (*loc, index)
+        if not ctx.evidence_ok:  # the registry did not load: ids cannot be checked
+            has_cs = has_cs or item.startswith("CS-")
+            continue
         if item.startswith("CS-"):
             has_cs = True
             if item not in cs_known:
@@ -132,7 +145,7 @@ def check_operand(
         name = raw["param"]
         if name not in ctx.parameters:
             hint = did_you_mean(name, ctx.parameters)
-            ctx.add(src, (*loc, "param"), f"unknown parameter '{name}'{hint}")
+            ctx.add(src, (*loc, "param"), f"unknown parameter '{name}'{hint}", cross=True)
             return False, None
         value = ctx.parameters[name]
         if not spec.accepts(value):
@@ -384,7 +397,7 @@ def check_template(src: Source, loc: Loc, text: str, ftype: FactType, ctx: Conte
             )
         if ref.scope == "param" and ref.name not in ctx.parameters:
             hint = did_you_mean(ref.name, ctx.parameters)
-            ctx.add(src, loc, f"template reads param.{ref.name}, not a parameter{hint}")
+            ctx.add(src, loc, f"template reads param.{ref.name}, not a parameter{hint}", cross=True)
 
 
 def _walk_strings(value: Any, loc: Loc) -> Iterable[tuple[Loc, str]]:
@@ -563,7 +576,7 @@ def check_rule(src: Source, loc: Loc, rule: Rule, ctx: Context) -> None:
     ftype = ctx.fact_types.get(when.fact)
     if ftype is None:
         hint = did_you_mean(when.fact, ctx.fact_types)
-        ctx.add(src, (*loc, "when", "fact"), f"unknown fact type '{when.fact}'{hint}")
+        ctx.add(src, (*loc, "when", "fact"), f"unknown fact type '{when.fact}'{hint}", cross=True)
     else:
         check_condition(src, (*loc, "when"), when, ftype, ctx, root=True)
     then = rule.then
@@ -580,6 +593,7 @@ def check_rule(src: Source, loc: Loc, rule: Rule, ctx: Context) -> None:
                 (*eloc, "fact"),
                 f"emit needs a derived fact type, '{then.emit.fact}' is {what}"
                 f"{did_you_mean(then.emit.fact, derived)}",
+                cross=target is None,
             )
         else:
             if then.emit.copy_ and ftype is not None and not target.extends_type(ftype.name):
@@ -664,7 +678,12 @@ def build_derived(
                     )
                 else:
                     hint = did_you_mean(decl.extends, [*inputs, *declared])
-                    ctx.add(src, (*loc, "extends"), f"unknown fact type '{decl.extends}'{hint}")
+                    ctx.add(
+                        src,
+                        (*loc, "extends"),
+                        f"unknown fact type '{decl.extends}'{hint}",
+                        cross=True,
+                    )
             else:
                 ancestors = (base.name, *base.ancestors)
                 for fname, spec in base.fields.items():

@@ -577,8 +577,11 @@ def test_errors_sorted_across_files_and_never_half_loaded(tmp_path: Path) -> Non
     )
     with pytest.raises(RuleSetError) as info:
         load_ruleset(directory, order_codes=ORDER_CODES)
+    # the form error of a.yaml does not hide the meaning error of the well-formed b.yaml
     assert [str(e).split("rules/", 1)[1] for e in info.value.errors] == [
-        "a.yaml:10:7: unknown operator or key 'lte' (did you mean 'le'?)"
+        "a.yaml:10:7: unknown operator or key 'lte' (did you mean 'le'?)",
+        "b.yaml:9:14: unknown field 'lowest_tt' of fact type 'assessment' "
+        "(did you mean 'lowest_t'?)",
     ]
     assert str(info.value).count("\n") == len(info.value.errors) - 1
 
@@ -592,3 +595,15 @@ def test_list_item_of_the_wrong_type(errors: ErrorLister) -> None:
 def test_when_needs_a_fact(errors: ErrorLister) -> None:
     when = "    when: {field: lowest_t, le: -2.5}\n"
     assert errors(rule(when)) == ["7:11: missing key 'fact'"]
+
+
+def test_names_a_broken_file_may_define_are_not_reported(errors: ErrorLister) -> None:
+    files = {
+        "a.yaml": "parameters:\n  p: {value: -2.5, unit: [x]}\n"
+        "derived_facts:\n  d: {extends: assessment}\n",
+        "b.yaml": rule(WHEN.replace("le: -2.5", "le: {param: p}"))
+        + "  - id: b.rule\n    title: B\n    version: 1\n    status: active\n"
+        "    evidence: [CS-2.2]\n    when: {fact: d}\n" + CARD.lstrip("\n"),
+    }
+    # a.yaml does not parse, so 'p' and 'd' may well exist: only a.yaml's error is shown
+    assert errors(files=files) == ["2:26: unit: expected a string, got a list"]
