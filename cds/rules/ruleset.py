@@ -166,7 +166,20 @@ def load_ruleset(
     `directory/evidence.yaml` is the evidence registry. Order code keys come from
     `order_codes` (default: `<directory>/../fhir_profiles/order-codes.json` when it
     exists). Raises RuleSetError with every problem found; never returns a partial set.
+
+    The YAML is first read through libyaml (`read_yaml(fast=True)`); a rule set with
+    any problem is read again with the round-trip loader alone, so every error message
+    and position is the round-trip loader's.
     """
+    try:
+        return _load(directory, order_codes=order_codes, compile=compile, fast=True)
+    except RuleSetError:
+        return _load(directory, order_codes=order_codes, compile=compile, fast=False)
+
+
+def _load(
+    directory: Path | str | None, *, order_codes: Path | None, compile: bool, fast: bool
+) -> RuleSet:
     root = Path(directory) if directory is not None else default_rules_dir()
     errors: list[RuleError] = []
     if not root.is_dir():
@@ -189,7 +202,7 @@ def load_ruleset(
             )
         )
     else:
-        parsed = read_yaml(evidence_path)
+        parsed = read_yaml(evidence_path, fast=fast)
         if isinstance(parsed, RuleError):
             errors.append(parsed)
         else:
@@ -202,7 +215,7 @@ def load_ruleset(
     for path in paths:
         if path.name == EVIDENCE_FILE:
             continue
-        parsed = read_yaml(path)
+        parsed = read_yaml(path, fast=fast)
         if isinstance(parsed, RuleError):
             errors.append(parsed)
             continue

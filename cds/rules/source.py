@@ -22,7 +22,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 try:  # libyaml through ruamel.yaml.clib: the fast path of read_yaml
-    from _ruamel_yaml import CParser
+    from _ruamel_yaml import CParser  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - without it every parse is round-trip
     CParser = None
 
@@ -116,7 +116,7 @@ def read_yaml(path: Path, text: str | None = None, *, fast: bool = False) -> Sou
     `fast=True` first composes the document with libyaml (ruamel.yaml.clib) and takes
     the data and the positions from its nodes (the same marks the round-trip loader
     records); anything beyond plain mappings, sequences and str/int/float/bool/null
-    scalars (anchors, merge keys, tags, dates, duplicate or non-string keys, a syntax
+    scalars (merge keys, tags, dates, duplicate or non-string keys, a syntax
     error) takes the round-trip path, which words the errors.
     """
     shown = display_path(path)
@@ -145,7 +145,7 @@ def _compose(text: str) -> tuple[Node | None, SafeConstructor]:
 
 @functools.lru_cache(maxsize=128)
 def _fast_parse(shown: str, text: str) -> Source | None:
-    if CParser is None:
+    if CParser is None or "%YAML" in text:
         return None
     try:
         root, constructor = _compose(text)
@@ -156,12 +156,10 @@ def _fast_parse(shown: str, text: str) -> Source | None:
         src.positions[()] = (1, 1)
         src.data = {}
         return src
-    seen: set[int] = set()
 
     def plain(node: Node, loc: Loc, line: int, col: int) -> Any:
-        if id(node) in seen or getattr(node, "anchor", None):
-            raise _NotPlain  # an alias: the round-trip loader decides what it means
-        seen.add(id(node))
+        # An alias is its anchored node again: its marks are the anchor's, as the
+        # round-trip loader records them.
         src.positions[loc] = (line, col)
         if isinstance(node, MappingNode):
             if node.tag != _TAG + "map":
