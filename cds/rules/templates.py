@@ -88,13 +88,28 @@ def _is_single_expression(source: str) -> str | None:
     return expr
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse(source: str) -> nodes.Template:
+    """The Jinja AST of `source`, parsed once per process (raises TemplateSyntaxError).
+
+    Shared by `references`, `compile_template` and the fast-path checks; Jinja's code
+    generator and `meta` only read it.
+    """
+    return ENV.parse(source)
+
+
+@functools.lru_cache(maxsize=4096)
+def _free_names(source: str) -> frozenset[str]:
+    return frozenset(meta.find_undeclared_variables(_parse(source)))
+
+
 def references(source: str) -> tuple[list[Reference], set[str]]:
     """The fact/param attributes a template reads, and any other free names it uses.
 
     Raises TemplateProblem on a syntax error.
     """
     try:
-        ast = ENV.parse(source)
+        ast = _parse(source)
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"template syntax error: {exc.message}") from exc
     refs: list[Reference] = []
@@ -107,7 +122,7 @@ def references(source: str) -> tuple[list[Reference], set[str]]:
                 arg = node.arg
                 if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
                     refs.append(Reference(target.name, arg.value))
-    free = set(meta.find_undeclared_variables(ast)) - set(CONTEXT_NAMES)
+    free = set(_free_names(source)) - set(CONTEXT_NAMES)
     return refs, free
 
 
@@ -166,17 +181,18 @@ def _lookup(scope: str, name: str) -> Renderer | None:
     return from_param
 
 
-def _only_context_names(ast: nodes.Template) -> bool:
-    return set(meta.find_undeclared_variables(ast)) <= set(CONTEXT_NAMES)
+def _only_context_names(source: str) -> bool:
+    return _free_names(source) <= frozenset(CONTEXT_NAMES)
 
 
 def _fast_expression(expr: str, compiled: Any) -> Renderer | None:
     """A native template without ``Template.new_context`` (which copies the globals)."""
+    whole = "{{" + expr + "}}"
     try:
-        ast = ENV.parse("{{" + expr + "}}")
+        ast = _parse(whole)
+        if not _only_context_names(whole):
+            return None
     except TemplateSyntaxError:
-        return None
-    if not _only_context_names(ast):
         return None
     body = ast.body
     if len(body) == 1 and isinstance(body[0], nodes.Output) and len(body[0].nodes) == 1:
@@ -205,10 +221,9 @@ def _fast_expression(expr: str, compiled: Any) -> Renderer | None:
 def _fast_text(source: str, template: JinjaTemplate) -> Renderer | None:
     """A text template rendered by its compiled function with a bare context."""
     try:
-        ast = ENV.parse(source)
+        if not _only_context_names(source):
+            return None
     except TemplateSyntaxError:
-        return None
-    if not _only_context_names(ast):
         return None
     root = template.root_render_func
     name = template.name
@@ -228,7 +243,9 @@ def compile_template(source: str) -> Template:
         if expr is not None:
             compiled = ENV.compile_expression(expr, undefined_to_none=False)
             return Template(source, True, compiled, _fast_expression(expr, compiled))
-        template = ENV.from_string(source)
+        # ENV.from_string without parsing the text a second time
+        code = ENV.compile(_parse(source))
+        template = ENV.template_class.from_code(ENV, code, ENV.make_globals(None), None)
         return Template(source, False, template.render, _fast_text(source, template))
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"template syntax error: {exc.message}") from exc
