@@ -11,6 +11,7 @@ Suggestions are the union (by label) and become draft ServiceRequests coded from
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -116,6 +117,7 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+@functools.lru_cache(maxsize=2048)
 def _tidy_markdown(text: str) -> str:
     lines = [line.rstrip() for line in text.strip().splitlines()]
     out = "\n".join(lines)

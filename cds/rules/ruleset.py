@@ -106,7 +106,13 @@ class RuleSet:
             names = tuple(self.fact_types[fact_type].fields)
             self._fields[fact_type] = names
         out: dict[str, Any] = dict.fromkeys(names)
-        out.update({k: v for k, v in fact.items() if k not in ("t", "sid")})
+        out.update(fact)
+        for internal in ("t", "sid"):  # never template fields: as if never copied
+            if internal in fact:
+                if internal in names:
+                    out[internal] = None
+                else:
+                    del out[internal]
         return out
 
     def _card_plan(self, rule_id: str) -> tuple[Renderer, list[dict[str, Any]]]:

@@ -54,8 +54,26 @@ def _finalize(value: Any) -> Any:
     return "" if value is None else value
 
 
+#: Names a dict answers with an attribute: the sandbox reads those, not the key.
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Environment(SandboxedEnvironment):
+    """The sandbox, reading ``fact.x`` from a dict without first failing ``getattr``.
+
+    For a plain dict and a name that is not a dict attribute, the sandbox's own
+    ``getattr`` raises AttributeError internally and then returns ``obj[name]``: this
+    returns the same value directly; every other case is the sandbox's.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
 def make_environment() -> SandboxedEnvironment:
-    env = SandboxedEnvironment(
+    env = _Environment(
         undefined=StrictUndefined, autoescape=False, finalize=_finalize, keep_trailing_newline=True
     )
     env.filters["add_months"] = add_months
@@ -127,8 +145,6 @@ def references(source: str) -> tuple[list[Reference], set[str]]:
 
 
 Renderer = Callable[[Mapping[str, Any], Mapping[str, Any]], Any]
-#: Names a dict answers with an attribute: the sandbox reads those, not the key.
-_DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
 @dataclass(frozen=True)
