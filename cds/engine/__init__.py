@@ -125,12 +125,13 @@ class Engine:
         self._handle: Any = None
         #: per fact type, the fields some pattern reads: only those go into the engine
         #: (a smaller message is parsed faster by durable, in C and in its actions)
-        self._fields: dict[str, frozenset[str]] = {}
+        self._fields: dict[str, tuple[str, ...]] = {}
         definition: dict[str, Any] = {}
         for rule_id, rule in self._rules.items():
             assert_single_fact(rule_id, rule)
             fact_type, fields = _pattern_fields(rule["all"][0]["m"])
-            self._fields[fact_type] = self._fields.get(fact_type, frozenset()) | fields
+            known = set(self._fields.get(fact_type, ()))
+            self._fields[fact_type] = tuple(sorted(known | fields))
             entry = copy.deepcopy(rule)
             entry["run"] = _dispatched_by_engine
             definition[rule_id] = entry
@@ -183,9 +184,11 @@ class Engine:
 
     def _message(self, fact_type: str, data: Mapping[str, Any], sid: str) -> dict[str, Any]:
         """The engine message of a fact: id, t, sid and the fields patterns read."""
-        fields = self._fields.get(fact_type, frozenset())
         message = {"id": data["id"], "t": fact_type, "sid": sid}  # id first: see _ACTION
-        message.update((k, v) for k, v in data.items() if k in fields)
+        for name in self._fields.get(fact_type, ()):
+            value = data.get(name)
+            if value is not None:
+                message[name] = value
         return message
 
     def _run_batch(self, ev: _Evaluation, messages: list[dict[str, Any]]) -> None:

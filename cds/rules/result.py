@@ -61,7 +61,9 @@ def normalize_facts(facts: Sequence[FactInput]) -> list[tuple[str, dict[str, Any
     for fact in facts:
         if isinstance(fact, Fact):
             ftype = fact_type_name(fact)
-            data = fact.model_dump(exclude_none=True)
+            # fact fields are flat scalars stored in the model's __dict__: the same as
+            # model_dump(exclude_none=True), without the serializer (~1.5x faster)
+            data = {k: v for k, v in fact.__dict__.items() if v is not None}
         else:
             if "t" not in fact or "id" not in fact:
                 raise FactError(f"a fact mapping needs 't' (its type) and 'id': {dict(fact)!r}")

@@ -229,3 +229,25 @@ def test_fact_ids_with_escapes_and_unicode(basic: RuleSet, fid: str) -> None:
     result = Engine(basic).evaluate(facts)
     assert result == evaluate_ruleset(basic, facts)
     assert ("score.t.postmenopausal", fid) in [(f.rule_id, f.fact_id) for f in result.firings]
+
+
+def test_normalized_facts_equal_model_dump() -> None:
+    from cds.facts.schema import ContrastStudy, VertebraAnalysis, fact_type_name
+    from cds.rules.result import normalize_facts
+
+    facts = [
+        assessment(lowest_t=-2.7, lowest_t_site="total-hip", tbs=1.2),
+        VertebraAnalysis(
+            id="v",
+            scan_date="2025-01-01",
+            vertebrae_present=4,
+            evaluable_vertebrae=3,
+            max_adjacent_diff=1.1,
+            values="L1 -1.0",
+        ),
+        ContrastStudy(id="c", days_before_scan=3, date="2025-01-01", resource="P/1", display="x"),
+        DraftOrder(id="d", resource="S/1", display="DXA", order_date="2026-01-01"),
+    ]
+    assert normalize_facts(facts) == [
+        (fact_type_name(f), f.model_dump(exclude_none=True)) for f in facts
+    ]
