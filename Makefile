@@ -44,9 +44,11 @@ run: $(STAMP)
 	@echo "A full curl session (patient-view call, feedback, JWT): docs/ehr-integration.md"
 	OSTEOHOOKS_AUTH=none $(BIN)/cds serve --host $(HOST) --port $(PORT)
 
-# Regenerate the compiled-rule golden files after an intended rule change.
+# After an intended rule change: regenerate the compiled-rule goldens and docs/rules.md
+# (both are checked by the tests), then review the diff.
 golden: $(STAMP)
 	$(BIN)/cds rules compile rules --out tests/golden/rules
+	$(BIN)/cds rules docs rules --out docs/rules.md
 
 docs: $(STAMP)
 	$(BIN)/cds rules docs rules

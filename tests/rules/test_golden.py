@@ -34,3 +34,14 @@ def test_compiled_rules_match_golden(bundled: RuleSet, path: Path) -> None:
         f"{path.name} compiles differently from {golden.name}: if the change is intended, "
         "run `make golden` and review the diff"
     )
+
+
+def test_generated_rule_docs_are_current(bundled: RuleSet) -> None:
+    """docs/rules.md is what `cds rules docs` writes for the bundled rules, so it never lags."""
+    from cds.rules.docs import render_docs
+
+    docs = REPO / "docs" / "rules.md"
+    assert docs.read_text(encoding="utf-8") == render_docs(bundled), (
+        "docs/rules.md is out of date with rules/: run `make golden` (it regenerates the "
+        "compiled goldens and docs/rules.md) and review the diff"
+    )
