@@ -14,6 +14,7 @@ Rule (documented in docs/fhir-inputs.md):
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -42,8 +43,12 @@ class When:
         return self.precision in ("year", "month")
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_when(text: str) -> When:
-    """Parse a FHIR date or dateTime; raise ValueError saying what is wrong."""
+    """Parse a FHIR date or dateTime; raise ValueError saying what is wrong.
+
+    Memoised (a When is immutable): one record's dates repeat across its resources.
+    """
     if len(text) == 10 and text[4] == "-" and text[7] == "-" and text[:4].isdigit():
         try:  # fast path: a full date, the common case
             d = date.fromisoformat(text)

@@ -39,7 +39,8 @@ class Trace(BaseModel):
     )
 
     def use(self, resource: str, purpose: str) -> None:
-        self.used.append(UsedResource(resource=resource, purpose=purpose))
+        # both are str from our own code: skip re-validating them (~2 us each, ~20 a call)
+        self.used.append(UsedResource.model_construct(resource=resource, purpose=purpose))
 
     def ignore(self, resource: str, reason: str) -> None:
         self.ignored.append(IgnoredResource(resource=resource, reason=reason))
