@@ -146,6 +146,7 @@ class Store:
         self.url = url
         self.engine = _make_engine(url)
         Base.metadata.create_all(self.engine)
+        self._sqlite = _SqliteAudit(self.engine) if self.engine.dialect.name == "sqlite" else None
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=10_000)
         self._writer = threading.Thread(target=self._write_loop, name="audit-writer", daemon=True)
         self._writer.start()
@@ -223,6 +224,9 @@ class Store:
                 }
                 for card in rec.cards
             )
+        if self._sqlite is not None:
+            self._sqlite.write(self.engine, audits, cards)
+            return
         with self.engine.begin() as conn:
             conn.execute(insert(AuditRow), audits)
             if cards:
@@ -304,6 +308,49 @@ class Store:
         self._queue.put(_STOP)
         self._writer.join(timeout=10)
         self.engine.dispose()
+
+
+class _SqliteAudit:
+    """The audit insert on SQLite without SQLAlchemy's per-statement machinery (statement
+    compilation, parameter construction, result setup: ~0.1 ms of GIL per record, taken
+    from the request thread): two precompiled `executemany` on the DBAPI cursor, values
+    converted by the columns' own bind processors (so the rows read back exactly as the
+    ORM wrote them), `INSERT OR IGNORE` for a card uuid seen before (the generic path's
+    one-by-one savepoints keep the first row the same way)."""
+
+    def __init__(self, engine: Engine) -> None:
+        dialect = engine.dialect
+        self.audit = self._statement(AuditRow, dialect, "INSERT")
+        self.card = self._statement(IssuedCardRow, dialect, "INSERT OR IGNORE")
+
+    @staticmethod
+    def _statement(row: type[Base], dialect: Any, verb: str) -> tuple[str, list[tuple[str, Any]]]:
+        table = row.__table__
+        columns = [c for c in table.columns if not (c.primary_key and c.autoincrement is True)]
+        names = ", ".join(c.name for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        sql = f"{verb} INTO {table.name} ({names}) VALUES ({marks})"  # type: ignore[attr-defined]
+        return sql, [
+            (c.name, c.type.dialect_impl(dialect).bind_processor(dialect)) for c in columns
+        ]
+
+    @staticmethod
+    def _rows(
+        columns: list[tuple[str, Any]], values: list[dict[str, Any]]
+    ) -> list[tuple[Any, ...]]:
+        return [tuple(v[name] if p is None else p(v[name]) for name, p in columns) for v in values]
+
+    def write(
+        self, engine: Engine, audits: list[dict[str, Any]], cards: list[dict[str, Any]]
+    ) -> None:
+        with engine.begin() as conn:
+            cursor = conn.connection.cursor()
+            try:
+                cursor.executemany(self.audit[0], self._rows(self.audit[1], audits))
+                if cards:
+                    cursor.executemany(self.card[0], self._rows(self.card[1], cards))
+            finally:
+                cursor.close()
 
 
 def _make_engine(url: str) -> Engine:
