@@ -52,22 +52,25 @@ def _is_replayable(filename: str) -> bool:
 FileId = tuple[int, int]
 
 
-def _walk(folder: str) -> Iterator[tuple[str, FileId]]:
+def _walk(folder: str, rel: str = "") -> Iterator[tuple[str, str, FileId]]:
     """Replayable files under folder, recursively, in name order (folders and files
     sorted together, like a sorted list of paths); hidden names are skipped. Each with
-    its (device, inode), read from the directory listing (no extra system call)."""
+    its path relative to the folder first walked (`rel` is the prefix so far: the same
+    as os.path.relpath, without its per-path system calls) and its (device, inode), read
+    from the directory listing (no extra system call)."""
     try:
         device = os.stat(folder).st_dev
         entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
     except OSError:
         return
     for entry in entries:
-        if entry.name.startswith("."):
+        name = entry.name
+        if name.startswith("."):
             continue
         if entry.is_dir():
-            yield from _walk(entry.path)
-        elif _is_replayable(entry.name):
-            yield entry.path, (device, entry.inode())
+            yield from _walk(entry.path, f"{rel}{name}/")
+        elif _is_replayable(name):
+            yield entry.path, rel + name, (device, entry.inode())
 
 
 def _file_id(path: str) -> FileId:
@@ -131,10 +134,12 @@ def discover(arguments: Iterable[str]) -> Iterator[Source]:
             matched = False
             for match in sorted(glob.glob(argument, recursive=True)):
                 if os.path.isdir(match):
-                    for path, file_id in _walk(match):
+                    prefix = _relative_key(match, base)
+                    prefix = "" if prefix == "." else prefix + "/"
+                    for path, rel, file_id in _walk(match):
                         matched = True
                         if first_time(file_id):
-                            yield from _file_sources(path, _relative_key(path, base))
+                            yield from _file_sources(path, prefix + rel)
                 elif os.path.isfile(match):
                     matched = True
                     if first_time(_file_id(match)):
@@ -146,9 +151,9 @@ def discover(arguments: Iterable[str]) -> Iterator[Source]:
                     error="no file matches this pattern",
                 )
         elif os.path.isdir(argument):
-            for path, file_id in _walk(argument):
+            for path, rel, file_id in _walk(argument):
                 if first_time(file_id):
-                    yield from _file_sources(path, _relative_key(path, argument))
+                    yield from _file_sources(path, rel)
         elif os.path.exists(argument):
             if first_time(_file_id(argument)):
                 yield from _file_sources(argument, os.path.basename(argument))

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import sys
 from collections import deque
@@ -113,6 +114,11 @@ class ReplayPool:
             method = "fork"
         else:
             method = "forkserver" if "forkserver" in methods else "spawn"
+        if method == "fork":
+            # Move everything the parent holds (the Evaluator, modules) out of the
+            # collector's reach: forked workers then never traverse it in full
+            # collections (and never write to those pages, which would copy them).
+            gc.freeze()
         context = multiprocessing.get_context(method)
         if method == "forkserver":
             context.set_forkserver_preload(["cds.replay.worker", "cds.pipeline"])

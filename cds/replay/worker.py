@@ -13,6 +13,7 @@ name and the card's position), so that a rerun with the same `--as-of` is byte-i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -34,6 +35,11 @@ Status = Literal["ok", "unreadable", "failed"]
 
 #: Namespace of the replay's card uuids (uuid5 of the input name and card position).
 UUID_NAMESPACE = uuid.UUID("5b0f3c1e-4a8d-5f7e-9c2b-6d1e0a9f8b7c")
+_NAMESPACE_BYTES = UUID_NAMESPACE.bytes
+
+#: One encoder for every result (json.dumps with options builds a new one per call);
+#: same output as json.dumps(value, ensure_ascii=False, separators=(",", ":")).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +74,8 @@ class InputResult:
             name,
             key,
             status,
-            json.dumps(cards, ensure_ascii=False, separators=(",", ":")),
-            json.dumps(outcome, ensure_ascii=False, separators=(",", ":")),
+            _ENCODER.encode(cards),
+            _ENCODER.encode(outcome),
             tuple(card_topic(card) for card in cards),
             error_count(outcome) if status == "ok" else 0,
             seconds,
@@ -134,18 +140,26 @@ def init_local(settings: WorkerSettings, evaluator: Evaluator | None = None) -> 
     _evaluator = evaluator or Evaluator.from_rules_dir(settings.rules_dir)
 
 
+def name_uuid(name: str) -> str:
+    """`str(uuid.uuid5(UUID_NAMESPACE, name))`, without building a UUID object (the
+    same SHA-1, version and variant bits; checked against uuid.uuid5 in the tests)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def stabilise_uuids(cards: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     """Replace card and suggestion uuids with ones derived from the input name."""
     for index, card in enumerate(cards):
         if "uuid" in card:
-            card["uuid"] = str(uuid.uuid5(UUID_NAMESPACE, f"{name}\n{index}"))
+            card["uuid"] = name_uuid(f"{name}\n{index}")
         suggestions = card.get("suggestions")
         if isinstance(suggestions, list):
             for position, suggestion in enumerate(suggestions):
                 if isinstance(suggestion, dict) and "uuid" in suggestion:
-                    suggestion["uuid"] = str(
-                        uuid.uuid5(UUID_NAMESPACE, f"{name}\n{index}\n{position}")
-                    )
+                    suggestion["uuid"] = name_uuid(f"{name}\n{index}\n{position}")
     return cards
 
 
