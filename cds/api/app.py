@@ -567,7 +567,7 @@ async def _answer(
         )
         cards: list[dict[str, Any]] = list(result.cards)
         CdsResponse.model_validate({"cards": cards})
-        cards_json = json.dumps(cards, separators=(",", ":"))
+        cards_json = _CARDS_ENCODER.encode(cards)
         if _maybe_empty(cards_json):  # cheap scan of the JSON; the exact walk only on a hit
             _no_empty(cards, "cards")
     except Exception:
@@ -670,12 +670,22 @@ def _check_patient(resources: list[dict[str, Any]], patient_id: str) -> None:
                 )
 
 
-_EMPTY_MARKS = (":null", "[null", ",null", '""', "[]", "{}")
+# json.dumps(cards, separators=(",", ":")) without its circular-reference bookkeeping (~15%
+# of the encoding): a cyclic structure raises RecursionError instead of ValueError, an
+# internal failure (500) either way.
+_CARDS_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+_NULL_MARKS = (":null", "[null", ",null")
 
 
 def _maybe_empty(text: str) -> bool:
-    """False when compact JSON certainly holds no null, "", [] or {} (a hit may be text)."""
-    return any(mark in text for mark in _EMPTY_MARKS)
+    """False when compact JSON certainly holds no null, "", [] or {} (a hit may be text).
+    One scan for "null" stands for its three contexts (":null", "[null", ",null")."""
+    return (
+        '""' in text
+        or "[]" in text
+        or "{}" in text
+        or ("null" in text and any(mark in text for mark in _NULL_MARKS))
+    )
 
 
 def _no_empty(cards: list[dict[str, Any]], where: str) -> None:

@@ -379,6 +379,59 @@ def test_an_invalid_card_from_the_pipeline_is_500_not_sent(
     )
 
 
+@pytest.mark.parametrize(
+    "extension",
+    [
+        {"a": None},
+        {"a": [None]},
+        {"a": [1, None]},
+        {"a": ""},
+        {"a": []},
+        {"a": {}},
+        {"a": [1, {"b": [2, {}]}]},
+    ],
+    ids=[
+        "member-null",
+        "first-null",
+        "later-null",
+        "empty-string",
+        "empty-list",
+        "empty-obj",
+        "deep",
+    ],
+)
+def test_a_card_with_a_null_or_empty_element_anywhere_is_500_not_sent(
+    make_client: Callable[..., TestClient], extension: dict[str, Any]
+) -> None:
+    bad = card()
+    bad["extension"] = {"org.osteohooks": extension}
+    assert_outcome(
+        make_client(FakeEvaluator(cards=[bad])).post(PV, json=patient_view_request()), 500
+    )
+
+
+def test_null_and_empty_marks_inside_card_text_are_sent(
+    make_client: Callable[..., TestClient],
+) -> None:
+    text = card()
+    text["detail"] = 'Text with null, [null, ,null, :null, "", [] and {} in it.'
+    response = make_client(FakeEvaluator(cards=[text])).post(PV, json=patient_view_request())
+    assert response.status_code == 200
+    assert response.json()["cards"][0]["detail"] == text["detail"]
+
+
+def test_a_cyclic_card_from_the_pipeline_is_500_not_sent(
+    make_client: Callable[..., TestClient],
+) -> None:
+    cyclic: list[Any] = [1]
+    cyclic.append(cyclic)
+    bad = card()
+    bad["extension"] = {"org.osteohooks": {"loop": cyclic}}
+    assert_outcome(
+        make_client(FakeEvaluator(cards=[bad])).post(PV, json=patient_view_request()), 500
+    )
+
+
 def test_cors_preflight_and_headers_for_configured_origins(
     make_client: Callable[..., TestClient],
 ) -> None:
