@@ -77,9 +77,9 @@ SERVICE_DEFS: dict[str, tuple[str, str, str]] = {
     "bmd-order-select": (
         "order-select",
         "DXA order timing (order selected)",
-        "When a DXA (or a bone-active medication) is selected, checks the timing against the "
-        "last axial DXA (repeat-scan interval and coverage), names the exceptions, suggests "
-        "the previous scanner, and gives the same bone density cards as patient-view.",
+        "When a DXA is selected, checks its timing against the last axial DXA (repeat-scan "
+        "interval and coverage), names the exceptions and suggests the previous scanner. "
+        "Other bone density cards are left to patient-view, except a critical safety card.",
     ),
     "bmd-order-sign": (
         "order-sign",
