@@ -102,6 +102,7 @@ class ReplayPool:
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
                 self._pool = None
+            gc.unfreeze()  # what _new_pool froze is collectable again in this process
 
     def _new_pool(self) -> ProcessPoolExecutor:
         # fork (Linux): workers inherit the parent's loaded Evaluator, so starting and
