@@ -57,6 +57,7 @@ from cds.api.models import (
     Service,
 )
 from cds.api.ruleset import EvaluatorLike, RuleSetHolder, load_evaluator
+from cds.rules.model import CONTRACT_NULLABLE_FIELDS
 from cds.settings import Settings
 from cds.store import AuditRecord, FeedbackItem, IssuedCard, Store
 
@@ -688,8 +689,27 @@ def _maybe_empty(text: str) -> bool:
     )
 
 
+def _without_contract_nulls(card: dict[str, Any]) -> dict[str, Any]:
+    """The card without the payload nulls the card contract specifies ("code or null")."""
+    topic = ((card.get("source") or {}).get("topic") or {}).get("code")
+    names = CONTRACT_NULLABLE_FIELDS.get(topic) if isinstance(topic, str) else None
+    extension = card.get("extension")
+    if not names or not isinstance(extension, dict):
+        return card
+    payload = extension.get(EXTENSION_KEY)
+    if not isinstance(payload, dict):
+        return card
+    trimmed = {k: v for k, v in payload.items() if not (v is None and k in names)}
+    return {**card, "extension": {**extension, EXTENSION_KEY: trimmed}}
+
+
 def _no_empty(cards: list[dict[str, Any]], where: str) -> None:
-    """CDS Hooks: no null, "", [] or {} in what we send (internal check of the cards)."""
+    """CDS Hooks: no null, "", [] or {} in what we send (internal check of the cards).
+
+    The one exception is a payload field the card contract defines as "value or null"
+    (CDS Hooks: "SHALL NOT be null, unless otherwise specified").
+    """
+    cards = [_without_contract_nulls(card) for card in cards]
     stack: list[Any] = list(cards)
     while stack:
         value = stack.pop()

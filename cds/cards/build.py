@@ -20,6 +20,7 @@ from datetime import date
 from typing import Any
 
 from cds.cards.catalog import Catalog, CatalogError, load_catalog
+from cds.rules.model import CONTRACT_NULLABLE_FIELDS
 from cds.rules.result import Firing
 from cds.rules.ruleset import RuleSet
 
@@ -347,6 +348,8 @@ def _merge(
         merged = _union(_contribution_lists(c, name) for c in contributions)
         if merged:
             payload[name] = merged
+    for name in CONTRACT_NULLABLE_FIELDS.get(topic.topic, ()):
+        payload.setdefault(name, None)  # the contract: "code or null", never absent
 
     card: dict[str, Any] = {
         "uuid": _uuid(context, topic.topic),

@@ -8,7 +8,7 @@ import re
 import uuid
 from typing import Any
 
-from cds.rules.model import CARD_TOPICS, TOPIC_PAYLOAD_FIELDS
+from cds.rules.model import CARD_TOPICS, CONTRACT_NULLABLE_FIELDS, TOPIC_PAYLOAD_FIELDS
 
 INDICATORS = frozenset({"info", "warning", "critical"})
 SELECTION_BEHAVIORS = frozenset({"at-most-one", "any"})
@@ -29,23 +29,27 @@ ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 ABSOLUTE_URL = re.compile(r"^https?://[^\s/]+\S*$")
 
 
-def _empties(value: Any, path: str) -> list[str]:
-    """Nulls, empty strings and empty lists/objects anywhere (absent must be omitted)."""
+def _empties(value: Any, path: str, nullable: frozenset[str] = frozenset()) -> list[str]:
+    """Nulls, empty strings and empty lists/objects anywhere (absent must be omitted).
+
+    `nullable` holds the paths the card contract specifies as "value or null".
+    """
     out: list[str] = []
     if value is None:
-        out.append(f"{path} is null (omit absent fields)")
+        if path not in nullable:
+            out.append(f"{path} is null (omit absent fields)")
     elif isinstance(value, str) and value == "":
         out.append(f"{path} is an empty string")
     elif isinstance(value, list):
         if not value:
             out.append(f"{path} is an empty list")
         for index, item in enumerate(value):
-            out.extend(_empties(item, f"{path}[{index}]"))
+            out.extend(_empties(item, f"{path}[{index}]", nullable))
     elif isinstance(value, dict):
         if not value:
             out.append(f"{path} is an empty object")
         for key, item in value.items():
-            out.extend(_empties(item, f"{path}.{key}"))
+            out.extend(_empties(item, f"{path}.{key}", nullable))
     return out
 
 
@@ -101,7 +105,12 @@ def hl7_problems(card: dict[str, Any]) -> list[str]:
 def contract_problems(card: dict[str, Any]) -> list[str]:
     """The osteohooks card contract on top of CDS Hooks."""
     problems = hl7_problems(card)
-    problems.extend(_empties(card, "card"))
+    topic_code = ((card.get("source") or {}).get("topic") or {}).get("code")
+    nullable = frozenset(
+        f"card.extension.org.osteohooks.{name}"
+        for name in CONTRACT_NULLABLE_FIELDS.get(str(topic_code), ())
+    )
+    problems.extend(_empties(card, "card", nullable))
     try:
         uuid.UUID(str(card.get("uuid")))
     except ValueError:
@@ -166,6 +175,11 @@ def contract_problems(card: dict[str, Any]) -> list[str]:
                 problems.append(f"{key} {ext[key]!r} is not an ISO date")
     if topic == "dxa-order-timing" and not isinstance(ext.get("tooSoon"), bool):
         problems.append("dxa-order-timing payload lacks boolean tooSoon")
+    for name in CONTRACT_NULLABLE_FIELDS.get(str(topic), ()):
+        if name not in ext:
+            problems.append(f"{topic} payload lacks {name} (the contract: a code or null)")
+        elif ext[name] is not None and not isinstance(ext[name], str):
+            problems.append(f"{topic} payload {name} must be a code or null")
     if topic == "bmd-change" and not isinstance(ext.get("comparable"), bool):
         problems.append("bmd-change payload lacks boolean comparable")
     if topic in ("artifact-warning", "therapy-safety") and not ext.get("findings"):

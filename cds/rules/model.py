@@ -39,6 +39,11 @@ TOPIC_PAYLOAD_FIELDS: dict[str, tuple[str, ...]] = {
     "therapy-safety": ("findings",),
     "screening": ("reason",),
 }
+#: Payload fields the card contract defines as "value or null": always present, null when no
+#: rule sets them. CDS Hooks forbids nulls "unless otherwise specified"; the contract does.
+CONTRACT_NULLABLE_FIELDS: dict[str, tuple[str, ...]] = {
+    "dxa-order-timing": ("exception",),
+}
 INDICATORS: tuple[str, ...] = ("info", "warning", "critical")
 STATUSES: tuple[str, ...] = ("active", "draft", "retired")
 FIELD_TYPES: tuple[str, ...] = ("integer", "number", "boolean", "string", "date")
