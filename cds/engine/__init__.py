@@ -60,6 +60,11 @@ SESSION_RULE = "$session"
 _ACTION = re.compile(r'^\{\s*"([^"\\]*)"\s*:\s*\{\s*"m"\s*:\s*\{\s*"id"\s*:\s*"([^"\\]*)"')
 
 
+#: ``json.dumps(value, ensure_ascii=False)`` without building a JSONEncoder per call
+#: (json.dumps only reuses its cached encoder for the default options).
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
 class EngineError(RuntimeError):
     """The engine failed (never to be read as 'no cards'); `rule_id` names the rule if known."""
 
@@ -176,9 +181,7 @@ class Engine:
         ev.emitted.append({**new, "t": target})
         # forward chaining: the actions it queues run in this session's action loop;
         # code 1 (not handled) only says that no rule matches the derived fact
-        code, _ = durable_rules_engine.assert_fact(
-            self._handle, json.dumps(message, ensure_ascii=False)
-        )
+        code, _ = durable_rules_engine.assert_fact(self._handle, _encode(message))
         if code == 2:
             raise FactError(f"durable_rules saw the emitted fact {new['id']} already")
 
@@ -206,9 +209,7 @@ class Engine:
         """
         handle = self._handle
         try:
-            code, state_handle = durable_rules_engine.assert_facts(
-                handle, json.dumps(messages, ensure_ascii=False)
-            )
+            code, state_handle = durable_rules_engine.assert_facts(handle, _encode(messages))
         except Exception as exc:
             raise EngineError(f"durable_rules refused the facts: {exc}") from exc
         if code == 2:

@@ -480,7 +480,8 @@ class Reader:
                 trace.ignore(e.ref, f"resource type {e.rtype} is not read")
                 continue
             try:
-                res = model.model_validate(e.raw)
+                # model_validate without its Python wrapper (same validator, ~1 us each)
+                res: m.Resource = model.__pydantic_validator__.validate_python(e.raw)
             except ValidationError as exc:
                 issues.extend(_errors_to_issues(exc, e.rtype, e.ref))
                 trace.ignore(e.ref, _why(issues, e.ref))
