@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from cds.replay.inputs import Source, discover, is_ndjson
 from cds.replay.reader import Job, Unreadable, read_source
-from cds.replay.worker import stabilise_uuids
 from cds.rules.model import ORDERING_OPERATORS, Condition, Rule
 from cds.rules.reference import holds
 
@@ -322,7 +321,7 @@ def build_report(
             "the engine and the reference evaluator disagree: engine fired "
             f"{', '.join(engine_fired)}; reference fired {', '.join(reference.fired)}"
         )
-    cards = stabilise_uuids([dict(card) for card in getattr(result, "cards", [])], job.name)
+    cards = list(getattr(result, "cards", []))
     return {
         "input": job.name,
         "hook": job.hook,
@@ -362,6 +361,7 @@ def explain_input(
                 patient_id=job.patient_id,
                 draft_orders=job.draft_orders,
                 selections=job.selections,
+                uuid_seed=job.name,
             )
         )
     except EvaluationError as exc:

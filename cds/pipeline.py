@@ -12,7 +12,8 @@ failure with an empty card list: failures raise `EvaluationError`.
 
 Deterministic mode (`EvaluationInput.deterministic` or `Evaluator(...,
 deterministic_uuids=True)`): card and suggestion uuids are uuid5 of the rule set
-version, a digest of the input and the topic, so reruns are byte-identical (replay).
+version, a digest of the input and the topic, so reruns are byte-identical. A caller that
+names its inputs (replay, explain) passes `EvaluationInput.uuid_seed` instead of the digest.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ class EvaluationInput:
     draft_orders: Sequence[Any] | Any = ()
     selections: Sequence[str] = ()
     deterministic: bool = False
+    #: Seed for name-based card and suggestion uuids (e.g. replay's input name): reruns
+    #: with the same seed, rules and input give the same uuids. Implies deterministic.
+    uuid_seed: str | None = None
 
 
 @dataclass
@@ -227,7 +231,7 @@ class Evaluator:
             hook=inp.hook,
             patient_id=_patient_id(factset, inp.patient_id),
             as_of=inp.as_of,
-            uuid_seed=_digest(inp) if deterministic else None,
+            uuid_seed=inp.uuid_seed or (_digest(inp) if deterministic else None),
         )
         try:
             cards = build_cards(result.firings, self._ruleset, context, catalog=self._catalog)

@@ -7,18 +7,16 @@ input is `unreadable`, an `EvaluationError` (or a bug) is `failed`, each with an
 OperationOutcome. Only a native crash (SIGSEGV in the C engine) escapes, as the death
 of the process: the pool in `cds.replay.pool` contains that.
 
-Card uuids (and suggestion uuids) are replaced by name-based uuids (uuid5 of the input
-name and the card's position), so that a rerun with the same `--as-of` is byte-identical.
+Card and suggestion uuids are name-based (the pipeline's uuid5 seeded with the input name,
+`EvaluationInput.uuid_seed`), so that a rerun with the same `--as-of` is byte-identical.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -32,10 +30,6 @@ if TYPE_CHECKING:
     from cds.replay.inputs import Source
 
 Status = Literal["ok", "unreadable", "failed"]
-
-#: Namespace of the replay's card uuids (uuid5 of the input name and card position).
-UUID_NAMESPACE = uuid.UUID("5b0f3c1e-4a8d-5f7e-9c2b-6d1e0a9f8b7c")
-_NAMESPACE_BYTES = UUID_NAMESPACE.bytes
 
 #: One encoder for every result (json.dumps with options builds a new one per call);
 #: same output as json.dumps(value, ensure_ascii=False, separators=(",", ":")).
@@ -140,29 +134,6 @@ def init_local(settings: WorkerSettings, evaluator: Evaluator | None = None) -> 
     _evaluator = evaluator or Evaluator.from_rules_dir(settings.rules_dir)
 
 
-def name_uuid(name: str) -> str:
-    """`str(uuid.uuid5(UUID_NAMESPACE, name))`, without building a UUID object (the
-    same SHA-1, version and variant bits; checked against uuid.uuid5 in the tests)."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def stabilise_uuids(cards: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
-    """Replace card and suggestion uuids with ones derived from the input name."""
-    for index, card in enumerate(cards):
-        if "uuid" in card:
-            card["uuid"] = name_uuid(f"{name}\n{index}")
-        suggestions = card.get("suggestions")
-        if isinstance(suggestions, list):
-            for position, suggestion in enumerate(suggestions):
-                if isinstance(suggestion, dict) and "uuid" in suggestion:
-                    suggestion["uuid"] = name_uuid(f"{name}\n{index}\n{position}")
-    return cards
-
-
 def evaluate_job(job: Job) -> InputResult:
     """Evaluate one job with this process's Evaluator (never raises for bad input)."""
     from cds.pipeline import EvaluationError, EvaluationInput
@@ -181,6 +152,7 @@ def evaluate_job(job: Job) -> InputResult:
                 patient_id=job.patient_id,
                 draft_orders=job.draft_orders,
                 selections=job.selections,
+                uuid_seed=job.name,
             )
         )
     except EvaluationError as exc:
@@ -194,7 +166,7 @@ def evaluate_job(job: Job) -> InputResult:
         )
     except Exception as exc:  # a bug must not end a 100,000-input run: report and go on
         return internal_error(job.name, job.key, exc)
-    cards = stabilise_uuids([dict(card) for card in result.cards], job.name)
+    cards = result.cards
     # A `fatal` issue (no usable Patient, no birth date) means the data could not be
     # evaluated at all: that is an input that cannot be read, not "nothing to say".
     status: Status = "unreadable" if _fatal(result.outcome) else "ok"
