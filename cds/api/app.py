@@ -57,7 +57,7 @@ from cds.api.models import (
     Service,
 )
 from cds.api.ruleset import EvaluatorLike, RuleSetHolder, load_evaluator
-from cds.rules.model import CONTRACT_NULLABLE_FIELDS
+from cds.cards.invariants import empty_elements
 from cds.settings import Settings
 from cds.store import AuditRecord, FeedbackItem, IssuedCard, Store
 
@@ -689,60 +689,13 @@ def _maybe_empty(text: str) -> bool:
     )
 
 
-def _without_contract_nulls(card: dict[str, Any]) -> dict[str, Any]:
-    """The card without the payload nulls the card contract specifies ("code or null")."""
-    topic = ((card.get("source") or {}).get("topic") or {}).get("code")
-    names = CONTRACT_NULLABLE_FIELDS.get(topic) if isinstance(topic, str) else None
-    extension = card.get("extension")
-    if not names or not isinstance(extension, dict):
-        return card
-    payload = extension.get(EXTENSION_KEY)
-    if not isinstance(payload, dict):
-        return card
-    trimmed = {k: v for k, v in payload.items() if not (v is None and k in names)}
-    return {**card, "extension": {**extension, EXTENSION_KEY: trimmed}}
-
-
 def _no_empty(cards: list[dict[str, Any]], where: str) -> None:
-    """CDS Hooks: no null, "", [] or {} in what we send (internal check of the cards).
-
-    The one exception is a payload field the card contract defines as "value or null"
-    (CDS Hooks: "SHALL NOT be null, unless otherwise specified").
-    """
-    cards = [_without_contract_nulls(card) for card in cards]
-    stack: list[Any] = list(cards)
-    while stack:
-        value = stack.pop()
-        if isinstance(value, dict):
-            if not value:
-                break
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            if not value:
-                break
-            stack.extend(value)
-        elif value is None or value == "":
-            break
-    else:
-        return
-    raise ValueError(f"{where} hold a null or empty element: {_first_empty(cards, where)}")
-
-
-def _first_empty(value: Any, where: str) -> str | None:
-    if value is None or value in ("", [], {}):
-        return where
-    items = (
-        value.items()
-        if isinstance(value, dict)
-        else enumerate(value)
-        if isinstance(value, list)
-        else ()
-    )
-    for key, item in items:
-        found = _first_empty(item, f"{where}[{key!r}]")
+    """CDS Hooks: no null, "", [] or {} in what we send (internal check of the cards),
+    but the nulls the card contract specifies (`cds.cards.invariants.empty_elements`)."""
+    for index, card in enumerate(cards):
+        found = empty_elements(card)
         if found:
-            return found
-    return None
+            raise ValueError(f"{where}[{index}] hold a null or empty element: {found[0]}")
 
 
 def _issued(card: Mapping[str, Any]) -> IssuedCard:

@@ -102,15 +102,23 @@ def hl7_problems(card: dict[str, Any]) -> list[str]:
     return problems
 
 
-def contract_problems(card: dict[str, Any]) -> list[str]:
-    """The osteohooks card contract on top of CDS Hooks."""
-    problems = hl7_problems(card)
+def empty_elements(card: dict[str, Any]) -> list[str]:
+    """CDS Hooks "Use of JSON": every null, "", [] or {} in the card, as paths.
+
+    The payload fields the card contract specifies as "value or null" may be null.
+    """
     topic_code = ((card.get("source") or {}).get("topic") or {}).get("code")
     nullable = frozenset(
         f"card.extension.org.osteohooks.{name}"
         for name in CONTRACT_NULLABLE_FIELDS.get(str(topic_code), ())
     )
-    problems.extend(_empties(card, "card", nullable))
+    return _empties(card, "card", nullable)
+
+
+def contract_problems(card: dict[str, Any]) -> list[str]:
+    """The osteohooks card contract on top of CDS Hooks."""
+    problems = hl7_problems(card)
+    problems.extend(empty_elements(card))
     try:
         uuid.UUID(str(card.get("uuid")))
     except ValueError:
