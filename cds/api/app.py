@@ -58,6 +58,7 @@ from cds.api.models import (
 )
 from cds.api.ruleset import EvaluatorLike, RuleSetHolder, load_evaluator
 from cds.cards.invariants import empty_elements
+from cds.jsontext import dumps
 from cds.settings import Settings
 from cds.store import AuditRecord, FeedbackItem, IssuedCard, Store
 
@@ -568,7 +569,7 @@ async def _answer(
         )
         cards: list[dict[str, Any]] = list(result.cards)
         CdsResponse.model_validate({"cards": cards})
-        cards_json = _CARDS_ENCODER.encode(cards)
+        cards_json = dumps(cards)
         if _maybe_empty(cards_json):  # cheap scan of the JSON; the exact walk only on a hit
             _no_empty(cards, "cards")
     except Exception:
@@ -617,7 +618,7 @@ async def _answer(
             ext["outcome"] = outcome
         if notes:
             ext["prefetch"] = notes
-        body += ',"extension":' + json.dumps({EXTENSION_KEY: ext}, separators=(",", ":"))
+        body += ',"extension":' + dumps({EXTENSION_KEY: ext})
     body += "}"
     issued = [_issued(card) for card in cards]
     _audit(state, service_id, hook, hook_instance, version, 200, fired, issued, started)
@@ -671,10 +672,6 @@ def _check_patient(resources: list[dict[str, Any]], patient_id: str) -> None:
                 )
 
 
-# json.dumps(cards, separators=(",", ":")) without its circular-reference bookkeeping (~15%
-# of the encoding): a cyclic structure raises RecursionError instead of ValueError, an
-# internal failure (500) either way.
-_CARDS_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 _NULL_MARKS = (":null", "[null", ",null")
 
 

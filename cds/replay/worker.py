@@ -22,6 +22,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from cds.jsontext import dumps
 from cds.replay.outcome import error_count, operation_outcome
 from cds.replay.reader import Job, Unreadable, read_source
 
@@ -31,9 +32,6 @@ if TYPE_CHECKING:
 
 Status = Literal["ok", "unreadable", "failed"]
 
-#: One encoder for every result (json.dumps with options builds a new one per call);
-#: same output as json.dumps(value, ensure_ascii=False, separators=(",", ":")).
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +66,8 @@ class InputResult:
             name,
             key,
             status,
-            _ENCODER.encode(cards),
-            _ENCODER.encode(outcome),
+            dumps(cards),
+            dumps(outcome),
             tuple(card_topic(card) for card in cards),
             error_count(outcome) if status == "ok" else 0,
             seconds,

@@ -1,0 +1,74 @@
+"""cds.jsontext: orjson text, equal to the standard library's compact text for card values."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cds.jsontext import dumps, dumps_bytes
+
+
+def _stdlib(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _plain_float(x: float) -> bool:
+    """Floats whose repr has no negative exponent (the one spelling that differs)."""
+    return math.isfinite(x) and "e-" not in repr(x)
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False).filter(_plain_float)
+    | st.text(),
+    lambda children: st.lists(children, max_size=5)
+    | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    max_leaves=30,
+)
+
+
+@given(JSON_VALUES)
+def test_same_text_as_the_standard_library(value: Any) -> None:
+    assert dumps(value) == _stdlib(value)
+    assert dumps_bytes(value) == _stdlib(value).encode("utf-8")
+
+
+def test_a_real_card_list_is_byte_identical() -> None:
+    cards = [
+        {
+            "uuid": "00f5a425-048b-5871-bb82-522eeb35f41b",
+            "summary": "Osteoporosis: lowest T-score -2.5 at the lumbar spine",
+            "indicator": "warning",
+            "detail": "**Osteoporosis** T-score \u2264 -2.5 \u2014 CS-2.2\n\n0.663 g/cm\u00b2",
+            "extension": {"org.osteohooks": {"value": -2.5, "rules": ["a", "b"], "n": 4}},
+            "suggestions": [{"label": "DXA", "isRecommended": True}],
+            "exception": None,
+        }
+    ]
+    assert dumps(cards) == _stdlib(cards)
+
+
+def test_small_numbers_are_the_same_number() -> None:
+    text = dumps({"v": 1e-05})
+    assert text == '{"v":0.00001}'
+    assert json.loads(text) == {"v": 1e-05}
+
+
+@pytest.mark.parametrize("value", [{"big": 2**70}, {1: "non-string key"}, [-(2**64)]])
+def test_what_orjson_refuses_is_written_by_the_standard_library(value: Any) -> None:
+    assert dumps(value) == _stdlib(value)
+    assert dumps_bytes(value) == _stdlib(value).encode("utf-8")
+
+
+def test_an_unserialisable_value_raises_type_error() -> None:
+    with pytest.raises(TypeError):
+        dumps({"x": object()})
+    with pytest.raises(TypeError):
+        dumps_bytes({"x": {1, 2}})
