@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 Status = Literal["ok", "unreadable", "failed"]
 
 
-
 @dataclass(frozen=True, slots=True)
 class InputResult:
     """The result of one input: what the reports and golden comparisons are made from.
