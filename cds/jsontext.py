@@ -1,4 +1,4 @@
-"""Compact JSON text for the hot paths (replay results, HTTP card responses), via orjson.
+"""JSON on the hot paths (replay inputs and results, HTTP requests and card responses), via orjson.
 
 Encoding a 20-resource patient's cards (~22 KB) takes ~0.2 ms with the standard
 library's encoder and ~0.02 ms with orjson: a tenth of a replay's per-input budget.
@@ -12,16 +12,39 @@ bits, a non-string key) is written by the standard library instead, and a value 
 can write raises TypeError as ``json.dumps`` does. Non-finite floats, which the standard
 library writes as the invalid tokens NaN/Infinity, come out as ``null``; the FHIR stage
 rejects non-finite numbers, so cards never hold one.
+
+`loads` is ``json.loads``, value for value and error for error: orjson parses, and
+whatever it refuses (NaN, Infinity, 1e400, lone surrogates, UTF-16 text, a byte-order
+mark, deep nesting, malformed JSON) is parsed again by the standard library, which then
+gives its own value or its own exception. Text with a run of 19 or more digits goes to the
+standard library directly: orjson reads integers beyond 64 bits as floats.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
 
 _FALLBACK = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
+_LONG_DIGITS_BYTES = re.compile(rb"[0-9]{19}")
+
+
+def loads(data: str | bytes) -> Any:
+    """``json.loads(data)``: the same value, or the same exception (see the module doc)."""
+    if isinstance(data, bytes):
+        long_number = _LONG_DIGITS_BYTES.search(data) is not None
+    else:
+        long_number = _LONG_DIGITS_TEXT.search(data) is not None
+    if not long_number:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)
 
 
 def dumps_bytes(value: Any) -> bytes:

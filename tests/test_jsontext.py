@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cds.jsontext import dumps, dumps_bytes
+from cds.jsontext import dumps, dumps_bytes, loads
 
 
 def _stdlib(value: Any) -> str:
@@ -73,3 +73,81 @@ def test_an_unserialisable_value_raises_type_error() -> None:
         dumps({"x": object()})
     with pytest.raises(TypeError):
         dumps_bytes({"x": {1, 2}})
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, with NaN equal to NaN and int/float told apart."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def _outcome(parse: Any, data: str | bytes) -> tuple[str, Any]:
+    try:
+        return "value", parse(data)
+    except Exception as exc:  # the exception's type and text are part of the contract
+        return type(exc).__name__, str(exc)
+
+
+WIDE_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+ODD_TEXTS = [
+    "1e400",
+    "-1e400",
+    "NaN",
+    "[Infinity, -Infinity]",
+    '"\\ud800"',
+    "123456789012345678901234567890",
+    "-9223372036854775809",
+    "18446744073709551616",
+    '{"a": 1, "a": 2}',
+    "[1,]",
+    "\ufeff{}",
+    "",
+    "[" * 5000 + "]" * 5000,
+    '{"a": "\\u0000"}',
+    "9007199254740993",
+]
+
+
+@given(WIDE_VALUES)
+def test_loads_is_json_loads_on_any_json_text(value: Any) -> None:
+    text = json.dumps(value)  # NaN, Infinity and big integers included
+    for data in (text, text.encode("utf-8")):
+        kind, got = _outcome(loads, data)
+        want_kind, want = _outcome(json.loads, data)
+        assert kind == want_kind
+        assert _same(got, want)
+
+
+@given(st.binary(max_size=64) | st.text(max_size=64))
+def test_loads_is_json_loads_on_junk(data: str | bytes) -> None:
+    kind, got = _outcome(loads, data)
+    want_kind, want = _outcome(json.loads, data)
+    assert (kind, kind == "value" or got) == (want_kind, kind == "value" or want)
+    if kind == "value":
+        assert _same(got, want)
+
+
+@pytest.mark.parametrize("text", ODD_TEXTS)
+def test_loads_is_json_loads_where_orjson_differs(text: str) -> None:
+    for data in (text, text.encode("utf-8"), text.encode("utf-16")):
+        kind, got = _outcome(loads, data)
+        want_kind, want = _outcome(json.loads, data)
+        assert kind == want_kind
+        if kind == "value":
+            assert _same(got, want)
+        else:
+            assert got == want

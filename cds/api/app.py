@@ -58,7 +58,7 @@ from cds.api.models import (
 )
 from cds.api.ruleset import EvaluatorLike, RuleSetHolder, load_evaluator
 from cds.cards.invariants import empty_elements
-from cds.jsontext import dumps
+from cds.jsontext import dumps, loads
 from cds.settings import Settings
 from cds.store import AuditRecord, FeedbackItem, IssuedCard, Store
 
@@ -462,7 +462,7 @@ def _service(service_id: str) -> tuple[str, str, str]:
 
 def _json_object(body: bytes, what: str) -> dict[str, Any]:
     try:
-        data = json.loads(body)
+        data = loads(body)
     except json.JSONDecodeError as exc:
         raise ApiError(
             400,

@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from cds.jsontext import loads
 from cds.replay.inputs import Source
 from cds.replay.outcome import operation_outcome
 
@@ -65,11 +66,11 @@ def _parse(source: Source) -> JsonObject | Unreadable:
     where = source.name
     try:
         if source.text is not None:
-            document = json.loads(source.text)
+            document = loads(source.text)
         else:
             assert source.path is not None
             with open(source.path, "rb") as handle:
-                document = json.loads(handle.read())
+                document = loads(handle.read())
     except OSError as exc:
         return _unreadable(source, f"{where}: cannot read the file: {exc.strerror}", "exception")
     except UnicodeDecodeError as exc:
