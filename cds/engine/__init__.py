@@ -30,6 +30,7 @@ from typing import Any
 import durable_rules_engine  # type: ignore[import-not-found]
 from durable.engine import Host
 
+from cds.jsontext import dumps
 from cds.rules.compiler import FORMAT, assert_single_fact
 from cds.rules.facttypes import MAX_FACT_PROPERTIES
 from cds.rules.result import (
@@ -60,9 +61,8 @@ SESSION_RULE = "$session"
 _ACTION = re.compile(r'^\{\s*"([^"\\]*)"\s*:\s*\{\s*"m"\s*:\s*\{\s*"id"\s*:\s*"([^"\\]*)"')
 
 
-#: ``json.dumps(value, ensure_ascii=False)`` without building a JSONEncoder per call
-#: (json.dumps only reuses its cached encoder for the default options).
-_encode = json.JSONEncoder(ensure_ascii=False).encode
+#: Engine messages as compact JSON text (orjson: ~2 instead of ~15 us for a batch).
+_encode = dumps
 
 
 class EngineError(RuntimeError):
