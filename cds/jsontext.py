@@ -23,25 +23,29 @@ standard library directly: orjson reads integers beyond 64 bits as floats.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
 _FALLBACK = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
-_LONG_DIGITS_BYTES = re.compile(rb"[0-9]{19}")
+#: Every ASCII digit to "0", every other byte to " ": a run of 19 digits is then a
+#: plain substring search (~10 us for a 12 KB body, where a regex takes ~140 us).
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_NUMBER = b"0" * 19
 
 
 def loads(data: str | bytes) -> Any:
     """``json.loads(data)``: the same value, or the same exception (see the module doc)."""
-    if isinstance(data, bytes):
-        long_number = _LONG_DIGITS_BYTES.search(data) is not None
-    else:
-        long_number = _LONG_DIGITS_TEXT.search(data) is not None
-    if not long_number:
+    if isinstance(data, str):
         try:
-            return orjson.loads(data)
+            raw = data.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: orjson refuses them anyway
+            return json.loads(data)
+    else:
+        raw = data
+    if _LONG_NUMBER not in raw.translate(_DIGITS_AS_ZERO):
+        try:
+            return orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass
     return json.loads(data)
