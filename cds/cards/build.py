@@ -17,11 +17,11 @@ import os
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from cds.cards.catalog import Catalog, CatalogError, load_catalog
+from cds.cards.catalog import Catalog, CatalogError, OrderCode, load_catalog
 from cds.rules.model import CONTRACT_NULLABLE_FIELDS
 from cds.rules.result import Firing
 from cds.rules.ruleset import RuleSet
@@ -92,21 +92,18 @@ class CardContext:
     uuid_seed: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Contribution:
+    """One rendered card of a firing. ``evidence``, ``links`` (the rule's) and ``fact``
+    (the firing's) are shared with the rule set and the firing: read, never changed."""
+
     rule_id: str
     priority: int
     fact_id: str
-    evidence: list[str]
-    links: list[dict[str, Any]]
+    evidence: Sequence[str]
+    links: Sequence[Mapping[str, Any]]
     card: dict[str, Any]
-    fact: dict[str, Any]
-
-
-@dataclass
-class _Topic:
-    topic: str
-    contributions: list[_Contribution] = field(default_factory=list)
+    fact: Mapping[str, Any]
 
 
 #: SHA-1 state after the namespace bytes: a uuid5's hash continues from a copy of it.
@@ -136,8 +133,29 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-@functools.lru_cache(maxsize=2048)
 def _tidy_markdown(text: str) -> str:
+    """`_tidy_text`, answering at once for a text it changes only by stripping (most).
+
+    Its first step strips the text. A stripped ASCII text whose only characters that
+    are not printable are newlines has no line boundary but the newline and no
+    whitespace but spaces and newlines; without two spaces in a row, a space before a
+    newline or three newlines in a row, no line has trailing whitespace and neither
+    substitution applies, so the stripped text is the result.
+    """
+    stripped = text.strip()
+    if (
+        stripped.isascii()
+        and stripped.replace("\n", "").isprintable()
+        and "  " not in stripped
+        and " \n" not in stripped
+        and "\n\n\n" not in stripped
+    ):
+        return stripped
+    return _tidy_text(text)
+
+
+@functools.lru_cache(maxsize=2048)
+def _tidy_text(text: str) -> str:
     lines = [line.rstrip() for line in text.strip().splitlines()]
     out = "\n".join(lines)
     out = re.sub(r"[ \t]{2,}", " ", out)
@@ -163,14 +181,15 @@ def _render(ruleset: RuleSet, firing: Firing) -> _Contribution | None:
             f"rule {firing.rule_id}: card template failed for fact {firing.fact_id}: {exc}",
             firing.rule_id,
         ) from exc
+    # No copies: the merge below only reads them, within this build_cards call.
     return _Contribution(
-        rule_id=rule.id,
-        priority=rule.priority,
-        fact_id=firing.fact_id,
-        evidence=list(rule.evidence),
-        links=ruleset.card_links(rule.id),
-        card=card,
-        fact=dict(firing.fact),
+        rule.id,
+        rule.priority,
+        firing.fact_id,
+        rule.evidence,
+        ruleset.card_plan(rule.id).links,
+        card,
+        firing.fact,
     )
 
 
@@ -254,31 +273,42 @@ def _links(contributions: Sequence[_Contribution], ruleset: RuleSet) -> list[dic
     return links
 
 
-def _service_request(
-    key: str,
-    catalog: Catalog,
-    context: CardContext,
-    occurrence: Mapping[str, Any] | None,
-    note: str | None,
-) -> dict[str, Any]:
-    order = catalog.order(key)
-    resource: dict[str, Any] = {"resourceType": "ServiceRequest", "status": "draft"}
-    resource["intent"] = "proposal"
-    category = order.category_coding()
-    if category is not None:
-        resource["category"] = [{"coding": [category]}]
-    resource["code"] = {"coding": [order.coding()], "text": order.display}
-    if context.patient_id:
-        resource["subject"] = {"reference": f"Patient/{context.patient_id}"}
-    if occurrence:
-        period = {k: str(occurrence[k]) for k in ("start", "end") if _present(occurrence.get(k))}
+def _period(occurrence: Mapping[str, Any]) -> dict[str, str]:
+    """A suggestion's occurrence as a ServiceRequest.occurrencePeriod (maybe empty)."""
+    return {k: str(occurrence[k]) for k in ("start", "end") if _present(occurrence.get(k))}
+
+
+class _Requests:
+    """Draft ServiceRequests of one evaluation: what depends on the context alone
+    (subject, authoredOn) is worked out once, each resource gets its own dicts."""
+
+    __slots__ = ("authored", "subject")
+
+    def __init__(self, context: CardContext) -> None:
+        self.subject = f"Patient/{context.patient_id}" if context.patient_id else None
+        self.authored = context.as_of.isoformat() if context.as_of is not None else None
+
+    def resource(
+        self, order: OrderCode, period: dict[str, str] | None, note: str | None
+    ) -> dict[str, Any]:
+        resource: dict[str, Any] = {
+            "resourceType": "ServiceRequest",
+            "status": "draft",
+            "intent": "proposal",
+        }
+        category = order.category_coding()
+        if category is not None:
+            resource["category"] = [{"coding": [category]}]
+        resource["code"] = {"coding": [order.coding()], "text": order.display}
+        if self.subject is not None:
+            resource["subject"] = {"reference": self.subject}
         if period:
-            resource["occurrencePeriod"] = period
-    if context.as_of is not None:
-        resource["authoredOn"] = context.as_of.isoformat()
-    if note:
-        resource["note"] = [{"text": note}]
-    return resource
+            resource["occurrencePeriod"] = dict(period)
+        if self.authored is not None:
+            resource["authoredOn"] = self.authored
+        if note:
+            resource["note"] = [{"text": note}]
+        return resource
 
 
 def _suggestions(
@@ -286,6 +316,7 @@ def _suggestions(
     contributions: Sequence[_Contribution],
     catalog: Catalog,
     context: CardContext,
+    requests: _Requests,
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     labels: set[str] = set()
@@ -298,21 +329,25 @@ def _suggestions(
             note_raw = raw.get("note")
             note = _one_line(str(note_raw)) if _present(note_raw) else None
             actions: list[dict[str, Any]] = []
-            for key in raw.get("orders") or []:
-                try:
-                    resource = _service_request(
-                        str(key), catalog, context, raw.get("occurrence"), note
+            orders = raw.get("orders") or []
+            if orders:
+                occurrence = raw.get("occurrence")
+                period = _period(occurrence) if occurrence else None
+                due = f" (due {' to '.join(period.values())})" if period else ""
+                for key in orders:
+                    try:
+                        order = catalog.order(str(key))
+                    except CatalogError as exc:
+                        raise CardBuildError(
+                            f"rule {contribution.rule_id}: {exc}", contribution.rule_id
+                        ) from exc
+                    actions.append(
+                        {
+                            "type": "create",
+                            "description": f"Draft order: {order.display}{due}",
+                            "resource": requests.resource(order, period, note),
+                        }
                     )
-                except CatalogError as exc:
-                    raise CardBuildError(
-                        f"rule {contribution.rule_id}: {exc}", contribution.rule_id
-                    ) from exc
-                display = resource["code"]["text"]
-                description = f"Draft order: {display}"
-                period = resource.get("occurrencePeriod")
-                if period:
-                    description += " (due " + " to ".join(period.values()) + ")"
-                actions.append({"type": "create", "description": description, "resource": resource})
             suggestion: dict[str, Any] = {
                 "label": label,
                 "uuid": _uuid(context, topic, "suggestion", label),
@@ -324,12 +359,26 @@ def _suggestions(
     return out
 
 
+def _contribution_order(contribution: _Contribution) -> tuple[int, str, str]:
+    return (-contribution.priority, contribution.rule_id, contribution.fact_id)
+
+
 def _merge(
-    topic: _Topic, ruleset: RuleSet, catalog: Catalog, context: CardContext
+    topic: str,
+    contributions: list[_Contribution],
+    ruleset: RuleSet,
+    catalog: Catalog,
+    context: CardContext,
+    requests: _Requests,
 ) -> dict[str, Any]:
-    contributions = sorted(topic.contributions, key=lambda c: (-c.priority, c.rule_id, c.fact_id))
+    """The card of one topic (see the module docstring). A topic with one contribution
+    (most) takes the same steps with the sorting and the max of one left out."""
+    single = len(contributions) == 1
+    if not single:
+        contributions = sorted(contributions, key=_contribution_order)
     winner = contributions[0]
-    summary = _one_line(str(winner.card.get("summary", "")))
+    winner_card = winner.card
+    summary = _one_line(str(winner_card.get("summary", "")))
     if not summary:
         raise CardBuildError(f"rule {winner.rule_id}: empty card summary", winner.rule_id)
     if len(summary) >= MAX_SUMMARY:
@@ -338,10 +387,13 @@ def _merge(
             f"{MAX_SUMMARY}): {summary!r}",
             winner.rule_id,
         )
-    indicator = max(
-        (str(c.card.get("indicator", "info")) for c in contributions),
-        key=lambda i: SEVERITY.get(i, 0),
-    )
+    if single:
+        indicator = str(winner_card.get("indicator", "info"))
+    else:
+        indicator = max(
+            (str(c.card.get("indicator", "info")) for c in contributions),
+            key=lambda i: SEVERITY.get(i, 0),
+        )
     details: list[str] = []
     for contribution in contributions:
         text = contribution.card.get("detail")
@@ -349,15 +401,15 @@ def _merge(
             tidy = _tidy_markdown(str(text))
             if tidy and tidy not in details:
                 details.append(tidy)
-    details.extend(_notes(topic.topic, contributions, ruleset))
+    details.extend(_notes(topic, contributions, ruleset))
 
     payload: dict[str, Any] = {
         "rule": winner.rule_id,
-        "rules": _union([[c.rule_id] for c in contributions]),
+        "rules": [winner.rule_id] if single else _union([[c.rule_id] for c in contributions]),
         "evidence": _union(c.evidence for c in contributions),
         "rulesetVersion": context.ruleset_version,
     }
-    winner_payload = winner.card.get("payload") or {}
+    winner_payload = winner_card.get("payload") or {}
     for key, value in winner_payload.items():
         if key in LIST_FIELDS or not _present(value):
             continue
@@ -366,18 +418,18 @@ def _merge(
         merged = _union(_contribution_lists(c, name) for c in contributions)
         if merged:
             payload[name] = merged
-    for name in CONTRACT_NULLABLE_FIELDS.get(topic.topic, ()):
+    for name in CONTRACT_NULLABLE_FIELDS.get(topic, ()):
         payload.setdefault(name, None)  # the contract: "code or null", never absent
 
     card: dict[str, Any] = {
-        "uuid": _uuid(context, topic.topic),
+        "uuid": _uuid(context, topic),
         "summary": summary,
         "indicator": indicator,
     }
     if details:
         card["detail"] = "\n\n".join(details)
-    card["source"] = _source(winner, ruleset, catalog, topic.topic)
-    suggestions = _suggestions(topic.topic, contributions, catalog, context)
+    card["source"] = _source(winner, ruleset, catalog, topic)
+    suggestions = _suggestions(topic, contributions, catalog, context, requests)
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = "any"
@@ -393,6 +445,10 @@ def _merge(
     return card
 
 
+#: Position of each topic in :data:`TOPIC_ORDER`.
+_TOPIC_POSITION: dict[str, int] = {name: index for index, name in enumerate(TOPIC_ORDER)}
+
+
 def build_cards(
     firings: Sequence[Firing],
     ruleset: RuleSet,
@@ -406,17 +462,25 @@ def build_cards(
     :class:`CardBuildError` (naming the rule) when a card cannot be built.
     """
     cat = catalog or load_catalog()
-    topics: dict[str, _Topic] = {}
+    topics: dict[str, list[_Contribution]] = {}
     for firing in firings:
         contribution = _render(ruleset, firing)
         if contribution is None:
             continue
         name = str(contribution.card.get("topic"))
-        topics.setdefault(name, _Topic(name)).contributions.append(contribution)
-    cards = [(name, _merge(topic, ruleset, cat, context)) for name, topic in topics.items()]
+        contributions = topics.get(name)
+        if contributions is None:
+            topics[name] = [contribution]
+        else:
+            contributions.append(contribution)
+    requests = _Requests(context)
+    cards = [
+        (name, _merge(name, contributions, ruleset, cat, context, requests))
+        for name, contributions in topics.items()
+    ]
     allowed = HOOK_TOPICS.get(context.hook)
     if allowed is not None:
         cards = [(n, c) for n, c in cards if n in allowed or c["indicator"] == "critical"]
-    order = {name: index for index, name in enumerate(TOPIC_ORDER)}
+    order = _TOPIC_POSITION
     cards.sort(key=lambda nc: (-SEVERITY.get(nc[1]["indicator"], 0), order.get(nc[0], 99), nc[0]))
     return [card for _name, card in cards]
