@@ -11,6 +11,7 @@ Suggestions are the union (by label) and become draft ServiceRequests coded from
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -92,16 +93,52 @@ class CardContext:
     uuid_seed: str | None = None
 
 
-@dataclass(slots=True)
-class _Contribution:
-    """One rendered card of a firing. ``evidence``, ``links`` (the rule's) and ``fact``
-    (the firing's) are shared with the rule set and the firing: read, never changed."""
+@dataclass(frozen=True, slots=True)
+class _RuleCard:
+    """What a rule brings to every card it contributes to, worked out once per rule set
+    (kept in the rule's ``CardPlan.extras``): its evidence as written and without
+    repeats, its card's links as written and as `_links` gives them for this rule
+    alone, and the (label, url) of its first evidence with a source (None: none has)."""
 
     rule_id: str
     priority: int
+    evidence: tuple[str, ...]
+    unique_evidence: tuple[str, ...]
+    links: tuple[Mapping[str, Any], ...]
+    own_links: tuple[dict[str, Any], ...]
+    source: tuple[str, str] | None
+
+
+_EXTRAS_KEY = "cds.cards.build"
+
+
+def _rule_card(ruleset: RuleSet, rule_id: str) -> _RuleCard:
+    plan = ruleset.card_plan(rule_id)
+    static: _RuleCard | None = plan.extras.get(_EXTRAS_KEY)
+    if static is None:
+        rule = ruleset.rule(rule_id)
+        sources = ruleset.evidence.sources
+        first = next((sources[n] for n in rule.evidence if sources.get(n) is not None), None)
+        static = _RuleCard(
+            rule_id=rule.id,
+            priority=rule.priority,
+            evidence=tuple(rule.evidence),
+            unique_evidence=tuple(_union([rule.evidence])),
+            links=plan.links,
+            own_links=(),  # just below: _links reads only the links and the evidence
+            source=(first.label, first.url) if first is not None else None,
+        )
+        static = dataclasses.replace(static, own_links=tuple(_links([static], ruleset)))
+        plan.extras[_EXTRAS_KEY] = static
+    return static
+
+
+@dataclass(slots=True)
+class _Contribution:
+    """One rendered card of a firing; ``fact`` is the firing's (read, never changed)."""
+
+    rule: _RuleCard
     fact_id: str
-    evidence: Sequence[str]
-    links: Sequence[Mapping[str, Any]]
     card: dict[str, Any]
     fact: Mapping[str, Any]
 
@@ -110,23 +147,29 @@ class _Contribution:
 _UUID5_PREFIX = hashlib.sha1(UUID_NAMESPACE.bytes, usedforsecurity=False)
 
 
-def _uuid_text(raw: bytes, version: int) -> str:
-    """``str(uuid.UUID(bytes=raw[:16], version=version))`` without the UUID object."""
-    b = bytearray(raw[:16])
-    b[6] = (b[6] & 0x0F) | (version << 4)
-    b[8] = (b[8] & 0x3F) | 0x80  # the RFC 4122 variant
-    h = b.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+#: The RFC 4122 variant applied to a uuid's 17th hex digit (its top two bits become 10).
+_VARIANT_DIGIT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
+
+
+def _uuid_text(hexdigits: str, version: int) -> str:
+    """``str(uuid.UUID(hex=hexdigits[:32], version=version))`` without the UUID object.
+
+    The version replaces the 13th hex digit (the high nibble of byte 6), the variant
+    the top two bits of the 17th (byte 8's high nibble); the rest are the digits as
+    they are, grouped 8-4-4-4-12.
+    """
+    h = hexdigits
+    return f"{h[:8]}-{h[8:12]}-{version}{h[13:16]}-{_VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def _uuid(context: CardContext, *parts: str) -> str:
     # str(uuid.uuid4()) / str(uuid.uuid5(UUID_NAMESPACE, name)), byte for byte (~8 a call)
     if context.uuid_seed is None:
-        return _uuid_text(os.urandom(16), 4)
+        return _uuid_text(os.urandom(16).hex(), 4)
     name = "|".join((context.ruleset_version, context.uuid_seed, *parts))
     digest = _UUID5_PREFIX.copy()
     digest.update(name.encode("utf-8"))
-    return _uuid_text(digest.digest(), 5)
+    return _uuid_text(digest.hexdigest(), 5)
 
 
 def _one_line(text: str) -> str:
@@ -181,16 +224,8 @@ def _render(ruleset: RuleSet, firing: Firing) -> _Contribution | None:
             f"rule {firing.rule_id}: card template failed for fact {firing.fact_id}: {exc}",
             firing.rule_id,
         ) from exc
-    # No copies: the merge below only reads them, within this build_cards call.
-    return _Contribution(
-        rule.id,
-        rule.priority,
-        firing.fact_id,
-        rule.evidence,
-        ruleset.card_plan(rule.id).links,
-        card,
-        firing.fact,
-    )
+    # The fact is not copied: the merge only reads it, within this build_cards call.
+    return _Contribution(_rule_card(ruleset, rule.id), firing.fact_id, card, firing.fact)
 
 
 def _union(lists: Iterable[Iterable[Any]]) -> list[Any]:
@@ -237,34 +272,30 @@ def _notes(topic: str, contributions: Sequence[_Contribution], ruleset: RuleSet)
     return notes
 
 
-def _source(
-    contribution: _Contribution, ruleset: RuleSet, catalog: Catalog, topic: str
-) -> dict[str, Any]:
-    sources = ruleset.evidence.sources
-    for name in contribution.evidence:
-        src = sources.get(name)
-        if src is not None:
-            return {"label": src.label, "url": src.url, "topic": catalog.topic_coding(topic)}
+def _source(rule: _RuleCard, catalog: Catalog, topic: str) -> dict[str, Any]:
+    if rule.source is not None:
+        label, url = rule.source
+        return {"label": label, "url": url, "topic": catalog.topic_coding(topic)}
     raise CardBuildError(
-        f"rule {contribution.rule_id}: its evidence names no source of rules/evidence.yaml "
+        f"rule {rule.rule_id}: its evidence names no source of rules/evidence.yaml "
         "(a card must name its evidence, CS-11.3)",
-        contribution.rule_id,
+        rule.rule_id,
     )
 
 
-def _links(contributions: Sequence[_Contribution], ruleset: RuleSet) -> list[dict[str, Any]]:
+def _links(rules: Sequence[_RuleCard], ruleset: RuleSet) -> list[dict[str, Any]]:
     links: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for contribution in contributions:
-        for link in contribution.links:
+    for rule in rules:
+        for link in rule.links:
             url = str(link.get("url", ""))
             if url and url not in seen:
                 seen.add(url)
                 links.append(
                     {"label": str(link["label"]), "url": url, "type": link.get("type", "absolute")}
                 )
-    for contribution in contributions:
-        for name in contribution.evidence:
+    for rule in rules:
+        for name in rule.evidence:
             src = ruleset.evidence.sources.get(name)
             if src is None or name in UNPUBLISHED_SOURCES or src.url in seen:
                 continue
@@ -299,7 +330,8 @@ class _Requests:
         category = order.category_coding()
         if category is not None:
             resource["category"] = [{"coding": [category]}]
-        resource["code"] = {"coding": [order.coding()], "text": order.display}
+        coding = {"system": order.system, "code": order.code, "display": order.display}
+        resource["code"] = {"coding": [coding], "text": order.display}  # order.coding()
         if self.subject is not None:
             resource["subject"] = {"reference": self.subject}
         if period:
@@ -320,6 +352,7 @@ def _suggestions(
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     labels: set[str] = set()
+    known = catalog.orders  # Catalog.order(key) is orders[key] for a known key
     for contribution in contributions:
         for raw in contribution.card.get("suggestions") or []:
             label = _one_line(str(raw.get("label", "")))
@@ -335,12 +368,15 @@ def _suggestions(
                 period = _period(occurrence) if occurrence else None
                 due = f" (due {' to '.join(period.values())})" if period else ""
                 for key in orders:
-                    try:
-                        order = catalog.order(str(key))
-                    except CatalogError as exc:
-                        raise CardBuildError(
-                            f"rule {contribution.rule_id}: {exc}", contribution.rule_id
-                        ) from exc
+                    order = known.get(key) if type(key) is str else None
+                    if order is None:  # the catalog's own lookup raises its error
+                        try:
+                            order = catalog.order(str(key))
+                        except CatalogError as exc:
+                            raise CardBuildError(
+                                f"rule {contribution.rule.rule_id}: {exc}",
+                                contribution.rule.rule_id,
+                            ) from exc
                     actions.append(
                         {
                             "type": "create",
@@ -360,7 +396,7 @@ def _suggestions(
 
 
 def _contribution_order(contribution: _Contribution) -> tuple[int, str, str]:
-    return (-contribution.priority, contribution.rule_id, contribution.fact_id)
+    return (-contribution.rule.priority, contribution.rule.rule_id, contribution.fact_id)
 
 
 def _merge(
@@ -372,20 +408,22 @@ def _merge(
     requests: _Requests,
 ) -> dict[str, Any]:
     """The card of one topic (see the module docstring). A topic with one contribution
-    (most) takes the same steps with the sorting and the max of one left out."""
+    (most) takes the same steps with the sorting and the max of one left out, and its
+    evidence and links as worked out once for the rule (`_rule_card`)."""
     single = len(contributions) == 1
     if not single:
         contributions = sorted(contributions, key=_contribution_order)
     winner = contributions[0]
+    rule = winner.rule
     winner_card = winner.card
     summary = _one_line(str(winner_card.get("summary", "")))
     if not summary:
-        raise CardBuildError(f"rule {winner.rule_id}: empty card summary", winner.rule_id)
+        raise CardBuildError(f"rule {rule.rule_id}: empty card summary", rule.rule_id)
     if len(summary) >= MAX_SUMMARY:
         raise CardBuildError(
-            f"rule {winner.rule_id}: summary has {len(summary)} characters (must be under "
+            f"rule {rule.rule_id}: summary has {len(summary)} characters (must be under "
             f"{MAX_SUMMARY}): {summary!r}",
-            winner.rule_id,
+            rule.rule_id,
         )
     if single:
         indicator = str(winner_card.get("indicator", "info"))
@@ -403,12 +441,20 @@ def _merge(
                 details.append(tidy)
     details.extend(_notes(topic, contributions, ruleset))
 
-    payload: dict[str, Any] = {
-        "rule": winner.rule_id,
-        "rules": [winner.rule_id] if single else _union([[c.rule_id] for c in contributions]),
-        "evidence": _union(c.evidence for c in contributions),
-        "rulesetVersion": context.ruleset_version,
-    }
+    if single:
+        payload: dict[str, Any] = {
+            "rule": rule.rule_id,
+            "rules": [rule.rule_id],
+            "evidence": list(rule.unique_evidence),
+            "rulesetVersion": context.ruleset_version,
+        }
+    else:
+        payload = {
+            "rule": rule.rule_id,
+            "rules": _union([[c.rule.rule_id] for c in contributions]),
+            "evidence": _union(c.rule.evidence for c in contributions),
+            "rulesetVersion": context.ruleset_version,
+        }
     winner_payload = winner_card.get("payload") or {}
     for key, value in winner_payload.items():
         if key in LIST_FIELDS or not _present(value):
@@ -428,7 +474,7 @@ def _merge(
     }
     if details:
         card["detail"] = "\n\n".join(details)
-    card["source"] = _source(winner, ruleset, catalog, topic)
+    card["source"] = _source(rule, catalog, topic)
     suggestions = _suggestions(topic, contributions, catalog, context, requests)
     if suggestions:
         card["suggestions"] = suggestions
@@ -438,7 +484,10 @@ def _merge(
             {"code": code, "system": OVERRIDE_SYSTEM, "display": display}
             for code, display in OVERRIDE_REASONS
         ]
-    links = _links(contributions, ruleset)
+    if single:
+        links = [dict(link) for link in rule.own_links]
+    else:
+        links = _links([c.rule for c in contributions], ruleset)
     if links:
         card["links"] = links
     card["extension"] = {EXTENSION_KEY: payload}

@@ -174,6 +174,8 @@ class CardPlan:
     ``fast``, when the card's templates translate (cds.rules.templates), gives the same
     dict from the raw fact of type ``fact_type``. ``links`` are the card's links as
     plain dicts, unrendered: shared, never to be changed (`RuleSet.card_links` copies).
+    ``extras`` holds what users of the plan derive from it once (e.g. cds.cards.build's
+    static parts of the rule's cards), keyed by the user: it lives as long as the plan.
     """
 
     rule_id: str
@@ -181,6 +183,7 @@ class CardPlan:
     render: Renderer
     fast: Renderer | None
     links: tuple[dict[str, Any], ...]
+    extras: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def _version(paths: list[Path]) -> str:
