@@ -252,14 +252,15 @@ def _contribution_lists(contribution: _Contribution, name: str) -> list[Any]:
 def _notes(topic: str, contributions: Sequence[_Contribution], ruleset: RuleSet) -> list[str]:
     """What the card rests on that the reader must know: assumptions, preliminary data."""
     notes: list[str] = []
-    facts = [c.fact for c in contributions]
-    if any(f.get("preliminary") is True for f in facts):
-        notes.append(
-            "**Preliminary result**: a DXA result used here has status *preliminary* "
-            "(CS-1.1); confirm against the final report."
-        )
+    for contribution in contributions:
+        if contribution.fact.get("preliminary") is True:
+            notes.append(
+                "**Preliminary result**: a DXA result used here has status *preliminary* "
+                "(CS-1.1); confirm against the final report."
+            )
+            break
     if topic in MENOPAUSE_TOPICS:
-        for fact in facts:
+        for fact in (c.fact for c in contributions):
             if fact.get("menopausal_assumed") is True and fact.get("sex") == "female":
                 age_limit = ruleset.parameters.get("menopause_assumption_age", 50)
                 status = str(fact.get("menopausal_status", "unknown"))
@@ -457,11 +458,18 @@ def _merge(
         }
     winner_payload = winner_card.get("payload") or {}
     for key, value in winner_payload.items():
-        if key in LIST_FIELDS or not _present(value):
+        # not _present(value), inline
+        if value is None or (isinstance(value, str | list | dict) and len(value) == 0):
             continue
-        payload[key] = value
+        if key not in LIST_FIELDS:
+            payload[key] = value
     for name in LIST_FIELDS:
-        merged = _union(_contribution_lists(c, name) for c in contributions)
+        if single:  # the union of one fresh list of at most one value is that list
+            merged = _contribution_lists(winner, name)
+            if len(merged) > 1:
+                merged = _union((merged,))
+        else:
+            merged = _union(_contribution_lists(c, name) for c in contributions)
         if merged:
             payload[name] = merged
     for name in CONTRACT_NULLABLE_FIELDS.get(topic, ()):

@@ -41,8 +41,14 @@ def add_months(value: str | None, months: int) -> str | None:
     base = dt.date.fromisoformat(str(value))
     total = base.year * 12 + (base.month - 1) + int(months)
     year, month = divmod(total, 12)
-    day = min(base.day, calendar.monthrange(year, month + 1)[1])
+    # calendar.monthrange(year, month + 1)[1], without the weekday it also works out
+    days = _MONTH_DAYS[month] + (month == 1 and calendar.isleap(year))
+    day = min(base.day, days)
     return dt.date(year, month + 1, day).isoformat()
+
+
+#: Days of each month (January first) in a common year (calendar's own table).
+_MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
 def fmt(value: float | int | None, digits: int = 1) -> str | None:
