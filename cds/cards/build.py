@@ -310,15 +310,41 @@ def _period(occurrence: Mapping[str, Any]) -> dict[str, str]:
     return {k: str(occurrence[k]) for k in ("start", "end") if _present(occurrence.get(k))}
 
 
-class _Requests:
-    """Draft ServiceRequests of one evaluation: what depends on the context alone
-    (subject, authoredOn) is worked out once, each resource gets its own dicts."""
+class _Evaluation:
+    """What the cards of one evaluation share, worked out once: the ServiceRequest
+    subject and authoredOn, and the SHA-1 state of a uuid5 name's common start.
 
-    __slots__ = ("authored", "subject")
+    ``uuid(*parts)`` is ``_uuid(context, *parts)``: with a seed, the name is
+    ``version|seed|`` followed by ``"|".join(parts)`` (``parts`` is never empty), and
+    SHA-1 over the UTF-8 of the two is SHA-1 over the UTF-8 of the whole name. Text
+    that does not encode (lone surrogates) goes to `_uuid` itself, which raises its
+    own error, as does a seed that does not encode (found at the first uuid, as before).
+    """
+
+    __slots__ = ("_prefix", "authored", "context", "subject")
 
     def __init__(self, context: CardContext) -> None:
+        self.context = context
         self.subject = f"Patient/{context.patient_id}" if context.patient_id else None
         self.authored = context.as_of.isoformat() if context.as_of is not None else None
+        self._prefix: Any = None  # the hash state after "version|seed|", when first needed
+
+    def uuid(self, *parts: str) -> str:
+        context = self.context
+        if context.uuid_seed is None:
+            return _uuid_text(os.urandom(16).hex(), 4)
+        try:
+            prefix = self._prefix
+            if prefix is None:
+                prefix = _UUID5_PREFIX.copy()
+                prefix.update("|".join((context.ruleset_version, context.uuid_seed, "")).encode())
+                self._prefix = prefix
+            tail = "|".join(parts).encode("utf-8")
+        except (UnicodeEncodeError, TypeError):
+            return _uuid(context, *parts)
+        digest = prefix.copy()
+        digest.update(tail)
+        return _uuid_text(digest.hexdigest(), 5)
 
     def resource(
         self, order: OrderCode, period: dict[str, str] | None, note: str | None
@@ -348,8 +374,7 @@ def _suggestions(
     topic: str,
     contributions: Sequence[_Contribution],
     catalog: Catalog,
-    context: CardContext,
-    requests: _Requests,
+    evaluation: _Evaluation,
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     labels: set[str] = set()
@@ -382,12 +407,12 @@ def _suggestions(
                         {
                             "type": "create",
                             "description": f"Draft order: {order.display}{due}",
-                            "resource": requests.resource(order, period, note),
+                            "resource": evaluation.resource(order, period, note),
                         }
                     )
             suggestion: dict[str, Any] = {
                 "label": label,
-                "uuid": _uuid(context, topic, "suggestion", label),
+                "uuid": evaluation.uuid(topic, "suggestion", label),
                 "isRecommended": bool(raw.get("recommended", False)),
             }
             if actions:
@@ -406,7 +431,7 @@ def _merge(
     ruleset: RuleSet,
     catalog: Catalog,
     context: CardContext,
-    requests: _Requests,
+    evaluation: _Evaluation,
 ) -> dict[str, Any]:
     """The card of one topic (see the module docstring). A topic with one contribution
     (most) takes the same steps with the sorting and the max of one left out, and its
@@ -476,14 +501,14 @@ def _merge(
         payload.setdefault(name, None)  # the contract: "code or null", never absent
 
     card: dict[str, Any] = {
-        "uuid": _uuid(context, topic),
+        "uuid": evaluation.uuid(topic),
         "summary": summary,
         "indicator": indicator,
     }
     if details:
         card["detail"] = "\n\n".join(details)
     card["source"] = _source(rule, catalog, topic)
-    suggestions = _suggestions(topic, contributions, catalog, context, requests)
+    suggestions = _suggestions(topic, contributions, catalog, evaluation)
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = "any"
@@ -530,9 +555,9 @@ def build_cards(
             topics[name] = [contribution]
         else:
             contributions.append(contribution)
-    requests = _Requests(context)
+    evaluation = _Evaluation(context)
     cards = [
-        (name, _merge(name, contributions, ruleset, cat, context, requests))
+        (name, _merge(name, contributions, ruleset, cat, context, evaluation))
         for name, contributions in topics.items()
     ]
     allowed = HOOK_TOPICS.get(context.hook)

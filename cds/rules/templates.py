@@ -480,12 +480,17 @@ class _Translator:
         return self.expr(body[0].nodes[0])
 
 
-def _define(code: str, names: dict[str, Any], filename: str) -> Renderer:
-    """The function ``code`` defines as ``_render`` (its globals: `names`)."""
+def _define(code: str, names: dict[str, Any], filename: str) -> Renderer | None:
+    """The function ``code`` defines as ``_render`` (its globals: `names`, and of the
+    builtins only ``str``, ``type`` and ``dict``); None when Python cannot compile it
+    (e.g. beyond its nesting limits): the template then keeps the Jinja path."""
     namespace: dict[str, Any] = {"__builtins__": {"str": str, "type": type, "dict": dict}}
     namespace.update(names)
-    # Only code written by `_Translator` and `TemplateCache.translate` comes here.
-    exec(compile(code, filename, "exec"), namespace)
+    try:
+        # Only code written by `_Translator` and `TemplateCache.translate` comes here.
+        exec(compile(code, filename, "exec"), namespace)
+    except (SyntaxError, RecursionError, MemoryError, ValueError):
+        return None
     render: Renderer = namespace["_render"]
     return render
 
@@ -500,7 +505,7 @@ def _translate_template(source: str) -> Renderer | None:
     names: dict[str, Any] = {"_MISS": _MISS}
     try:
         value = _Translator(_index_read, names).template(source)
-    except (_Unsupported, TemplateSyntaxError):
+    except (_Unsupported, TemplateSyntaxError, RecursionError):
         return None
     code = (
         "def _render(fact, param):\n"
@@ -596,7 +601,7 @@ class TemplateCache:
 
         try:
             body = code(value)
-        except (_Unsupported, TemplateSyntaxError):
+        except (_Unsupported, TemplateSyntaxError, RecursionError):
             return None
         source = (
             "def _render(fact, param):\n"
