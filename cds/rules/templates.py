@@ -263,7 +263,8 @@ def _fast_text(source: str, template: JinjaTemplate) -> Renderer | None:
 #
 # The template shapes the rules use (text, `fact.x` / `param.y` / `fact['x']`, the filters
 # and tests below, `or` / `and` / `not`, comparisons, `if` blocks, `a if b else c`) are
-# translated once, at load, into one Python expression each. The expression is the code
+# translated once (when compiled; a card's templates together, into one function building
+# the card, when the card is first rendered) into one Python expression each: the code
 # Jinja's own code generator writes for the same AST (jinja2.compiler; print it with
 # ``ENV.compile(source, raw=True)``), with the run-time indirections resolved in advance:
 #
