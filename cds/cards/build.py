@@ -11,17 +11,18 @@ Suggestions are the union (by label) and become draft ServiceRequests coded from
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from cds.cards.catalog import Catalog, CatalogError, load_catalog
+from cds.cards.catalog import Catalog, CatalogError, OrderCode, load_catalog
 from cds.rules.model import CONTRACT_NULLABLE_FIELDS
 from cds.rules.result import Firing
 from cds.rules.ruleset import RuleSet
@@ -92,52 +93,112 @@ class CardContext:
     uuid_seed: str | None = None
 
 
-@dataclass
-class _Contribution:
+@dataclass(frozen=True, slots=True)
+class _RuleCard:
+    """What a rule brings to every card it contributes to, worked out once per rule set
+    (kept in the rule's ``CardPlan.extras``): its evidence as written and without
+    repeats, its card's links as written and as `_links` gives them for this rule
+    alone, and the (label, url) of its first evidence with a source (None: none has)."""
+
     rule_id: str
     priority: int
+    evidence: tuple[str, ...]
+    unique_evidence: tuple[str, ...]
+    links: tuple[Mapping[str, Any], ...]
+    own_links: tuple[dict[str, Any], ...]
+    source: tuple[str, str] | None
+
+
+_EXTRAS_KEY = "cds.cards.build"
+
+
+def _rule_card(ruleset: RuleSet, rule_id: str) -> _RuleCard:
+    plan = ruleset.card_plan(rule_id)
+    static: _RuleCard | None = plan.extras.get(_EXTRAS_KEY)
+    if static is None:
+        rule = ruleset.rule(rule_id)
+        sources = ruleset.evidence.sources
+        first = next((sources[n] for n in rule.evidence if sources.get(n) is not None), None)
+        static = _RuleCard(
+            rule_id=rule.id,
+            priority=rule.priority,
+            evidence=tuple(rule.evidence),
+            unique_evidence=tuple(_union([rule.evidence])),
+            links=plan.links,
+            own_links=(),  # just below: _links reads only the links and the evidence
+            source=(first.label, first.url) if first is not None else None,
+        )
+        static = dataclasses.replace(static, own_links=tuple(_links([static], ruleset)))
+        plan.extras[_EXTRAS_KEY] = static
+    return static
+
+
+@dataclass(slots=True)
+class _Contribution:
+    """One rendered card of a firing; ``fact`` is the firing's (read, never changed)."""
+
+    rule: _RuleCard
     fact_id: str
-    evidence: list[str]
-    links: list[dict[str, Any]]
     card: dict[str, Any]
-    fact: dict[str, Any]
-
-
-@dataclass
-class _Topic:
-    topic: str
-    contributions: list[_Contribution] = field(default_factory=list)
+    fact: Mapping[str, Any]
 
 
 #: SHA-1 state after the namespace bytes: a uuid5's hash continues from a copy of it.
 _UUID5_PREFIX = hashlib.sha1(UUID_NAMESPACE.bytes, usedforsecurity=False)
 
 
-def _uuid_text(raw: bytes, version: int) -> str:
-    """``str(uuid.UUID(bytes=raw[:16], version=version))`` without the UUID object."""
-    b = bytearray(raw[:16])
-    b[6] = (b[6] & 0x0F) | (version << 4)
-    b[8] = (b[8] & 0x3F) | 0x80  # the RFC 4122 variant
-    h = b.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+#: The RFC 4122 variant applied to a uuid's 17th hex digit (its top two bits become 10).
+_VARIANT_DIGIT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
+
+
+def _uuid_text(hexdigits: str, version: int) -> str:
+    """``str(uuid.UUID(hex=hexdigits[:32], version=version))`` without the UUID object.
+
+    The version replaces the 13th hex digit (the high nibble of byte 6), the variant
+    the top two bits of the 17th (byte 8's high nibble); the rest are the digits as
+    they are, grouped 8-4-4-4-12.
+    """
+    h = hexdigits
+    return f"{h[:8]}-{h[8:12]}-{version}{h[13:16]}-{_VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def _uuid(context: CardContext, *parts: str) -> str:
     # str(uuid.uuid4()) / str(uuid.uuid5(UUID_NAMESPACE, name)), byte for byte (~8 a call)
     if context.uuid_seed is None:
-        return _uuid_text(os.urandom(16), 4)
+        return _uuid_text(os.urandom(16).hex(), 4)
     name = "|".join((context.ruleset_version, context.uuid_seed, *parts))
     digest = _UUID5_PREFIX.copy()
     digest.update(name.encode("utf-8"))
-    return _uuid_text(digest.digest(), 5)
+    return _uuid_text(digest.hexdigest(), 5)
 
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-@functools.lru_cache(maxsize=2048)
 def _tidy_markdown(text: str) -> str:
+    """`_tidy_text`, answering at once for a text it changes only by stripping (most).
+
+    Its first step strips the text. A stripped ASCII text whose only characters that
+    are not printable are newlines has no line boundary but the newline and no
+    whitespace but spaces and newlines; without two spaces in a row, a space before a
+    newline or three newlines in a row, no line has trailing whitespace and neither
+    substitution applies, so the stripped text is the result.
+    """
+    stripped = text.strip()
+    if (
+        stripped.isascii()
+        and stripped.replace("\n", "").isprintable()
+        and "  " not in stripped
+        and " \n" not in stripped
+        and "\n\n\n" not in stripped
+    ):
+        return stripped
+    return _tidy_text(text)
+
+
+@functools.lru_cache(maxsize=2048)
+def _tidy_text(text: str) -> str:
     lines = [line.rstrip() for line in text.strip().splitlines()]
     out = "\n".join(lines)
     out = re.sub(r"[ \t]{2,}", " ", out)
@@ -163,15 +224,8 @@ def _render(ruleset: RuleSet, firing: Firing) -> _Contribution | None:
             f"rule {firing.rule_id}: card template failed for fact {firing.fact_id}: {exc}",
             firing.rule_id,
         ) from exc
-    return _Contribution(
-        rule_id=rule.id,
-        priority=rule.priority,
-        fact_id=firing.fact_id,
-        evidence=list(rule.evidence),
-        links=ruleset.card_links(rule.id),
-        card=card,
-        fact=dict(firing.fact),
-    )
+    # The fact is not copied: the merge only reads it, within this build_cards call.
+    return _Contribution(_rule_card(ruleset, rule.id), firing.fact_id, card, firing.fact)
 
 
 def _union(lists: Iterable[Iterable[Any]]) -> list[Any]:
@@ -198,14 +252,15 @@ def _contribution_lists(contribution: _Contribution, name: str) -> list[Any]:
 def _notes(topic: str, contributions: Sequence[_Contribution], ruleset: RuleSet) -> list[str]:
     """What the card rests on that the reader must know: assumptions, preliminary data."""
     notes: list[str] = []
-    facts = [c.fact for c in contributions]
-    if any(f.get("preliminary") is True for f in facts):
-        notes.append(
-            "**Preliminary result**: a DXA result used here has status *preliminary* "
-            "(CS-1.1); confirm against the final report."
-        )
+    for contribution in contributions:
+        if contribution.fact.get("preliminary") is True:
+            notes.append(
+                "**Preliminary result**: a DXA result used here has status *preliminary* "
+                "(CS-1.1); confirm against the final report."
+            )
+            break
     if topic in MENOPAUSE_TOPICS:
-        for fact in facts:
+        for fact in (c.fact for c in contributions):
             if fact.get("menopausal_assumed") is True and fact.get("sex") == "female":
                 age_limit = ruleset.parameters.get("menopause_assumption_age", 50)
                 status = str(fact.get("menopausal_status", "unknown"))
@@ -218,34 +273,30 @@ def _notes(topic: str, contributions: Sequence[_Contribution], ruleset: RuleSet)
     return notes
 
 
-def _source(
-    contribution: _Contribution, ruleset: RuleSet, catalog: Catalog, topic: str
-) -> dict[str, Any]:
-    sources = ruleset.evidence.sources
-    for name in contribution.evidence:
-        src = sources.get(name)
-        if src is not None:
-            return {"label": src.label, "url": src.url, "topic": catalog.topic_coding(topic)}
+def _source(rule: _RuleCard, catalog: Catalog, topic: str) -> dict[str, Any]:
+    if rule.source is not None:
+        label, url = rule.source
+        return {"label": label, "url": url, "topic": catalog.topic_coding(topic)}
     raise CardBuildError(
-        f"rule {contribution.rule_id}: its evidence names no source of rules/evidence.yaml "
+        f"rule {rule.rule_id}: its evidence names no source of rules/evidence.yaml "
         "(a card must name its evidence, CS-11.3)",
-        contribution.rule_id,
+        rule.rule_id,
     )
 
 
-def _links(contributions: Sequence[_Contribution], ruleset: RuleSet) -> list[dict[str, Any]]:
+def _links(rules: Sequence[_RuleCard], ruleset: RuleSet) -> list[dict[str, Any]]:
     links: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for contribution in contributions:
-        for link in contribution.links:
+    for rule in rules:
+        for link in rule.links:
             url = str(link.get("url", ""))
             if url and url not in seen:
                 seen.add(url)
                 links.append(
                     {"label": str(link["label"]), "url": url, "type": link.get("type", "absolute")}
                 )
-    for contribution in contributions:
-        for name in contribution.evidence:
+    for rule in rules:
+        for name in rule.evidence:
             src = ruleset.evidence.sources.get(name)
             if src is None or name in UNPUBLISHED_SOURCES or src.url in seen:
                 continue
@@ -254,41 +305,80 @@ def _links(contributions: Sequence[_Contribution], ruleset: RuleSet) -> list[dic
     return links
 
 
-def _service_request(
-    key: str,
-    catalog: Catalog,
-    context: CardContext,
-    occurrence: Mapping[str, Any] | None,
-    note: str | None,
-) -> dict[str, Any]:
-    order = catalog.order(key)
-    resource: dict[str, Any] = {"resourceType": "ServiceRequest", "status": "draft"}
-    resource["intent"] = "proposal"
-    category = order.category_coding()
-    if category is not None:
-        resource["category"] = [{"coding": [category]}]
-    resource["code"] = {"coding": [order.coding()], "text": order.display}
-    if context.patient_id:
-        resource["subject"] = {"reference": f"Patient/{context.patient_id}"}
-    if occurrence:
-        period = {k: str(occurrence[k]) for k in ("start", "end") if _present(occurrence.get(k))}
+def _period(occurrence: Mapping[str, Any]) -> dict[str, str]:
+    """A suggestion's occurrence as a ServiceRequest.occurrencePeriod (maybe empty)."""
+    return {k: str(occurrence[k]) for k in ("start", "end") if _present(occurrence.get(k))}
+
+
+class _Evaluation:
+    """What the cards of one evaluation share, worked out once: the ServiceRequest
+    subject and authoredOn, and the SHA-1 state of a uuid5 name's common start.
+
+    ``uuid(*parts)`` is ``_uuid(context, *parts)``: with a seed, the name is
+    ``version|seed|`` followed by ``"|".join(parts)`` (``parts`` is never empty), and
+    SHA-1 over the UTF-8 of the two is SHA-1 over the UTF-8 of the whole name. Text
+    that does not encode (lone surrogates) goes to `_uuid` itself, which raises its
+    own error, as does a seed that does not encode (found at the first uuid, as before).
+    """
+
+    __slots__ = ("_prefix", "authored", "context", "subject")
+
+    def __init__(self, context: CardContext) -> None:
+        self.context = context
+        self.subject = f"Patient/{context.patient_id}" if context.patient_id else None
+        self.authored = context.as_of.isoformat() if context.as_of is not None else None
+        self._prefix: Any = None  # the hash state after "version|seed|", when first needed
+
+    def uuid(self, *parts: str) -> str:
+        context = self.context
+        if context.uuid_seed is None:
+            return _uuid_text(os.urandom(16).hex(), 4)
+        try:
+            prefix = self._prefix
+            if prefix is None:
+                prefix = _UUID5_PREFIX.copy()
+                prefix.update("|".join((context.ruleset_version, context.uuid_seed, "")).encode())
+                self._prefix = prefix
+            tail = "|".join(parts).encode("utf-8")
+        except (UnicodeEncodeError, TypeError):
+            return _uuid(context, *parts)
+        digest = prefix.copy()
+        digest.update(tail)
+        return _uuid_text(digest.hexdigest(), 5)
+
+    def resource(
+        self, order: OrderCode, period: dict[str, str] | None, note: str | None
+    ) -> dict[str, Any]:
+        resource: dict[str, Any] = {
+            "resourceType": "ServiceRequest",
+            "status": "draft",
+            "intent": "proposal",
+        }
+        category = order.category_coding()
+        if category is not None:
+            resource["category"] = [{"coding": [category]}]
+        coding = {"system": order.system, "code": order.code, "display": order.display}
+        resource["code"] = {"coding": [coding], "text": order.display}  # order.coding()
+        if self.subject is not None:
+            resource["subject"] = {"reference": self.subject}
         if period:
-            resource["occurrencePeriod"] = period
-    if context.as_of is not None:
-        resource["authoredOn"] = context.as_of.isoformat()
-    if note:
-        resource["note"] = [{"text": note}]
-    return resource
+            resource["occurrencePeriod"] = dict(period)
+        if self.authored is not None:
+            resource["authoredOn"] = self.authored
+        if note:
+            resource["note"] = [{"text": note}]
+        return resource
 
 
 def _suggestions(
     topic: str,
     contributions: Sequence[_Contribution],
     catalog: Catalog,
-    context: CardContext,
+    evaluation: _Evaluation,
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     labels: set[str] = set()
+    known = catalog.orders  # Catalog.order(key) is orders[key] for a known key
     for contribution in contributions:
         for raw in contribution.card.get("suggestions") or []:
             label = _one_line(str(raw.get("label", "")))
@@ -298,24 +388,31 @@ def _suggestions(
             note_raw = raw.get("note")
             note = _one_line(str(note_raw)) if _present(note_raw) else None
             actions: list[dict[str, Any]] = []
-            for key in raw.get("orders") or []:
-                try:
-                    resource = _service_request(
-                        str(key), catalog, context, raw.get("occurrence"), note
+            orders = raw.get("orders") or []
+            if orders:
+                occurrence = raw.get("occurrence")
+                period = _period(occurrence) if occurrence else None
+                due = f" (due {' to '.join(period.values())})" if period else ""
+                for key in orders:
+                    order = known.get(key) if type(key) is str else None
+                    if order is None:  # the catalog's own lookup raises its error
+                        try:
+                            order = catalog.order(str(key))
+                        except CatalogError as exc:
+                            raise CardBuildError(
+                                f"rule {contribution.rule.rule_id}: {exc}",
+                                contribution.rule.rule_id,
+                            ) from exc
+                    actions.append(
+                        {
+                            "type": "create",
+                            "description": f"Draft order: {order.display}{due}",
+                            "resource": evaluation.resource(order, period, note),
+                        }
                     )
-                except CatalogError as exc:
-                    raise CardBuildError(
-                        f"rule {contribution.rule_id}: {exc}", contribution.rule_id
-                    ) from exc
-                display = resource["code"]["text"]
-                description = f"Draft order: {display}"
-                period = resource.get("occurrencePeriod")
-                if period:
-                    description += " (due " + " to ".join(period.values()) + ")"
-                actions.append({"type": "create", "description": description, "resource": resource})
             suggestion: dict[str, Any] = {
                 "label": label,
-                "uuid": _uuid(context, topic, "suggestion", label),
+                "uuid": evaluation.uuid(topic, "suggestion", label),
                 "isRecommended": bool(raw.get("recommended", False)),
             }
             if actions:
@@ -324,24 +421,43 @@ def _suggestions(
     return out
 
 
+def _contribution_order(contribution: _Contribution) -> tuple[int, str, str]:
+    return (-contribution.rule.priority, contribution.rule.rule_id, contribution.fact_id)
+
+
 def _merge(
-    topic: _Topic, ruleset: RuleSet, catalog: Catalog, context: CardContext
+    topic: str,
+    contributions: list[_Contribution],
+    ruleset: RuleSet,
+    catalog: Catalog,
+    context: CardContext,
+    evaluation: _Evaluation,
 ) -> dict[str, Any]:
-    contributions = sorted(topic.contributions, key=lambda c: (-c.priority, c.rule_id, c.fact_id))
+    """The card of one topic (see the module docstring). A topic with one contribution
+    (most) takes the same steps with the sorting and the max of one left out, and its
+    evidence and links as worked out once for the rule (`_rule_card`)."""
+    single = len(contributions) == 1
+    if not single:
+        contributions = sorted(contributions, key=_contribution_order)
     winner = contributions[0]
-    summary = _one_line(str(winner.card.get("summary", "")))
+    rule = winner.rule
+    winner_card = winner.card
+    summary = _one_line(str(winner_card.get("summary", "")))
     if not summary:
-        raise CardBuildError(f"rule {winner.rule_id}: empty card summary", winner.rule_id)
+        raise CardBuildError(f"rule {rule.rule_id}: empty card summary", rule.rule_id)
     if len(summary) >= MAX_SUMMARY:
         raise CardBuildError(
-            f"rule {winner.rule_id}: summary has {len(summary)} characters (must be under "
+            f"rule {rule.rule_id}: summary has {len(summary)} characters (must be under "
             f"{MAX_SUMMARY}): {summary!r}",
-            winner.rule_id,
+            rule.rule_id,
         )
-    indicator = max(
-        (str(c.card.get("indicator", "info")) for c in contributions),
-        key=lambda i: SEVERITY.get(i, 0),
-    )
+    if single:
+        indicator = str(winner_card.get("indicator", "info"))
+    else:
+        indicator = max(
+            (str(c.card.get("indicator", "info")) for c in contributions),
+            key=lambda i: SEVERITY.get(i, 0),
+        )
     details: list[str] = []
     for contribution in contributions:
         text = contribution.card.get("detail")
@@ -349,35 +465,50 @@ def _merge(
             tidy = _tidy_markdown(str(text))
             if tidy and tidy not in details:
                 details.append(tidy)
-    details.extend(_notes(topic.topic, contributions, ruleset))
+    details.extend(_notes(topic, contributions, ruleset))
 
-    payload: dict[str, Any] = {
-        "rule": winner.rule_id,
-        "rules": _union([[c.rule_id] for c in contributions]),
-        "evidence": _union(c.evidence for c in contributions),
-        "rulesetVersion": context.ruleset_version,
-    }
-    winner_payload = winner.card.get("payload") or {}
+    if single:
+        payload: dict[str, Any] = {
+            "rule": rule.rule_id,
+            "rules": [rule.rule_id],
+            "evidence": list(rule.unique_evidence),
+            "rulesetVersion": context.ruleset_version,
+        }
+    else:
+        payload = {
+            "rule": rule.rule_id,
+            "rules": _union([[c.rule.rule_id] for c in contributions]),
+            "evidence": _union(c.rule.evidence for c in contributions),
+            "rulesetVersion": context.ruleset_version,
+        }
+    winner_payload = winner_card.get("payload") or {}
     for key, value in winner_payload.items():
-        if key in LIST_FIELDS or not _present(value):
+        # not _present(value), inline
+        if value is None or (isinstance(value, str | list | dict) and len(value) == 0):
             continue
-        payload[key] = value
+        if key not in LIST_FIELDS:
+            payload[key] = value
     for name in LIST_FIELDS:
-        merged = _union(_contribution_lists(c, name) for c in contributions)
+        if single:  # the union of one fresh list of at most one value is that list
+            merged = _contribution_lists(winner, name)
+            if len(merged) > 1:
+                merged = _union((merged,))
+        else:
+            merged = _union(_contribution_lists(c, name) for c in contributions)
         if merged:
             payload[name] = merged
-    for name in CONTRACT_NULLABLE_FIELDS.get(topic.topic, ()):
+    for name in CONTRACT_NULLABLE_FIELDS.get(topic, ()):
         payload.setdefault(name, None)  # the contract: "code or null", never absent
 
     card: dict[str, Any] = {
-        "uuid": _uuid(context, topic.topic),
+        "uuid": evaluation.uuid(topic),
         "summary": summary,
         "indicator": indicator,
     }
     if details:
         card["detail"] = "\n\n".join(details)
-    card["source"] = _source(winner, ruleset, catalog, topic.topic)
-    suggestions = _suggestions(topic.topic, contributions, catalog, context)
+    card["source"] = _source(rule, catalog, topic)
+    suggestions = _suggestions(topic, contributions, catalog, evaluation)
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = "any"
@@ -386,11 +517,18 @@ def _merge(
             {"code": code, "system": OVERRIDE_SYSTEM, "display": display}
             for code, display in OVERRIDE_REASONS
         ]
-    links = _links(contributions, ruleset)
+    if single:
+        links = [dict(link) for link in rule.own_links]
+    else:
+        links = _links([c.rule for c in contributions], ruleset)
     if links:
         card["links"] = links
     card["extension"] = {EXTENSION_KEY: payload}
     return card
+
+
+#: Position of each topic in :data:`TOPIC_ORDER`.
+_TOPIC_POSITION: dict[str, int] = {name: index for index, name in enumerate(TOPIC_ORDER)}
 
 
 def build_cards(
@@ -406,17 +544,25 @@ def build_cards(
     :class:`CardBuildError` (naming the rule) when a card cannot be built.
     """
     cat = catalog or load_catalog()
-    topics: dict[str, _Topic] = {}
+    topics: dict[str, list[_Contribution]] = {}
     for firing in firings:
         contribution = _render(ruleset, firing)
         if contribution is None:
             continue
         name = str(contribution.card.get("topic"))
-        topics.setdefault(name, _Topic(name)).contributions.append(contribution)
-    cards = [(name, _merge(topic, ruleset, cat, context)) for name, topic in topics.items()]
+        contributions = topics.get(name)
+        if contributions is None:
+            topics[name] = [contribution]
+        else:
+            contributions.append(contribution)
+    evaluation = _Evaluation(context)
+    cards = [
+        (name, _merge(name, contributions, ruleset, cat, context, evaluation))
+        for name, contributions in topics.items()
+    ]
     allowed = HOOK_TOPICS.get(context.hook)
     if allowed is not None:
         cards = [(n, c) for n, c in cards if n in allowed or c["indicator"] == "critical"]
-    order = {name: index for index, name in enumerate(TOPIC_ORDER)}
+    order = _TOPIC_POSITION
     cards.sort(key=lambda nc: (-SEVERITY.get(nc[1]["indicator"], 0), order.get(nc[0], 99), nc[0]))
     return [card for _name, card in cards]

@@ -15,7 +15,7 @@ from cds.rules.facttypes import FactType, input_fact_types
 from cds.rules.model import DerivedFact, EvidenceRegistry, Parameter, Rule, RuleFile
 from cds.rules.source import Loc, Source, display_path, read_yaml
 from cds.rules.structure import validate_structure
-from cds.rules.templates import Renderer, TemplateCache
+from cds.rules.templates import Renderer, TemplateCache, filled_read
 from cds.rules.validate import (
     Context,
     build_derived,
@@ -26,6 +26,8 @@ from cds.rules.validate import (
 
 EVIDENCE_FILE = "evidence.yaml"
 ParamValue = bool | int | float | str
+#: Keys of a fact that are never template fields (see `RuleSet.template_fact`).
+INTERNAL_FACT_KEYS = ("t", "sid")
 
 
 def default_rules_dir() -> Path:
@@ -69,7 +71,7 @@ class RuleSet:
     _index: tuple[int, int, dict[str, Rule]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
-    _card_plans: dict[str, tuple[Renderer, list[dict[str, Any]]]] = field(
+    _card_plans: dict[str, CardPlan] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
     _fields: dict[str, tuple[str, ...]] = field(
@@ -107,7 +109,7 @@ class RuleSet:
             self._fields[fact_type] = names
         out: dict[str, Any] = dict.fromkeys(names)
         out.update(fact)
-        for internal in ("t", "sid"):  # never template fields: as if never copied
+        for internal in INTERNAL_FACT_KEYS:  # never template fields: as if never copied
             if internal in fact:
                 if internal in names:
                     out[internal] = None
@@ -115,28 +117,73 @@ class RuleSet:
                     del out[internal]
         return out
 
-    def _card_plan(self, rule_id: str) -> tuple[Renderer, list[dict[str, Any]]]:
+    def card_plan(self, rule_id: str) -> CardPlan:
+        """The rule's card, prepared once (raises ValueError for a rule without a card)."""
         plan = self._card_plans.get(rule_id)
         if plan is None:
-            card = self.rule(rule_id).then.card
+            rule = self.rule(rule_id)
+            card = rule.then.card
             if card is None:
                 raise ValueError(f"rule '{rule_id}' has no card")
             data = card.model_dump(by_alias=True, exclude_none=True)
-            links = [link.model_dump() for link in card.links]
-            plan = (self.templates.plan(data), links)
+            fact_type = rule.when.fact
+            fields = self.fact_types[fact_type].fields if fact_type in self.fact_types else None
+            fast = None
+            if fields is not None:
+                fast = self.templates.translate(data, filled_read(fields, INTERNAL_FACT_KEYS))
+            plan = CardPlan(
+                rule_id=rule.id,
+                fact_type=fact_type,
+                render=self.templates.plan(data),
+                fast=fast,
+                links=tuple(link.model_dump() for link in card.links),
+            )
             self._card_plans[rule_id] = plan
         return plan
 
     def render_card(self, rule_id: str, fact: Mapping[str, Any], fact_type: str) -> dict[str, Any]:
-        """The rule's card with every template rendered for `fact` (suggestions included)."""
-        render, _links = self._card_plan(rule_id)
-        result: dict[str, Any] = render(self.template_fact(fact, fact_type), self.parameters)
+        """The rule's card with every template rendered for `fact` (suggestions included).
+
+        A fact of the rule's own type, as a plain dict, is rendered by the card's
+        translation (`CardPlan.fast`) straight from the fact; when there is none, or it
+        declines or fails, by the Jinja templates from `template_fact` (so every value
+        and every error is Jinja's).
+        """
+        plan = self.card_plan(rule_id)
+        fast = plan.fast
+        if fast is not None and fact_type == plan.fact_type and type(fact) is dict:
+            try:
+                card = fast(fact, self.parameters)
+            except Exception:  # rendered again below: Jinja raises its own error
+                card = None
+            if type(card) is dict:
+                return card
+        result: dict[str, Any] = plan.render(self.template_fact(fact, fact_type), self.parameters)
         return result
 
     def card_links(self, rule_id: str) -> list[dict[str, Any]]:
         """The rule's card links as plain dicts (a fresh list of fresh dicts per call)."""
-        _render, links = self._card_plan(rule_id)
-        return [dict(link) for link in links]
+        return [dict(link) for link in self.card_plan(rule_id).links]
+
+
+@dataclass(frozen=True)
+class CardPlan:
+    """What a rule's card is, decided once per rule set.
+
+    ``render`` renders the card data (every template) from the template fact;
+    ``fast``, when the card's templates translate (cds.rules.templates), gives the same
+    dict from the raw fact of type ``fact_type``. ``links`` are the card's links as
+    plain dicts, unrendered: shared, never to be changed (`RuleSet.card_links` copies).
+    ``extras`` holds what users of the plan derive from it once (e.g. cds.cards.build's
+    static parts of the rule's cards), keyed by the user: it lives as long as the plan.
+    """
+
+    rule_id: str
+    fact_type: str
+    render: Renderer
+    fast: Renderer | None
+    links: tuple[dict[str, Any], ...]
+    extras: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def _version(paths: list[Path]) -> str:
