@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jinja2 import meta
 
 from cds.rules import load_ruleset
 from cds.rules.examples import example_fact
 from cds.rules.ruleset import RuleSet
-from cds.rules.templates import Template, compile_template, has_template
+from cds.rules.templates import ENV, Template, _free_names, compile_template, has_template
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,3 +90,38 @@ def test_edge_cases_render_the_same_both_ways(source: str, fact: dict[str, Any])
     fast = _outcome(lambda: template.render(fact, param))
     slow = _outcome(lambda: _slow(template, fact, param))
     assert fast == slow
+
+
+FREE_NAME_SOURCES = [
+    "plain text",
+    "{{ fact.x }} and {{ param.y | fmt(1) }}",
+    "{% if fact.a > 1 and not fact.b %}{{ fact.c }}{% elif other %}x{% else %}{{ z }}{% endif %}",
+    "{{ [fact.a, (b, c)] }} {{ {'k': d} }} {{ e[1:2] }} {{ f ~ g + h * -i }}",
+    "{{ fact.x | replace('a', repl) | truncate(length=n) }}",
+    "{{ a if b is number else c }}",
+    "{% set v = fact.x %}{{ v }} {{ w }}",  # declares v: meta's answer
+    "{% for item in items %}{{ item }} {{ loop.index }}{% endfor %}{{ item }}",
+    "{% with q = 1 %}{{ q }}{% endwith %}{{ q }}",
+    "{% macro m(a) %}{{ a }} {{ b }}{% endmacro %}{{ m(1) }}",
+    "{{ loop }} {{ caller }} {{ self }}",
+    "{{ range(3) | list }} {{ namespace }} {{ dict }} {{ lipsum }} {{ cycler }} {{ joiner }}",
+    "{{ fact.self }} {{ param['loop'] }}",
+    "{% filter upper %}{{ t }}{% endfilter %}",
+]
+
+
+@pytest.mark.parametrize("source", FREE_NAME_SOURCES)
+def test_free_names_are_what_jinja_meta_finds(source: str) -> None:
+    assert _free_names(source) == meta.find_undeclared_variables(ENV.parse(source))
+
+
+def test_free_names_of_every_bundled_template(ruleset: RuleSet) -> None:
+    sources = {
+        source
+        for rule in ruleset.rules
+        if rule.then.card is not None
+        for source in _templates(rule.then.card.model_dump(by_alias=True, exclude_none=True))
+    }
+    assert len(sources) > 100
+    for source in sources:
+        assert _free_names(source) == meta.find_undeclared_variables(ENV.parse(source)), source
