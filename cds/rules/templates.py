@@ -578,22 +578,59 @@ def _translate_template(source: str) -> Renderer | None:
     return _define(code, names, "<template>")
 
 
+class _CompiledOnFirstUse:
+    """Jinja's render function of a translated template, compiled when first called.
+
+    A translated template is rendered by its translation; Jinja renders it only when the
+    translation answers ``_MISS`` or raises (junk in a fact), so its code generation,
+    a quarter of the rule set's load time, is left until then. It cannot fail: the
+    translator takes only known filters and tests and no other construct Jinja's
+    compiler could refuse (an untranslated template is compiled at load, so its errors
+    still surface then).
+    """
+
+    __slots__ = ("_make", "_render")
+
+    def __init__(self, make: Callable[[], Callable[..., Any]]) -> None:
+        self._make = make
+        self._render: Callable[..., Any] | None = None
+
+    def __call__(self, **context: Any) -> Any:
+        render = self._render
+        if render is None:
+            render = self._render = self._make()
+        return render(**context)
+
+
+def _jinja_text(source: str) -> JinjaTemplate:
+    """``ENV.from_string(source)`` without parsing the text a second time."""
+    code = ENV.compile(_parse(source))
+    return ENV.template_class.from_code(ENV, code, ENV.make_globals(None), None)
+
+
 @functools.lru_cache(maxsize=4096)
 def compile_template(source: str) -> Template:
     """Compile once per process (raises TemplateProblem on a syntax error)."""
     try:
         expr = _is_single_expression(source)
+        translated = _translate_template(source)
         if expr is not None:
+            if translated is not None:
+                native = functools.partial(ENV.compile_expression, expr, undefined_to_none=False)
+                return Template(source, True, _CompiledOnFirstUse(native), translated)
             compiled = ENV.compile_expression(expr, undefined_to_none=False)
-            fast = _translate_template(source) or _fast_expression(expr, compiled)
-            return Template(source, True, compiled, fast)
-        # ENV.from_string without parsing the text a second time
-        code = ENV.compile(_parse(source))
-        template = ENV.template_class.from_code(ENV, code, ENV.make_globals(None), None)
-        fast = _translate_template(source) or _fast_text(source, template)
-        return Template(source, False, template.render, fast)
+            return Template(source, True, compiled, _fast_expression(expr, compiled))
+        if translated is not None:
+            text = functools.partial(_text_render, source)
+            return Template(source, False, _CompiledOnFirstUse(text), translated)
+        template = _jinja_text(source)
+        return Template(source, False, template.render, _fast_text(source, template))
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"template syntax error: {exc.message}") from exc
+
+
+def _text_render(source: str) -> Callable[..., Any]:
+    return _jinja_text(source).render
 
 
 def has_template(source: str) -> bool:
