@@ -84,6 +84,38 @@ class Params:
     min_vertebrae: int = 2
 
 
+_PARAM_NAMES = (*REQUIRED_PARAMS, "min_evaluable_vertebrae")
+_ABSENT = object()
+_PARAMS_CACHE_SIZE = 8
+#: id(mapping) -> (mapping, its values of _PARAM_NAMES, the Params read from them)
+_PARAMS_CACHE: dict[int, tuple[Mapping[str, Any], tuple[Any, ...], Params]] = {}
+
+
+def _cached_params(params: Mapping[str, Any]) -> Params:
+    """``read_params(params)``, read once per parameter mapping (an Evaluator passes the same
+    rule set's dict on every call).
+
+    A hit needs the very same mapping object holding the very same value objects (``is``)
+    under every name read_params looks at, so the result is what read_params would return;
+    a mapping changed in place, or another mapping, is read again. The entries keep the
+    mapping and values alive, so an ``id`` cannot be reused while cached; at most
+    _PARAMS_CACHE_SIZE mappings are kept. Errors are never cached (they are raised again).
+    """
+    values = tuple(params.get(n, _ABSENT) for n in _PARAM_NAMES)
+    hit = _PARAMS_CACHE.get(id(params))
+    if (
+        hit is not None
+        and hit[0] is params
+        and all(a is b for a, b in zip(hit[1], values, strict=True))
+    ):
+        return hit[2]
+    out = read_params(params)
+    if len(_PARAMS_CACHE) >= _PARAMS_CACHE_SIZE:
+        _PARAMS_CACHE.clear()
+    _PARAMS_CACHE[id(params)] = (params, values, out)
+    return out
+
+
 def read_params(params: Mapping[str, Any]) -> Params:
     """Read the parameters by name; ParameterError names every missing or bad one."""
     missing = [n for n in REQUIRED_PARAMS if n not in params]
@@ -155,7 +187,7 @@ def build_facts(
 ) -> FactSet:
     """Map raw FHIR JSON to facts. Never raises on bad data (only on bad parameters or
     profile files): unusable resources become issues and the rest is used."""
-    p = read_params(params)
+    p = _cached_params(params)
     prof = profiles or load_profiles()
     data = Reader(prof, as_of, validation).read(resources, patient_id, draft_orders)
     return _Builder(data, p, as_of, prof).build()

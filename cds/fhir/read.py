@@ -255,6 +255,27 @@ def flatten(
                 return
             bref = _ref_of(obj, rtype)
             for i, e in enumerate(entries):
+                if type(e) is dict:
+                    res = e.get("resource")
+                    if type(res) is dict:
+                        rt = res.get("resourceType")
+                        if type(rt) is str and rt and rt != "Bundle" and rt != "OperationOutcome":
+                            # the common case, a plain resource: what visit(res, ...) below
+                            # does for it, without building the entry's `where` text (only
+                            # used to name bad entries) or a recursive call
+                            rid = res.get("id")
+                            fu = e.get("fullUrl")
+                            out.append(
+                                Entry(
+                                    res,
+                                    rt,
+                                    f"{rt}/{rid}"
+                                    if isinstance(rid, str) and rid
+                                    else _content_ref(rt, res),
+                                    fu if isinstance(fu, str) else None,
+                                )
+                            )
+                            continue
                 ewhere = f"{bref} entry[{i}]"
                 if not isinstance(e, dict):
                     issues.append(
@@ -290,9 +311,16 @@ def flatten(
     return out
 
 
+def _entry_ref(e: Entry) -> str:
+    return e.ref
+
+
 def _dedupe(entries: list[Entry], trace: Trace) -> list[Entry]:
     """One entry per Type/id; when copies differ, keep the latest (meta.lastUpdated, then
     content), so input order never matters."""
+    if len({e.ref for e in entries}) == len(entries):
+        # no duplicates (the common case): every group below has one entry
+        return sorted(entries, key=_entry_ref)
     by_ref: dict[str, list[Entry]] = {}
     for e in entries:
         by_ref.setdefault(e.ref, []).append(e)
@@ -451,6 +479,15 @@ def _when(
         return None
 
 
+#: model_validate of each model in m.MODELS, by resourceType, without its Python wrapper
+#: (the same validator, ~1 us less each)
+_VALIDATE = {
+    rtype: model.__pydantic_validator__.validate_python for rtype, model in m.MODELS.items()
+}
+#: read for the others, not dispatched themselves
+_NOT_DISPATCHED = frozenset({"Patient", "Device", "Medication"})
+
+
 class Reader:
     """Reads one patient's resources into a PatientData."""
 
@@ -474,21 +511,31 @@ class Reader:
         entries = _dedupe(flatten(resources, issues, trace), trace)
         urls = _url_map(entries)
         parsed: dict[str, tuple[Entry, m.Resource]] = {}
+        # by resourceType: a validated model is an instance of exactly MODELS[rtype] (no
+        # model there subclasses another), so these are the isinstance filters of `parsed`
+        patients: dict[str, m.Resource] = {}
+        devices: dict[str, m.Resource] = {}
+        medications: dict[str, m.Resource] = {}
         for e in entries:
-            model = m.MODELS.get(e.rtype)
-            if model is None:
-                trace.ignore(e.ref, f"resource type {e.rtype} is not read")
+            rtype = e.rtype
+            validate = _VALIDATE.get(rtype)
+            if validate is None:
+                trace.ignore(e.ref, f"resource type {rtype} is not read")
                 continue
             try:
-                # model_validate without its Python wrapper (same validator, ~1 us each)
-                res: m.Resource = model.__pydantic_validator__.validate_python(e.raw)
+                res: m.Resource = validate(e.raw)
             except ValidationError as exc:
-                issues.extend(_errors_to_issues(exc, e.rtype, e.ref))
+                issues.extend(_errors_to_issues(exc, rtype, e.ref))
                 trace.ignore(e.ref, _why(issues, e.ref))
                 continue
             parsed[e.ref] = (e, res)
+            if rtype == "Patient":
+                patients[e.ref] = res
+            elif rtype == "Device":
+                devices[e.ref] = res
+            elif rtype == "Medication":
+                medications[e.ref] = res
 
-        patients = {ref: r for ref, (_, r) in parsed.items() if isinstance(r, m.Patient)}
         chosen = self._choose_patient(patients, patient_id, issues)
         if chosen is not None:
             data.patient_ref = chosen
@@ -499,19 +546,23 @@ class Reader:
             if ref != chosen:
                 trace.ignore(ref, "not the patient evaluated")
 
-        devices = {ref: r for ref, (_, r) in parsed.items() if isinstance(r, m.Device)}
-        medications = {ref: r for ref, (_, r) in parsed.items() if isinstance(r, m.Medication)}
+        # _ref_target of each distinct subject, once (every resource names the same patient)
+        targets: dict[str, str | None] = {}
+        full = self.validation == "full"
         for ref in sorted(parsed):
             e, res = parsed[ref]
-            if isinstance(res, m.Patient | m.Device | m.Medication):
+            if e.rtype in _NOT_DISPATCHED:
                 continue
             subject = _subject_of(e.raw)
             if isinstance(subject, str) and chosen is not None:
-                target = _ref_target(subject, urls)
+                if subject in targets:
+                    target = targets[subject]
+                else:
+                    target = targets[subject] = _ref_target(subject, urls)
                 if target != chosen:
                     trace.ignore(ref, f"not this patient (subject {subject})")
                     continue
-            if not self._full_ok(e, ref, issues, trace):
+            if full and not self._full_ok(e, ref, issues, trace):
                 continue
             try:
                 self._dispatch(e, res, ref, data, devices, medications, urls)
