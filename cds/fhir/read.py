@@ -496,7 +496,12 @@ class Reader:
         self.as_of = as_of
         self.validation = validation
         self._sd = _compiled(profiles)
-        self._scanners: dict[m.Reference, Scanner] = {}
+        self._obs_kinds = _obs_index(profiles)
+        self._codes = _code_index(profiles)
+        self._unit_factors = _unit_factors(profiles)
+        # by the Reference's fields (reference, display, identifier): equal keys are equal
+        # Reference models, and hashing a str tuple is cheaper than hashing the model
+        self._scanners: dict[tuple[str | None, str | None, m.Identifier | None], Scanner] = {}
 
     # -- entry point
 
@@ -838,16 +843,19 @@ class Reader:
             return obs.effectivePeriod.start
         return obs.effectiveInstant
 
-    def _obs_when(self, obs: m.Observation, ref: str, issues: list[DataIssue]) -> When | None:
-        if obs.effectiveDateTime is not None:
-            expr = "Observation.effectiveDateTime"
-        elif obs.effectivePeriod is not None and obs.effectivePeriod.start is not None:
-            expr = "Observation.effectivePeriod.start"
-        elif obs.effectiveInstant is not None:
-            expr = "Observation.effectiveInstant"
-        else:
-            expr = "Observation.effective[x]"
-        return _when(self._obs_date(obs), expr, ref, issues)
+    @staticmethod
+    def _obs_when(obs: m.Observation, ref: str, issues: list[DataIssue]) -> When | None:
+        """_when of _obs_date(obs), naming the element it comes from."""
+        text = obs.effectiveDateTime
+        if text is not None:
+            return _when(text, "Observation.effectiveDateTime", ref, issues)
+        period = obs.effectivePeriod
+        if period is not None and period.start is not None:
+            return _when(period.start, "Observation.effectivePeriod.start", ref, issues)
+        text = obs.effectiveInstant
+        if text is not None:
+            return _when(text, "Observation.effectiveInstant", ref, issues)
+        return _when(None, "Observation.effective[x]", ref, issues)
 
     def _menopause(self, cc: m.CodeableConcept | None) -> str | None:
         if cc is None:
@@ -864,7 +872,7 @@ class Reader:
         """(kind, site, score, side) of an Observation code, or None."""
         if cc is None:
             return None
-        index = _obs_index(self.p)
+        index = self._obs_kinds
         for c in cc.coding:
             hit = index.get((c.system or "", c.code or ""))
             if hit is not None:
@@ -918,20 +926,21 @@ class Reader:
         scanner: Scanner | None,
         issues: list[DataIssue],
     ) -> Measurement | None:
+        # the element paths of the messages (vexpr, uexpr) are only formatted for a message
         kname, site, score, side = kind
         what = _WHAT[score]
         q = holder.valueQuantity
         value: Decimal | None = None
         unit: str | None = None
-        vexpr = f"{prefix}.valueQuantity"
         if q is not None:
-            if q.value is None:
+            value = q.value
+            if value is None:
                 issues.append(
                     DataIssue(
                         severity="error",
                         code="required",
                         resource=ref,
-                        expression=f"{vexpr}.value",
+                        expression=f"{prefix}.valueQuantity.value",
                         message=f"{what} has no value; the result is not used",
                     )
                 )
@@ -942,20 +951,17 @@ class Reader:
                         severity="error",
                         code="value",
                         resource=ref,
-                        expression=f"{vexpr}.comparator",
+                        expression=f"{prefix}.valueQuantity.comparator",
                         message=f"{what} has comparator {q.comparator!r}: not an exact value; "
                         "the result is not used",
                     )
                 )
                 return None
-            value = q.value
-            unit = (q.code if q.code is not None else q.unit or "").strip()
-            uexpr = f"{vexpr}.code" if q.code is not None else f"{vexpr}.unit"
+            code = q.code
+            unit = (code if code is not None else q.unit or "").strip()
         elif holder.valueInteger is not None:
             value = Decimal(holder.valueInteger)
             unit = ""
-            uexpr = f"{prefix}.valueInteger"
-            vexpr = uexpr
         else:
             other = next(
                 (
@@ -988,20 +994,14 @@ class Reader:
                 )
             return None
 
-        factor: Decimal | None
-        if score == "BMD":
-            factor = self.p.bmd_units.get(unit)
-        elif score == "T":
-            factor = _ONE if unit in self.p.t_units else None
-        elif score == "Z":
-            factor = _ONE if unit in self.p.z_units else None
-        elif score == "TBS":
-            factor = _ONE if unit in self.p.tbs_units else None
-        elif score == "ALP":
-            factor = self.p.alp_units.get(unit)
-        else:
-            factor = self.p.height_units.get(unit)
+        factor = self._unit_factors[score].get(unit)
         if factor is None:
+            if q is None:
+                uexpr = f"{prefix}.valueInteger"
+            elif q.code is not None:
+                uexpr = f"{prefix}.valueQuantity.code"
+            else:
+                uexpr = f"{prefix}.valueQuantity.unit"
             units: Iterable[str] = {
                 "BMD": self.p.bmd_units,
                 "T": self.p.t_units,
@@ -1033,7 +1033,9 @@ class Reader:
                     severity="error",
                     code="value",
                     resource=ref,
-                    expression=f"{vexpr}.value" if q is not None else vexpr,
+                    expression=f"{prefix}.valueQuantity.value"
+                    if q is not None
+                    else f"{prefix}.valueInteger",
                     message=f"{what} {value} is outside the plausible range {lo}..{hi} "
                     f"(fhir_profiles/plausible-ranges.json); the result is not used",
                 )
@@ -1061,9 +1063,10 @@ class Reader:
     ) -> Scanner | None:
         if device is None:
             return None
-        hit = self._scanners.get(device)  # one scanner is referenced by many results
+        key = (device.reference, device.display, device.identifier)
+        hit = self._scanners.get(key)  # one scanner is referenced by many results
         if hit is None:
-            hit = self._scanners[device] = self._read_scanner(device, devices, urls)
+            hit = self._scanners[key] = self._read_scanner(device, devices, urls)
         return hit
 
     def _read_scanner(
@@ -1113,7 +1116,7 @@ class Reader:
         if cc is None:
             trace.ignore(ref, "no code")
             return
-        hits = _code_index(self.p).hits(cc)
+        hits = self._codes.hits(cc)
         label = _display(cc, next(iter(hits.values()), None))
         onset = cond.onsetDateTime or (cond.onsetPeriod.start if cond.onsetPeriod else None)
         when = None
@@ -1212,7 +1215,7 @@ class Reader:
             return
         words = cc.words()
         used: list[str] = []
-        hits = _code_index(self.p).hits(cc)
+        hits = self._codes.hits(cc)
         label = _display(cc, next(iter(hits.values()), None))
         for sf in self.p.structural:
             hit = hits.get(f"sf:{sf.finding}")
@@ -1529,6 +1532,30 @@ def _obs_index(profiles: Profiles) -> dict[tuple[str, str], ObsKind]:
 
 
 Hits = dict[str, tuple[CodeEntry, m.Coding]]
+
+_UNIT_FACTORS: dict[int, tuple[Profiles, dict[str, dict[str, Decimal]]]] = {}
+
+
+def _unit_factors(p: Profiles) -> dict[str, dict[str, Decimal]]:
+    """score -> accepted unit -> factor to the normalised unit, built once per Profiles.
+
+    The score units (T, Z, TBS) are sets in Profiles and map to 1 here, so
+    ``table[score].get(unit)`` is the factor (None: the unit is not accepted) for every
+    score of _WHAT.
+    """
+    hit = _UNIT_FACTORS.get(id(p))
+    if hit is None or hit[0] is not p:
+        table = {
+            "BMD": dict(p.bmd_units),
+            "T": dict.fromkeys(p.t_units, _ONE),
+            "Z": dict.fromkeys(p.z_units, _ONE),
+            "TBS": dict.fromkeys(p.tbs_units, _ONE),
+            "ALP": dict(p.alp_units),
+            "HEIGHT": dict(p.height_units),
+        }
+        hit = (p, table)
+        _UNIT_FACTORS[id(p)] = hit
+    return hit[1]
 
 
 @dataclass(frozen=True)
