@@ -10,6 +10,7 @@ rounded half-up at the precision the schema documents, so boundaries written in 
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -85,7 +86,7 @@ class Params:
 
 
 _PARAM_NAMES = (*REQUIRED_PARAMS, "min_evaluable_vertebrae")
-_ABSENT = object()
+_ABSENTS = (object(),) * len(_PARAM_NAMES)  # the default of params.get: not present
 _PARAMS_CACHE_SIZE = 8
 #: id(mapping) -> (mapping, its values of _PARAM_NAMES, the Params read from them)
 _PARAMS_CACHE: dict[int, tuple[Mapping[str, Any], tuple[Any, ...], Params]] = {}
@@ -101,13 +102,9 @@ def _cached_params(params: Mapping[str, Any]) -> Params:
     mapping and values alive, so an ``id`` cannot be reused while cached; at most
     _PARAMS_CACHE_SIZE mappings are kept. Errors are never cached (they are raised again).
     """
-    values = tuple(params.get(n, _ABSENT) for n in _PARAM_NAMES)
+    values = tuple(map(params.get, _PARAM_NAMES, _ABSENTS))
     hit = _PARAMS_CACHE.get(id(params))
-    if (
-        hit is not None
-        and hit[0] is params
-        and all(a is b for a, b in zip(hit[1], values, strict=True))
-    ):
+    if hit is not None and hit[0] is params and all(map(operator.is_, hit[1], values)):
         return hit[2]
     out = read_params(params)
     if len(_PARAMS_CACHE) >= _PARAMS_CACHE_SIZE:
@@ -215,6 +212,7 @@ class _Builder:
             if mm.vertebra is None:
                 self._groups.setdefault((mm.kind, mm.site, mm.score), []).append(mm)
         self.fs = FactSet(issues=data.issues, trace=data.trace)
+        self._bone_meds: list[MedRecord] | None = None
 
     def add(self, fact: Fact, sources: Iterable[str]) -> None:
         self.fs.facts.append(fact)
@@ -368,8 +366,20 @@ class _Builder:
         cands = self._groups.get((kind, site, score), [])
         if not cands:
             return None, []
-        last = max(mm.when.date for mm in cands)
-        best = min((mm for mm in cands if mm.when.date == last), key=lambda x: (x.value, x.ref))
+        # in one pass: the first of the lowest (value, ref) among the latest date, which is
+        # min((mm for mm in cands if mm.when.date == last), key=(value, ref)) with last the
+        # latest date (a later date restarts the choice; a tie never replaces the first)
+        best = cands[0]
+        best_date = best.when.date
+        best_key = (best.value, best.ref)
+        for mm in cands[1:]:
+            d = mm.when.date
+            if d > best_date:
+                best, best_date, best_key = mm, d, (mm.value, mm.ref)
+            elif d == best_date:
+                key = (mm.value, mm.ref)
+                if key < best_key:
+                    best, best_key = mm, key
         return best, cands
 
     def _vertebra_count(
@@ -579,7 +589,10 @@ class _Builder:
         return bool(cls is not None and getattr(cls, flag))
 
     def _bone(self) -> list[MedRecord]:
-        return [r for r in self.d.meds if self._flag(r, "bone_active")]
+        """The bone-active records (computed once: d.meds does not change while building)."""
+        if self._bone_meds is None:
+            self._bone_meds = [r for r in self.d.meds if self._flag(r, "bone_active")]
+        return self._bone_meds
 
     def _therapy_between(self, old: date, new: date) -> bool:
         for r in self._bone():

@@ -117,9 +117,14 @@ def check(profile: CompiledProfile, resource: dict[str, Any], ref: str) -> list[
         last = c.steps[-1]
         expr = c.expr
         if c.choice:
-            # present with an allowed type (c.allowed_keys.isdisjoint(node), without
-            # iterating over every key of node)
-            if any(k in node for k in c.allowed_keys):
+            # present with an allowed type: not c.allowed_keys.isdisjoint(node), without
+            # iterating over every key of node
+            present = False
+            for k in c.allowed_keys:
+                if k in node:
+                    present = True
+                    break
+            if present:
                 continue
             stem = last[:-3]
             keys = [

@@ -8,7 +8,12 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 _M = TypeVar("_M", bound=BaseModel)
+_new = object.__new__
 _setattr = object.__setattr__
+# BaseModel's slots, set through their descriptors (what object.__setattr__ ends up calling)
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 def _construct(cls: type[_M], values: dict[str, Any]) -> _M:
@@ -18,11 +23,11 @@ def _construct(cls: type[_M], values: dict[str, Any]) -> _M:
     private attributes or post-init), without its per-field loop (~3 us a call, ~25 calls
     per 20-resource Bundle).
     """
-    model = cls.__new__(cls)
+    model = _new(cls)
     _setattr(model, "__dict__", values)
-    _setattr(model, "__pydantic_fields_set__", set(values))
-    _setattr(model, "__pydantic_extra__", None)
-    _setattr(model, "__pydantic_private__", None)
+    _set_fields_set(model, set(values))
+    _set_extra(model, None)
+    _set_private(model, None)
     return model
 
 
