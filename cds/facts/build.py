@@ -30,7 +30,7 @@ from cds.fhir.dates import add_months, fractional_months, whole_months
 from cds.fhir.issues import DataIssue, operation_outcome
 from cds.fhir.profiles import Profiles, load_profiles
 from cds.fhir.read import Measurement, MedRecord, PatientData, Reader, Validation
-from cds.fhir.trace import FactTrace, Trace
+from cds.fhir.trace import Trace
 
 #: Rule parameters read here (defined in rules/*.yaml), with the clinical-spec statement.
 REQUIRED_PARAMS: dict[str, str] = {
@@ -216,9 +216,7 @@ class _Builder:
 
     def add(self, fact: Fact, sources: Iterable[str]) -> None:
         self.fs.facts.append(fact)
-        self.fs.trace.facts.append(
-            FactTrace(fact_id=fact.id, fact_type=fact_type_name(fact), sources=sorted(set(sources)))
-        )
+        self.fs.trace.fact(fact.id, fact_type_name(fact), sorted(set(sources)))
 
     def build(self) -> FactSet:
         d = self.d

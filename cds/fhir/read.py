@@ -176,8 +176,9 @@ class PatientData:
 # ---------------------------------------------------------------------------- flattening
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
+    """One resource of the input (a NamedTuple: made for every resource, see Measurement)."""
+
     raw: dict[str, Any]
     rtype: str
     ref: str

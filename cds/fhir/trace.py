@@ -3,6 +3,7 @@ and which facts were made from which resources. ``cds explain`` prints it."""
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,6 +54,10 @@ class FactTrace(BaseModel):
     sources: list[str] = Field(default_factory=list, description="Type/id of the sources")
 
 
+_USED_KEY = attrgetter("resource", "purpose")  # (u.resource, u.purpose)
+_IGNORED_KEY = attrgetter("resource", "reason")  # (i.resource, i.reason)
+
+
 class Trace(BaseModel):
     """Resources used and ignored, facts made, and assumptions taken."""
 
@@ -71,10 +76,17 @@ class Trace(BaseModel):
         # as in `use`: str from our own code (mypy --strict checks the callers)
         self.ignored.append(_construct(IgnoredResource, {"resource": resource, "reason": reason}))
 
+    def fact(self, fact_id: str, fact_type: str, sources: list[str]) -> None:
+        """Record a fact made and its sources (Type/id, in order)."""
+        # as in `use`: str and a fresh list of str from our own code (mypy --strict checks)
+        self.facts.append(
+            _construct(FactTrace, {"fact_id": fact_id, "fact_type": fact_type, "sources": sources})
+        )
+
     def sort(self) -> None:
         """Put every list in a deterministic order (input order must not matter)."""
-        self.used.sort(key=lambda u: (u.resource, u.purpose))
-        self.ignored.sort(key=lambda i: (i.resource, i.reason))
+        self.used.sort(key=_USED_KEY)
+        self.ignored.sort(key=_IGNORED_KEY)
 
     def lines(self) -> list[str]:
         """The trace as text lines (for `cds explain`)."""
