@@ -560,8 +560,9 @@ class Reader:
         # _ref_target of each distinct subject, once (every resource names the same patient)
         targets: dict[str, str | None] = {}
         full = self.validation == "full"
-        for ref in sorted(parsed):
-            e, res = parsed[ref]
+        # in ref order: _dedupe returns the entries sorted by (unique) ref, and parsed keeps
+        # their order
+        for ref, (e, res) in parsed.items():
             if e.rtype in _NOT_DISPATCHED:
                 continue
             subject = _subject_of(e.raw)
@@ -587,10 +588,9 @@ class Reader:
                     )
                 )
                 trace.ignore(ref, _why(issues, ref))
+        scanned = {mm.scanner.identity for mm in data.measurements if mm.scanner is not None}
         for ref in sorted(devices):
-            if not any(
-                mm.scanner is not None and mm.scanner.identity == ref for mm in data.measurements
-            ):
+            if ref not in scanned:
                 trace.ignore(ref, "Device not referenced by a DXA result used")
 
         self._read_drafts(draft_orders, data, chosen)
