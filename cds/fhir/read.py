@@ -839,7 +839,9 @@ class Reader:
             where += f" {mm.vertebra}"
         if mm.side:
             where += f" ({mm.side})"
-        return f"{where} {mm.score} {mm.value} on {mm.when.date}"
+        # !s: str() is what format(x, "") gives for a date and a finite Decimal, without
+        # their __format__ (which parses the empty format spec: ~0.5 us more per result)
+        return f"{where} {mm.score} {mm.value!s} on {mm.when.date!s}"
 
     @staticmethod
     def _obs_date(obs: m.Observation) -> str | None:
