@@ -54,6 +54,10 @@ SITE_ORDER = {"lumbar-spine": 0, "total-hip": 1, "femoral-neck": 2}
 RUN_GRACE_DAYS = 92
 
 
+_validate_assessment = Assessment.__pydantic_validator__.validate_python
+_validate_draft_order = DraftOrder.__pydantic_validator__.validate_python
+
+
 class ParameterError(ValueError):
     """Rule parameters that build_facts needs are missing or not numbers."""
 
@@ -257,7 +261,9 @@ class _Builder:
         self._therapy(a, sources)
         self._conditions(a, sources)
         self._change(a, sources)
-        assessment = Assessment(**a)
+        # Assessment(**a) without the keyword round trip of 50-odd fields (the same
+        # validator and result; ~4 us less)
+        assessment: Assessment = _validate_assessment(a)
         self.add(assessment, sources)
         if va is not None:
             self.add(va[0], va[1])
@@ -806,7 +812,8 @@ class _Builder:
                 fields["last_dxa_date"] = a.last_dxa_date
                 fields["months_since_last_dxa"] = whole_months(last, order_date)
                 fields["earliest_date"] = add_months(last, self.p.dxa_interval).isoformat()
-            self.add(DraftOrder(**fields), [dr.ref])
+            order: DraftOrder = _validate_draft_order(fields)  # DraftOrder(**fields)
+            self.add(order, [dr.ref])
 
 
 def _fracture_key(code: str) -> str:
