@@ -1464,8 +1464,8 @@ class Reader:
     # -- draft orders
 
     def _read_drafts(self, draft_orders: Any, data: PatientData, chosen: str | None) -> None:
-        if draft_orders is None:
-            return
+        if draft_orders is None or (isinstance(draft_orders, list | tuple) and not draft_orders):
+            return  # none (patient-view): nothing below would happen
         items: list[Any] = (
             list(draft_orders) if isinstance(draft_orders, list | tuple) else [draft_orders]
         )
