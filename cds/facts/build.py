@@ -10,6 +10,7 @@ rounded half-up at the precision the schema documents, so boundaries written in 
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -29,7 +30,7 @@ from cds.fhir.dates import add_months, fractional_months, whole_months
 from cds.fhir.issues import DataIssue, operation_outcome
 from cds.fhir.profiles import Profiles, load_profiles
 from cds.fhir.read import Measurement, MedRecord, PatientData, Reader, Validation
-from cds.fhir.trace import FactTrace, Trace
+from cds.fhir.trace import Trace
 
 #: Rule parameters read here (defined in rules/*.yaml), with the clinical-spec statement.
 REQUIRED_PARAMS: dict[str, str] = {
@@ -51,6 +52,10 @@ AXIAL = ("lumbar-spine", "total-hip", "femoral-neck", "femur")
 SITE_ORDER = {"lumbar-spine": 0, "total-hip": 1, "femoral-neck": 2}
 #: Gap (days) bridged when merging therapy records of one class into a continuous run.
 RUN_GRACE_DAYS = 92
+
+
+_validate_assessment = Assessment.__pydantic_validator__.validate_python
+_validate_draft_order = DraftOrder.__pydantic_validator__.validate_python
 
 
 class ParameterError(ValueError):
@@ -82,6 +87,34 @@ class Params:
     dxa_interval: int
     recent_fracture: int
     min_vertebrae: int = 2
+
+
+_PARAM_NAMES = (*REQUIRED_PARAMS, "min_evaluable_vertebrae")
+_ABSENTS = (object(),) * len(_PARAM_NAMES)  # the default of params.get: not present
+_PARAMS_CACHE_SIZE = 8
+#: id(mapping) -> (mapping, its values of _PARAM_NAMES, the Params read from them)
+_PARAMS_CACHE: dict[int, tuple[Mapping[str, Any], tuple[Any, ...], Params]] = {}
+
+
+def _cached_params(params: Mapping[str, Any]) -> Params:
+    """``read_params(params)``, read once per parameter mapping (an Evaluator passes the same
+    rule set's dict on every call).
+
+    A hit needs the very same mapping object holding the very same value objects (``is``)
+    under every name read_params looks at, so the result is what read_params would return;
+    a mapping changed in place, or another mapping, is read again. The entries keep the
+    mapping and values alive, so an ``id`` cannot be reused while cached; at most
+    _PARAMS_CACHE_SIZE mappings are kept. Errors are never cached (they are raised again).
+    """
+    values = tuple(map(params.get, _PARAM_NAMES, _ABSENTS))
+    hit = _PARAMS_CACHE.get(id(params))
+    if hit is not None and hit[0] is params and all(map(operator.is_, hit[1], values)):
+        return hit[2]
+    out = read_params(params)
+    if len(_PARAMS_CACHE) >= _PARAMS_CACHE_SIZE:
+        _PARAMS_CACHE.clear()
+    _PARAMS_CACHE[id(params)] = (params, values, out)
+    return out
 
 
 def read_params(params: Mapping[str, Any]) -> Params:
@@ -155,7 +188,7 @@ def build_facts(
 ) -> FactSet:
     """Map raw FHIR JSON to facts. Never raises on bad data (only on bad parameters or
     profile files): unusable resources become issues and the rest is used."""
-    p = read_params(params)
+    p = _cached_params(params)
     prof = profiles or load_profiles()
     data = Reader(prof, as_of, validation).read(resources, patient_id, draft_orders)
     return _Builder(data, p, as_of, prof).build()
@@ -183,12 +216,11 @@ class _Builder:
             if mm.vertebra is None:
                 self._groups.setdefault((mm.kind, mm.site, mm.score), []).append(mm)
         self.fs = FactSet(issues=data.issues, trace=data.trace)
+        self._bone_meds: list[MedRecord] | None = None
 
     def add(self, fact: Fact, sources: Iterable[str]) -> None:
         self.fs.facts.append(fact)
-        self.fs.trace.facts.append(
-            FactTrace(fact_id=fact.id, fact_type=fact_type_name(fact), sources=sorted(set(sources)))
-        )
+        self.fs.trace.fact(fact.id, fact_type_name(fact), sorted(set(sources)))
 
     def build(self) -> FactSet:
         d = self.d
@@ -229,7 +261,9 @@ class _Builder:
         self._therapy(a, sources)
         self._conditions(a, sources)
         self._change(a, sources)
-        assessment = Assessment(**a)
+        # Assessment(**a) without the keyword round trip of 50-odd fields (the same
+        # validator and result; ~4 us less)
+        assessment: Assessment = _validate_assessment(a)
         self.add(assessment, sources)
         if va is not None:
             self.add(va[0], va[1])
@@ -336,8 +370,20 @@ class _Builder:
         cands = self._groups.get((kind, site, score), [])
         if not cands:
             return None, []
-        last = max(mm.when.date for mm in cands)
-        best = min((mm for mm in cands if mm.when.date == last), key=lambda x: (x.value, x.ref))
+        # in one pass: the first of the lowest (value, ref) among the latest date, which is
+        # min((mm for mm in cands if mm.when.date == last), key=(value, ref)) with last the
+        # latest date (a later date restarts the choice; a tie never replaces the first)
+        best = cands[0]
+        best_date = best.when.date
+        best_key = (best.value, best.ref)
+        for mm in cands[1:]:
+            d = mm.when.date
+            if d > best_date:
+                best, best_date, best_key = mm, d, (mm.value, mm.ref)
+            elif d == best_date:
+                key = (mm.value, mm.ref)
+                if key < best_key:
+                    best, best_key = mm, key
         return best, cands
 
     def _vertebra_count(
@@ -547,7 +593,10 @@ class _Builder:
         return bool(cls is not None and getattr(cls, flag))
 
     def _bone(self) -> list[MedRecord]:
-        return [r for r in self.d.meds if self._flag(r, "bone_active")]
+        """The bone-active records (computed once: d.meds does not change while building)."""
+        if self._bone_meds is None:
+            self._bone_meds = [r for r in self.d.meds if self._flag(r, "bone_active")]
+        return self._bone_meds
 
     def _therapy_between(self, old: date, new: date) -> bool:
         for r in self._bone():
@@ -763,7 +812,8 @@ class _Builder:
                 fields["last_dxa_date"] = a.last_dxa_date
                 fields["months_since_last_dxa"] = whole_months(last, order_date)
                 fields["earliest_date"] = add_months(last, self.p.dxa_interval).isoformat()
-            self.add(DraftOrder(**fields), [dr.ref])
+            order: DraftOrder = _validate_draft_order(fields)  # DraftOrder(**fields)
+            self.add(order, [dr.ref])
 
 
 def _fracture_key(code: str) -> str:

@@ -99,8 +99,13 @@ def parse_when(text: str) -> When:
     return When(date=local_date, instant=instant, precision=precision, text=text)
 
 
+@functools.lru_cache(maxsize=4096)
 def add_months(start: date, months: int) -> date:
-    """start + months, clamped to the last day of a shorter month (31 Mar + 11 = 28/29 Feb)."""
+    """start + months, clamped to the last day of a shorter month (31 Mar + 11 = 28/29 Feb).
+
+    Memoised like parse_when (dates are immutable; the as-of date and a record's dates
+    repeat across its facts); a ValueError is raised again on every call (not cached).
+    """
     total = start.year * 12 + (start.month - 1) + months
     year, month = divmod(total, 12)
     month += 1
@@ -110,6 +115,7 @@ def add_months(start: date, months: int) -> date:
     return date(year, month, min(start.day, last))
 
 
+@functools.lru_cache(maxsize=4096)
 def whole_months(start: date, end: date) -> int:
     """Whole calendar months from start to end (negative when end is before start).
 
@@ -124,6 +130,7 @@ def whole_months(start: date, end: date) -> int:
     return months
 
 
+@functools.lru_cache(maxsize=4096)
 def fractional_months(start: date, end: date) -> float:
     """Months from start to end: whole months plus the rest in days / 30.4375."""
     if end <= start:

@@ -16,9 +16,23 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
+_INF = float("inf")
+
 
 def _json_decimal(value: Any) -> Decimal:
-    """A FHIR decimal: a JSON number (not a string, not a boolean), kept as written."""
+    """A FHIR decimal: a JSON number (not a string, not a boolean), kept as written.
+
+    Fast path first: what ``json.loads`` gives (exactly ``float`` or ``int``; ``bool`` is
+    not ``int`` by ``type``) is converted with the same expressions as the general path
+    below, which handles everything else (and raises the same errors).
+    """
+    kind = type(value)
+    if kind is float:
+        if value != value or value == _INF or value == -_INF:
+            raise ValueError("must be a finite number")
+        return Decimal(repr(value))
+    if kind is int:
+        return Decimal(value)
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise ValueError("must be a JSON number")
     if isinstance(value, float):
