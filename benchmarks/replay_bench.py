@@ -253,6 +253,8 @@ class EvaluationInput:
     patient_id: Any = None
     draft_orders: Any = ()
     selections: Any = ()
+    deterministic: bool = False
+    uuid_seed: Any = None
 
 @dataclass
 class EvaluationResult:
