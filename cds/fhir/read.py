@@ -259,7 +259,10 @@ def flatten(
                     )
                 )
                 return
-            bref = _ref_of(obj, rtype)
+            # The Bundle's own reference names bad entries only; without an id it is a
+            # hash of the whole Bundle (~0.1 ms for a prefetch searchset), so it is made
+            # when first needed.
+            bref: str | None = None
             for i, e in enumerate(entries):
                 if type(e) is dict:
                     res = e.get("resource")
@@ -282,6 +285,8 @@ def flatten(
                                 )
                             )
                             continue
+                if bref is None:
+                    bref = _ref_of(obj, rtype)
                 ewhere = f"{bref} entry[{i}]"
                 if not isinstance(e, dict):
                     issues.append(
