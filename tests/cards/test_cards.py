@@ -429,3 +429,16 @@ def test_every_card_names_its_evidence_and_rule() -> None:
         assert card["source"]["url"].startswith("https://")
         assert data["rule"] in data["rules"]
         assert any(e.startswith("CS-") for e in data["evidence"])
+
+
+def test_random_uuids_of_one_evaluation_are_distinct_version_4() -> None:
+    from cds.cards.build import _Evaluation
+
+    evaluation = _Evaluation(CardContext(ruleset_version="v"))
+    drawn = [evaluation.uuid("topic", str(i)) for i in range(3 * _Evaluation.RANDOM_BATCH + 1)]
+    assert len(set(drawn)) == len(drawn)  # across refills of the random pool too
+    for text in drawn:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+        assert str(parsed) == text
