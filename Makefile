@@ -27,8 +27,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check cds tests benchmarks
-	$(BIN)/ruff format --check cds tests benchmarks
+	$(BIN)/ruff check cds tests benchmarks tools
+	$(BIN)/ruff format --check cds tests benchmarks tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy cds

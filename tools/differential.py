@@ -1,0 +1,258 @@
+"""Prove a change behaviour-neutral: the same corpus through this tree and through a git revision.
+
+    .venv/bin/python tools/differential.py --base main          # before merging a refactor
+    .venv/bin/python tools/differential.py --base HEAD~3 --bundles 300
+
+The corpus: `--bundles` generated 20-resource Bundles (benchmarks/replay_bench.py's
+generator), as many again with junk written into 1-3 random places (any JSON type, deleted
+keys, bad dates, huge numbers), and every JSON file under tests/fixtures with one mutation
+of each; every input evaluated as patient-view and as order-sign, as of 2026-11-23, with
+the input name as uuid seed. For each evaluation everything is compared: cards, the
+OperationOutcome of data errors, the trace, the facts, the firings and the emitted facts
+(or the evaluation error, or why the input could not be read).
+
+The revision is exported with `git archive` into a temporary folder and evaluated in its
+own process, so both sides run their own code on the same inputs. Prints IDENTICAL, or the
+first input that differs and the first place in its result where it differs (exit 1).
+This is how the speed work of issues 5 and 6 was checked after every change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import itertools
+import json
+import os
+import random
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+AS_OF = date(2026, 11, 23)
+HOOKS = ("patient-view", "order-sign")
+JUNK: list[Any] = [
+    None,
+    "",
+    "x",
+    1,
+    -1.5,
+    0,
+    [],
+    {},
+    True,
+    "2026-13-45",
+    "2026",
+    "2026-02-30T10:00:00",
+    {"value": "abc"},
+    [{}],
+    [None],
+    "1e400",
+    1e308,
+    -0.0,
+    "  ",
+    "Patient/",
+    {"reference": 5},
+]
+
+
+def mutate(document: Any, rng: random.Random) -> Any:
+    """A copy of `document` with 1-3 random places replaced by junk or deleted."""
+    document = copy.deepcopy(document)
+    for _ in range(rng.randint(1, 3)):
+        node, path = document, []
+        while True:
+            if isinstance(node, dict) and node:
+                key: Any = rng.choice(sorted(node))
+            elif isinstance(node, list) and node:
+                key = rng.randrange(len(node))
+            else:
+                break
+            path.append((node, key))
+            node = node[key]
+            if rng.random() < 0.25:
+                break
+        if not path:
+            continue
+        parent, key = path[-1]
+        if isinstance(parent, dict) and rng.random() < 0.3:
+            del parent[key]
+        else:
+            parent[key] = copy.deepcopy(rng.choice(JUNK))
+    return document
+
+
+def corpus(bundles: int) -> Iterator[tuple[str, str]]:
+    """(name, JSON text) of every input, the same on both sides."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from replay_bench import make_bundle
+
+    rng = random.Random(6)
+    made = [make_bundle(i, rng) for i in range(bundles)]
+    for i, bundle in enumerate(made):
+        yield f"bench{i}", json.dumps(bundle)
+    mutations = random.Random(11)
+    for i in range(bundles):
+        yield f"mutated{i}", json.dumps(mutate(made[i % max(1, bundles // 5)], mutations))
+    for path in sorted((ROOT / "tests" / "fixtures").rglob("*.json")):
+        try:
+            text = path.read_text(encoding="utf-8")
+            document = json.loads(text)
+        except (OSError, ValueError):
+            continue
+        name = str(path.relative_to(ROOT))
+        yield name, text
+        if isinstance(document, dict):
+            yield name + "+mutated", json.dumps(mutate(document, mutations))
+
+
+def _default(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    return repr(value)
+
+
+def dump(inputs: Path, out: Path) -> None:
+    """Evaluate every input of `inputs` (NDJSON of [name, text]) with the `cds` on sys.path."""
+    import cds
+    from cds.pipeline import EvaluationError, EvaluationInput, Evaluator
+    from cds.replay.inputs import Source
+    from cds.replay.reader import Job, read_source
+
+    if not Path(cds.__file__).resolve().is_relative_to(Path.cwd().resolve()):
+        raise SystemExit(f"imported {cds.__file__}, not the cds of {Path.cwd()}")
+
+    evaluator = Evaluator.from_rules_dir(Path.cwd() / "rules")
+    with inputs.open(encoding="utf-8") as source, out.open("w", encoding="utf-8") as sink:
+        for line in source:
+            name, text = json.loads(line)
+            for hook in HOOKS:
+                for item in read_source(Source(name=name, key=name, text=text), hook):
+                    record: dict[str, Any] = {"name": name, "hook": hook}
+                    if not isinstance(item, Job):
+                        record["unreadable"] = item.outcome
+                    else:
+                        record["name"] = item.name
+                        try:
+                            result = evaluator.evaluate(
+                                EvaluationInput(
+                                    hook=item.hook,
+                                    resources=item.resources,
+                                    as_of=AS_OF,
+                                    patient_id=item.patient_id,
+                                    draft_orders=item.draft_orders,
+                                    selections=item.selections,
+                                    uuid_seed=item.name,
+                                )
+                            )
+                        except EvaluationError as exc:
+                            record["error"] = str(exc)
+                        else:
+                            record.update(
+                                cards=result.cards,
+                                outcome=result.outcome,
+                                trace=result.trace,
+                                fired=result.fired,
+                                facts=result.facts,
+                                firings=result.firings,
+                                emitted=result.emitted,
+                            )
+                    sink.write(json.dumps(record, default=_default, sort_keys=True) + "\n")
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+    if type(a) is not type(b):
+        return f"{path or '.'}: {type(a).__name__} here, {type(b).__name__} at the base"
+    if isinstance(a, dict):
+        for key in sorted(set(a) | set(b)):
+            if key not in a or key not in b:
+                return f"{path}.{key}: only {'here' if key in a else 'at the base'}"
+            if a[key] != b[key]:
+                return _first_difference(a[key], b[key], f"{path}.{key}")
+    if isinstance(a, list):
+        if len(a) != len(b):
+            return f"{path}: {len(a)} items here, {len(b)} at the base"
+        for index, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                return _first_difference(x, y, f"{path}[{index}]")
+    return f"{path or '.'}: {a!r} here, {b!r} at the base"
+
+
+def _run_dump(tree: Path, inputs: Path, out: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--dump", str(inputs), str(out)],
+        cwd=tree,
+        env=env,
+        check=True,
+    )
+
+
+def compare(base: str, bundles: int) -> int:
+    with tempfile.TemporaryDirectory(prefix="differential-") as tmp:
+        work = Path(tmp)
+        base_tree = work / "base"
+        base_tree.mkdir()
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", base], cwd=ROOT, check=True, capture_output=True
+        ).stdout
+        (work / "base.tar").write_bytes(archive)
+        with tarfile.open(work / "base.tar") as tar:
+            tar.extractall(base_tree, filter="data")
+        inputs = work / "inputs.ndjson"
+        with inputs.open("w", encoding="utf-8") as handle:
+            for name, text in corpus(bundles):
+                handle.write(json.dumps([name, text]) + "\n")
+        _run_dump(ROOT, inputs, work / "here.jsonl")
+        _run_dump(base_tree, inputs, work / "base.jsonl")
+        count, difference = compare_dumps(work / "here.jsonl", work / "base.jsonl")
+        if difference is not None:
+            print(difference)
+            return 1
+        print(f"IDENTICAL: {count} evaluations, this tree and {base}")
+        return 0
+
+
+def compare_dumps(here: Path, base: Path) -> tuple[int, str | None]:
+    """(evaluations compared, None or where the first one differs)."""
+    count = 0
+    with here.open(encoding="utf-8") as mine, base.open(encoding="utf-8") as theirs:
+        for line_here, line_base in itertools.zip_longest(mine, theirs):
+            if line_here is None or line_base is None:
+                more = "this tree" if line_base is None else "the base"
+                return count, f"DIFFERS after evaluation {count}: {more} made more evaluations"
+            count += 1
+            if line_here != line_base:
+                a, b = json.loads(line_here), json.loads(line_base)
+                return count, (
+                    f"DIFFERS at evaluation {count}: {a.get('name')} ({a.get('hook')})\n"
+                    f"  {_first_difference(a, b)}"
+                )
+    return count, None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--base", default="HEAD", help="git revision to compare with")
+    parser.add_argument("--bundles", type=int, default=1500, help="generated Bundles")
+    parser.add_argument("--dump", nargs=2, metavar=("INPUTS", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.dump:
+        dump(Path(args.dump[0]), Path(args.dump[1]))
+        return
+    raise SystemExit(compare(args.base, args.bundles))
+
+
+if __name__ == "__main__":
+    main()
