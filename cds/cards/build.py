@@ -11,7 +11,6 @@ Suggestions are the union (by label) and become draft ServiceRequests coded from
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import os
@@ -96,16 +95,13 @@ class CardContext:
 @dataclass(frozen=True, slots=True)
 class _RuleCard:
     """What a rule brings to every card it contributes to, worked out once per rule set
-    (kept in the rule's ``CardPlan.extras``): its evidence as written and without
-    repeats, its card's links as written and as `_links` gives them for this rule
-    alone, and the (label, url) of its first evidence with a source (None: none has)."""
+    (kept in the rule's ``CardPlan.extras``): its evidence, its card's links as written,
+    and the (label, url) of its first evidence with a source (None: none has)."""
 
     rule_id: str
     priority: int
     evidence: tuple[str, ...]
-    unique_evidence: tuple[str, ...]
     links: tuple[Mapping[str, Any], ...]
-    own_links: tuple[dict[str, Any], ...]
     source: tuple[str, str] | None
 
 
@@ -123,12 +119,9 @@ def _rule_card(ruleset: RuleSet, rule_id: str) -> _RuleCard:
             rule_id=rule.id,
             priority=rule.priority,
             evidence=tuple(rule.evidence),
-            unique_evidence=tuple(_union([rule.evidence])),
             links=plan.links,
-            own_links=(),  # just below: _links reads only the links and the evidence
             source=(first.label, first.url) if first is not None else None,
         )
-        static = dataclasses.replace(static, own_links=tuple(_links([static], ruleset)))
         plan.extras[_EXTRAS_KEY] = static
     return static
 
@@ -160,16 +153,6 @@ def _uuid_text(hexdigits: str, version: int) -> str:
     """
     h = hexdigits
     return f"{h[:8]}-{h[8:12]}-{version}{h[13:16]}-{_VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:32]}"
-
-
-def _uuid(context: CardContext, *parts: str) -> str:
-    # str(uuid.uuid4()) / str(uuid.uuid5(UUID_NAMESPACE, name)), byte for byte (~8 a call)
-    if context.uuid_seed is None:
-        return _uuid_text(os.urandom(16).hex(), 4)
-    name = "|".join((context.ruleset_version, context.uuid_seed, *parts))
-    digest = _UUID5_PREFIX.copy()
-    digest.update(name.encode("utf-8"))
-    return _uuid_text(digest.hexdigest(), 5)
 
 
 def _one_line(text: str) -> str:
@@ -312,13 +295,14 @@ def _period(occurrence: Mapping[str, Any]) -> dict[str, str]:
 
 class _Evaluation:
     """What the cards of one evaluation share, worked out once: the ServiceRequest
-    subject and authoredOn, and the SHA-1 state of a uuid5 name's common start.
+    subject and authoredOn, random bytes for uuid4s, and the SHA-1 state of the uuid5
+    names' common start.
 
-    ``uuid(*parts)`` is ``_uuid(context, *parts)``: with a seed, the name is
-    ``version|seed|`` followed by ``"|".join(parts)`` (``parts`` is never empty), and
-    SHA-1 over the UTF-8 of the two is SHA-1 over the UTF-8 of the whole name. Text
-    that does not encode (lone surrogates) goes to `_uuid` itself, which raises its
-    own error, as does a seed that does not encode (found at the first uuid, as before).
+    ``uuid(*parts)`` is ``str(uuid.uuid4())`` without a seed, else
+    ``str(uuid.uuid5(UUID_NAMESPACE, "version|seed|" + "|".join(parts)))``, byte for byte
+    (~8 per evaluation). Each name is encoded whole (so a name that does not encode
+    raises as before); SHA-1 continues from the state after the first
+    ``len(version|seed|)`` bytes, which every name of the evaluation starts with.
     """
 
     __slots__ = ("_prefix", "_random", "authored", "context", "subject")
@@ -331,7 +315,8 @@ class _Evaluation:
         self.context = context
         self.subject = f"Patient/{context.patient_id}" if context.patient_id else None
         self.authored = context.as_of.isoformat() if context.as_of is not None else None
-        self._prefix: Any = None  # the hash state after "version|seed|", when first needed
+        #: (bytes of "version|seed|", the SHA-1 state after them), when first needed
+        self._prefix: tuple[int, Any] | None = None
         self._random = ""  # unused random hex digits, 32 per uuid4
 
     def uuid(self, *parts: str) -> str:
@@ -341,17 +326,15 @@ class _Evaluation:
                 self._random = os.urandom(16 * self.RANDOM_BATCH).hex()
             hexdigits, self._random = self._random[:32], self._random[32:]
             return _uuid_text(hexdigits, 4)
-        try:
-            prefix = self._prefix
-            if prefix is None:
-                prefix = _UUID5_PREFIX.copy()
-                prefix.update("|".join((context.ruleset_version, context.uuid_seed, "")).encode())
-                self._prefix = prefix
-            tail = "|".join(parts).encode("utf-8")
-        except (UnicodeEncodeError, TypeError):
-            return _uuid(context, *parts)
-        digest = prefix.copy()
-        digest.update(tail)
+        name = "|".join((context.ruleset_version, context.uuid_seed, *parts)).encode("utf-8")
+        if self._prefix is None:
+            start = "|".join((context.ruleset_version, context.uuid_seed, "")).encode("utf-8")
+            state = _UUID5_PREFIX.copy()
+            state.update(start)
+            self._prefix = (len(start), state)
+        skip, state = self._prefix
+        digest = state.copy()
+        digest.update(name[skip:])
         return _uuid_text(digest.hexdigest(), 5)
 
     def resource(
@@ -365,8 +348,7 @@ class _Evaluation:
         category = order.category_coding()
         if category is not None:
             resource["category"] = [{"coding": [category]}]
-        coding = {"system": order.system, "code": order.code, "display": order.display}
-        resource["code"] = {"coding": [coding], "text": order.display}  # order.coding()
+        resource["code"] = {"coding": [order.coding()], "text": order.display}
         if self.subject is not None:
             resource["subject"] = {"reference": self.subject}
         if period:
@@ -386,7 +368,6 @@ def _suggestions(
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     labels: set[str] = set()
-    known = catalog.orders  # Catalog.order(key) is orders[key] for a known key
     for contribution in contributions:
         for raw in contribution.card.get("suggestions") or []:
             label = _one_line(str(raw.get("label", "")))
@@ -402,15 +383,13 @@ def _suggestions(
                 period = _period(occurrence) if occurrence else None
                 due = f" (due {' to '.join(period.values())})" if period else ""
                 for key in orders:
-                    order = known.get(key) if type(key) is str else None
-                    if order is None:  # the catalog's own lookup raises its error
-                        try:
-                            order = catalog.order(str(key))
-                        except CatalogError as exc:
-                            raise CardBuildError(
-                                f"rule {contribution.rule.rule_id}: {exc}",
-                                contribution.rule.rule_id,
-                            ) from exc
+                    try:
+                        order = catalog.order(str(key))
+                    except CatalogError as exc:
+                        raise CardBuildError(
+                            f"rule {contribution.rule.rule_id}: {exc}",
+                            contribution.rule.rule_id,
+                        ) from exc
                     actions.append(
                         {
                             "type": "create",
@@ -441,12 +420,8 @@ def _merge(
     context: CardContext,
     evaluation: _Evaluation,
 ) -> dict[str, Any]:
-    """The card of one topic (see the module docstring). A topic with one contribution
-    (most) takes the same steps with the sorting and the max of one left out, and its
-    evidence and links as worked out once for the rule (`_rule_card`)."""
-    single = len(contributions) == 1
-    if not single:
-        contributions = sorted(contributions, key=_contribution_order)
+    """The card of one topic (see the module docstring)."""
+    contributions = sorted(contributions, key=_contribution_order)
     winner = contributions[0]
     rule = winner.rule
     winner_card = winner.card
@@ -459,13 +434,10 @@ def _merge(
             f"{MAX_SUMMARY}): {summary!r}",
             rule.rule_id,
         )
-    if single:
-        indicator = str(winner_card.get("indicator", "info"))
-    else:
-        indicator = max(
-            (str(c.card.get("indicator", "info")) for c in contributions),
-            key=lambda i: SEVERITY.get(i, 0),
-        )
+    indicator = max(
+        (str(c.card.get("indicator", "info")) for c in contributions),
+        key=lambda i: SEVERITY.get(i, 0),
+    )
     details: list[str] = []
     for contribution in contributions:
         text = contribution.card.get("detail")
@@ -475,34 +447,19 @@ def _merge(
                 details.append(tidy)
     details.extend(_notes(topic, contributions, ruleset))
 
-    if single:
-        payload: dict[str, Any] = {
-            "rule": rule.rule_id,
-            "rules": [rule.rule_id],
-            "evidence": list(rule.unique_evidence),
-            "rulesetVersion": context.ruleset_version,
-        }
-    else:
-        payload = {
-            "rule": rule.rule_id,
-            "rules": _union([[c.rule.rule_id] for c in contributions]),
-            "evidence": _union(c.rule.evidence for c in contributions),
-            "rulesetVersion": context.ruleset_version,
-        }
+    payload: dict[str, Any] = {
+        "rule": rule.rule_id,
+        "rules": _union([[c.rule.rule_id] for c in contributions]),
+        "evidence": _union(c.rule.evidence for c in contributions),
+        "rulesetVersion": context.ruleset_version,
+    }
     winner_payload = winner_card.get("payload") or {}
     for key, value in winner_payload.items():
-        # not _present(value), inline
-        if value is None or (isinstance(value, str | list | dict) and len(value) == 0):
+        if key in LIST_FIELDS or not _present(value):
             continue
-        if key not in LIST_FIELDS:
-            payload[key] = value
+        payload[key] = value
     for name in LIST_FIELDS:
-        if single:  # the union of one fresh list of at most one value is that list
-            merged = _contribution_lists(winner, name)
-            if len(merged) > 1:
-                merged = _union((merged,))
-        else:
-            merged = _union(_contribution_lists(c, name) for c in contributions)
+        merged = _union(_contribution_lists(c, name) for c in contributions)
         if merged:
             payload[name] = merged
     for name in CONTRACT_NULLABLE_FIELDS.get(topic, ()):
@@ -525,10 +482,7 @@ def _merge(
             {"code": code, "system": OVERRIDE_SYSTEM, "display": display}
             for code, display in OVERRIDE_REASONS
         ]
-    if single:
-        links = [dict(link) for link in rule.own_links]
-    else:
-        links = _links([c.rule for c in contributions], ruleset)
+    links = _links([c.rule for c in contributions], ruleset)
     if links:
         card["links"] = links
     card["extension"] = {EXTENSION_KEY: payload}
