@@ -8,11 +8,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from pydantic import ValidationError
 
@@ -272,18 +272,9 @@ def flatten(
                             # the common case, a plain resource: what visit(res, ...) below
                             # does for it, without building the entry's `where` text (only
                             # used to name bad entries) or a recursive call
-                            rid = res.get("id")
                             fu = e.get("fullUrl")
-                            out.append(
-                                Entry(
-                                    res,
-                                    rt,
-                                    f"{rt}/{rid}"
-                                    if isinstance(rid, str) and rid
-                                    else _content_ref(rt, res),
-                                    fu if isinstance(fu, str) else None,
-                                )
-                            )
+                            url = fu if isinstance(fu, str) else None
+                            out.append(Entry(res, rt, _ref_of(res, rt), url))
                             continue
                 if bref is None:
                     bref = _ref_of(obj, rtype)
@@ -1015,14 +1006,7 @@ class Reader:
                 uexpr = f"{prefix}.valueQuantity.code"
             else:
                 uexpr = f"{prefix}.valueQuantity.unit"
-            units: Iterable[str] = {
-                "BMD": self.p.bmd_units,
-                "T": self.p.t_units,
-                "Z": self.p.z_units,
-                "TBS": self.p.tbs_units,
-                "ALP": self.p.alp_units,
-            }.get(score, self.p.height_units)
-            allowed = ", ".join(sorted(u or "no unit" for u in units))
+            allowed = ", ".join(sorted(u or "no unit" for u in self._unit_factors[score]))
             issues.append(
                 DataIssue(
                     severity="error",
@@ -1521,32 +1505,45 @@ def _display(cc: m.CodeableConcept, hit: tuple[CodeEntry, m.Coding] | None) -> s
 
 
 ObsKind = tuple[str, str | None, str, str | None]
-_OBS_INDEX: dict[int, tuple[Profiles, dict[tuple[str, str], ObsKind]]] = {}
+_T = TypeVar("_T")
+#: (id of a Profiles object, builder) -> (that object, what the builder made of it). An
+#: entry holds its Profiles, so the id is not reused while it is cached; one entry per
+#: builder for each Profiles object loaded (load_profiles loads each folder once).
+_DERIVED: dict[tuple[int, Callable[[Profiles], Any]], tuple[Profiles, Any]] = {}
+
+
+def _derived(profiles: Profiles, build: Callable[[Profiles], _T]) -> _T:
+    """`build(profiles)`, built once per Profiles object."""
+    key = (id(profiles), build)
+    hit = _DERIVED.get(key)
+    if hit is None or hit[0] is not profiles:
+        hit = (profiles, build(profiles))
+        _DERIVED[key] = hit
+    value: _T = hit[1]
+    return value
 
 
 def _obs_index(profiles: Profiles) -> dict[tuple[str, str], ObsKind]:
     """(system, code) -> (kind, site, score, side) for every Observation code, built once."""
-    hit = _OBS_INDEX.get(id(profiles))
-    if hit is None or hit[0] is not profiles:
-        index: dict[tuple[str, str], ObsKind] = {}
-        for e in profiles.height.entries:
-            index[(e.system, e.code)] = ("height", None, "HEIGHT", None)
-        for e in profiles.alp.entries:
-            index[(e.system, e.code)] = ("alp", None, "ALP", None)
-        for e in profiles.tbs.entries:
-            index[(e.system, e.code)] = ("tbs", None, "TBS", None)
-        for key, fn in profiles.femoral_neck.items():
-            index[key] = ("dxa", "femoral-neck", fn.score, fn.side)
-        for key, d in profiles.dxa.items():
-            index[key] = ("dxa", d.site, d.score, d.side)
-        hit = (profiles, index)
-        _OBS_INDEX[id(profiles)] = hit
-    return hit[1]
+    return _derived(profiles, _build_obs_index)
+
+
+def _build_obs_index(profiles: Profiles) -> dict[tuple[str, str], ObsKind]:
+    index: dict[tuple[str, str], ObsKind] = {}
+    for e in profiles.height.entries:
+        index[(e.system, e.code)] = ("height", None, "HEIGHT", None)
+    for e in profiles.alp.entries:
+        index[(e.system, e.code)] = ("alp", None, "ALP", None)
+    for e in profiles.tbs.entries:
+        index[(e.system, e.code)] = ("tbs", None, "TBS", None)
+    for key, fn in profiles.femoral_neck.items():
+        index[key] = ("dxa", "femoral-neck", fn.score, fn.side)
+    for key, d in profiles.dxa.items():
+        index[key] = ("dxa", d.site, d.score, d.side)
+    return index
 
 
 Hits = dict[str, tuple[CodeEntry, m.Coding]]
-
-_UNIT_FACTORS: dict[int, tuple[Profiles, dict[str, dict[str, Decimal]]]] = {}
 
 
 def _unit_factors(p: Profiles) -> dict[str, dict[str, Decimal]]:
@@ -1554,21 +1551,20 @@ def _unit_factors(p: Profiles) -> dict[str, dict[str, Decimal]]:
 
     The score units (T, Z, TBS) are sets in Profiles and map to 1 here, so
     ``table[score].get(unit)`` is the factor (None: the unit is not accepted) for every
-    score of _WHAT.
+    score of _WHAT, and ``table[score]`` lists the accepted units.
     """
-    hit = _UNIT_FACTORS.get(id(p))
-    if hit is None or hit[0] is not p:
-        table = {
-            "BMD": dict(p.bmd_units),
-            "T": dict.fromkeys(p.t_units, _ONE),
-            "Z": dict.fromkeys(p.z_units, _ONE),
-            "TBS": dict.fromkeys(p.tbs_units, _ONE),
-            "ALP": dict(p.alp_units),
-            "HEIGHT": dict(p.height_units),
-        }
-        hit = (p, table)
-        _UNIT_FACTORS[id(p)] = hit
-    return hit[1]
+    return _derived(p, _build_unit_factors)
+
+
+def _build_unit_factors(p: Profiles) -> dict[str, dict[str, Decimal]]:
+    return {
+        "BMD": dict(p.bmd_units),
+        "T": dict.fromkeys(p.t_units, _ONE),
+        "Z": dict.fromkeys(p.z_units, _ONE),
+        "TBS": dict.fromkeys(p.tbs_units, _ONE),
+        "ALP": dict(p.alp_units),
+        "HEIGHT": dict(p.height_units),
+    }
 
 
 @dataclass(frozen=True)
@@ -1594,52 +1590,46 @@ class _CodeIndex:
         return out
 
 
-_CODE_INDEX: dict[int, tuple[Profiles, _CodeIndex]] = {}
-
-
 def _code_index(p: Profiles) -> _CodeIndex:
-    hit = _CODE_INDEX.get(id(p))
-    if hit is None or hit[0] is not p:
-        lists: list[tuple[str, CodeList]] = [
-            ("fx-self", p.fracture_self_reported),
-            ("fx-vertebral", p.fracture_vertebral),
-            ("fx-hip", p.fracture_hip),
-            ("fx-other", p.fracture_other),
-            ("post", p.postmenopausal),
-            ("pre", p.premenopausal),
-            ("hpt", p.hyperparathyroidism),
-            ("hpp", p.hypophosphatasia),
-            ("contrast", p.contrast),
-            *((f"sf:{sf.finding}", sf.codes) for sf in p.structural),
-        ]
-        exact: dict[tuple[str, str], list[tuple[str, CodeEntry]]] = {}
-        prefix: dict[tuple[str, str], list[tuple[str, str, CodeEntry]]] = {}
-        for cat, cl in lists:
-            for e in cl.entries:
-                key = _norm(e.system, e.code)
-                if e.system in PREFIX_SYSTEMS:
-                    prefix.setdefault((key[0], key[1][:3]), []).append((key[1], cat, e))
-                else:
-                    exact.setdefault(key, []).append((cat, e))
-        for v in prefix.values():
-            v.sort(key=lambda t: -len(t[0]))  # longest prefix first
-        structural = tuple((sf, f"sf:{sf.finding}") for sf in p.structural)
-        hit = (p, _CodeIndex(exact, prefix, structural))
-        _CODE_INDEX[id(p)] = hit
-    return hit[1]
+    """The code lists of a Profiles object indexed for `_CodeIndex.hits`, built once."""
+    return _derived(p, _build_code_index)
 
 
-_COMPILED: dict[int, tuple[Profiles, dict[str, CompiledProfile]]] = {}
+def _build_code_index(p: Profiles) -> _CodeIndex:
+    lists: list[tuple[str, CodeList]] = [
+        ("fx-self", p.fracture_self_reported),
+        ("fx-vertebral", p.fracture_vertebral),
+        ("fx-hip", p.fracture_hip),
+        ("fx-other", p.fracture_other),
+        ("post", p.postmenopausal),
+        ("pre", p.premenopausal),
+        ("hpt", p.hyperparathyroidism),
+        ("hpp", p.hypophosphatasia),
+        ("contrast", p.contrast),
+        *((f"sf:{sf.finding}", sf.codes) for sf in p.structural),
+    ]
+    exact: dict[tuple[str, str], list[tuple[str, CodeEntry]]] = {}
+    prefix: dict[tuple[str, str], list[tuple[str, str, CodeEntry]]] = {}
+    for cat, cl in lists:
+        for e in cl.entries:
+            key = _norm(e.system, e.code)
+            if e.system in PREFIX_SYSTEMS:
+                prefix.setdefault((key[0], key[1][:3]), []).append((key[1], cat, e))
+            else:
+                exact.setdefault(key, []).append((cat, e))
+    for v in prefix.values():
+        v.sort(key=lambda t: -len(t[0]))  # longest prefix first
+    structural = tuple((sf, f"sf:{sf.finding}") for sf in p.structural)
+    return _CodeIndex(exact, prefix, structural)
 
 
 def _compiled(profiles: Profiles) -> dict[str, CompiledProfile]:
     """The StructureDefinitions of a Profiles object, compiled once."""
-    hit = _COMPILED.get(id(profiles))
-    if hit is None or hit[0] is not profiles:
-        compiled = {sid: compile_profile(sd) for sid, sd in profiles.structure_definitions.items()}
-        hit = (profiles, compiled)
-        _COMPILED[id(profiles)] = hit
-    return hit[1]
+    return _derived(profiles, _compile_all)
+
+
+def _compile_all(profiles: Profiles) -> dict[str, CompiledProfile]:
+    return {sid: compile_profile(sd) for sid, sd in profiles.structure_definitions.items()}
 
 
 def _why(issues: list[DataIssue], ref: str) -> str:
