@@ -370,20 +370,8 @@ class _Builder:
         cands = self._groups.get((kind, site, score), [])
         if not cands:
             return None, []
-        # in one pass: the first of the lowest (value, ref) among the latest date, which is
-        # min((mm for mm in cands if mm.when.date == last), key=(value, ref)) with last the
-        # latest date (a later date restarts the choice; a tie never replaces the first)
-        best = cands[0]
-        best_date = best.when.date
-        best_key = (best.value, best.ref)
-        for mm in cands[1:]:
-            d = mm.when.date
-            if d > best_date:
-                best, best_date, best_key = mm, d, (mm.value, mm.ref)
-            elif d == best_date:
-                key = (mm.value, mm.ref)
-                if key < best_key:
-                    best, best_key = mm, key
+        last = max(mm.when.date for mm in cands)
+        best = min((mm for mm in cands if mm.when.date == last), key=lambda x: (x.value, x.ref))
         return best, cands
 
     def _vertebra_count(

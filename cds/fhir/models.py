@@ -20,23 +20,11 @@ _INF = float("inf")
 
 
 def _json_decimal(value: Any) -> Decimal:
-    """A FHIR decimal: a JSON number (not a string, not a boolean), kept as written.
-
-    Fast path first: what ``json.loads`` gives (exactly ``float`` or ``int``; ``bool`` is
-    not ``int`` by ``type``) is converted with the same expressions as the general path
-    below, which handles everything else (and raises the same errors).
-    """
-    kind = type(value)
-    if kind is float:
-        if value != value or value == _INF or value == -_INF:
-            raise ValueError("must be a finite number")
-        return Decimal(repr(value))
-    if kind is int:
-        return Decimal(value)
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+    """A FHIR decimal: a JSON number (not a string, not a boolean), kept as written."""
+    if type(value) is bool or not isinstance(value, int | float | Decimal):  # bool: no subclass
         raise ValueError("must be a JSON number")
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if value != value or value == _INF or value == -_INF:
             raise ValueError("must be a finite number")
         return Decimal(repr(value))
     return Decimal(value)
