@@ -542,10 +542,20 @@ class _Translator:
         return self.expr(body[0].nodes[0])
 
 
-def _define(code: str, names: dict[str, Any], filename: str) -> Renderer | None:
-    """The function ``code`` defines as ``_render`` (its globals: `names`, and of the
-    builtins only ``str``, ``type`` and ``dict``); None when Python cannot compile it
-    (e.g. beyond its nesting limits): the template then keeps the Jinja path."""
+def _define(value: str, names: dict[str, Any], filename: str) -> Renderer | None:
+    """``def _render(fact, param)`` returning the expression `value` (its globals:
+    `names`, and of the builtins only ``str``, ``type`` and ``dict``; ``_get`` is
+    ``fact.get``), answering ``_MISS`` when `fact` or `param` is not a plain dict. None
+    when Python cannot compile it (e.g. beyond its nesting limits): the template then
+    keeps the Jinja path."""
+    code = (
+        "def _render(fact, param):\n"
+        "    if type(fact) is not dict or type(param) is not dict:\n"
+        "        return _MISS\n"
+        "    _get = fact.get\n"
+        f"    return {value}\n"
+    )
+    names["_MISS"] = _MISS
     namespace: dict[str, Any] = {"__builtins__": {"str": str, "type": type, "dict": dict}}
     namespace.update(names)
     try:
@@ -564,18 +574,12 @@ def _translate_template(source: str) -> Renderer | None:
     plain dict (the sandbox treats other mappings differently) and may raise anything,
     which `Template.render` answers with Jinja's own render.
     """
-    names: dict[str, Any] = {"_MISS": _MISS}
+    names: dict[str, Any] = {}
     try:
         value = _Translator(_index_read, names).template(source)
     except (_Unsupported, TemplateSyntaxError, RecursionError):
         return None
-    code = (
-        "def _render(fact, param):\n"
-        "    if type(fact) is not dict or type(param) is not dict:\n"
-        "        return _MISS\n"
-        f"    return {value}\n"
-    )
-    return _define(code, names, "<template>")
+    return _define(value, names, "<template>")
 
 
 class _CompiledOnFirstUse:
@@ -680,7 +684,7 @@ class TemplateCache:
         is not a plain dict and may raise anything: the caller then renders with `plan`,
         which gives the values and the errors of Jinja.
         """
-        names: dict[str, Any] = {"_MISS": _MISS}
+        names: dict[str, Any] = {}
         translator = _Translator(read_fact, names)
 
         def code(item: Any) -> str:
@@ -702,14 +706,7 @@ class TemplateCache:
             body = code(value)
         except (_Unsupported, TemplateSyntaxError, RecursionError):
             return None
-        source = (
-            "def _render(fact, param):\n"
-            "    if type(fact) is not dict or type(param) is not dict:\n"
-            "        return _MISS\n"
-            "    _get = fact.get\n"
-            f"    return {body}\n"
-        )
-        return _define(source, names, "<card>")
+        return _define(body, names, "<card>")
 
     def render_value(self, value: Any, fact: Mapping[str, Any], param: Mapping[str, Any]) -> Any:
         """Render strings (recursively in lists and mappings); other values unchanged."""
