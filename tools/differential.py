@@ -124,51 +124,59 @@ def _default(value: Any) -> Any:
 
 
 def dump(inputs: Path, out: Path) -> None:
-    """Evaluate every input of `inputs` (NDJSON of [name, text]) with the `cds` on sys.path."""
+    """Evaluate every input of `inputs` (NDJSON of [name, text]) with the `cds` on sys.path.
+
+    This runs on the base revision's code too, so it uses only long-standing APIs
+    (`read_source`, `EvaluationInput`, `Evaluator.evaluate`), not newer helpers.
+    """
     import cds
-    from cds.pipeline import EvaluationError, EvaluationInput, Evaluator
+    from cds.pipeline import Evaluator
     from cds.replay.inputs import Source
-    from cds.replay.reader import Job, read_source
+    from cds.replay.reader import read_source
 
     if not Path(cds.__file__).resolve().is_relative_to(Path.cwd().resolve()):
         raise SystemExit(f"imported {cds.__file__}, not the cds of {Path.cwd()}")
-
     evaluator = Evaluator.from_rules_dir(Path.cwd() / "rules")
     with inputs.open(encoding="utf-8") as source, out.open("w", encoding="utf-8") as sink:
         for line in source:
             name, text = json.loads(line)
             for hook in HOOKS:
                 for item in read_source(Source(name=name, key=name, text=text), hook):
-                    record: dict[str, Any] = {"name": name, "hook": hook}
-                    if not isinstance(item, Job):
-                        record["unreadable"] = item.outcome
-                    else:
-                        record["name"] = item.name
-                        try:
-                            result = evaluator.evaluate(
-                                EvaluationInput(
-                                    hook=item.hook,
-                                    resources=item.resources,
-                                    as_of=AS_OF,
-                                    patient_id=item.patient_id,
-                                    draft_orders=item.draft_orders,
-                                    selections=item.selections,
-                                    uuid_seed=item.name,
-                                )
-                            )
-                        except EvaluationError as exc:
-                            record["error"] = str(exc)
-                        else:
-                            record.update(
-                                cards=result.cards,
-                                outcome=result.outcome,
-                                trace=result.trace,
-                                fired=result.fired,
-                                facts=result.facts,
-                                firings=result.firings,
-                                emitted=result.emitted,
-                            )
+                    record = {"name": name, "hook": hook, **_evaluated(evaluator, item)}
                     sink.write(json.dumps(record, default=_default, sort_keys=True) + "\n")
+
+
+def _evaluated(evaluator: Any, item: Any) -> dict[str, Any]:
+    """What one read item gave: why it is unreadable, the evaluation error, or the result."""
+    from cds.pipeline import EvaluationError, EvaluationInput
+    from cds.replay.reader import Job
+
+    if not isinstance(item, Job):
+        return {"unreadable": item.outcome}
+    try:
+        result = evaluator.evaluate(
+            EvaluationInput(
+                hook=item.hook,
+                resources=item.resources,
+                as_of=AS_OF,
+                patient_id=item.patient_id,
+                draft_orders=item.draft_orders,
+                selections=item.selections,
+                uuid_seed=item.name,
+            )
+        )
+    except EvaluationError as exc:
+        return {"name": item.name, "error": str(exc)}
+    return {
+        "name": item.name,
+        "cards": result.cards,
+        "outcome": result.outcome,
+        "trace": result.trace,
+        "fired": result.fired,
+        "facts": result.facts,
+        "firings": result.firings,
+        "emitted": result.emitted,
+    }
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str:
