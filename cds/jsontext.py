@@ -51,14 +51,6 @@ def loads(data: str | bytes) -> Any:
     return json.loads(data)
 
 
-def dumps_bytes(value: Any) -> bytes:
-    """`value` as compact UTF-8 JSON bytes."""
-    try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        return _FALLBACK.encode(value).encode("utf-8")
-
-
 def dumps(value: Any) -> str:
     """`value` as compact JSON text (non-ASCII characters as they are)."""
     try:
