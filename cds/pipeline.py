@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cds.cards import CardBuildError, CardContext, build_cards
-from cds.cards.catalog import Catalog, CatalogError, load_catalog
 from cds.engine import Engine, EngineError
 from cds.facts import FactSet, ParameterError, build_facts
 from cds.facts.schema import Fact
+from cds.fhir.profiles import ProfileError, Profiles, load_profiles
 from cds.fhir.trace import Trace
 from cds.rules import Firing, RuleSet, load_ruleset
 
@@ -148,6 +148,15 @@ def _patient_id(facts: FactSet, requested: str | None) -> str | None:
     return None
 
 
+def _default_profiles() -> Profiles:
+    """`load_profiles()`; a bad fhir_profiles folder is an EvaluationError (a deployment
+    error the front ends report), never a failure of the first evaluation."""
+    try:
+        return load_profiles()
+    except ProfileError as exc:
+        raise EvaluationError(str(exc), stage="cards") from exc
+
+
 class Evaluator:
     """A loaded rule set with its engine: evaluate FHIR input into cards."""
 
@@ -155,14 +164,11 @@ class Evaluator:
         self,
         ruleset: RuleSet,
         *,
-        catalog: Catalog | None = None,
+        profiles: Profiles | None = None,
         deterministic_uuids: bool = False,
     ) -> None:
         self._ruleset = ruleset
-        try:
-            self._catalog = catalog or load_catalog()
-        except CatalogError as exc:
-            raise EvaluationError(str(exc), stage="cards") from exc
+        self._profiles = profiles or _default_profiles()
         try:
             self._engine = Engine(ruleset)
         except EngineError as exc:
@@ -173,13 +179,21 @@ class Evaluator:
 
     @classmethod
     def from_rules_dir(
-        cls, path: Path | str | None = None, *, deterministic_uuids: bool = False
+        cls,
+        path: Path | str | None = None,
+        *,
+        profiles: Profiles | None = None,
+        deterministic_uuids: bool = False,
     ) -> Evaluator:
-        """Load and compile `path` (default: $OSTEOHOOKS_RULES or the bundled rules/).
+        """Load and compile `path` (default: $OSTEOHOOKS_RULES or the bundled rules/),
+        its order keys checked against `profiles` (default: `load_profiles()`).
 
-        Raises `cds.rules.RuleSetError` (every problem, file:line:col) on bad rules.
+        Raises `cds.rules.RuleSetError` (every problem, file:line:col) on bad rules and
+        `EvaluationError` on a bad fhir_profiles folder.
         """
-        return cls(load_ruleset(path), deterministic_uuids=deterministic_uuids)
+        profiles = profiles or _default_profiles()
+        ruleset = load_ruleset(path, order_keys=profiles.order_keys)
+        return cls(ruleset, profiles=profiles, deterministic_uuids=deterministic_uuids)
 
     @property
     def ruleset(self) -> RuleSet:
@@ -208,6 +222,7 @@ class Evaluator:
                 as_of=inp.as_of,
                 patient_id=inp.patient_id,
                 draft_orders=drafts,
+                profiles=self._profiles,
             )
         except ParameterError as exc:
             raise EvaluationError(f"rule parameters: {exc}", stage="facts") from exc
@@ -234,7 +249,7 @@ class Evaluator:
             uuid_seed=inp.uuid_seed or (_digest(inp) if deterministic else None),
         )
         try:
-            cards = build_cards(result.firings, self._ruleset, context, catalog=self._catalog)
+            cards = build_cards(result.firings, self._ruleset, context, profiles=self._profiles)
         except CardBuildError as exc:
             raise EvaluationError(
                 f"building cards failed: {exc}", stage="cards", rule_id=exc.rule_id

@@ -23,14 +23,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from cds._data import BUNDLED_FHIR_PROFILES, BUNDLED_RULES
+
 SETTINGS_FILE_ENV = "OSTEOHOOKS_SETTINGS_FILE"
 MAX_BODY_BYTES = 5 * 1024 * 1024
-
-
-def _bundled_rules() -> Path:
-    """The `rules/` folder shipped next to the package (editable install or source tree)."""
-    candidate = Path(__file__).resolve().parent.parent / "rules"
-    return candidate if candidate.is_dir() else Path("rules")
 
 
 def _split_list(value: Any) -> Any:
@@ -40,12 +36,51 @@ def _split_list(value: Any) -> Any:
     return value
 
 
-class Settings(BaseSettings):
-    """Everything `cds serve` and `cds.api.create_app` read."""
+class DataFolders(BaseSettings):
+    """The two data folders, the one owner of where they are (`OSTEOHOOKS_RULES`,
+    `OSTEOHOOKS_FHIR_PROFILES`, else the folders shipped in the package, see `cds._data`).
+
+    Library code that is given no folder asks :func:`data_folders`; the service reads the
+    same fields from :class:`Settings`, which extends this class.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="OSTEOHOOKS_", extra="ignore", validate_default=True, frozen=True
     )
+
+    rules: Path = Field(BUNDLED_RULES, description="rules folder")
+    fhir_profiles: Path = Field(
+        BUNDLED_FHIR_PROFILES, description="code lists and profiles folder (fhir_profiles/)"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get(SETTINGS_FILE_ENV)
+        if path:
+            if not Path(path).is_file():
+                raise ValueError(f"{SETTINGS_FILE_ENV}={path}: no such file")
+            if path.endswith(".toml"):
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            else:
+                sources.append(JsonConfigSettingsSource(settings_cls, json_file=path))
+        return tuple(sources)
+
+
+def data_folders() -> DataFolders:
+    """The rules and fhir_profiles folders of this run (environment, settings file, bundled)."""
+    return DataFolders()
+
+
+class Settings(DataFolders):
+    """Everything `cds serve` and `cds.api.create_app` read."""
 
     auth: Literal["jwt", "none"] = Field(
         "jwt", description="jwt (default): signed JWT on every call; none: development only"
@@ -65,7 +100,6 @@ class Settings(BaseSettings):
         description="comma-separated URL prefixes a request's fhirServer may start with",
     )
     database_url: str = Field("sqlite:///./osteohooks.db", description="SQLAlchemy URL")
-    rules: Path = Field(default_factory=_bundled_rules, description="rules folder")
     as_of: date | None = Field(None, description="fixed 'today' (ISO date) for reproducibility")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated origins allowed by CORS (* for any)"
@@ -88,23 +122,3 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else None
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        path = os.environ.get(SETTINGS_FILE_ENV)
-        if path:
-            if not Path(path).is_file():
-                raise ValueError(f"{SETTINGS_FILE_ENV}={path}: no such file")
-            if path.endswith(".toml"):
-                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
-            else:
-                sources.append(JsonConfigSettingsSource(settings_cls, json_file=path))
-        return tuple(sources)

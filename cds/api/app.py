@@ -58,6 +58,7 @@ from cds.api.models import (
 )
 from cds.api.ruleset import EvaluatorLike, RuleSetHolder, load_evaluator
 from cds.cards.invariants import empty_elements
+from cds.fhir.profiles import load_profiles
 from cds.jsontext import dumps, loads
 from cds.settings import Settings
 from cds.store import AuditRecord, FeedbackItem, IssuedCard, Store
@@ -121,9 +122,7 @@ class ServiceState:
 
 def observation_codes(settings: Settings) -> list[str]:
     """The Observation codes the facts stage reads, from fhir_profiles/ (else CS-1.7)."""
-    from cds.api.profile_codes import observation_codes as from_profiles
-
-    codes = from_profiles()
+    codes = list(load_profiles(settings.fhir_profiles).observation_codes)
     return codes or list(prefetch_mod.CS_1_7_OBSERVATION_CODES)
 
 

@@ -16,7 +16,6 @@ from cds.cards.build import (
     CardContext,
     build_cards,
 )
-from cds.cards.catalog import Catalog, CatalogError, load_catalog
 from cds.cards.invariants import contract_problems, hl7_problems
 
 __all__ = [
@@ -25,10 +24,7 @@ __all__ = [
     "OVERRIDE_SYSTEM",
     "CardBuildError",
     "CardContext",
-    "Catalog",
-    "CatalogError",
     "build_cards",
     "contract_problems",
     "hl7_problems",
-    "load_catalog",
 ]

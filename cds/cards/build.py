@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from cds.cards.catalog import Catalog, CatalogError, OrderCode, load_catalog
+from cds.fhir.profiles import OrderCode, ProfileError, Profiles, load_profiles
 from cds.rules.model import CONTRACT_NULLABLE_FIELDS
 from cds.rules.result import Firing
 from cds.rules.ruleset import RuleSet
@@ -256,10 +256,10 @@ def _notes(topic: str, contributions: Sequence[_Contribution], ruleset: RuleSet)
     return notes
 
 
-def _source(rule: _RuleCard, catalog: Catalog, topic: str) -> dict[str, Any]:
+def _source(rule: _RuleCard, profiles: Profiles, topic: str) -> dict[str, Any]:
     if rule.source is not None:
         label, url = rule.source
-        return {"label": label, "url": url, "topic": catalog.topic_coding(topic)}
+        return {"label": label, "url": url, "topic": profiles.topic_coding(topic)}
     raise CardBuildError(
         f"rule {rule.rule_id}: its evidence names no source of rules/evidence.yaml "
         "(a card must name its evidence, CS-11.3)",
@@ -363,7 +363,7 @@ class _Evaluation:
 def _suggestions(
     topic: str,
     contributions: Sequence[_Contribution],
-    catalog: Catalog,
+    profiles: Profiles,
     evaluation: _Evaluation,
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
@@ -384,8 +384,8 @@ def _suggestions(
                 due = f" (due {' to '.join(period.values())})" if period else ""
                 for key in orders:
                     try:
-                        order = catalog.order(str(key))
-                    except CatalogError as exc:
+                        order = profiles.order(str(key))
+                    except ProfileError as exc:
                         raise CardBuildError(
                             f"rule {contribution.rule.rule_id}: {exc}",
                             contribution.rule.rule_id,
@@ -416,7 +416,7 @@ def _merge(
     topic: str,
     contributions: list[_Contribution],
     ruleset: RuleSet,
-    catalog: Catalog,
+    profiles: Profiles,
     context: CardContext,
     evaluation: _Evaluation,
 ) -> dict[str, Any]:
@@ -472,8 +472,8 @@ def _merge(
     }
     if details:
         card["detail"] = "\n\n".join(details)
-    card["source"] = _source(rule, catalog, topic)
-    suggestions = _suggestions(topic, contributions, catalog, evaluation)
+    card["source"] = _source(rule, profiles, topic)
+    suggestions = _suggestions(topic, contributions, profiles, evaluation)
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = "any"
@@ -498,14 +498,14 @@ def build_cards(
     ruleset: RuleSet,
     context: CardContext,
     *,
-    catalog: Catalog | None = None,
+    profiles: Profiles | None = None,
 ) -> list[dict[str, Any]]:
     """One CDS Hooks card per topic from the firings (those of card-less rules are skipped).
 
     Cards are listed most severe first, then in :data:`TOPIC_ORDER`. Raises
     :class:`CardBuildError` (naming the rule) when a card cannot be built.
     """
-    cat = catalog or load_catalog()
+    cat = profiles or load_profiles()
     topics: dict[str, list[_Contribution]] = {}
     for firing in firings:
         contribution = _render(ruleset, firing)

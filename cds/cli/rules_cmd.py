@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from cds.fhir import ProfileError, load_profiles
 from cds.rules import RuleSet, RuleSetError, default_rules_dir, load_ruleset
 
 app = typer.Typer(help="Lint, test, document and compile the YAML rules.", no_args_is_help=True)
@@ -19,7 +20,14 @@ DirArg = Annotated[
 
 def _load(directory: Path | None) -> RuleSet:
     try:
-        return load_ruleset(directory if directory is not None else default_rules_dir())
+        order_keys = load_profiles().order_keys
+    except ProfileError as exc:
+        typer.echo(f"{exc} (set OSTEOHOOKS_FHIR_PROFILES to a complete folder)", err=True)
+        raise typer.Exit(1) from None
+    try:
+        return load_ruleset(
+            directory if directory is not None else default_rules_dir(), order_keys=order_keys
+        )
     except RuleSetError as exc:
         for error in exc.errors:
             typer.echo(str(error), err=True)

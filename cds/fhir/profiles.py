@@ -3,13 +3,16 @@
 Every code the service recognises or suggests lives in a JSON file there, one file per
 concern; this module loads them once, checks their shape (errors name the file), and
 builds the lookup indexes the readers use. Point ``OSTEOHOOKS_FHIR_PROFILES`` at another
-folder to use a site's own copy.
+folder to use a site's own copy (:class:`cds.settings.DataFolders` owns that choice).
+
+This module is the one reader of those files: the facts stage, the cards (order codes,
+card-topic codings), the rule validation (order keys) and the service's prefetch
+template (observation codes) all take what they need from :class:`Profiles`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -19,6 +22,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cds.fhir.models import CodeableConcept, Coding
+from cds.settings import data_folders
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -32,8 +36,6 @@ UCUM = "http://unitsofmeasure.org"
 PREFIX_SYSTEMS = frozenset({ICD10CM, CPT})
 
 M = TypeVar("M", bound=BaseModel)
-
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "fhir_profiles"
 
 DxaSite = Literal["lumbar-spine", "total-hip", "femoral-neck", "femur", "forearm"]
 ScoreType = Literal["T", "Z", "BMD"]
@@ -224,8 +226,27 @@ class _MfrFile(_Strict):
     patterns: list[_MfrPattern]
 
 
+#: ServiceRequest.category per order category (FHIR servicerequest-category, SNOMED CT).
+_CATEGORY_CODINGS: dict[str, dict[str, str]] = {
+    "laboratory": {
+        "system": "http://snomed.info/sct",
+        "code": "108252007",
+        "display": "Laboratory procedure",
+    },
+    "imaging": {"system": "http://snomed.info/sct", "code": "363679005", "display": "Imaging"},
+}
+
+
 class OrderCode(CodeEntry):
     category: Literal["laboratory", "imaging"]
+
+    def coding(self) -> dict[str, str]:
+        """The Coding JSON of a drafted ServiceRequest.code."""
+        return {"system": self.system, "code": self.code, "display": self.display}
+
+    def category_coding(self) -> dict[str, str] | None:
+        """The ServiceRequest.category Coding JSON."""
+        return _CATEGORY_CODINGS.get(self.category)
 
 
 class _OrderFile(_Strict):
@@ -354,19 +375,65 @@ class Profiles:
     card_topics: dict[str, str]
     structure_definitions: dict[str, dict[str, Any]]
 
-    def order_coding(self, key: str) -> dict[str, str]:
-        """The Coding JSON for an order key of order-codes.json (KeyError names the key)."""
-        try:
-            o = self.order_codes[key]
-        except KeyError:
-            raise KeyError(
-                f"unknown order key {key!r}; known: {sorted(self.order_codes)}"
-            ) from None
-        return {"system": o.system, "code": o.code, "display": o.display}
+    observation_codes: tuple[str, ...]
 
-    def card_topic_coding(self, topic: str) -> dict[str, str]:
-        """The source.topic Coding JSON for a card topic."""
-        return {"system": self.card_topic_system, "code": topic, "display": self.card_topics[topic]}
+    @property
+    def order_keys(self) -> frozenset[str]:
+        """The order keys of order-codes.json (what rule suggestions may name)."""
+        return frozenset(self.order_codes)
+
+    def order(self, key: str) -> OrderCode:
+        """The order of a key of order-codes.json (ProfileError names the key and file)."""
+        try:
+            return self.order_codes[key]
+        except KeyError:
+            raise ProfileError(
+                f"unknown order key {key!r} (not in {self.folder / 'order-codes.json'})"
+            ) from None
+
+    def topic_coding(self, topic: str) -> dict[str, str]:
+        """The card source.topic Coding JSON (ProfileError for a topic not in the file)."""
+        display = self.card_topics.get(topic)
+        if display is None:
+            raise ProfileError(f"card topic {topic!r} is not in {self.folder / 'card-topics.json'}")
+        return {"system": self.card_topic_system, "code": topic, "display": display}
+
+
+#: The files of Observation codes the facts stage reads (the `observations` prefetch).
+OBSERVATION_FILES = (
+    "dxa-codes.json",
+    "femoral-neck-codes.json",
+    "tbs-codes.json",
+    "lab-codes.json",
+    "menopausal-status.json",
+)
+
+
+def _codings(node: Any) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        system, code = node.get("system"), node.get("code")
+        if isinstance(system, str) and isinstance(code, str):
+            found.append((system, code))
+        for value in node.values():
+            found.extend(_codings(value))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(_codings(value))
+    return found
+
+
+def _observation_codes(raw: dict[str, Any]) -> tuple[str, ...]:
+    """FHIR token search values of every coding in OBSERVATION_FILES, in file order:
+    LOINC codes bare (`38267-1`), other systems as `system|code`; diagnoses (ICD-10-CM)
+    are Conditions, not Observation codes, and are left out."""
+    tokens: dict[str, None] = {}
+    for name in OBSERVATION_FILES:
+        for system, code in _codings(raw[name]):
+            if system == ICD10CM:
+                continue
+            tokens[code if system == LOINC else f"{system}|{code}"] = None
+    return tuple(tokens)
 
 
 def _read(folder: Path, name: str) -> Any:
@@ -379,8 +446,10 @@ def _read(folder: Path, name: str) -> Any:
         raise ProfileError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
 
 
-def _model(folder: Path, name: str, model: type[M]) -> M:
+def _model(folder: Path, name: str, model: type[M], raw: dict[str, Any] | None = None) -> M:
     data = _read(folder, name)
+    if raw is not None:
+        raw[name] = data
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -390,7 +459,8 @@ def _model(folder: Path, name: str, model: type[M]) -> M:
 
 
 def _build(folder: Path) -> Profiles:
-    dxa = _model(folder, "dxa-codes.json", _DxaFile)
+    documents: dict[str, Any] = {}
+    dxa = _model(folder, "dxa-codes.json", _DxaFile, documents)
     try:
         bmd_units = {str(k): Decimal(str(v)) for k, v in dict(dxa.units["BMD"]).items()}
         t_units = frozenset(str(u) for u in dxa.units["T"])
@@ -399,12 +469,12 @@ def _build(folder: Path) -> Profiles:
         raise ProfileError(
             f"{folder / 'dxa-codes.json'}: units: need BMD, T and Z ({exc})"
         ) from None
-    neck = _model(folder, "femoral-neck-codes.json", _FemoralNeckFile)
-    tbs = _model(folder, "tbs-codes.json", _TbsFile)
+    neck = _model(folder, "femoral-neck-codes.json", _FemoralNeckFile, documents)
+    tbs = _model(folder, "tbs-codes.json", _TbsFile, documents)
     vert = _model(folder, "vertebral-body-sites.json", _VertebraFile)
     ranges = _model(folder, "plausible-ranges.json", _RangesFile)
-    labs = _model(folder, "lab-codes.json", _LabFile)
-    meno = _model(folder, "menopausal-status.json", _MenopauseFile)
+    labs = _model(folder, "lab-codes.json", _LabFile, documents)
+    meno = _model(folder, "menopausal-status.json", _MenopauseFile, documents)
     meds = _model(folder, "medication-classes.json", _MedFile)
     conds = _model(folder, "condition-codes.json", _ConditionFile)
     frac = _model(folder, "fragility-fractures.json", _FractureFile)
@@ -511,6 +581,7 @@ def _build(folder: Path) -> Profiles:
         card_topic_system=topics.system,
         card_topics={k: v.display for k, v in topics.topics.items()},
         structure_definitions=sds,
+        observation_codes=_observation_codes(documents),
     )
 
 
@@ -518,27 +589,13 @@ _CACHE: dict[Path, Profiles] = {}
 _LOCK = threading.Lock()
 
 
-def profiles_dir() -> Path:
-    """The fhir_profiles folder: $OSTEOHOOKS_FHIR_PROFILES or the bundled one."""
-    env = os.environ.get("OSTEOHOOKS_FHIR_PROFILES")
-    return Path(env) if env else DEFAULT_DIR
-
-
-_DEFAULT: tuple[str | None, Profiles] | None = None
-
-
 def load_profiles(folder: Path | None = None) -> Profiles:
-    """Load (once per folder) and index fhir_profiles/; ProfileError names a bad file."""
-    global _DEFAULT
-    if folder is None:
-        env = os.environ.get("OSTEOHOOKS_FHIR_PROFILES")
-        cached = _DEFAULT
-        if cached is not None and cached[0] == env:
-            return cached[1]
-        loaded = load_profiles(profiles_dir())
-        _DEFAULT = (env, loaded)
-        return loaded
-    path = folder.resolve()
+    """Load (once per folder) and index fhir_profiles/; ProfileError names a bad file.
+
+    `folder` defaults to :func:`cds.settings.data_folders` (``OSTEOHOOKS_FHIR_PROFILES``,
+    else the bundled folder).
+    """
+    path = (folder if folder is not None else data_folders().fhir_profiles).resolve()
     with _LOCK:
         hit = _CACHE.get(path)
         if hit is None:

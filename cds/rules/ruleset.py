@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from cds.rules.validate import (
     check_evidence,
     check_rule,
 )
+from cds.settings import data_folders
 
 EVIDENCE_FILE = "evidence.yaml"
 ParamValue = bool | int | float | str
@@ -31,11 +30,8 @@ INTERNAL_FACT_KEYS = ("t", "sid")
 
 
 def default_rules_dir() -> Path:
-    """OSTEOHOOKS_RULES, else the repository's `rules/` folder."""
-    env = os.environ.get("OSTEOHOOKS_RULES")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "rules"
+    """The rules folder of this run: OSTEOHOOKS_RULES, else the bundled one (DataFolders)."""
+    return data_folders().rules
 
 
 @dataclass(frozen=True)
@@ -195,43 +191,34 @@ def _version(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def _load_order_codes(path: Path | None, errors: list[RuleError]) -> set[str] | None:
-    if path is None or not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        errors.append(RuleError(display_path(path), 1, 1, f"cannot read order codes: {exc}"))
-        return None
-    if isinstance(data, dict) and isinstance(data.get("orders"), dict):
-        data = data["orders"]  # {"description": ..., "orders": {key: coding}}
-    if not isinstance(data, dict):
-        errors.append(RuleError(display_path(path), 1, 1, "order codes must be a JSON object"))
-        return None
-    return {k for k, v in data.items() if isinstance(v, dict)}
-
-
 def load_ruleset(
-    directory: Path | str | None = None, *, order_codes: Path | None = None, compile: bool = True
+    directory: Path | str | None = None,
+    *,
+    order_keys: Collection[str] | None = None,
+    compile: bool = True,
 ) -> RuleSet:
     """Load, validate and compile every `*.yaml` rule file of `directory`.
 
-    `directory/evidence.yaml` is the evidence registry. Order code keys come from
-    `order_codes` (default: `<directory>/../fhir_profiles/order-codes.json` when it
-    exists). Raises RuleSetError with every problem found; never returns a partial set.
+    `directory/evidence.yaml` is the evidence registry. Suggestions may name only the
+    order keys of `order_keys` (`cds.fhir.load_profiles(...).order_keys`; None: not
+    checked). Raises RuleSetError with every problem found; never returns a partial set.
 
     The YAML is first read through libyaml (`read_yaml(fast=True)`); a rule set with
     any problem is read again with the round-trip loader alone, so every error message
     and position is the round-trip loader's.
     """
     try:
-        return _load(directory, order_codes=order_codes, compile=compile, fast=True)
+        return _load(directory, order_keys=order_keys, compile=compile, fast=True)
     except RuleSetError:
-        return _load(directory, order_codes=order_codes, compile=compile, fast=False)
+        return _load(directory, order_keys=order_keys, compile=compile, fast=False)
 
 
 def _load(
-    directory: Path | str | None, *, order_codes: Path | None, compile: bool, fast: bool
+    directory: Path | str | None,
+    *,
+    order_keys: Collection[str] | None,
+    compile: bool,
+    fast: bool,
 ) -> RuleSet:
     root = Path(directory) if directory is not None else default_rules_dir()
     errors: list[RuleError] = []
@@ -239,9 +226,6 @@ def _load(
         raise RuleSetError([RuleError(display_path(root), 1, 1, "rules folder not found")])
     paths = sorted(p for p in root.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
     evidence_path = root / EVIDENCE_FILE
-    if order_codes is None:
-        order_codes = root.parent / "fhir_profiles" / "order-codes.json"
-    codes = _load_order_codes(order_codes, errors)
 
     evidence = EvidenceRegistry()
     evidence_ok = False
@@ -288,7 +272,7 @@ def _load(
         fact_types=dict(inputs),
         parameters={},
         evidence=evidence,
-        order_codes=codes,
+        order_codes=None if order_keys is None else set(order_keys),
         partial=bool(errors),
         evidence_ok=evidence_ok,
     )

@@ -19,10 +19,10 @@ from cds.cards import (
     build_cards,
     contract_problems,
     hl7_problems,
-    load_catalog,
 )
 from cds.engine import Engine
 from cds.facts.schema import Fact
+from cds.fhir import load_profiles
 from cds.rules import load_ruleset
 from cds.rules.reference import evaluate_ruleset
 from tests.clinical.helpers import (
@@ -195,7 +195,7 @@ def test_detail_states_what_was_assumed_and_preliminary_data() -> None:
 
 
 def test_source_names_the_first_source_and_the_topic_coding() -> None:
-    catalog = load_catalog()
+    profiles = load_profiles()
     for card in all_cards():
         data = payload(card)
         rule = ruleset().rule(data["rule"])
@@ -204,13 +204,12 @@ def test_source_names_the_first_source_and_the_topic_coding() -> None:
         assert card["source"]["label"] == src.label
         assert card["source"]["url"] == src.url
         topic = card["source"]["topic"]
-        assert topic["system"] == catalog.topic_system
-        assert topic["display"] == catalog.topic_displays[topic["code"]]
+        assert topic == profiles.topic_coding(topic["code"])
         assert data["rulesetVersion"] == ruleset().version
 
 
-def test_suggestions_are_draft_service_requests_coded_from_the_catalog() -> None:
-    catalog = load_catalog()
+def test_suggestions_are_draft_service_requests_coded_from_the_profiles() -> None:
+    profiles = load_profiles()
     rescan = next(c for c in all_cards() if c["source"]["topic"]["code"] == "rescan-interval")
     assert rescan["selectionBehavior"] == "any"
     (suggestion,) = rescan["suggestions"]
@@ -223,7 +222,7 @@ def test_suggestions_are_draft_service_requests_coded_from_the_catalog() -> None
     assert resource["status"] == "draft"
     assert resource["intent"] == "proposal"
     assert resource["subject"] == {"reference": "Patient/p1"}
-    assert resource["code"]["coding"] == [catalog.order("dxa-axial").coding()]
+    assert resource["code"]["coding"] == [profiles.order("dxa-axial").coding()]
     data = payload(rescan)
     assert resource["occurrencePeriod"] == {"start": data["dueFrom"], "end": data["dueTo"]}
     assert "Hologic Horizon A" in resource["note"][0]["text"]  # the scanner to use (CS-8.3)
@@ -233,8 +232,8 @@ def test_suggestions_are_draft_service_requests_coded_from_the_catalog() -> None
         for s in workup["suggestions"]
         for a in s.get("actions", [])
     }
-    assert catalog.order("lab-25-oh-vitamin-d").code in lab_codes
-    assert catalog.order("lab-pth").code in lab_codes
+    assert profiles.order("lab-25-oh-vitamin-d").code in lab_codes
+    assert profiles.order("lab-pth").code in lab_codes
 
 
 def test_actionable_cards_offer_override_reasons_with_displays() -> None:

@@ -14,12 +14,12 @@ from cds.engine import Engine, EngineError
 from cds.facts.schema import Assessment, DraftOrder
 from cds.rules import RuleSet, load_ruleset
 from cds.rules.reference import evaluate_ruleset
-from tests.rules.conftest import FIXTURES, ORDER_CODES
+from tests.rules.conftest import FIXTURES, ORDER_KEYS
 
 
 @pytest.fixture(scope="module")
 def basic() -> RuleSet:
-    return load_ruleset(FIXTURES / "basic", order_codes=ORDER_CODES)
+    return load_ruleset(FIXTURES / "basic", order_keys=ORDER_KEYS)
 
 
 def assessment(fid: str = "assessment:1", **fields: Any) -> Assessment:

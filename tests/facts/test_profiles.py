@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from cds.facts import build_facts
-from cds.fhir.profiles import DEFAULT_DIR, ProfileError, load_profiles
+from cds.fhir.profiles import ProfileError, load_profiles
+from cds.settings import data_folders
 from tests.facts.helpers import assessment
 from tests.fhir_factory import AS_OF, PARAMS, observation, patient
 
@@ -31,6 +32,7 @@ CANONICAL = {
     "http://www.whocc.no/atc",
     "http://unitsofmeasure.org",
 }
+BUNDLED = data_folders().fhir_profiles
 LOCAL_PREFIX = "https://osteohooks.org/fhir/CodeSystem/"
 FORMATS = {
     "http://loinc.org": r"^\d{1,7}-\d$",
@@ -94,7 +96,7 @@ def codings() -> list[tuple[str, dict[str, Any]]]:
             for v in obj:
                 walk(v, where)
 
-    for path in sorted(DEFAULT_DIR.glob("*.json")):
+    for path in sorted(BUNDLED.glob("*.json")):
         data = json.loads(path.read_text())
         walk(data, path.name)
         # StructureDefinition ValueSets: include.system + concept codes
@@ -150,7 +152,7 @@ def test_each_code_matches_its_system(where: str, coding: dict[str, Any]) -> Non
 
 
 def test_rxnorm_and_atc_codes_in_medication_classes() -> None:
-    data = json.loads((DEFAULT_DIR / "medication-classes.json").read_text())
+    data = json.loads((BUNDLED / "medication-classes.json").read_text())
     for ing in data["ingredients"]:
         assert re.match(r"^\d+$", ing["rxnorm"]["code"])
         assert re.match(FORMATS["http://www.whocc.no/atc"], ing["atc"]["code"])
@@ -170,7 +172,7 @@ def test_same_code_never_has_two_displays() -> None:
 
 
 def test_display_words_agree_with_dxa_meaning() -> None:
-    for c in json.loads((DEFAULT_DIR / "dxa-codes.json").read_text())["codes"]:
+    for c in json.loads((BUNDLED / "dxa-codes.json").read_text())["codes"]:
         d = c["display"]
         want = {"T": "[T-score]", "Z": "[Z-score]", "BMD": "[Mass/Area]"}[c["score"]]
         assert want in d, c
@@ -283,10 +285,12 @@ def test_order_codes_cover_the_cs_6_1_workup_and_imaging() -> None:
         "imaging-lateral-spine-xray",
         "dxa-axial",
     ]:
-        coding = p.order_coding(key)
+        coding = p.order(key).coding()
         assert set(coding) == {"system", "code", "display"}
-    with pytest.raises(KeyError, match="unknown order key"):
-        p.order_coding("lab-nope")
+    with pytest.raises(
+        ProfileError, match=r"unknown order key 'lab-nope' \(not in .*order-codes\.json\)"
+    ):
+        p.order("lab-nope")
 
 
 def test_card_topics_match_the_contract() -> None:
@@ -303,7 +307,9 @@ def test_card_topics_match_the_contract() -> None:
         "therapy-safety",
         "screening",
     }
-    assert p.card_topic_coding("tbs")["system"] == p.card_topic_system
+    assert p.topic_coding("tbs")["system"] == p.card_topic_system
+    with pytest.raises(ProfileError, match=r"card topic 'nope' is not in .*card-topics\.json"):
+        p.topic_coding("nope")
 
 
 def test_structure_definition_units_agree_with_the_code_lists() -> None:
@@ -334,7 +340,7 @@ def test_structure_definition_units_agree_with_the_code_lists() -> None:
 
 def test_a_site_adds_a_local_tbs_code_in_data_only(tmp_path: Path) -> None:
     folder = tmp_path / "profiles"
-    shutil.copytree(DEFAULT_DIR, folder)
+    shutil.copytree(BUNDLED, folder)
     path = folder / "tbs-codes.json"
     data = json.loads(path.read_text())
     data["codes"].append({"system": "urn:oid:1.2.3.4", "code": "TBS01", "display": "TBS"})
@@ -348,11 +354,11 @@ def test_a_site_adds_a_local_tbs_code_in_data_only(tmp_path: Path) -> None:
 
 def test_broken_profile_file_names_the_file(tmp_path: Path) -> None:
     folder = tmp_path / "profiles"
-    shutil.copytree(DEFAULT_DIR, folder)
+    shutil.copytree(BUNDLED, folder)
     (folder / "dxa-codes.json").write_text('{"codes": [')
     with pytest.raises(ProfileError, match=r"dxa-codes.json:1:\d+: invalid JSON"):
         load_profiles(folder)
-    shutil.copy(DEFAULT_DIR / "dxa-codes.json", folder / "dxa-codes.json")
+    shutil.copy(BUNDLED / "dxa-codes.json", folder / "dxa-codes.json")
     data = json.loads((folder / "medication-classes.json").read_text())
     data["ingredients"][0]["class"] = "vitamin"
     (folder / "medication-classes.json").write_text(json.dumps(data))

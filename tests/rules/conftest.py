@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import textwrap
 from collections.abc import Callable
@@ -13,6 +14,8 @@ from cds.rules import RuleSet, RuleSetError, load_ruleset
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "rules"
 ORDER_CODES = FIXTURES / "order-codes.json"
+#: The order keys of the fixture order codes (what the fixture rules may name).
+ORDER_KEYS = frozenset(json.loads(ORDER_CODES.read_text(encoding="utf-8"))["orders"])
 
 Loader = Callable[..., RuleSet]
 ErrorLister = Callable[..., list[str]]
@@ -36,7 +39,7 @@ def load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Loader:
         contents = dict(files or {})
         if text is not None:
             contents["x.yaml"] = text
-        return load_ruleset(write_rules(tmp_path / "rules", contents), order_codes=ORDER_CODES)
+        return load_ruleset(write_rules(tmp_path / "rules", contents), order_keys=ORDER_KEYS)
 
     return _load
 

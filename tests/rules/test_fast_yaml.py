@@ -94,8 +94,8 @@ def test_empty_file_reads_as_an_empty_mapping(tmp_path: Path) -> None:
 
 
 def test_rule_origins_are_the_round_trip_ones() -> None:
-    fast = _load(ROOT / "rules", order_codes=None, compile=False, fast=True)
-    slow = _load(ROOT / "rules", order_codes=None, compile=False, fast=False)
+    fast = _load(ROOT / "rules", order_keys=None, compile=False, fast=True)
+    slow = _load(ROOT / "rules", order_keys=None, compile=False, fast=False)
     assert fast.origins == slow.origins
     assert fast.example_origins == slow.example_origins
     assert [r.model_dump() for r in fast.rules] == [r.model_dump() for r in slow.rules]

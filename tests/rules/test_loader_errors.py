@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cds.rules import RuleSetError, load_ruleset
-from tests.rules.conftest import ORDER_CODES, ErrorLister, Loader, write_rules
+from tests.rules.conftest import ORDER_KEYS, ErrorLister, Loader, write_rules
 
 HEAD = """
 rules:
@@ -446,7 +446,7 @@ def test_missing_evidence_registry(tmp_path: Path) -> None:
     directory = write_rules(tmp_path / "rules", {"x.yaml": rule(WHEN)})
     (directory / "evidence.yaml").unlink()
     with pytest.raises(RuleSetError) as info:
-        load_ruleset(directory, order_codes=ORDER_CODES)
+        load_ruleset(directory, order_keys=ORDER_KEYS)
     assert [e.message for e in info.value.errors] == [
         "evidence registry not found: create it with 'sources' and 'clinical_spec_ids'"
     ]
@@ -576,7 +576,7 @@ def test_errors_sorted_across_files_and_never_half_loaded(tmp_path: Path) -> Non
         },
     )
     with pytest.raises(RuleSetError) as info:
-        load_ruleset(directory, order_codes=ORDER_CODES)
+        load_ruleset(directory, order_keys=ORDER_KEYS)
     # the form error of a.yaml does not hide the meaning error of the well-formed b.yaml
     assert [str(e).split("rules/", 1)[1] for e in info.value.errors] == [
         "a.yaml:10:7: unknown operator or key 'lte' (did you mean 'le'?)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from cds.cli import app
 from cds.rules import load_ruleset
 from cds.rules.docs import render_docs
 from cds.rules.examples import example_fact, run_examples
-from tests.rules.conftest import FIXTURES, ORDER_CODES, Loader
+from cds.settings import data_folders
+from tests.rules.conftest import FIXTURES, ORDER_KEYS, Loader
 
 BASIC = FIXTURES / "basic"
 runner = CliRunner()
@@ -20,23 +22,21 @@ runner = CliRunner()
 
 @pytest.fixture
 def rules_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the basic fixture rules with the order codes next to it, as in a repo."""
+    """A copy of the basic fixture rules (its order keys are in the bundled fhir_profiles)."""
     shutil.copytree(BASIC, tmp_path / "rules")
-    (tmp_path / "fhir_profiles").mkdir()
-    shutil.copy(ORDER_CODES, tmp_path / "fhir_profiles" / "order-codes.json")
     monkeypatch.chdir(tmp_path)
     return tmp_path / "rules"
 
 
 def test_examples_of_the_fixture_pass() -> None:
-    report = run_examples(load_ruleset(BASIC, order_codes=ORDER_CODES))
+    report = run_examples(load_ruleset(BASIC, order_keys=ORDER_KEYS))
     assert report.failures == []
     assert report.run == 9
     assert report.passed == 9
 
 
 def test_example_fact_uses_defaults_and_neutral_values() -> None:
-    ruleset = load_ruleset(BASIC, order_codes=ORDER_CODES)
+    ruleset = load_ruleset(BASIC, order_keys=ORDER_KEYS)
     rule = ruleset.rule("score.t.older-man")
     fact = example_fact(ruleset, rule, rule.examples[0])
     assert fact["id"] == "example:1"
@@ -92,7 +92,7 @@ def test_failing_examples_say_where_and_what(load: Loader) -> None:
 
 
 def test_docs_say_conditions_in_words() -> None:
-    text = render_docs(load_ruleset(BASIC, order_codes=ORDER_CODES))
+    text = render_docs(load_ruleset(BASIC, order_keys=ORDER_KEYS))
     assert "### classification.t.osteoporosis: Osteoporosis by T-score" in text
     assert (
         "  - lowest usable T-score of lumbar spine, total hip, femoral neck (`lowest_t`) "
@@ -116,6 +116,21 @@ def test_cli_lint_default_dir_from_env(rules_copy: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("OSTEOHOOKS_RULES", str(rules_copy))
     result = runner.invoke(app, ["rules", "lint"])
     assert result.exit_code == 0, result.output
+
+
+def test_cli_lint_checks_order_keys_against_the_configured_profiles(
+    rules_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profiles = tmp_path / "site-profiles"
+    shutil.copytree(data_folders().fhir_profiles, profiles)
+    orders = json.loads((profiles / "order-codes.json").read_text(encoding="utf-8"))
+    del orders["orders"]["lab-cbc"]
+    (profiles / "order-codes.json").write_text(json.dumps(orders), encoding="utf-8")
+    assert runner.invoke(app, ["rules", "lint", str(rules_copy)]).exit_code == 0
+    monkeypatch.setenv("OSTEOHOOKS_FHIR_PROFILES", str(profiles))
+    result = runner.invoke(app, ["rules", "lint", str(rules_copy)])
+    assert result.exit_code == 1
+    assert "unknown order code key 'lab-cbc'" in result.stderr
 
 
 def test_cli_lint_errors_on_stderr(rules_copy: Path) -> None:
