@@ -24,6 +24,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cds.contracts.cards import EXTENSION_KEY
 from cds.replay.inputs import Source, discover, is_ndjson
 from cds.replay.reader import Job, Unreadable, read_source
 from cds.rules.model import ORDERING_OPERATORS, Condition, Rule
@@ -457,7 +458,7 @@ def render_text(report: Report) -> str:
     for card in report["cards"]:
         topic = ((card.get("source") or {}).get("topic") or {}).get("code", "?")
         out.append(f"  {card.get('indicator', '?'):<8} {topic:<18} {card.get('summary', '')}")
-        payload = (card.get("extension") or {}).get("org.osteohooks") or {}
+        payload = (card.get("extension") or {}).get(EXTENSION_KEY) or {}
         out.extend(f"      {k} = {_show(v)}" for k, v in payload.items())
     for note in report["notes"]:
         out += ["", f"NOTE: {note}"]

@@ -58,6 +58,7 @@ from cds.api.models import (
 )
 from cds.api.ruleset import EvaluatorLike, RuleSetHolder, load_evaluator
 from cds.cards.invariants import empty_elements
+from cds.contracts.cards import EXTENSION_KEY
 from cds.fhir.profiles import load_profiles
 from cds.jsontext import dumps, loads
 from cds.settings import Settings
@@ -65,7 +66,6 @@ from cds.store import AuditRecord, FeedbackItem, IssuedCard, Store
 
 log = logging.getLogger("osteohooks.api")
 
-EXTENSION_KEY = "org.osteohooks"
 JSON = "application/json"
 
 SERVICE_DEFS: dict[str, tuple[str, str, str]] = {

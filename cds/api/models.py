@@ -22,6 +22,12 @@ from pydantic import (
     model_validator,
 )
 
+from cds.contracts.cards import (
+    Action,
+    Card,
+    Coding,
+)
+
 FHIR_ID = r"[A-Za-z0-9\-\.]{1,64}"
 _REFERENCE = re.compile(rf"^([A-Z][A-Za-z]+)/({FHIR_ID})$")
 
@@ -48,14 +54,6 @@ class _Strict(BaseModel):
 
 
 # --------------------------------------------------------------------------- shared types
-
-
-class Coding(_Model):
-    """CDS Hooks Coding: code and system required, display conditional."""
-
-    code: NonEmpty
-    system: NonEmpty
-    display: NonEmpty | None = None
 
 
 def _reference(types: tuple[str, ...]) -> Any:
@@ -219,76 +217,6 @@ class Discovery(_Strict):
 
 
 # --------------------------------------------------------------------------- response
-
-
-class Source(_Model):
-    label: NonEmpty
-    url: NonEmpty | None = None
-    icon: NonEmpty | None = None
-    topic: Coding | None = None
-
-
-class Action(_Model):
-    type: Literal["create", "update", "delete"]
-    description: NonEmpty  # cds-resp-5
-    resource: dict[str, Any] | None = None
-    resourceId: NonEmpty | None = None
-
-    @model_validator(mode="after")
-    def _resource(self) -> Action:
-        if self.type == "delete" and (self.resourceId is None or self.resource is not None):
-            raise ValueError("cds-resp-2: a delete action gives resourceId and no resource")
-        if self.type in ("create", "update") and self.resource is None:
-            raise ValueError(f"a {self.type} action needs a resource")
-        return self
-
-
-class Suggestion(_Model):
-    label: NonEmpty
-    uuid: NonEmpty | None = None
-    isRecommended: bool | None = None
-    actions: list[Action] | None = Field(None, min_length=1)
-
-
-class Link(_Model):
-    label: NonEmpty
-    url: NonEmpty
-    type: Literal["absolute", "smart"]
-    appContext: NonEmpty | None = None
-    autolaunchable: bool | None = None
-
-    @model_validator(mode="after")
-    def _cds_resp_3(self) -> Link:
-        if self.type != "smart" and self.appContext is not None:
-            raise ValueError("cds-resp-3: appContext only on smart links")
-        return self
-
-
-class OverrideReasonCoding(Coding):
-    display: NonEmpty  # cds-resp-4: required for override reasons given by the service
-
-
-class Card(_Model):
-    uuid: NonEmpty | None = None
-    summary: Annotated[str, StringConstraints(min_length=1, max_length=139)]
-    detail: NonEmpty | None = None
-    indicator: Literal["info", "warning", "critical"]
-    source: Source
-    suggestions: list[Suggestion] | None = Field(None, min_length=1)
-    selectionBehavior: Literal["at-most-one", "any"] | None = None
-    overrideReasons: list[OverrideReasonCoding] | None = Field(None, min_length=1)
-    links: list[Link] | None = Field(None, min_length=1)
-    extension: dict[str, Any] | None = None
-
-    @model_validator(mode="after")
-    def _selection(self) -> Card:
-        if self.suggestions and self.selectionBehavior is None:
-            raise ValueError("cds-resp-6: suggestions need selectionBehavior")
-        if self.selectionBehavior == "at-most-one":
-            recommended = sum(1 for s in self.suggestions or [] if s.isRecommended)
-            if recommended > 1:
-                raise ValueError("cds-resp-1: at-most-one allows one recommended suggestion")
-        return self
 
 
 class CdsResponse(_Model):

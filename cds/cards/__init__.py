@@ -9,7 +9,6 @@ Public API::
 """
 
 from cds.cards.build import (
-    EXTENSION_KEY,
     OVERRIDE_REASONS,
     OVERRIDE_SYSTEM,
     CardBuildError,
@@ -17,6 +16,7 @@ from cds.cards.build import (
     build_cards,
 )
 from cds.cards.invariants import contract_problems, hl7_problems
+from cds.contracts.cards import EXTENSION_KEY
 
 __all__ = [
     "EXTENSION_KEY",

@@ -21,33 +21,19 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from cds.contracts.cards import (
+    CONTRACT_NULLABLE_FIELDS,
+    EXTENSION_KEY,
+    HOOK_TOPICS,
+    LIST_FIELDS,
+    MAX_SUMMARY,
+    SEVERITY,
+    TOPIC_ORDER,
+)
 from cds.fhir.profiles import OrderCode, ProfileError, Profiles, load_profiles
-from cds.rules.model import CONTRACT_NULLABLE_FIELDS
 from cds.rules.result import Firing
 from cds.rules.ruleset import RuleSet
 
-#: The card topics in the order cards are listed (after severity).
-TOPIC_ORDER: tuple[str, ...] = (
-    "therapy-safety",
-    "dxa-order-timing",
-    "bmd-classification",
-    "artifact-warning",
-    "bmd-change",
-    "tbs",
-    "workup",
-    "rescan-interval",
-    "screening",
-)
-LIST_FIELDS: tuple[str, ...] = ("findings", "items")
-SEVERITY: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
-MAX_SUMMARY = 140  # exclusive: a summary has fewer than 140 characters
-EXTENSION_KEY = "org.osteohooks"
-#: Order hooks answer about the order; other topics stay for patient-view, except a
-#: critical card (a safety alert is never hidden).
-HOOK_TOPICS: dict[str, frozenset[str]] = {
-    "order-select": frozenset({"dxa-order-timing"}),
-    "order-sign": frozenset({"dxa-order-timing"}),
-}
 #: Topics whose meaning rests on the score type, hence on menopausal status (CS-1.6).
 MENOPAUSE_TOPICS = frozenset(
     {"bmd-classification", "tbs", "workup", "rescan-interval", "screening"}

@@ -8,24 +8,19 @@ import re
 import uuid
 from typing import Any
 
-from cds.rules.model import CARD_TOPICS, CONTRACT_NULLABLE_FIELDS, TOPIC_PAYLOAD_FIELDS
+from cds.contracts.cards import (
+    CARD_TOPICS,
+    CONTRACT_NULLABLE_FIELDS,
+    EXTENSION_KEY,
+    INDICATORS,
+    LINK_TYPES,
+    MAX_SUMMARY,
+    payload_problems,
+)
 
-INDICATORS = frozenset({"info", "warning", "critical"})
 SELECTION_BEHAVIORS = frozenset({"at-most-one", "any"})
 ACTION_SELECTION_BEHAVIORS = frozenset({"all", "any", "at-most-one"})
 ACTION_TYPES = frozenset({"create", "update", "delete"})
-LINK_TYPES = frozenset({"absolute", "smart"})
-CATEGORIES = {
-    "bmd-classification": {
-        "normal",
-        "low-bone-mass",
-        "osteoporosis",
-        "below-expected-range-for-age",
-        "within-expected-range-for-age",
-        "not-classifiable",
-    }
-}
-ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 ABSOLUTE_URL = re.compile(r"^https?://[^\s/]+\S*$")
 
 
@@ -109,7 +104,7 @@ def empty_elements(card: dict[str, Any]) -> list[str]:
     """
     topic_code = ((card.get("source") or {}).get("topic") or {}).get("code")
     nullable = frozenset(
-        f"card.extension.org.osteohooks.{name}"
+        f"card.extension.{EXTENSION_KEY}.{name}"
         for name in CONTRACT_NULLABLE_FIELDS.get(str(topic_code), ())
     )
     return _empties(card, "card", nullable)
@@ -124,8 +119,8 @@ def contract_problems(card: dict[str, Any]) -> list[str]:
     except ValueError:
         problems.append(f"uuid {card.get('uuid')!r} is not a UUID")
     summary = card.get("summary")
-    if not isinstance(summary, str) or len(summary) >= 140:
-        problems.append(f"summary must be a string under 140 characters: {summary!r}")
+    if not isinstance(summary, str) or len(summary) >= MAX_SUMMARY:
+        problems.append(f"summary must be a string under {MAX_SUMMARY} characters: {summary!r}")
     source = card.get("source") or {}
     if not ABSOLUTE_URL.match(str(source.get("url", ""))):
         problems.append(f"source.url {source.get('url')!r} is not an absolute URL")
@@ -156,42 +151,10 @@ def contract_problems(card: dict[str, Any]) -> list[str]:
                     problems.append(f"{where} must be status draft, intent proposal")
                 if not (resource.get("code") or {}).get("coding"):
                     problems.append(f"{where}.code has no coding")
-    ext = (card.get("extension") or {}).get("org.osteohooks")
+    ext = (card.get("extension") or {}).get(EXTENSION_KEY)
     if not isinstance(ext, dict):
-        problems.append("extension['org.osteohooks'] is missing")
+        problems.append(f"extension[{EXTENSION_KEY!r}] is missing")
         return problems
-    if not ext.get("rule"):
-        problems.append("extension payload lacks 'rule'")
-    if not isinstance(ext.get("evidence"), list) or not ext.get("evidence"):
-        problems.append("extension payload lacks 'evidence'")
-    if topic in TOPIC_PAYLOAD_FIELDS:
-        allowed = set(TOPIC_PAYLOAD_FIELDS[topic]) | {"rule", "rules", "evidence", "rulesetVersion"}
-        extra = sorted(set(ext) - allowed)
-        if extra:
-            problems.append(f"extension payload has fields outside topic {topic}: {extra}")
-    if topic == "bmd-classification":
-        if ext.get("category") not in CATEGORIES[topic]:
-            problems.append(f"category {ext.get('category')!r} is not in the contract")
-        if "scoreType" in ext and ext["scoreType"] not in ("T", "Z"):
-            problems.append(f"scoreType {ext['scoreType']!r}")
-    if topic == "rescan-interval":
-        for key in ("basis", "minMonths", "maxMonths", "dueFrom", "dueTo"):
-            if key not in ext:
-                problems.append(f"rescan-interval payload lacks {key}")
-        for key in ("dueFrom", "dueTo"):
-            if key in ext and not ISO_DATE.match(str(ext[key])):
-                problems.append(f"{key} {ext[key]!r} is not an ISO date")
-    if topic == "dxa-order-timing" and not isinstance(ext.get("tooSoon"), bool):
-        problems.append("dxa-order-timing payload lacks boolean tooSoon")
-    for name in CONTRACT_NULLABLE_FIELDS.get(str(topic), ()):
-        if name not in ext:
-            problems.append(f"{topic} payload lacks {name} (the contract: a code or null)")
-        elif ext[name] is not None and not isinstance(ext[name], str):
-            problems.append(f"{topic} payload {name} must be a code or null")
-    if topic == "bmd-change" and not isinstance(ext.get("comparable"), bool):
-        problems.append("bmd-change payload lacks boolean comparable")
-    if topic in ("artifact-warning", "therapy-safety") and not ext.get("findings"):
-        problems.append(f"{topic} payload lacks findings")
-    if topic == "workup" and not ext.get("items"):
-        problems.append("workup payload lacks items")
+    if topic in CARD_TOPICS:
+        problems.extend(payload_problems(str(topic), ext))
     return problems

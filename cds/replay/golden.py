@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cds.contracts.cards import EXTENSION_KEY
 from cds.replay.worker import InputResult, card_topic
 
 _MISSING = object()
@@ -55,7 +56,7 @@ _topic = card_topic
 #: The card payload key that carries the rule set's hash: it changes with every edit of any
 #: rule file, so goldens leave it out and comparisons ignore it (a rule change shows up as
 #: the card fields it really changed).
-_PAYLOAD = "org.osteohooks"
+_PAYLOAD = EXTENSION_KEY
 _VOLATILE_PAYLOAD_KEYS = ("rulesetVersion",)
 
 

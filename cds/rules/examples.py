@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from cds.contracts.cards import MAX_SUMMARY
 from cds.rules.model import Example, Rule
 from cds.rules.reference import evaluate
 from cds.rules.result import EngineResult, emitted_id
@@ -113,8 +114,8 @@ def _check(
             problems.append(
                 f"summary: expected to contain {expect.summary_contains!r}, got {summary!r}"
             )
-        if len(summary) >= 140:
-            problems.append(f"summary has {len(summary)} characters (must be under 140)")
+        if len(summary) >= MAX_SUMMARY:
+            problems.append(f"summary has {len(summary)} characters (must be under {MAX_SUMMARY})")
     return problems
 
 

@@ -16,35 +16,6 @@ Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
 #: The test operators of a condition, in the order docs list them.
 OPERATORS: tuple[str, ...] = ("eq", "ne", "lt", "le", "gt", "ge", "in", "exists", "missing")
 ORDERING_OPERATORS = frozenset({"lt", "le", "gt", "ge"})
-CARD_TOPICS: tuple[str, ...] = (
-    "bmd-classification",
-    "artifact-warning",
-    "bmd-change",
-    "tbs",
-    "workup",
-    "rescan-interval",
-    "dxa-order-timing",
-    "therapy-safety",
-    "screening",
-)
-#: Payload fields per topic (shared/card-contract.md).
-TOPIC_PAYLOAD_FIELDS: dict[str, tuple[str, ...]] = {
-    "bmd-classification": ("category", "scoreType", "site", "value"),
-    "artifact-warning": ("findings",),
-    "bmd-change": ("comparable", "percentChange", "lsc", "significant", "direction"),
-    "tbs": ("tbsCategory", "value"),
-    "workup": ("items",),
-    "rescan-interval": ("basis", "minMonths", "maxMonths", "dueFrom", "dueTo"),
-    "dxa-order-timing": ("tooSoon", "earliestDate", "exception"),
-    "therapy-safety": ("findings",),
-    "screening": ("reason",),
-}
-#: Payload fields the card contract defines as "value or null": always present, null when no
-#: rule sets them. CDS Hooks forbids nulls "unless otherwise specified"; the contract does.
-CONTRACT_NULLABLE_FIELDS: dict[str, tuple[str, ...]] = {
-    "dxa-order-timing": ("exception",),
-}
-INDICATORS: tuple[str, ...] = ("info", "warning", "critical")
 STATUSES: tuple[str, ...] = ("active", "draft", "retired")
 FIELD_TYPES: tuple[str, ...] = ("integer", "number", "boolean", "string", "date")
 

@@ -13,6 +13,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cds.contracts.cards import (
+    CARD_TOPICS,
+    INDICATORS,
+    LINK_TYPES,
+    MAX_SUMMARY,
+    TOPIC_PAYLOAD_FIELDS,
+)
 from cds.rules.errors import RuleError, did_you_mean
 from cds.rules.facttypes import (
     KINDS,
@@ -23,13 +30,10 @@ from cds.rules.facttypes import (
     Kind,
 )
 from cds.rules.model import (
-    CARD_TOPICS,
     FIELD_TYPES,
-    INDICATORS,
     OPERATORS,
     ORDERING_OPERATORS,
     STATUSES,
-    TOPIC_PAYLOAD_FIELDS,
     Card,
     Condition,
     EvidenceRegistry,
@@ -44,7 +48,6 @@ from cds.rules.templates import TemplateCache, TemplateProblem, has_template, re
 RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*$")
 CS_ID = re.compile(r"^CS-\d+(\.\d+)*$")
 URL = re.compile(r"^https?://[^\s]+$")
-LINK_TYPES = ("absolute", "smart")
 
 
 @dataclass
@@ -436,9 +439,11 @@ def check_card(src: Source, loc: Loc, card: Card, ftype: FactType, ctx: Context)
             f"unknown indicator '{card.indicator}'{did_you_mean(card.indicator, INDICATORS)}: "
             "info, warning or critical",
         )
-    if not has_template(card.summary) and len(card.summary) >= 140:
+    if not has_template(card.summary) and len(card.summary) >= MAX_SUMMARY:
         ctx.add(
-            src, (*loc, "summary"), f"summary has {len(card.summary)} characters: keep it under 140"
+            src,
+            (*loc, "summary"),
+            f"summary has {len(card.summary)} characters: keep it under {MAX_SUMMARY}",
         )
     texts: list[tuple[Loc, str]] = [((*loc, "summary"), card.summary)]
     if card.detail is not None:

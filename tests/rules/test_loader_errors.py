@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from cds.contracts.cards import TOPIC_PAYLOAD_FIELDS
 from cds.rules import RuleSetError, load_ruleset
 from tests.rules.conftest import ORDER_KEYS, ErrorLister, Loader, write_rules
 
@@ -479,7 +480,7 @@ def test_payload_field_not_in_topic(errors: ErrorLister) -> None:
     )
     assert errors(rule(WHEN, then)) == [
         "16:19: payload field 'categry' is not part of topic 'bmd-classification' "
-        "(did you mean 'category'?): category, scoreType, site, value"
+        "(did you mean 'category'?): " + ", ".join(TOPIC_PAYLOAD_FIELDS["bmd-classification"])
     ]
 
 

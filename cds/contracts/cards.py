@@ -1,0 +1,438 @@
+"""The card contract: the one owner of what a card may contain (docs/card-contract.md).
+
+Topics, the payload fields of each topic and their allowed values, the limits
+(`MAX_SUMMARY`), the payload's extension key, the order cards are listed in, which topics
+each hook answers with, and the typed models: `Card` (CDS Hooks 2.0.1 Card, what the
+service answers) and one payload model per topic (`PAYLOAD_MODELS`), from which
+:func:`payload_schema` generates the JSON Schema integrators validate against
+(`cds contract schema` prints it). The rule validation, the card builder, the invariant
+checks, the service and the authoring tools all read these names from here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema, models_json_schema
+
+#: The card topics (source.topic.code), in the order the contract lists them.
+CARD_TOPICS: tuple[str, ...] = (
+    "bmd-classification",
+    "artifact-warning",
+    "bmd-change",
+    "tbs",
+    "workup",
+    "rescan-interval",
+    "dxa-order-timing",
+    "therapy-safety",
+    "screening",
+)
+#: The card topics in the order cards are listed (after severity).
+TOPIC_ORDER: tuple[str, ...] = (
+    "therapy-safety",
+    "dxa-order-timing",
+    "bmd-classification",
+    "artifact-warning",
+    "bmd-change",
+    "tbs",
+    "workup",
+    "rescan-interval",
+    "screening",
+)
+#: Order hooks answer about the order; other topics stay for patient-view, except a
+#: critical card (a safety alert is never hidden).
+HOOK_TOPICS: dict[str, frozenset[str]] = {
+    "order-select": frozenset({"dxa-order-timing"}),
+    "order-sign": frozenset({"dxa-order-timing"}),
+}
+Indicator = Literal["info", "warning", "critical"]
+INDICATORS: tuple[str, ...] = get_args(Indicator)
+#: How severe each indicator is (cards are listed most severe first).
+SEVERITY: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
+LinkType = Literal["absolute", "smart"]
+LINK_TYPES: tuple[str, ...] = get_args(LinkType)
+#: A summary has fewer than MAX_SUMMARY characters (CDS Hooks: "<140 characters").
+MAX_SUMMARY = 140
+#: The key of Card.extension that carries the machine-readable payload.
+EXTENSION_KEY = "org.osteohooks"
+#: Payload fields whose values merge as the ordered union of the contributing rules.
+LIST_FIELDS: tuple[str, ...] = ("findings", "items")
+#: Payload fields every card has, whatever its topic.
+COMMON_PAYLOAD_FIELDS: tuple[str, ...] = ("rule", "rules", "evidence", "rulesetVersion")
+
+# ------------------------------------------------------------------------ payload values
+
+Code = Annotated[StrictStr, StringConstraints(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")]
+IsoDate = Annotated[
+    StrictStr,
+    StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$"),
+    Field(json_schema_extra={"format": "date"}),
+]
+Number = StrictInt | StrictFloat
+Text = Annotated[StrictStr, StringConstraints(min_length=1)]
+Category = Literal[
+    "normal",
+    "low-bone-mass",
+    "osteoporosis",
+    "below-expected-range-for-age",
+    "within-expected-range-for-age",
+    "not-classifiable",
+]
+Site = Literal["lumbar-spine", "total-hip", "femoral-neck", "forearm"]
+ChangeSite = Literal["lumbar-spine", "total-hip"]
+Direction = Literal["gain", "loss", "stable"]
+ClinicalBasis = Literal["hip-fracture", "vertebral-fracture", "major-fracture-with-low-bone-mass"]
+TbsCategory = Literal["normal", "partially-degraded", "degraded"]
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Payload(_Closed):
+    """What every card's `extension["org.osteohooks"]` has."""
+
+    rule: Annotated[Text, Field(description="id of the rule that made the card (the winner)")]
+    rules: Annotated[
+        list[Text] | SkipJsonSchema[None],
+        Field(min_length=1, description="every contributing rule id"),
+    ] = None
+    evidence: Annotated[
+        list[Text], Field(min_length=1, description="clinical-spec ids and source short names")
+    ]
+    rulesetVersion: Annotated[
+        Text | SkipJsonSchema[None],
+        Field(description="sha256 of the rule files that made the card"),
+    ] = None
+
+
+class BmdClassificationPayload(Payload):
+    category: Category
+    scoreType: Literal["T", "Z"] | SkipJsonSchema[None] = None
+    site: Site | SkipJsonSchema[None] = None
+    value: Annotated[Number | SkipJsonSchema[None], Field(description="the score")] = None
+    clinicalOsteoporosis: StrictBool | SkipJsonSchema[None] = None
+    clinicalBasis: ClinicalBasis | SkipJsonSchema[None] = None
+
+
+class ArtifactWarningPayload(Payload):
+    findings: Annotated[
+        list[Code], Field(min_length=1, description="codes of clinical-spec sections 2.4 and 3")
+    ]
+
+
+class SiteChange(_Closed):
+    site: ChangeSite
+    comparable: StrictBool
+    percentChange: Number | SkipJsonSchema[None] = None
+    lsc: Number | SkipJsonSchema[None] = None
+    significant: StrictBool | SkipJsonSchema[None] = None
+    direction: Direction | SkipJsonSchema[None] = None
+
+
+class BmdChangePayload(Payload):
+    comparable: StrictBool
+    percentChange: Annotated[Number | SkipJsonSchema[None], Field(description="if comparable")] = (
+        None
+    )
+    lsc: Number | SkipJsonSchema[None] = None
+    significant: Annotated[
+        StrictBool | SkipJsonSchema[None], Field(description="if comparable")
+    ] = None
+    direction: Direction | SkipJsonSchema[None] = None
+    sites: Annotated[list[SiteChange] | SkipJsonSchema[None], Field(min_length=1)] = None
+
+
+class TbsPayload(Payload):
+    tbsCategory: TbsCategory | SkipJsonSchema[None] = None
+    value: Number | SkipJsonSchema[None] = None
+
+
+class WorkupPayload(Payload):
+    items: Annotated[
+        list[Code], Field(min_length=1, description="codes of clinical-spec section 6")
+    ]
+
+
+class RescanIntervalPayload(Payload):
+    basis: Annotated[Code, Field(description="a code of clinical-spec section 7")]
+    minMonths: StrictInt
+    maxMonths: StrictInt
+    dueFrom: IsoDate
+    dueTo: IsoDate
+
+
+class DxaOrderTimingPayload(Payload):
+    tooSoon: StrictBool
+    earliestDate: IsoDate | SkipJsonSchema[None] = None
+    exception: Annotated[Code | None, Field(description="a code, or null (always present)")]
+
+
+class TherapySafetyPayload(Payload):
+    findings: Annotated[
+        list[Code], Field(min_length=1, description="codes of clinical-spec section 9")
+    ]
+
+
+class ScreeningPayload(Payload):
+    reason: Text | SkipJsonSchema[None] = None
+
+
+#: The payload model of each topic.
+PAYLOAD_MODELS: dict[str, type[Payload]] = {
+    "bmd-classification": BmdClassificationPayload,
+    "artifact-warning": ArtifactWarningPayload,
+    "bmd-change": BmdChangePayload,
+    "tbs": TbsPayload,
+    "workup": WorkupPayload,
+    "rescan-interval": RescanIntervalPayload,
+    "dxa-order-timing": DxaOrderTimingPayload,
+    "therapy-safety": TherapySafetyPayload,
+    "screening": ScreeningPayload,
+}
+#: Payload fields per topic (beyond COMMON_PAYLOAD_FIELDS): what a rule's card may set.
+TOPIC_PAYLOAD_FIELDS: dict[str, tuple[str, ...]] = {
+    topic: tuple(name for name in model.model_fields if name not in COMMON_PAYLOAD_FIELDS)
+    for topic, model in PAYLOAD_MODELS.items()
+}
+
+
+# --------------------------------------------------------------------- the CDS Hooks card
+
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+
+
+class _Open(BaseModel):
+    """CDS Hooks response objects: unknown keys allowed (the spec lets services add them)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True, by_alias=True)
+
+
+class Coding(_Open):
+    """CDS Hooks Coding: code and system required, display conditional."""
+
+    code: NonEmpty
+    system: NonEmpty
+    display: NonEmpty | None = None
+
+
+class Source(_Open):
+    label: NonEmpty
+    url: NonEmpty | None = None
+    icon: NonEmpty | None = None
+    topic: Coding | None = None
+
+
+class Action(_Open):
+    type: Literal["create", "update", "delete"]
+    description: NonEmpty  # cds-resp-5
+    resource: dict[str, Any] | None = None
+    resourceId: NonEmpty | None = None
+
+    @model_validator(mode="after")
+    def _resource(self) -> Action:
+        if self.type == "delete" and (self.resourceId is None or self.resource is not None):
+            raise ValueError("cds-resp-2: a delete action gives resourceId and no resource")
+        if self.type in ("create", "update") and self.resource is None:
+            raise ValueError(f"a {self.type} action needs a resource")
+        return self
+
+
+class Suggestion(_Open):
+    label: NonEmpty
+    uuid: NonEmpty | None = None
+    isRecommended: bool | None = None
+    actions: list[Action] | None = Field(None, min_length=1)
+
+
+class Link(_Open):
+    label: NonEmpty
+    url: NonEmpty
+    type: LinkType
+    appContext: NonEmpty | None = None
+    autolaunchable: bool | None = None
+
+    @model_validator(mode="after")
+    def _cds_resp_3(self) -> Link:
+        if self.type != "smart" and self.appContext is not None:
+            raise ValueError("cds-resp-3: appContext only on smart links")
+        return self
+
+
+class OverrideReasonCoding(Coding):
+    display: NonEmpty  # cds-resp-4: required for override reasons given by the service
+
+
+class Card(_Open):
+    """A CDS Hooks 2.0.1 Card as this service answers it (the payload: `PAYLOAD_MODELS`)."""
+
+    uuid: NonEmpty | None = None
+    summary: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SUMMARY - 1)]
+    detail: NonEmpty | None = None
+    indicator: Indicator
+    source: Source
+    suggestions: list[Suggestion] | None = Field(None, min_length=1)
+    selectionBehavior: Literal["at-most-one", "any"] | None = None
+    overrideReasons: list[OverrideReasonCoding] | None = Field(None, min_length=1)
+    links: list[Link] | None = Field(None, min_length=1)
+    extension: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _selection(self) -> Card:
+        if self.suggestions and self.selectionBehavior is None:
+            raise ValueError("cds-resp-6: suggestions need selectionBehavior")
+        if self.selectionBehavior == "at-most-one":
+            recommended = sum(1 for s in self.suggestions or [] if s.isRecommended)
+            if recommended > 1:
+                raise ValueError("cds-resp-1: at-most-one allows one recommended suggestion")
+        return self
+
+
+def _nullable_required(model: type[Payload]) -> tuple[str, ...]:
+    return tuple(
+        name
+        for name, info in model.model_fields.items()
+        if info.is_required() and type(None) in get_args(info.annotation)
+    )
+
+
+#: Payload fields the card contract defines as "value or null": always present, null when no
+#: rule sets them. CDS Hooks forbids nulls "unless otherwise specified"; the contract does.
+CONTRACT_NULLABLE_FIELDS: dict[str, tuple[str, ...]] = {
+    topic: fields
+    for topic, model in PAYLOAD_MODELS.items()
+    if (fields := _nullable_required(model))
+}
+
+
+def payload_problems(topic: str, payload: Any) -> list[str]:
+    """What is wrong with `payload` for a card of `topic` (empty: it keeps the contract)."""
+    model = PAYLOAD_MODELS.get(topic)
+    if model is None:
+        return [f"source.topic.code {topic!r} is not a card topic"]
+    try:
+        model.model_validate(payload)
+    except ValidationError as exc:
+        extra = sorted(str(e["loc"][0]) for e in exc.errors() if e["type"] == "extra_forbidden")
+        problems = [f"extension payload has fields outside topic {topic}: {extra}"] if extra else []
+        problems.extend(
+            f"{topic} payload {'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+            for e in exc.errors()
+            if e["type"] != "extra_forbidden"
+        )
+        return problems
+    return []
+
+
+def payload_schema() -> dict[str, Any]:
+    """The JSON Schema (2020-12) of a card's contract part: `source.topic.code` one of the
+    topics, and `extension["org.osteohooks"]` the payload of that topic."""
+    _, definitions = models_json_schema(
+        [(model, "validation") for model in PAYLOAD_MODELS.values()],
+        ref_template="#/$defs/{model}",
+    )
+    branches = [
+        {
+            "if": {
+                "properties": {
+                    "source": {"properties": {"topic": {"properties": {"code": {"const": t}}}}}
+                }
+            },
+            "then": {
+                "properties": {
+                    "extension": {
+                        "properties": {EXTENSION_KEY: {"$ref": f"#/$defs/{model.__name__}"}}
+                    }
+                }
+            },
+        }
+        for t, model in PAYLOAD_MODELS.items()
+    ]
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://osteohooks.org/schema/card-payload.json",
+        "title": "osteohooks card: topic and machine-readable payload",
+        "description": (
+            "A CDS Hooks 2.0.1 card of the osteohooks service: source.topic.code names the "
+            f"topic, extension[{EXTENSION_KEY!r}] carries the payload of that topic."
+        ),
+        "type": "object",
+        "required": ["summary", "indicator", "source", "extension"],
+        "properties": {
+            "summary": {"type": "string", "minLength": 1, "maxLength": MAX_SUMMARY - 1},
+            "indicator": {"enum": list(INDICATORS)},
+            "source": {
+                "type": "object",
+                "required": ["label", "topic"],
+                "properties": {
+                    "topic": {
+                        "type": "object",
+                        "required": ["system", "code", "display"],
+                        "properties": {"code": {"enum": list(CARD_TOPICS)}},
+                    }
+                },
+            },
+            "extension": {"type": "object", "required": [EXTENSION_KEY]},
+        },
+        "allOf": branches,
+        "$defs": definitions["$defs"],
+    }
+
+
+def _describe(schema: dict[str, Any], definitions: dict[str, Any]) -> str:
+    """A field's allowed values, in words, from its JSON Schema."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        inner = definitions[name]["properties"]
+        return "object {" + ", ".join(inner) + "}"
+    if "enum" in schema:
+        return " \\| ".join(f"`{v}`" for v in schema["enum"])
+    if "const" in schema:
+        return f"`{schema['const']}`"
+    if "anyOf" in schema:
+        return " or ".join(_describe(s, definitions) for s in schema["anyOf"])
+    kind = schema.get("type", "any")
+    if kind == "array":
+        return f"list of {_describe(schema.get('items', {}), definitions)} (at least one)"
+    if kind == "string" and schema.get("format") == "date":
+        return "ISO date (YYYY-MM-DD)"
+    if kind == "string" and "pattern" in schema and "a-z0-9" in schema["pattern"]:
+        return "code (lower-case, hyphenated)"
+    return str(kind)
+
+
+def contract_tables() -> str:
+    """The payload fields of every topic as Markdown (docs/card-contract.md embeds it)."""
+    definitions = payload_schema()["$defs"]
+    lines: list[str] = []
+    for topic, model in PAYLOAD_MODELS.items():
+        schema = definitions[model.__name__]
+        required = set(schema.get("required", ()))
+        lines += [f"### `{topic}`", "", "| field | allowed values | presence | meaning |"]
+        lines.append("|---|---|---|---|")
+        for name, field_schema in schema["properties"].items():
+            if name in required and type(None) in get_args(model.model_fields[name].annotation):
+                presence = "always (null when none)"
+            else:
+                presence = "always" if name in required else "when known"
+            meaning = field_schema.get("description", "")
+            lines.append(
+                f"| `{name}` | {_describe(field_schema, definitions)} | {presence} | {meaning} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
