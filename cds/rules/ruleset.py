@@ -13,7 +13,7 @@ from cds.rules.facttypes import FactType, input_fact_types
 from cds.rules.model import DerivedFact, EvidenceRegistry, Parameter, Rule, RuleFile
 from cds.rules.source import Loc, Source, display_path, read_yaml
 from cds.rules.structure import validate_structure
-from cds.rules.templates import Renderer, TemplateCache, filled_read
+from cds.rules.templates import Renderer, TemplateCache
 from cds.rules.validate import (
     Context,
     build_derived,
@@ -122,38 +122,19 @@ class RuleSet:
             if card is None:
                 raise ValueError(f"rule '{rule_id}' has no card")
             data = card.model_dump(by_alias=True, exclude_none=True)
-            fact_type = rule.when.fact
-            fields = self.fact_types[fact_type].fields if fact_type in self.fact_types else None
-            fast = None
-            if fields is not None:
-                fast = self.templates.translate(data, filled_read(fields, INTERNAL_FACT_KEYS))
             plan = CardPlan(
                 rule_id=rule.id,
-                fact_type=fact_type,
+                fact_type=rule.when.fact,
                 render=self.templates.plan(data),
-                fast=fast,
                 links=tuple(link.model_dump() for link in card.links),
             )
             self._card_plans[rule_id] = plan
         return plan
 
     def render_card(self, rule_id: str, fact: Mapping[str, Any], fact_type: str) -> dict[str, Any]:
-        """The rule's card with every template rendered for `fact` (suggestions included).
-
-        A fact of the rule's own type, as a plain dict, is rendered by the card's
-        translation (`CardPlan.fast`) straight from the fact; when there is none, or it
-        declines or fails, by the Jinja templates from `template_fact` (so every value
-        and every error is Jinja's).
-        """
+        """The rule's card with every template rendered for `fact` (suggestions included),
+        by the Jinja templates from `template_fact`."""
         plan = self.card_plan(rule_id)
-        fast = plan.fast
-        if fast is not None and fact_type == plan.fact_type and type(fact) is dict:
-            try:
-                card = fast(fact, self.parameters)
-            except Exception:  # rendered again below: Jinja raises its own error
-                card = None
-            if type(card) is dict:
-                return card
         result: dict[str, Any] = plan.render(self.template_fact(fact, fact_type), self.parameters)
         return result
 
@@ -166,9 +147,8 @@ class RuleSet:
 class CardPlan:
     """What a rule's card is, decided once per rule set.
 
-    ``render`` renders the card data (every template) from the template fact;
-    ``fast``, when the card's templates translate (cds.rules.templates), gives the same
-    dict from the raw fact of type ``fact_type``. ``links`` are the card's links as
+    ``render`` renders the card data (every template) from the template fact.
+    ``links`` are the card's links as
     plain dicts, unrendered: shared, never to be changed (`RuleSet.card_links` copies).
     ``extras`` holds what users of the plan derive from it once (e.g. cds.cards.build's
     static parts of the rule's cards), keyed by the user: it lives as long as the plan.
@@ -177,7 +157,6 @@ class CardPlan:
     rule_id: str
     fact_type: str
     render: Renderer
-    fast: Renderer | None
     links: tuple[dict[str, Any], ...]
     extras: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

@@ -14,16 +14,14 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import functools
-import math
 import re
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
 from jinja2 import Template as JinjaTemplate
 from jinja2.exceptions import UndefinedError
-from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -320,292 +318,6 @@ def _fast_text(source: str, template: JinjaTemplate) -> Renderer | None:
     return run
 
 
-# ---------------------------------------------------------------- translation to Python
-#
-# The template shapes the rules use (text, `fact.x` / `param.y` / `fact['x']`, the filters
-# and tests below, `or` / `and` / `not`, comparisons, `if` blocks, `a if b else c`) are
-# translated once (when compiled; a card's templates together, into one function building
-# the card, when the card is first rendered) into one Python expression each: the code
-# Jinja's own code generator writes for the same AST (jinja2.compiler; print it with
-# ``ENV.compile(source, raw=True)``), with the run-time indirections resolved in advance:
-#
-# * ``environment.getattr(fact, 'x')`` is ``fact['x']``: for a dict and a name that is
-#   not a dict attribute that is what `_Environment.getattr` returns; a dict attribute
-#   name (``fact.items``) is not translated. ``environment.getitem(fact, 'x')`` is the
-#   sandbox's ``obj[argument]`` first try. An absent key raises KeyError where Jinja
-#   would make a StrictUndefined (and raise, or answer a ``defined`` test): every
-#   exception makes the caller render with Jinja instead, so values and error texts are
-#   always Jinja's.
-# * filters and tests are the very functions of ``ENV.filters`` / ``ENV.tests`` that
-#   Jinja's code calls, with the same arguments in the same order (the environment or
-#   a fixed, never modified, EvalContext where the filter asks for one);
-# * an output ``{{ e }}`` is ``str(finalize(e))``: ``'' if e is None else str(e)``;
-#   text between tags is the TemplateData text; the pieces are joined as Jinja's
-#   ``concat`` (``''.join``) does; ``{% if %}`` / ``elif`` / ``else`` become conditional
-#   expressions over the joined pieces of each branch (tests in the same order);
-# * ``and`` / ``or`` / ``not``, comparisons and ``a if b else c`` are Python's, as in
-#   Jinja's code (the sandbox intercepts no operator: ``intercepted_binops`` is empty).
-#
-# Sandbox: the generated code reads nothing but ``fact[...]`` / ``param[...]`` with
-# constant keys, calls only the listed filters and tests, and holds no name from the
-# template: keys and literals are ``repr`` of str / int / float / bool / None constants.
-# Anything else (other nodes, filters, tests, keyword arguments, names, attribute
-# chains) is not translated and keeps the Jinja path.
-
-#: Filters and tests a translation may call (pure functions of their arguments).
-_TRANSLATED_FILTERS = frozenset(
-    {"add_months", "fmt", "replace", "truncate", "format", "round", "abs"}
-)
-_TRANSLATED_TESTS = frozenset({"string", "number", "none"})
-_COMPARE_OPS = {
-    "eq": "==",
-    "ne": "!=",
-    "gt": ">",
-    "gteq": ">=",
-    "lt": "<",
-    "lteq": "<=",
-    "in": "in",
-    "notin": "not in",
-}
-#: What ``context.eval_ctx`` is for a fresh render of ENV's templates (autoescape off,
-#: not volatile); only read, by filters that ask for it (``replace``).
-_EVAL_CONTEXT = EvalContext(ENV)
-
-
-class _Unsupported(Exception):
-    """A template shape that is not translated (Jinja renders it)."""
-
-
-#: How a translation reads ``fact.<key>``: the Python code of the read.
-FactRead = Callable[[str], str]
-
-
-def _index_read(key: str) -> str:
-    return f"fact[{key!r}]"
-
-
-def filled_read(fields: Collection[str], hidden: Collection[str]) -> FactRead:
-    """Reads of the template fact ``{**dict.fromkeys(fields), **fact}`` (its `hidden`
-    keys then None when they are fields, else removed) done on the raw ``fact``.
-
-    A field is ``_get(key)`` (``fact.get``: the fact's value, else None), a hidden
-    field is None, any other key is ``fact[key]`` (absent: KeyError, where the template
-    fact has no key either); a hidden key that is no field is not translated.
-    """
-    field_names = frozenset(fields)
-    hidden_names = frozenset(hidden)
-
-    def read(key: str) -> str:
-        if key in hidden_names:
-            if key in field_names:
-                return "None"
-            raise _Unsupported(key)
-        if key in field_names:
-            return f"_get({key!r})"
-        return f"fact[{key!r}]"
-
-    return read
-
-
-class _Translator:
-    """One Python expression per template AST (see the comment above)."""
-
-    def __init__(self, read_fact: FactRead, names: dict[str, Any]) -> None:
-        self.read_fact = read_fact
-        self.names = names  # the generated module's globals: the filters and tests
-
-    def _callable(self, kind: str, name: str) -> str:
-        table = ENV.filters if kind == "filter" else ENV.tests
-        func = table.get(name)
-        if func is None:
-            raise _Unsupported(name)
-        alias = f"_{kind}_{name}"
-        self.names[alias] = func
-        return alias
-
-    def const(self, value: Any) -> str:
-        if value is None or type(value) in (str, int, bool):
-            return repr(value)
-        if type(value) is float and math.isfinite(value):
-            return repr(value)  # repr of a finite float reads back as the same float
-        raise _Unsupported(repr(value))
-
-    def _read(self, target: nodes.Node, key: str) -> str:
-        if not (isinstance(target, nodes.Name) and target.ctx == "load"):
-            raise _Unsupported("attribute of an expression")
-        if target.name == "fact":
-            return self.read_fact(key)
-        if target.name == "param":
-            return f"param[{key!r}]"
-        raise _Unsupported(target.name)
-
-    def _args(self, node: nodes.Filter | nodes.Test, alias: str, func: Any) -> str:
-        if node.kwargs or node.dyn_args is not None or node.dyn_kwargs is not None:
-            raise _Unsupported("keyword or dynamic arguments")
-        args: list[str] = []
-        pass_arg = getattr(func, "jinja_pass_arg", None)
-        if pass_arg is not None:
-            if pass_arg.name == "environment":
-                self.names["_environment"] = ENV
-                args.append("_environment")
-            elif pass_arg.name == "eval_context":
-                self.names["_eval_context"] = _EVAL_CONTEXT
-                args.append("_eval_context")
-            else:
-                raise _Unsupported("a filter that needs the template context")
-        if node.node is None:
-            raise _Unsupported("filter block")
-        args.append(self.expr(node.node))
-        args.extend(self.expr(arg) for arg in node.args)
-        return f"{alias}({', '.join(args)})"
-
-    def expr(self, node: nodes.Node) -> str:
-        if isinstance(node, nodes.Const):
-            return self.const(node.value)
-        if isinstance(node, nodes.Getattr):
-            if node.attr in _DICT_ATTRIBUTES:
-                raise _Unsupported("a dict attribute")
-            return self._read(node.node, node.attr)
-        if isinstance(node, nodes.Getitem):
-            if not (isinstance(node.arg, nodes.Const) and type(node.arg.value) is str):
-                raise _Unsupported("a computed key")
-            return self._read(node.node, node.arg.value)
-        if isinstance(node, nodes.Filter):
-            if node.name not in _TRANSLATED_FILTERS:
-                raise _Unsupported(node.name)
-            alias = self._callable("filter", node.name)
-            return self._args(node, alias, self.names[alias])
-        if isinstance(node, nodes.Test):
-            if node.name not in _TRANSLATED_TESTS:
-                raise _Unsupported(node.name)
-            alias = self._callable("test", node.name)
-            return self._args(node, alias, self.names[alias])
-        if isinstance(node, nodes.And):
-            return f"({self.expr(node.left)} and {self.expr(node.right)})"
-        if isinstance(node, nodes.Or):
-            return f"({self.expr(node.left)} or {self.expr(node.right)})"
-        if isinstance(node, nodes.Not):
-            return f"(not {self.expr(node.node)})"
-        if isinstance(node, nodes.Compare):
-            parts = [self.expr(node.expr)]
-            for operand in node.ops:
-                op = _COMPARE_OPS.get(operand.op)
-                if op is None:
-                    raise _Unsupported(operand.op)
-                parts.append(f"{op} {self.expr(operand.expr)}")
-            return "(" + " ".join(parts) + ")"
-        if isinstance(node, nodes.CondExpr):
-            if node.expr2 is None:
-                raise _Unsupported("an if expression without else")
-            test, yes, no = self.expr(node.test), self.expr(node.expr1), self.expr(node.expr2)
-            return f"({yes} if {test} else {no})"
-        raise _Unsupported(type(node).__name__)
-
-    def _pieces(self, body: list[nodes.Node]) -> list[str]:
-        pieces: list[str] = []
-        for node in body:
-            if isinstance(node, nodes.Output):
-                for child in node.nodes:
-                    if isinstance(child, nodes.TemplateData):
-                        pieces.append(repr(child.data))
-                    else:
-                        pieces.append(f"('' if (_v := {self.expr(child)}) is None else str(_v))")
-            elif isinstance(node, nodes.If):
-                other = self.text(node.else_)
-                for branch in reversed(node.elif_):
-                    other = f"({self.text(branch.body)} if {self.expr(branch.test)} else {other})"
-                pieces.append(f"({self.text(node.body)} if {self.expr(node.test)} else {other})")
-            else:
-                raise _Unsupported(type(node).__name__)
-        return pieces
-
-    def text(self, body: list[nodes.Node]) -> str:
-        """The joined output of a template body (a str)."""
-        pieces = self._pieces(body)
-        if not pieces:
-            return "''"
-        return "''.join((" + ", ".join(pieces) + ",))"
-
-    def template(self, source: str) -> str:
-        """The code of a template's value: the expression's for a native one, else text."""
-        expr = _is_single_expression(source)
-        if expr is None:
-            return self.text(_parse(source).body)
-        body = _parse("{{" + expr + "}}").body
-        if not (
-            len(body) == 1
-            and isinstance(body[0], nodes.Output)
-            and len(body[0].nodes) == 1
-            and not isinstance(body[0].nodes[0], nodes.TemplateData)
-        ):
-            raise _Unsupported("not one expression")
-        return self.expr(body[0].nodes[0])
-
-
-def _define(value: str, names: dict[str, Any], filename: str) -> Renderer | None:
-    """``def _render(fact, param)`` returning the expression `value` (its globals:
-    `names`, and of the builtins only ``str``, ``type`` and ``dict``; ``_get`` is
-    ``fact.get``), answering ``_MISS`` when `fact` or `param` is not a plain dict. None
-    when Python cannot compile it (e.g. beyond its nesting limits): the template then
-    keeps the Jinja path."""
-    code = (
-        "def _render(fact, param):\n"
-        "    if type(fact) is not dict or type(param) is not dict:\n"
-        "        return _MISS\n"
-        "    _get = fact.get\n"
-        f"    return {value}\n"
-    )
-    names["_MISS"] = _MISS
-    namespace: dict[str, Any] = {"__builtins__": {"str": str, "type": type, "dict": dict}}
-    namespace.update(names)
-    try:
-        # Only code written by `_Translator` and `TemplateCache.translate` comes here.
-        exec(compile(code, filename, "exec"), namespace)
-    except (SyntaxError, RecursionError, MemoryError, ValueError):
-        return None
-    render: Renderer = namespace["_render"]
-    return render
-
-
-def _translate_template(source: str) -> Renderer | None:
-    """The template as a Python function of (fact, param), or None when not translated.
-
-    Like the other fast paths it answers ``_MISS`` for a fact or param that is not a
-    plain dict (the sandbox treats other mappings differently) and may raise anything,
-    which `Template.render` answers with Jinja's own render.
-    """
-    names: dict[str, Any] = {}
-    try:
-        value = _Translator(_index_read, names).template(source)
-    except (_Unsupported, TemplateSyntaxError, RecursionError):
-        return None
-    return _define(value, names, "<template>")
-
-
-class _CompiledOnFirstUse:
-    """Jinja's render function of a translated template, compiled when first called.
-
-    A translated template is rendered by its translation; Jinja renders it only when the
-    translation answers ``_MISS`` or raises (junk in a fact), so its code generation,
-    a quarter of the rule set's load time, is left until then. It cannot fail: the
-    translator takes only known filters and tests and no other construct Jinja's
-    compiler could refuse (an untranslated template is compiled at load, so its errors
-    still surface then).
-    """
-
-    __slots__ = ("_make", "_render")
-
-    def __init__(self, make: Callable[[], Callable[..., Any]]) -> None:
-        self._make = make
-        self._render: Callable[..., Any] | None = None
-
-    def __call__(self, **context: Any) -> Any:
-        render = self._render
-        if render is None:
-            render = self._render = self._make()
-        return render(**context)
-
-
 def _jinja_text(source: str) -> JinjaTemplate:
     """``ENV.from_string(source)`` without parsing the text a second time."""
     code = ENV.compile(_parse(source))
@@ -617,24 +329,13 @@ def compile_template(source: str) -> Template:
     """Compile once per process (raises TemplateProblem on a syntax error)."""
     try:
         expr = _is_single_expression(source)
-        translated = _translate_template(source)
         if expr is not None:
-            if translated is not None:
-                native = functools.partial(ENV.compile_expression, expr, undefined_to_none=False)
-                return Template(source, True, _CompiledOnFirstUse(native), translated)
             compiled = ENV.compile_expression(expr, undefined_to_none=False)
             return Template(source, True, compiled, _fast_expression(expr, compiled))
-        if translated is not None:
-            text = functools.partial(_text_render, source)
-            return Template(source, False, _CompiledOnFirstUse(text), translated)
         template = _jinja_text(source)
         return Template(source, False, template.render, _fast_text(source, template))
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"template syntax error: {exc.message}") from exc
-
-
-def _text_render(source: str) -> Callable[..., Any]:
-    return _jinja_text(source).render
 
 
 def has_template(source: str) -> bool:
@@ -671,42 +372,6 @@ class TemplateCache:
             pairs = [(k, self.plan(v)) for k, v in value.items()]
             return functools.partial(_render_dict, pairs)
         return functools.partial(_constant, value)
-
-    def translate(self, value: Any, read_fact: FactRead) -> Renderer | None:
-        """`plan(value)` as one generated Python function, or None when not translated.
-
-        Every template of `value` is translated (see `_Translator`), with ``fact.<key>``
-        read by the code ``read_fact(key)`` gives (it raises `_Unsupported` for a key it
-        does not read); lists and mappings are literals, so each call builds fresh ones
-        in the same order, and text without a template and other scalars are constants
-        (``repr`` of a str / int / bool / None / finite float reads back as an equal
-        value of the same type). The function answers ``_MISS`` when `param` or the fact
-        is not a plain dict and may raise anything: the caller then renders with `plan`,
-        which gives the values and the errors of Jinja.
-        """
-        names: dict[str, Any] = {}
-        translator = _Translator(read_fact, names)
-
-        def code(item: Any) -> str:
-            if isinstance(item, str):
-                if type(item) is not str:
-                    raise _Unsupported("a str subclass")
-                if has_template(item):
-                    return translator.template(item)
-                return repr(item)
-            if isinstance(item, list):
-                return "[" + ", ".join(code(v) for v in item) + "]"
-            if isinstance(item, dict):
-                if not all(type(k) is str for k in item):
-                    raise _Unsupported("a key that is not a str")
-                return "{" + ", ".join(f"{k!r}: {code(v)}" for k, v in item.items()) + "}"
-            return translator.const(item)
-
-        try:
-            body = code(value)
-        except (_Unsupported, TemplateSyntaxError, RecursionError):
-            return None
-        return _define(body, names, "<card>")
 
     def render_value(self, value: Any, fact: Mapping[str, Any], param: Mapping[str, Any]) -> Any:
         """Render strings (recursively in lists and mappings); other values unchanged."""
