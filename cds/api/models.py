@@ -192,7 +192,6 @@ class OrderSelectContext(OrderSignContext):
         return self
 
 
-HookContext = PatientViewContext | OrderSelectContext | OrderSignContext
 CONTEXT_MODELS: dict[str, type[PatientViewContext | OrderSignContext]] = {
     "patient-view": PatientViewContext,
     "order-select": OrderSelectContext,

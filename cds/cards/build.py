@@ -12,8 +12,6 @@ Suggestions are the union (by label) and become draft ServiceRequests coded from
 from __future__ import annotations
 
 import functools
-import hashlib
-import os
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -120,25 +118,6 @@ class _Contribution:
     fact_id: str
     card: dict[str, Any]
     fact: Mapping[str, Any]
-
-
-#: SHA-1 state after the namespace bytes: a uuid5's hash continues from a copy of it.
-_UUID5_PREFIX = hashlib.sha1(UUID_NAMESPACE.bytes, usedforsecurity=False)
-
-
-#: The RFC 4122 variant applied to a uuid's 17th hex digit (its top two bits become 10).
-_VARIANT_DIGIT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
-
-
-def _uuid_text(hexdigits: str, version: int) -> str:
-    """``str(uuid.UUID(hex=hexdigits[:32], version=version))`` without the UUID object.
-
-    The version replaces the 13th hex digit (the high nibble of byte 6), the variant
-    the top two bits of the 17th (byte 8's high nibble); the rest are the digits as
-    they are, grouped 8-4-4-4-12.
-    """
-    h = hexdigits
-    return f"{h[:8]}-{h[8:12]}-{version}{h[13:16]}-{_VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def _one_line(text: str) -> str:
@@ -281,47 +260,23 @@ def _period(occurrence: Mapping[str, Any]) -> dict[str, str]:
 
 class _Evaluation:
     """What the cards of one evaluation share, worked out once: the ServiceRequest
-    subject and authoredOn, random bytes for uuid4s, and the SHA-1 state of the uuid5
-    names' common start.
-
-    ``uuid(*parts)`` is ``str(uuid.uuid4())`` without a seed, else
-    ``str(uuid.uuid5(UUID_NAMESPACE, "version|seed|" + "|".join(parts)))``, byte for byte
-    (~8 per evaluation). Each name is encoded whole (so a name that does not encode
-    raises as before); SHA-1 continues from the state after the first
-    ``len(version|seed|)`` bytes, which every name of the evaluation starts with.
+    subject and authoredOn, and how uuids are made: ``uuid.uuid4()`` without a seed,
+    else ``uuid.uuid5(UUID_NAMESPACE, "version|seed|" + "|".join(parts))``.
     """
 
-    __slots__ = ("_prefix", "_random", "authored", "context", "subject")
-
-    #: Random uuids drawn per os.urandom call (one system call for a whole evaluation's
-    #: cards and suggestions, ~9 uuids for a 20-resource patient, instead of one each).
-    RANDOM_BATCH = 16
+    __slots__ = ("authored", "context", "subject")
 
     def __init__(self, context: CardContext) -> None:
         self.context = context
         self.subject = f"Patient/{context.patient_id}" if context.patient_id else None
         self.authored = context.as_of.isoformat() if context.as_of is not None else None
-        #: (bytes of "version|seed|", the SHA-1 state after them), when first needed
-        self._prefix: tuple[int, Any] | None = None
-        self._random = ""  # unused random hex digits, 32 per uuid4
 
     def uuid(self, *parts: str) -> str:
         context = self.context
         if context.uuid_seed is None:
-            if not self._random:
-                self._random = os.urandom(16 * self.RANDOM_BATCH).hex()
-            hexdigits, self._random = self._random[:32], self._random[32:]
-            return _uuid_text(hexdigits, 4)
-        name = "|".join((context.ruleset_version, context.uuid_seed, *parts)).encode("utf-8")
-        if self._prefix is None:
-            start = "|".join((context.ruleset_version, context.uuid_seed, "")).encode("utf-8")
-            state = _UUID5_PREFIX.copy()
-            state.update(start)
-            self._prefix = (len(start), state)
-        skip, state = self._prefix
-        digest = state.copy()
-        digest.update(name[skip:])
-        return _uuid_text(digest.hexdigest(), 5)
+            return str(uuid.uuid4())
+        name = "|".join((context.ruleset_version, context.uuid_seed, *parts))
+        return str(uuid.uuid5(UUID_NAMESPACE, name))
 
     def resource(
         self, order: OrderCode, period: dict[str, str] | None, note: str | None

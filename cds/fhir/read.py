@@ -42,7 +42,6 @@ MAX_ISSUES_PER_RESOURCE = 5
 OBS_USED = {"final": False, "amended": False, "corrected": False, "preliminary": True}
 OBS_IGNORED = {"registered", "cancelled", "entered-in-error", "unknown"}
 COND_ACTIVE = {"active", "recurrence", "relapse"}
-COND_INACTIVE = {"inactive", "remission", "resolved"}
 VERIFICATION_EXCLUDED = {"entered-in-error", "refuted"}
 VERIFICATION_UNCONFIRMED = {"unconfirmed", "provisional", "differential"}
 PROC_USED = {"completed", "in-progress"}
@@ -111,16 +110,6 @@ class MedRecord(NamedTuple):
     dose_date: date | None  # administrations
     mg_day: Decimal | None  # prednisone-equivalent, glucocorticoids only
     label: str
-
-
-@dataclass(frozen=True, slots=True)
-class ConditionRecord:
-    ref: str
-    entry: CodeEntry
-    display: str
-    when: When | None
-    active: bool
-    unconfirmed: bool
 
 
 @dataclass(frozen=True, slots=True)

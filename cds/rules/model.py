@@ -24,12 +24,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class ParamRef(_Model):
-    """`{param: NAME}`: a parameter's value, substituted at compile time."""
-
-    param: StrictStr
-
-
 class Parameter(_Model):
     value: Scalar
     unit: StrictStr | None = None

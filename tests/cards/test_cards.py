@@ -431,11 +431,12 @@ def test_every_card_names_its_evidence_and_rule() -> None:
 
 
 def test_random_uuids_of_one_evaluation_are_distinct_version_4() -> None:
-    from cds.cards.build import _Evaluation
-
-    evaluation = _Evaluation(CardContext(ruleset_version="v"))
-    drawn = [evaluation.uuid("topic", str(i)) for i in range(3 * _Evaluation.RANDOM_BATCH + 1)]
-    assert len(set(drawn)) == len(drawn)  # across refills of the random pool too
+    cards = all_cards(seed=None)
+    drawn = [c["uuid"] for c in cards] + [
+        s["uuid"] for c in cards for s in c.get("suggestions", [])
+    ]
+    assert len(drawn) > len(cards)  # suggestions too
+    assert len(set(drawn)) == len(drawn)
     for text in drawn:
         parsed = uuid.UUID(text)
         assert parsed.version == 4

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.properties.helpers import by_topic, evaluate, payload
-
-pytest.importorskip("cds.pipeline", reason="the pipeline has not landed yet")
 
 RANK = {"normal": 0, "low-bone-mass": 1, "osteoporosis": 2}
 SITES = ("lumbar", "hip", "neck")

@@ -18,8 +18,6 @@ from hypothesis import strategies as st
 
 from tests.properties.helpers import ROOT, canonical, evaluate, strip_uuids
 
-pytest.importorskip("cds.pipeline", reason="the pipeline has not landed yet")
-
 STORIES = sorted((ROOT / "tests" / "fixtures" / "stories").glob("[0-9][0-9]-*.json"))
 
 

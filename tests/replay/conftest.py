@@ -10,8 +10,9 @@ import pytest
 
 @pytest.fixture(scope="session")
 def bundled_evaluator() -> Any:
-    pipeline = pytest.importorskip("cds.pipeline")
-    return pipeline.Evaluator.from_rules_dir(None)
+    from cds.pipeline import Evaluator
+
+    return Evaluator.from_rules_dir(None)
 
 
 @pytest.fixture

@@ -19,8 +19,6 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-pytest.importorskip("cds.pipeline")
-
 from cds.cli import app
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "replay"
