@@ -226,7 +226,7 @@ def explain(
     ] = ExplainFormat.text,
 ) -> None:
     """Show how one input was evaluated: facts, rules fired and nearly fired, cards."""
-    from cds.explain import ExplainError, explain_input, render_text
+    from cds.authoring.explain import ExplainError, explain_input, render_text
 
     day = parse_as_of(as_of)
     rules_dir = rules or default_rules_dir()

@@ -48,7 +48,7 @@ def lint(directory: DirArg = None) -> None:
 @app.command("test")
 def examples_cmd(directory: DirArg = None) -> None:
     """Run every active rule's examples through the engine and the reference evaluator."""
-    from cds.rules.examples import run_examples
+    from cds.authoring.examples import run_examples
 
     ruleset = _load(directory)
     report = run_examples(ruleset)
@@ -71,7 +71,7 @@ def docs(
     out: Annotated[Path, typer.Option(help="markdown file to write")] = Path("docs/rules.md"),
 ) -> None:
     """Write the rules in words (conditions, evidence, card topics) as markdown."""
-    from cds.rules.docs import render_docs
+    from cds.authoring.docs import render_docs
 
     ruleset = _load(directory)
     out.parent.mkdir(parents=True, exist_ok=True)

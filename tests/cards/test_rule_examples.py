@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from cds.authoring.examples import example_fact
 from cds.cards import CardContext, build_cards, contract_problems
-from cds.rules.examples import example_fact
 from cds.rules.reference import evaluate_ruleset
 from tests.clinical.helpers import AS_OF, ruleset
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from cds.authoring.explain import ExplainError, came_close, condition_tree, resolve
 from cds.cli import app
-from cds.explain import ExplainError, came_close, condition_tree, resolve
 from cds.rules.model import Rule
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "replay"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from cds.authoring.examples import run_examples
 from cds.engine import Engine
 from cds.rules import load_ruleset
-from cds.rules.examples import run_examples
 from cds.rules.reference import evaluate
 
 RULES = Path(__file__).resolve().parents[2] / "rules"

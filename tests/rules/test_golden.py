@@ -38,7 +38,7 @@ def test_compiled_rules_match_golden(bundled: RuleSet, path: Path) -> None:
 
 def test_generated_rule_docs_are_current(bundled: RuleSet) -> None:
     """docs/rules.md is what `cds rules docs` writes for the bundled rules, so it never lags."""
-    from cds.rules.docs import render_docs
+    from cds.authoring.docs import render_docs
 
     docs = REPO / "docs" / "rules.md"
     assert docs.read_text(encoding="utf-8") == render_docs(bundled), (

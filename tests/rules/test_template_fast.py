@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from jinja2 import meta
 
+from cds.authoring.examples import example_fact
 from cds.rules import load_ruleset
-from cds.rules.examples import example_fact
 from cds.rules.ruleset import RuleSet
 from cds.rules.templates import ENV, Template, _free_names, compile_template, has_template
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cds.authoring.docs import render_docs
+from cds.authoring.examples import example_fact, run_examples
 from cds.cli import app
 from cds.rules import load_ruleset
-from cds.rules.docs import render_docs
-from cds.rules.examples import example_fact, run_examples
 from cds.settings import data_folders
 from tests.rules.conftest import FIXTURES, ORDER_KEYS, Loader
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cds.contracts.cards import MAX_SUMMARY
+from cds.engine import Engine
 from cds.rules.model import Example, Rule
 from cds.rules.reference import evaluate
 from cds.rules.result import EngineResult, emitted_id
@@ -119,11 +120,9 @@ def _check(
     return problems
 
 
-def run_examples(ruleset: RuleSet, engine: Any | None = None) -> ExampleReport:
+def run_examples(ruleset: RuleSet, engine: Engine | None = None) -> ExampleReport:
     """Run every active rule's examples through the compiled engine and the reference."""
     if engine is None:
-        from cds.engine import Engine
-
         engine = Engine(ruleset)
     report = ExampleReport()
     for rule in ruleset.rules:
