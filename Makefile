@@ -37,6 +37,7 @@ install-locked:
 lock: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check pip-tools
 	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --extra test --strip-extras \
+	  --no-emit-index-url --no-emit-find-links \
 	  --output-file requirements.lock pyproject.toml
 
 lint: $(STAMP)
