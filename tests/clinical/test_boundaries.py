@@ -19,12 +19,31 @@ from tests.clinical.helpers import (
     contrast,
     lumbar,
     order,
+    param,
     payload,
     structural,
     vertebrae,
 )
 
 ABSENT = object()
+
+# The cut-offs under test, read from the rules (never written here): a case at a boundary
+# is the parameter itself, the case beside it the parameter plus or minus one step of the
+# value's precision, so moving a threshold in rules/*.yaml moves these cases with it.
+NORMAL_T = param("normal_t")
+OSTEOPOROSIS_T = param("osteoporosis_t")
+Z_BELOW = param("z_below_expected")
+MEN_T_AGE = param("t_score_men_min_age")
+DISCORDANCE_T = param("vertebral_discordance_t")
+MIN_VERTEBRAE = param("min_evaluable_vertebrae")
+GAP_T = param("spine_hip_discordance_t")
+GAP_AGE = param("spine_hip_discordance_age")
+LSC_SPINE = param("lsc_lumbar_spine_percent")
+RISE_AGE = param("paradoxical_rise_age")
+TBS_NORMAL_W = param("tbs_normal_min_women")
+TBS_DEGRADED_W = param("tbs_degraded_max_women")
+TBS_NORMAL_M = param("tbs_normal_min_men")
+TBS_DEGRADED_M = param("tbs_degraded_max_men")
 
 
 @dataclass
@@ -64,7 +83,7 @@ def change(pct: float, significant: bool, direction: str, **kw: Any) -> Fact:
         change_available=True,
         change_comparable=True,
         change_percent=pct,
-        change_lsc=5.3,
+        change_lsc=LSC_SPINE,
         change_significant=significant,
         change_direction=direction,
         change_old_date="2024-01-10",
@@ -92,15 +111,15 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-2.1",
-        "man of 50 uses T",
-        (lumbar(-1.5, sex="male", age=50, lowest_z=-1.0, lowest_z_site="lumbar-spine"),),
+        f"man of {MEN_T_AGE} uses T",
+        (lumbar(-1.5, sex="male", age=MEN_T_AGE, lowest_z=-1.0, lowest_z_site="lumbar-spine"),),
         "bmd-classification",
         {"scoreType": "T"},
     ),
     Case(
         "CS-2.1",
-        "man of 49 uses Z",
-        (lumbar(-1.5, sex="male", age=49, lowest_z=-1.0, lowest_z_site="lumbar-spine"),),
+        f"man of {MEN_T_AGE - 1} uses Z",
+        (lumbar(-1.5, sex="male", age=MEN_T_AGE - 1, lowest_z=-1.0, lowest_z_site="lumbar-spine"),),
         "bmd-classification",
         {"scoreType": "Z", "category": "within-expected-range-for-age"},
     ),
@@ -136,60 +155,60 @@ CASES: list[Case] = [
     # ---------------------------------------------------------------- CS-2.2 WHO categories
     Case(
         "CS-2.2",
-        "T -1.0 is normal",
-        (lumbar(-1.0),),
+        f"T {NORMAL_T} is normal",
+        (lumbar(NORMAL_T),),
         "bmd-classification",
-        {"category": "normal", "value": -1.0, "site": "lumbar-spine"},
+        {"category": "normal", "value": NORMAL_T, "site": "lumbar-spine"},
     ),
     Case(
         "CS-2.2",
-        "T -1.1 is low bone mass",
-        (lumbar(-1.1),),
+        f"T {param('normal_t', '-0.1')} is low bone mass",
+        (lumbar(param("normal_t", "-0.1")),),
         "bmd-classification",
-        {"category": "low-bone-mass", "value": -1.1},
+        {"category": "low-bone-mass", "value": param("normal_t", "-0.1")},
     ),
     Case(
         "CS-2.2",
-        "T -2.4 is low bone mass",
-        (lumbar(-2.4),),
+        f"T {param('osteoporosis_t', '0.1')} is low bone mass",
+        (lumbar(param("osteoporosis_t", "0.1")),),
         "bmd-classification",
-        {"category": "low-bone-mass", "value": -2.4},
+        {"category": "low-bone-mass", "value": param("osteoporosis_t", "0.1")},
     ),
     Case(
         "CS-2.2",
-        "T -2.5 is osteoporosis",
-        (lumbar(-2.5),),
+        f"T {OSTEOPOROSIS_T} is osteoporosis",
+        (lumbar(OSTEOPOROSIS_T),),
         "bmd-classification",
-        {"category": "osteoporosis", "value": -2.5, "indicator": "warning"},
+        {"category": "osteoporosis", "value": OSTEOPOROSIS_T, "indicator": "warning"},
     ),
     # ---------------------------------------------------------------- CS-2.3 Z wording
     Case(
         "CS-2.3",
-        "Z -2.0 below expected range",
+        f"Z {Z_BELOW} below expected range",
         (
             assess(
                 age=40,
                 menopausal_status="premenopausal",
-                lowest_z=-2.0,
+                lowest_z=Z_BELOW,
                 lowest_z_site="lumbar-spine",
             ),
         ),
         "bmd-classification",
-        {"category": "below-expected-range-for-age", "value": -2.0},
+        {"category": "below-expected-range-for-age", "value": Z_BELOW},
     ),
     Case(
         "CS-2.3",
-        "Z -1.9 within expected range",
+        f"Z {param('z_below_expected', '0.1')} within expected range",
         (
             assess(
                 age=40,
                 menopausal_status="premenopausal",
-                lowest_z=-1.9,
+                lowest_z=param("z_below_expected", "0.1"),
                 lowest_z_site="lumbar-spine",
             ),
         ),
         "bmd-classification",
-        {"category": "within-expected-range-for-age", "value": -1.9},
+        {"category": "within-expected-range-for-age", "value": param("z_below_expected", "0.1")},
     ),
     Case(
         "CS-2.3",
@@ -281,32 +300,35 @@ CASES: list[Case] = [
     # ---------------------------------------------------------------- CS-3.1 discordance
     Case(
         "CS-3.1",
-        "adjacent difference 1.1",
-        (lumbar(-1.5), vertebrae(1.1, discordant_vertebra="L3")),
+        f"adjacent difference {param('vertebral_discordance_t', '0.1')}",
+        (
+            lumbar(-1.5),
+            vertebrae(param("vertebral_discordance_t", "0.1"), discordant_vertebra="L3"),
+        ),
         "artifact-warning",
         {"summary_contains": "L3"},
         has={"findings": ["vertebral-level-discordance"]},
     ),
     Case(
         "CS-3.1",
-        "adjacent difference 1.0",
-        (lumbar(-1.5), vertebrae(1.0)),
+        f"adjacent difference {DISCORDANCE_T}",
+        (lumbar(-1.5), vertebrae(DISCORDANCE_T)),
         "artifact-warning",
         None,
     ),
     # ---------------------------------------------------------------- CS-3.2 evaluable
     Case(
         "CS-3.2",
-        "one evaluable vertebra",
-        (lumbar(-1.5), vertebrae(1.6, evaluable=1)),
+        f"{MIN_VERTEBRAE - 1} evaluable vertebrae",
+        (lumbar(-1.5), vertebrae(1.6, evaluable=MIN_VERTEBRAE - 1)),
         "artifact-warning",
         {},
         has={"findings": ["insufficient-vertebrae"]},
     ),
     Case(
         "CS-3.2",
-        "two evaluable vertebrae",
-        (lumbar(-1.5), vertebrae(1.6, evaluable=2)),
+        f"{MIN_VERTEBRAE} evaluable vertebrae",
+        (lumbar(-1.5), vertebrae(1.6, evaluable=MIN_VERTEBRAE)),
         "artifact-warning",
         {},
         lacks={"findings": ["insufficient-vertebrae"]},
@@ -314,16 +336,16 @@ CASES: list[Case] = [
     # ---------------------------------------------------------------- CS-3.3 spine-hip
     Case(
         "CS-3.3",
-        "gap 1.0 at 65",
+        f"gap {GAP_T} at {GAP_AGE}",
         (
             assess(
-                age=65,
+                age=GAP_AGE,
                 lumbar_t=-1.0,
                 lowest_hip_t=-2.0,
                 lowest_hip_site="total-hip",
                 lowest_t=-2.0,
                 lowest_t_site="total-hip",
-                spine_hip_gap=1.0,
+                spine_hip_gap=GAP_T,
             ),
         ),
         "artifact-warning",
@@ -332,16 +354,16 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-3.3",
-        "gap 0.9 at 65",
+        f"gap {param('spine_hip_discordance_t', '-0.1')} at {GAP_AGE}",
         (
             assess(
-                age=65,
+                age=GAP_AGE,
                 lumbar_t=-1.1,
                 lowest_hip_t=-2.0,
                 lowest_hip_site="total-hip",
                 lowest_t=-2.0,
                 lowest_t_site="total-hip",
-                spine_hip_gap=0.9,
+                spine_hip_gap=param("spine_hip_discordance_t", "-0.1"),
             ),
         ),
         "artifact-warning",
@@ -349,16 +371,16 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-3.3",
-        "gap 1.0 at 64 without degeneration",
+        f"gap {GAP_T} at {GAP_AGE - 1} without degeneration",
         (
             assess(
-                age=64,
+                age=GAP_AGE - 1,
                 lumbar_t=-1.0,
                 lowest_hip_t=-2.0,
                 lowest_hip_site="total-hip",
                 lowest_t=-2.0,
                 lowest_t_site="total-hip",
-                spine_hip_gap=1.0,
+                spine_hip_gap=GAP_T,
             ),
         ),
         "artifact-warning",
@@ -366,17 +388,17 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-3.3",
-        "gap 1.0 at 64 with degeneration",
+        f"gap {GAP_T} at {GAP_AGE - 1} with degeneration",
         (
             assess(
-                age=64,
+                age=GAP_AGE - 1,
                 degenerative_spine=True,
                 lumbar_t=-1.0,
                 lowest_hip_t=-2.0,
                 lowest_hip_site="total-hip",
                 lowest_t=-2.0,
                 lowest_t_site="total-hip",
-                spine_hip_gap=1.0,
+                spine_hip_gap=GAP_T,
             ),
         ),
         "artifact-warning",
@@ -456,16 +478,16 @@ CASES: list[Case] = [
     # ---------------------------------------------------------------- CS-3.7 paradoxical rise
     Case(
         "CS-3.7",
-        "untreated rise at the LSC at 65",
-        (change(5.3, True, "gain", age=65),),
+        f"untreated rise at the LSC at {RISE_AGE}",
+        (change(LSC_SPINE, True, "gain", age=RISE_AGE),),
         "artifact-warning",
         {},
         has={"findings": ["paradoxical-rise"]},
     ),
     Case(
         "CS-3.7",
-        "untreated rise at 64",
-        (change(5.3, True, "gain", age=64),),
+        f"untreated rise at {RISE_AGE - 1}",
+        (change(LSC_SPINE, True, "gain", age=RISE_AGE - 1),),
         "artifact-warning",
         None,
     ),
@@ -479,7 +501,7 @@ CASES: list[Case] = [
     Case(
         "CS-3.7",
         "untreated rise below the LSC",
-        (change(5.2, False, "stable", age=70),),
+        (change(param("lsc_lumbar_spine_percent", "-0.1"), False, "stable", age=RISE_AGE),),
         "artifact-warning",
         None,
     ),
@@ -531,7 +553,7 @@ CASES: list[Case] = [
         {
             "comparable": True,
             "percentChange": -3.3,
-            "lsc": 5.3,
+            "lsc": LSC_SPINE,
             "significant": False,
             "direction": "stable",
         },
@@ -539,21 +561,21 @@ CASES: list[Case] = [
     Case(
         "CS-4.2",
         "loss exactly at the LSC counts",
-        (change(-5.3, True, "loss"),),
+        (change(-LSC_SPINE, True, "loss"),),
         "bmd-change",
         {"significant": True, "direction": "loss", "indicator": "warning"},
     ),
     Case(
         "CS-4.2",
         "loss just below the LSC",
-        (change(-5.2, False, "stable"),),
+        (change(-param("lsc_lumbar_spine_percent", "-0.1"), False, "stable"),),
         "bmd-change",
         {"significant": False, "direction": "stable", "indicator": "info"},
     ),
     Case(
         "CS-4.2",
         "gain exactly at the LSC",
-        (change(5.3, True, "gain"),),
+        (change(LSC_SPINE, True, "gain"),),
         "bmd-change",
         {"significant": True, "direction": "gain"},
     ),
@@ -569,7 +591,7 @@ CASES: list[Case] = [
             ),
         ),
         "bmd-change",
-        {"comparable": False, "lsc": 5.3, "percentChange": ABSENT, "significant": ABSENT},
+        {"comparable": False, "lsc": LSC_SPINE, "percentChange": ABSENT, "significant": ABSENT},
     ),
     Case(
         "CS-4.3",
@@ -586,47 +608,59 @@ CASES: list[Case] = [
         {"direction": "loss", "indicator": "warning", "detail_contains": "adherence"},
     ),
     # ---------------------------------------------------------------- CS-5 TBS
-    Case("CS-5.1", "TBS 1.350 normal", (tbs(1.350),), "tbs", {"tbsCategory": "normal"}),
     Case(
         "CS-5.1",
-        "TBS 1.349 partially degraded",
-        (tbs(1.349),),
-        "tbs",
-        {"tbsCategory": "partially-degraded"},
-    ),
-    Case(
-        "CS-5.1",
-        "TBS 1.201 partially degraded",
-        (tbs(1.201),),
-        "tbs",
-        {"tbsCategory": "partially-degraded"},
-    ),
-    Case("CS-5.1", "TBS 1.200 degraded", (tbs(1.200, t=-0.5),), "tbs", {"tbsCategory": "degraded"}),
-    Case(
-        "CS-5.1",
-        "man TBS 1.326 normal",
-        (tbs(1.326, sex="male"),),
+        f"TBS {TBS_NORMAL_W} normal",
+        (tbs(TBS_NORMAL_W),),
         "tbs",
         {"tbsCategory": "normal"},
     ),
     Case(
         "CS-5.1",
-        "man TBS 1.325 partially degraded",
-        (tbs(1.325, sex="male"),),
+        f"TBS {param('tbs_normal_min_women', '-0.001')} partially degraded",
+        (tbs(param("tbs_normal_min_women", "-0.001")),),
         "tbs",
         {"tbsCategory": "partially-degraded"},
     ),
     Case(
         "CS-5.1",
-        "man TBS 1.232 partially degraded",
-        (tbs(1.232, sex="male"),),
+        f"TBS {param('tbs_degraded_max_women', '0.001')} partially degraded",
+        (tbs(param("tbs_degraded_max_women", "0.001")),),
         "tbs",
         {"tbsCategory": "partially-degraded"},
     ),
     Case(
         "CS-5.1",
-        "man TBS 1.231 degraded",
-        (tbs(1.231, sex="male", t=-0.5),),
+        f"TBS {TBS_DEGRADED_W} degraded",
+        (tbs(TBS_DEGRADED_W, t=-0.5),),
+        "tbs",
+        {"tbsCategory": "degraded"},
+    ),
+    Case(
+        "CS-5.1",
+        f"man TBS {TBS_NORMAL_M} normal",
+        (tbs(TBS_NORMAL_M, sex="male"),),
+        "tbs",
+        {"tbsCategory": "normal"},
+    ),
+    Case(
+        "CS-5.1",
+        f"man TBS {param('tbs_normal_min_men', '-0.001')} partially degraded",
+        (tbs(param("tbs_normal_min_men", "-0.001"), sex="male"),),
+        "tbs",
+        {"tbsCategory": "partially-degraded"},
+    ),
+    Case(
+        "CS-5.1",
+        f"man TBS {param('tbs_degraded_max_men', '0.001')} partially degraded",
+        (tbs(param("tbs_degraded_max_men", "0.001"), sex="male"),),
+        "tbs",
+        {"tbsCategory": "partially-degraded"},
+    ),
+    Case(
+        "CS-5.1",
+        f"man TBS {TBS_DEGRADED_M} degraded",
+        (tbs(TBS_DEGRADED_M, sex="male", t=-0.5),),
         "tbs",
         {"tbsCategory": "degraded"},
     ),
@@ -640,14 +674,14 @@ CASES: list[Case] = [
     Case(
         "CS-5.2",
         "low bone mass with degraded TBS",
-        (tbs(1.180, t=-2.0),),
+        (tbs(param("tbs_degraded_max_women", "-0.020"), t=-2.0),),
         "tbs",
         {"tbsCategory": "degraded", "summary_contains": "TBS-adjusted FRAX"},
     ),
     Case(
         "CS-5.2",
-        "low bone mass with TBS 1.201",
-        (tbs(1.201, t=-2.0),),
+        f"low bone mass with TBS {param('tbs_degraded_max_women', '0.001')}",
+        (tbs(param("tbs_degraded_max_women", "0.001"), t=-2.0),),
         "tbs",
         {"tbsCategory": "partially-degraded"},
     ),

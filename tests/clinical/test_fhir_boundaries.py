@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from cds.pipeline import EvaluationInput, Evaluator
-from tests.clinical.helpers import AS_OF, EXT, ruleset
+from tests.clinical.helpers import AS_OF, EXT, param, ruleset
 
 UCUM = "http://unitsofmeasure.org"
 LOINC = "http://loinc.org"
@@ -90,7 +90,12 @@ def ext(card: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("t", "category"),
-    [(-1.0, "normal"), (-1.1, "low-bone-mass"), (-2.4, "low-bone-mass"), (-2.5, "osteoporosis")],
+    [
+        (param("normal_t"), "normal"),
+        (param("normal_t", "-0.1"), "low-bone-mass"),
+        (param("osteoporosis_t", "0.1"), "low-bone-mass"),
+        (param("osteoporosis_t"), "osteoporosis"),
+    ],
 )
 def test_who_category_from_a_lumbar_observation(t: float, category: str) -> None:
     """CS-2.2 boundaries from FHIR; CS-2.5 the lumbar value and date are shown."""
@@ -108,7 +113,10 @@ def test_menopausal_status_assumed_from_age_is_stated() -> None:
     assert "postmenopausal" in card["detail"]
 
 
-@pytest.mark.parametrize(("z", "category"), [(-2.0, "below"), (-1.9, "within")])
+@pytest.mark.parametrize(
+    ("z", "category"),
+    [(param("z_below_expected"), "below"), (param("z_below_expected", "0.1"), "within")],
+)
 def test_z_wording_for_a_premenopausal_woman(z: float, category: str) -> None:
     """CS-2.3 boundary; CS-2.1 a woman of 40 is classified on the Z-score."""
     got = run(patient(birth="1986-05-01"), device(), lumbar_z(z))
@@ -163,7 +171,11 @@ def test_vertebral_level_difference(l3: float, flagged: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "category"), [(1.200, "degraded"), (1.201, "partially-degraded")]
+    ("value", "category"),
+    [
+        (param("tbs_degraded_max_women"), "degraded"),
+        (param("tbs_degraded_max_women", "0.001"), "partially-degraded"),
+    ],
 )
 def test_tbs_recognised_by_text_at_its_boundary(value: float, category: str) -> None:
     """CS-5.3: a local code whose text says 'trabecular bone score'; CS-5.1 boundary."""
