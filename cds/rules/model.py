@@ -39,6 +39,25 @@ TOPIC_PAYLOAD_FIELDS: dict[str, tuple[str, ...]] = {
     "therapy-safety": ("findings",),
     "screening": ("reason",),
 }
+#: Payload fields whose values the card contract enumerates (shared/card-contract.md): a
+#: literal value in a rule's payload must be one of these (templated values are checked
+#: when the card is built).
+TOPIC_PAYLOAD_VALUES: dict[str, dict[str, tuple[str, ...]]] = {
+    "bmd-classification": {
+        "category": (
+            "normal",
+            "low-bone-mass",
+            "osteoporosis",
+            "below-expected-range-for-age",
+            "within-expected-range-for-age",
+            "not-classifiable",
+        ),
+        "scoreType": ("T", "Z"),
+        "site": ("lumbar-spine", "total-hip", "femoral-neck", "forearm"),
+    },
+    "bmd-change": {"direction": ("gain", "loss", "stable")},
+    "tbs": {"tbsCategory": ("normal", "partially-degraded", "degraded")},
+}
 #: Payload fields the card contract defines as "value or null": always present, null when no
 #: rule sets them. CDS Hooks forbids nulls "unless otherwise specified"; the contract does.
 CONTRACT_NULLABLE_FIELDS: dict[str, tuple[str, ...]] = {

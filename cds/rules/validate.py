@@ -30,6 +30,7 @@ from cds.rules.model import (
     ORDERING_OPERATORS,
     STATUSES,
     TOPIC_PAYLOAD_FIELDS,
+    TOPIC_PAYLOAD_VALUES,
     Card,
     Condition,
     EvidenceRegistry,
@@ -411,6 +412,10 @@ def _walk_strings(value: Any, loc: Loc) -> Iterable[tuple[Loc, str]]:
             yield from _walk_strings(item, (*loc, key))
 
 
+def _templated(value: object) -> bool:
+    return isinstance(value, str) and has_template(value)
+
+
 def check_card(src: Source, loc: Loc, card: Card, ftype: FactType, ctx: Context) -> None:
     if card.topic not in CARD_TOPICS:
         ctx.add(
@@ -420,7 +425,8 @@ def check_card(src: Source, loc: Loc, card: Card, ftype: FactType, ctx: Context)
         )
     else:
         allowed = TOPIC_PAYLOAD_FIELDS[card.topic]
-        for key in card.payload:
+        values = TOPIC_PAYLOAD_VALUES.get(card.topic, {})
+        for key, value in card.payload.items():
             if key not in allowed:
                 ctx.add(
                     src,
@@ -428,6 +434,14 @@ def check_card(src: Source, loc: Loc, card: Card, ftype: FactType, ctx: Context)
                     f"payload field '{key}' is not part of topic '{card.topic}'"
                     f"{did_you_mean(key, allowed)}: " + ", ".join(allowed),
                     key=True,
+                )
+            elif key in values and not _templated(value) and value not in values[key]:
+                hint = did_you_mean(value, values[key]) if isinstance(value, str) else ""
+                ctx.add(
+                    src,
+                    (*loc, "payload", key),
+                    f"{value!r} is not an allowed value of payload field '{key}' of topic "
+                    f"'{card.topic}'{hint}: " + ", ".join(values[key]) + " (the card contract)",
                 )
     if card.indicator not in INDICATORS:
         ctx.add(
