@@ -45,11 +45,13 @@ run: $(STAMP)
 	OSTEOHOOKS_AUTH=none $(BIN)/cds serve --host $(HOST) --port $(PORT)
 
 # After an intended rule change: regenerate every golden the tests check (the compiled
-# rules, docs/rules.md, the story results), then review the diff (docs/rule-authoring.md).
+# rules, docs/rules.md, the editor schema, the story results), then review the diff
+# (docs/rule-authoring.md).
 STORIES_AS_OF := 2026-11-23
 golden: $(STAMP)
 	$(BIN)/cds rules compile rules --out tests/golden/rules
 	$(BIN)/cds rules docs rules --out docs/rules.md
+	$(BIN)/cds rules schema rules --out cds/rules/rules.schema.json
 	$(BIN)/cds replay tests/fixtures/stories --as-of $(STORIES_AS_OF) --rules rules \
 	  --expect tests/golden/stories --update-expect --workers 0 --no-progress --out /dev/null
 

@@ -67,6 +67,8 @@ class RuleSet:
     example_origins: dict[tuple[str, int], Origin]
     templates: TemplateCache = field(default_factory=TemplateCache)
     compiled: dict[str, Any] = field(default_factory=dict)
+    #: The order code keys suggestions may name (None: no order-codes file was found).
+    order_codes: frozenset[str] | None = None
     # Evaluation-time lookups, built on first use (filling them twice is harmless).
     _index: tuple[int, int, dict[str, Rule]] | None = field(
         default=None, init=False, repr=False, compare=False
@@ -369,6 +371,7 @@ def _load(
         origins=origins,
         example_origins=example_origins,
         templates=ctx.templates,
+        order_codes=frozenset(codes) if codes is not None else None,
     )
     _precompile_templates(ruleset)
     if compile:
