@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cds.cli import replay_cmd, rules_cmd, serve_cmd
+from cds.cli import feedback_cmd, replay_cmd, rules_cmd, serve_cmd
 
 app = typer.Typer(
     name="cds",
@@ -14,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(rules_cmd.app, name="rules")
+app.add_typer(feedback_cmd.app, name="feedback")
 replay_cmd.register(app)
 serve_cmd.register(app)
 
