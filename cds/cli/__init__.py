@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cds.cli import feedback_cmd, replay_cmd, rules_cmd, serve_cmd
+from cds.cli import feedback_cmd, replay_cmd, rules_cmd, serve_cmd, studio_cmd
 
 app = typer.Typer(
     name="cds",
@@ -17,6 +17,7 @@ app.add_typer(rules_cmd.app, name="rules")
 app.add_typer(feedback_cmd.app, name="feedback")
 replay_cmd.register(app)
 serve_cmd.register(app)
+studio_cmd.register(app)
 
 
 def main() -> None:

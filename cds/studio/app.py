@@ -1,0 +1,232 @@
+"""The rule studio: a page on loopback to try rule edits on a patient.
+
+Pick a patient (a file of the data folder, or a pasted Bundle / CDS Hooks request), see
+its cards as an EHR shows them (indicator colour, markdown detail, suggestions with their
+orders, links, override reasons) and the explain view (facts with their sources, rules
+fired with their values, near misses, ignored resources: `cds.explain`); edit a rule file
+in the page, with lint errors at their line as one types, and see the new cards beside
+the current ones; save the edit back (only into an existing file of the rules folder,
+after a passing lint, with a backup).
+
+Everything runs in this process on the rules folder given; edits are evaluated on a
+temporary copy of it, never on the files until saved. The server binds to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse
+from markdown_it import MarkdownIt
+from pydantic import BaseModel, Field
+
+from cds.explain import ExplainError, build_report, resolve
+from cds.pipeline import EvaluationError, EvaluationInput, Evaluator
+from cds.rules import RuleSetError, load_ruleset
+from cds.rules.source import display_path
+
+STATIC = Path(__file__).resolve().parent / "static"
+LOOPBACK = {"127.0.0.1", "::1"}
+_MARKDOWN = MarkdownIt("commonmark", {"html": False})  # text from rules, never raw HTML
+
+
+class Patient(BaseModel):
+    name: str | None = Field(None, description="a file of the data folder")
+    pasted: dict[str, Any] | None = Field(None, description="a Bundle or CDS Hooks request")
+
+
+class EvaluateRequest(Patient):
+    edits: dict[str, str] = Field(default_factory=dict, description="rule file -> new text")
+
+
+class SaveRequest(BaseModel):
+    file: str
+    text: str
+
+
+class Studio:
+    """The state behind the page: the rules folder, the data folder, the current rules."""
+
+    def __init__(self, rules_dir: Path, data_dir: Path | None, as_of: date) -> None:
+        self.rules_dir = rules_dir.resolve()
+        self.data_dir = data_dir.resolve() if data_dir is not None else None
+        self.as_of = as_of
+        self.order_codes = self.rules_dir.parent / "fhir_profiles" / "order-codes.json"
+        self.evaluator = Evaluator.from_rules_dir(self.rules_dir, deterministic_uuids=True)
+
+    # ------------------------------------------------------------------ rules
+
+    def rule_files(self) -> list[str]:
+        return sorted(p.name for p in self.rules_dir.glob("*.yaml"))
+
+    def _rule_path(self, name: str) -> Path:
+        path = (self.rules_dir / name).resolve()
+        if path.parent != self.rules_dir or path.suffix != ".yaml" or not path.is_file():
+            raise HTTPException(404, f"{name!r} is not a rule file of {self.rules_dir}")
+        return path
+
+    def lint(self, edits: dict[str, str]) -> tuple[Any, list[dict[str, Any]]]:
+        """(rule set, []) for the rules with `edits` applied, or (None, errors)."""
+        for name in edits:
+            self._rule_path(name)
+        if not edits:
+            return self.evaluator.ruleset, []
+        with tempfile.TemporaryDirectory(prefix="studio-") as tmp:
+            copy = Path(tmp) / "rules"
+            shutil.copytree(self.rules_dir, copy)
+            for name, text in edits.items():
+                (copy / name).write_text(text, encoding="utf-8")
+            try:
+                ruleset = load_ruleset(copy, order_codes=self.order_codes)
+            except RuleSetError as exc:
+                shown = display_path(copy)
+                return None, [
+                    {
+                        "file": Path(e.path).name if e.path.startswith(shown) else e.path,
+                        "line": e.line,
+                        "col": e.col,
+                        "message": e.message,
+                    }
+                    for e in exc.errors
+                ]
+        return ruleset, []
+
+    def save(self, name: str, text: str) -> dict[str, Any]:
+        path = self._rule_path(name)
+        _ruleset, errors = self.lint({name: text})
+        if errors:
+            raise HTTPException(422, {"message": "fix the lint errors first", "errors": errors})
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        backup = path.with_name(f"{path.name}.{stamp}.bak")
+        shutil.copy2(path, backup)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        old = self.evaluator
+        self.evaluator = Evaluator.from_rules_dir(self.rules_dir, deterministic_uuids=True)
+        old.close()
+        return {"saved": name, "backup": backup.name}
+
+    # ------------------------------------------------------------------ patients
+
+    def patients(self) -> list[str]:
+        if self.data_dir is None or not self.data_dir.is_dir():
+            return []
+        return sorted(
+            str(p.relative_to(self.data_dir))
+            for p in self.data_dir.rglob("*")
+            if p.suffix in (".json", ".ndjson") and p.is_file()
+        )
+
+    def _job(self, patient: Patient, tmp: Path) -> Any:
+        if patient.pasted is not None:
+            path = tmp / "pasted.json"
+            path.write_text(json.dumps(patient.pasted), encoding="utf-8")
+            return resolve(str(path), None)
+        if patient.name is None or self.data_dir is None:
+            raise HTTPException(422, "pick a patient (name) or paste one (pasted)")
+        path = (self.data_dir / patient.name.split("#", 1)[0]).resolve()
+        if self.data_dir not in path.parents or not path.is_file():
+            raise HTTPException(404, f"{patient.name!r} is not a file of the data folder")
+        fragment = patient.name[len(patient.name.split("#", 1)[0]) :]
+        return resolve(str(path) + fragment, None)
+
+    def evaluate(self, patient: Patient, evaluator: Evaluator) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="studio-") as tmp:
+            try:
+                job = self._job(patient, Path(tmp))
+            except ExplainError as exc:
+                raise HTTPException(422, str(exc)) from None
+        try:
+            result = evaluator.evaluate(
+                EvaluationInput(
+                    hook=job.hook,
+                    resources=job.resources,
+                    as_of=self.as_of,
+                    patient_id=job.patient_id,
+                    draft_orders=job.draft_orders,
+                    selections=job.selections,
+                    uuid_seed=job.name,
+                )
+            )
+        except EvaluationError as exc:
+            raise HTTPException(422, f"evaluation failed: {exc}") from None
+        facts = list(result.facts)
+        report = build_report(job, evaluator.ruleset, facts, result, self.as_of)
+        cards = [_with_html(card) for card in result.cards]
+        return {"cards": cards, "explain": _jsonable(report), "outcome": result.outcome}
+
+
+def _with_html(card: dict[str, Any]) -> dict[str, Any]:
+    out = dict(card)
+    if isinstance(card.get("detail"), str):
+        out["detailHtml"] = _MARKDOWN.render(card["detail"])
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def create_app(studio: Studio) -> FastAPI:
+    app = FastAPI(title="osteohooks rule studio", docs_url=None, redoc_url=None)
+
+    @app.middleware("http")
+    async def loopback_only(request: Request, call_next: Any) -> Any:
+        client = request.client.host if request.client else ""
+        if client not in LOOPBACK:
+            from fastapi.responses import JSONResponse
+
+            return JSONResponse({"detail": "the studio answers on loopback only"}, 403)
+        return await call_next(request)
+
+    @app.get("/")
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/api/state")
+    def state() -> dict[str, Any]:
+        return {
+            "rules": str(studio.rules_dir),
+            "data": str(studio.data_dir) if studio.data_dir else None,
+            "asOf": studio.as_of.isoformat(),
+            "patients": studio.patients(),
+            "ruleFiles": studio.rule_files(),
+        }
+
+    @app.get("/api/rules/{name}")
+    def rule_text(name: str) -> dict[str, str]:
+        return {"file": name, "text": studio._rule_path(name).read_text(encoding="utf-8")}
+
+    @app.post("/api/lint")
+    def lint(edits: dict[str, str]) -> dict[str, Any]:
+        _ruleset, errors = studio.lint(edits)
+        return {"errors": errors}
+
+    @app.post("/api/evaluate")
+    def evaluate(request: EvaluateRequest) -> dict[str, Any]:
+        current = studio.evaluate(request, studio.evaluator)
+        if not request.edits:
+            return {"current": current, "edited": None, "errors": []}
+        ruleset, errors = studio.lint(request.edits)
+        if ruleset is None:
+            return {"current": current, "edited": None, "errors": errors}
+        edited_evaluator = Evaluator(ruleset, deterministic_uuids=True)
+        try:
+            edited = studio.evaluate(request, edited_evaluator)
+        finally:
+            edited_evaluator.close()
+        return {"current": current, "edited": edited, "errors": []}
+
+    @app.post("/api/save")
+    def save(request: SaveRequest) -> dict[str, Any]:
+        return studio.save(request.file, request.text)
+
+    return app
