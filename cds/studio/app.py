@@ -161,7 +161,59 @@ class Studio:
         facts = list(result.facts)
         report = build_report(job, evaluator.ruleset, facts, result, self.as_of)
         cards = [_with_html(card) for card in result.cards]
-        return {"cards": cards, "explain": _jsonable(report), "outcome": result.outcome}
+        return {
+            "cards": cards,
+            "explain": _jsonable(report),
+            "outcome": result.outcome,
+            "history": dxa_history(job, self.as_of, evaluator.ruleset.parameters, result.cards),
+        }
+
+
+#: The LSC parameter of each site whose change the rules judge (rules/change.yaml).
+LSC_PARAMETERS = {
+    "lumbar-spine": "lsc_lumbar_spine_percent",
+    "total-hip": "lsc_total_hip_percent",
+    "femoral-neck": "lsc_femoral_neck_percent",
+}
+
+
+def dxa_history(
+    job: Any, as_of: date, parameters: dict[str, Any], cards: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The patient's DXA results over time, as the FHIR stage reads them (cds.fhir: units
+    normalised, entered-in-error left out), per site and score (T, Z, BMD), with each
+    site's least significant change and the rescan window of the rescan-interval card."""
+    from cds.fhir.profiles import load_profiles
+    from cds.fhir.read import Reader
+
+    data = Reader(load_profiles(), as_of).read(job.resources, job.patient_id, job.draft_orders)
+    points = sorted(
+        (
+            {
+                "site": m.site,
+                "score": m.score,
+                "value": str(m.value),  # exact as read; the page rounds for display
+                "date": m.when.date.isoformat(),
+                "scanner": m.scanner.label if m.scanner else None,
+            }
+            for m in data.measurements
+            if m.kind == "dxa" and m.vertebra is None and m.site is not None
+        ),
+        key=lambda p: (str(p["date"]), str(p["site"]), str(p["score"])),
+    )
+    window = None
+    for card in cards:
+        payload = (card.get("extension") or {}).get("org.osteohooks") or {}
+        if card.get("source", {}).get("topic", {}).get("code") == "rescan-interval":
+            window = {"from": payload.get("dueFrom"), "to": payload.get("dueTo")}
+    return {
+        "points": points,
+        "lsc": {
+            site: parameters[name] for site, name in LSC_PARAMETERS.items() if name in parameters
+        },
+        "rescan": window,
+        "asOf": as_of.isoformat(),
+    }
 
 
 def _with_html(card: dict[str, Any]) -> dict[str, Any]:

@@ -129,3 +129,31 @@ def test_save_refuses_broken_rules_and_paths_outside_the_rules_folder(
 def test_only_loopback_is_answered(studio: Studio) -> None:
     remote = TestClient(create_app(studio), client=("192.0.2.7", 40000))
     assert remote.get("/api/state").status_code == 403
+
+
+def test_dxa_history_per_site_with_lsc_and_rescan_window(
+    client: TestClient, studio: Studio
+) -> None:
+    name = "25-change-exactly-lsc.json"
+    data = client.post("/api/evaluate", json={"name": name}).json()["current"]
+    history = data["history"]
+    spine_bmd = [
+        p for p in history["points"] if p["site"] == "lumbar-spine" and p["score"] == "BMD"
+    ]
+    assert len(spine_bmd) >= 2  # two scans to compare
+    assert [p["date"] for p in spine_bmd] == sorted(p["date"] for p in spine_bmd)
+    bundle = json.loads((STORIES / name).read_text())
+    reported = {
+        str(Decimal(str(e["resource"]["valueQuantity"]["value"])))
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Observation" and "valueQuantity" in e["resource"]
+    }
+    assert {p["value"] for p in spine_bmd} <= reported  # exact values, as reported
+    params = studio.evaluator.ruleset.parameters
+    assert history["lsc"]["lumbar-spine"] == params["lsc_lumbar_spine_percent"]
+    [rescan] = [
+        c["extension"]["org.osteohooks"]
+        for c in data["cards"]
+        if c["source"]["topic"]["code"] == "rescan-interval"
+    ]
+    assert history["rescan"] == {"from": rescan["dueFrom"], "to": rescan["dueTo"]}

@@ -86,6 +86,12 @@ def test_story_threshold_edit_and_typo(page: Any, studio: Studio, tmp_path: Path
     card = _tbs_card(page, "current")
     card.wait_for()
     assert "Degraded TBS" in card.locator(".summary").inner_text()
+    chart = page.locator("#dxa-chart")
+    chart.wait_for()
+    assert chart.locator("circle.point").count() >= 2  # T-scores and BMD, per site
+    assert chart.locator("rect.lsc").count() >= 1
+    assert chart.locator("rect.rescan").count() == 2  # shaded on both panels
+    page.locator("#chart").screenshot(path=str(shots / "studio-chart.png"))
     page.screenshot(path=str(shots / "studio-story.png"))
 
     # the guide's threshold edit, typed into the editor: move the women's degraded
