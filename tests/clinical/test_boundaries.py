@@ -44,6 +44,14 @@ TBS_NORMAL_W = param("tbs_normal_min_women")
 TBS_DEGRADED_W = param("tbs_degraded_max_women")
 TBS_NORMAL_M = param("tbs_normal_min_men")
 TBS_DEGRADED_M = param("tbs_degraded_max_men")
+CONTRAST_DAYS = param("recent_contrast_days")
+ALP_BELOW = param("hypophosphatasia_alp_below")
+ORDER_GC_MG = param("order_glucocorticoid_mg_day")
+ORDER_GC_MONTHS = param("order_glucocorticoid_months")
+DENOSUMAB_DAYS = param("denosumab_max_days_since_dose")
+SCREEN_WOMEN_AGE = param("screening_women_age")
+SCREEN_MEN_AGE = param("screening_men_age")
+SCREEN_RISK_MEN_AGE = param("screening_risk_men_age")
 
 
 @dataclass
@@ -445,27 +453,37 @@ CASES: list[Case] = [
     # ---------------------------------------------------------------- CS-3.5 contrast
     Case(
         "CS-3.5",
-        "contrast 7 days before",
-        (lumbar(-1.5), contrast(7)),
+        f"contrast {CONTRAST_DAYS} days before",
+        (lumbar(-1.5), contrast(CONTRAST_DAYS)),
         "artifact-warning",
         {},
         has={"findings": ["recent-contrast"]},
     ),
-    Case("CS-3.5", "contrast 8 days before", (lumbar(-1.5), contrast(8)), "artifact-warning", None),
+    Case(
+        "CS-3.5",
+        f"contrast {CONTRAST_DAYS + 1} days before",
+        (lumbar(-1.5), contrast(CONTRAST_DAYS + 1)),
+        "artifact-warning",
+        None,
+    ),
     Case(
         "CS-3.5", "contrast after the scan", (lumbar(-1.5), contrast(-1)), "artifact-warning", None
     ),
     # ---------------------------------------------------------------- CS-3.6 hypophosphatasia
     Case(
         "CS-3.6",
-        "ALP 29 U/L",
-        (lumbar(-1.5, alkaline_phosphatase=29.0),),
+        f"ALP {ALP_BELOW - 1} U/L",
+        (lumbar(-1.5, alkaline_phosphatase=float(ALP_BELOW - 1)),),
         "artifact-warning",
         {},
         has={"findings": ["hypophosphatasia"]},
     ),
     Case(
-        "CS-3.6", "ALP 30 U/L", (lumbar(-1.5, alkaline_phosphatase=30.0),), "artifact-warning", None
+        "CS-3.6",
+        f"ALP {ALP_BELOW} U/L",
+        (lumbar(-1.5, alkaline_phosphatase=float(ALP_BELOW)),),
+        "artifact-warning",
+        None,
     ),
     Case(
         "CS-3.6",
@@ -822,8 +840,8 @@ CASES: list[Case] = [
     Case("CS-6.3", "woman 75 with T -1.0: no imaging", (lumbar(-1.0, age=75),), "workup", None),
     Case(
         "CS-6.4",
-        "T -2.5 treatment discussion",
-        (lumbar(-2.5),),
+        f"T {OSTEOPOROSIS_T} treatment discussion",
+        (lumbar(OSTEOPOROSIS_T),),
         "workup",
         {},
         has={"items": ["treatment-discussion"]},
@@ -902,8 +920,8 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-6.6",
-        "T -2.5 cardiovascular risk",
-        (lumbar(-2.5),),
+        f"T {OSTEOPOROSIS_T} cardiovascular risk",
+        (lumbar(OSTEOPOROSIS_T),),
         "workup",
         {},
         has={"items": ["cardiovascular-risk"]},
@@ -926,8 +944,8 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-6.7",
-        "ALP 30: no evaluation",
-        (lumbar(-2.6, alkaline_phosphatase=30.0),),
+        f"ALP {ALP_BELOW}: no evaluation",
+        (lumbar(-2.6, alkaline_phosphatase=float(ALP_BELOW)),),
         "workup",
         {},
         lacks={"items": ["hypophosphatasia-evaluation"]},
@@ -1150,16 +1168,30 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-8.2",
-        "glucocorticoid 7.5 mg for 3.1 months",
-        (lumbar(-1.5), order(10, glucocorticoid_mg_day=7.5, glucocorticoid_months=3.1)),
+        f"glucocorticoid {ORDER_GC_MG} mg for {param('order_glucocorticoid_months', '0.1')} months",
+        (
+            lumbar(-1.5),
+            order(
+                10,
+                glucocorticoid_mg_day=float(ORDER_GC_MG),
+                glucocorticoid_months=float(param("order_glucocorticoid_months", "0.1")),
+            ),
+        ),
         "dxa-order-timing",
         {"tooSoon": False, "exception": "glucocorticoid", "indicator": "info"},
         hook="order-sign",
     ),
     Case(
         "CS-8.2",
-        "glucocorticoid 7.5 mg for exactly 3 months is too soon",
-        (lumbar(-1.5), order(10, glucocorticoid_mg_day=7.5, glucocorticoid_months=3.0)),
+        f"glucocorticoid {ORDER_GC_MG} mg for exactly {ORDER_GC_MONTHS} months is too soon",
+        (
+            lumbar(-1.5),
+            order(
+                10,
+                glucocorticoid_mg_day=float(ORDER_GC_MG),
+                glucocorticoid_months=float(ORDER_GC_MONTHS),
+            ),
+        ),
         "dxa-order-timing",
         {"tooSoon": True},
         hook="order-sign",
@@ -1207,12 +1239,12 @@ CASES: list[Case] = [
     # ---------------------------------------------------------------- CS-9 therapy safety
     Case(
         "CS-9.1",
-        "denosumab 211 days ago",
+        f"denosumab {DENOSUMAB_DAYS + 1} days ago",
         (
             lumbar(
                 -2.0,
                 denosumab_used=True,
-                denosumab_days_since_last_dose=211,
+                denosumab_days_since_last_dose=DENOSUMAB_DAYS + 1,
                 denosumab_last_dose_date="2026-04-26",
             ),
         ),
@@ -1222,12 +1254,12 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-9.1",
-        "denosumab 210 days ago",
+        f"denosumab {DENOSUMAB_DAYS} days ago",
         (
             lumbar(
                 -2.0,
                 denosumab_used=True,
-                denosumab_days_since_last_dose=210,
+                denosumab_days_since_last_dose=DENOSUMAB_DAYS,
                 denosumab_last_dose_date="2026-04-27",
             ),
         ),
@@ -1303,45 +1335,45 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-9.3",
-        "alendronate with ALP 29",
-        (lumbar(-2.0, antiresorptive_current=True, alkaline_phosphatase=29.0),),
+        f"alendronate with ALP {ALP_BELOW - 1}",
+        (lumbar(-2.0, antiresorptive_current=True, alkaline_phosphatase=float(ALP_BELOW - 1)),),
         "therapy-safety",
         {},
         has={"findings": ["antiresorptive-with-hypophosphatasia"]},
     ),
     Case(
         "CS-9.3",
-        "alendronate with ALP 30",
-        (lumbar(-2.0, antiresorptive_current=True, alkaline_phosphatase=30.0),),
+        f"alendronate with ALP {ALP_BELOW}",
+        (lumbar(-2.0, antiresorptive_current=True, alkaline_phosphatase=float(ALP_BELOW)),),
         "therapy-safety",
         None,
     ),
     # ---------------------------------------------------------------- CS-10 screening
     Case(
         "CS-10.1",
-        "woman 65 without DXA",
-        (assess(age=65, has_dxa=False, last_dxa_date=None),),
+        f"woman {SCREEN_WOMEN_AGE} without DXA",
+        (assess(age=SCREEN_WOMEN_AGE, has_dxa=False, last_dxa_date=None),),
         "screening",
-        {"indicator": "info", "reason_contains": "65"},
+        {"indicator": "info", "reason_contains": str(SCREEN_WOMEN_AGE)},
     ),
     Case(
         "CS-10.1",
-        "woman 64 without DXA",
-        (assess(age=64, has_dxa=False, last_dxa_date=None),),
+        f"woman {SCREEN_WOMEN_AGE - 1} without DXA",
+        (assess(age=SCREEN_WOMEN_AGE - 1, has_dxa=False, last_dxa_date=None),),
         "screening",
         None,
     ),
     Case(
         "CS-10.1",
-        "man 70 without DXA",
-        (assess(age=70, sex="male", has_dxa=False, last_dxa_date=None),),
+        f"man {SCREEN_MEN_AGE} without DXA",
+        (assess(age=SCREEN_MEN_AGE, sex="male", has_dxa=False, last_dxa_date=None),),
         "screening",
         {},
     ),
     Case(
         "CS-10.1",
-        "man 69 without DXA",
-        (assess(age=69, sex="male", has_dxa=False, last_dxa_date=None),),
+        f"man {SCREEN_MEN_AGE - 1} without DXA",
+        (assess(age=SCREEN_MEN_AGE - 1, sex="male", has_dxa=False, last_dxa_date=None),),
         "screening",
         None,
     ),
@@ -1354,10 +1386,10 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-10.1",
-        "man 50 on glucocorticoids 3 months",
+        f"man {SCREEN_RISK_MEN_AGE} on glucocorticoids 3 months",
         (
             assess(
-                age=50,
+                age=SCREEN_RISK_MEN_AGE,
                 sex="male",
                 has_dxa=False,
                 last_dxa_date=None,
@@ -1370,10 +1402,10 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-10.1",
-        "man 49 on glucocorticoids",
+        f"man {SCREEN_RISK_MEN_AGE - 1} on glucocorticoids",
         (
             assess(
-                age=49,
+                age=SCREEN_RISK_MEN_AGE - 1,
                 sex="male",
                 has_dxa=False,
                 last_dxa_date=None,
