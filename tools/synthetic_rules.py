@@ -7,10 +7,11 @@ writes ``/tmp/syn/rules`` (the bundled rules plus copies) and ``/tmp/syn/fhir_pr
 
 Each copy is a bundled rule without an ``emit`` (copies of emit rules would multiply
 derived facts, which no real rule set does), renamed ``<id>.syn<k>``, without examples,
-with one extra test that always holds and makes its pattern distinct (a required integer
-field ``ge -1000000-k``, else a required text field ``ne "syn-<k>"``: durable_rules shares
-nodes between identical patterns, so plain copies would not grow the engine the way
-distinct rules do), and with a card detail ending "Local variant <k>." (every copy's
+with one extra test that makes its pattern distinct and never holds (a required integer
+field ``ge 1000000+k``, else a required text field ``eq "syn-<k>"``; with ``--fire`` it
+always holds instead: ``ge -1000000-k`` / ``ne "syn-<k>"``; durable_rules shares nodes
+between identical patterns, so plain copies would not grow the engine as distinct rules
+do), and with a card detail ending "Local variant <k>." (every copy's
 templates are its own, as with per-site variants). Copies go into files of at most
 ``--per-file`` rules. Deterministic: the same arguments write the same files.
 """
@@ -36,8 +37,22 @@ def _yaml() -> YAML:
     return y
 
 
-def _always_true_field(fact_type: str, extends: dict[str, str]) -> tuple[str, str]:
-    """(field, kind) of a required int or free-text field of `fact_type` (or what it extends)."""
+def _fields_named(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        named = {str(node["field"])} if "field" in node else set()
+        return named.union(*(_fields_named(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_fields_named(v) for v in node))
+    return set()
+
+
+def _always_true_field(
+    fact_type: str,
+    extends: dict[str, str],
+    avoid: set[str] = frozenset(),  # type: ignore[assignment]
+) -> tuple[str, str]:
+    """(field, kind) of a required int or free-text field of `fact_type` (or what it
+    extends), preferring one that is not in `avoid` (the fields the rule already tests)."""
     from cds.facts.schema import FACT_TYPES
 
     while fact_type not in FACT_TYPES:
@@ -47,23 +62,27 @@ def _always_true_field(fact_type: str, extends: dict[str, str]) -> tuple[str, st
         for name, info in FACT_TYPES[fact_type].model_fields.items()
         if name != "id" and info.is_required() and not info.metadata
     ]
+    ranked = sorted(fields, key=lambda item: item[0] in avoid)
     for kind, annotation in (("int", int), ("str", str)):
-        for name, info in fields:
+        for name, info in ranked:
+            if info.annotation is annotation and name not in avoid:
+                return name, kind
+    for kind, annotation in (("int", int), ("str", str)):
+        for name, info in ranked:
             if info.annotation is annotation:
                 return name, kind
     raise ValueError(f"fact type {fact_type!r} has no required int or str field")
 
 
-def _distinct(when: dict[str, Any], k: int, extends: dict[str, str]) -> dict[str, Any]:
+def _distinct(when: dict[str, Any], k: int, extends: dict[str, str], fire: bool) -> dict[str, Any]:
     fact = when["fact"]
     node = {key: value for key, value in when.items() if key != "fact"}
-    name, kind = _always_true_field(fact, extends)
-    # always true for a real fact: no age, count or day offset is below -10**6
-    test: dict[str, Any] = (
-        {"field": name, "ge": -1_000_000 - k}
-        if kind == "int"
-        else {"field": name, "ne": f"syn-{k}"}
-    )
+    name, kind = _always_true_field(fact, extends, _fields_named(node))
+    # no age, count or day offset is beyond 10**6 and no text is "syn-<k>": the test
+    # always holds (fire) or never does (a variant for another site)
+    test: dict[str, Any] = {"field": name, "ne" if fire else "eq": f"syn-{k}"}
+    if kind == "int":
+        test = {"field": name, "ge": -1_000_000 - k} if fire else {"field": name, "ge": 10**6 + k}
     if not node:
         return {"fact": fact, "all": [test]}
     if list(node) == ["all"]:
@@ -78,8 +97,14 @@ def write_synthetic(
     rules_dir: Path = ROOT / "rules",
     profiles_dir: Path = ROOT / "fhir_profiles",
     per_file: int = 250,
+    fire: bool = False,
 ) -> Path:
-    """Write ``out/rules`` with `n_rules` active rules in all; returns that folder."""
+    """Write ``out/rules`` with `n_rules` active rules in all; returns that folder.
+
+    `fire`: every copy fires wherever its original does (the worst case for cards and for
+    durable's results per fact); otherwise no copy ever fires (variants for other sites:
+    the engine still tests every one).
+    """
     y = _yaml()
     target = out / "rules"
     if target.exists():
@@ -110,7 +135,7 @@ def write_synthetic(
         rule = copy.deepcopy(originals[k % len(originals)])
         rule["id"] = f"{rule['id']}.syn{k}"
         rule.pop("examples", None)
-        rule["when"] = _distinct(rule["when"], k, extends)
+        rule["when"] = _distinct(rule["when"], k, extends, fire)
         card = (rule.get("then") or {}).get("card")
         if card is not None and isinstance(card.get("detail"), str):
             # per-site variants carry their own text: every copy's templates are its own
@@ -129,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rules", type=int, required=True, help="active rules in all")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--per-file", type=int, default=250)
+    parser.add_argument("--fire", action="store_true", help="copies fire like their originals")
     args = parser.parse_args(argv)
-    folder = write_synthetic(args.rules, args.out, per_file=args.per_file)
+    folder = write_synthetic(args.rules, args.out, per_file=args.per_file, fire=args.fire)
     print(folder)
     return 0
 

@@ -88,7 +88,7 @@ def test_a_2000_rule_set_loads_and_agrees_with_the_reference(tmp_path: Path) -> 
         from cds.pipeline import EvaluationInput, Evaluator
         from cds.rules import load_ruleset
         from cds.rules.reference import evaluate
-        folder = write_synthetic(2000, Path({str(tmp_path)!r}))
+        folder = write_synthetic(2000, Path({str(tmp_path)!r}), fire=True)
         ruleset = load_ruleset(folder)
         evaluator = Evaluator(ruleset)
         stories = sorted(Path("tests/fixtures/stories").glob("*.json"))
