@@ -43,6 +43,14 @@ REQUIRED_PARAMS: dict[str, str] = {
     "nhanes_lumbar_sd": "CS-3.8",
     "dxa_min_interval_months": "CS-8.2",
     "recent_fracture_months": "CS-6.4",
+    # clin-therapy, revision 2
+    "denosumab_overdue_months": "CS-9.1",
+    "egfr_window_months": "CS-9.1",
+    "possible_hpp_bisphosphonate_months": "CS-3.6",
+    "possible_hpp_denosumab_months": "CS-3.6",
+    "holiday_after_months": "CS-9.2",
+    "holiday_reassess_from_months": "CS-9.4",
+    "holiday_reassess_to_months": "CS-9.4",
 }
 
 ONE = Decimal("0.1")
@@ -86,6 +94,13 @@ class Params:
     nhanes_sd: Decimal
     dxa_interval: int
     recent_fracture: int
+    denosumab_overdue: int
+    egfr_window: int
+    hpp_bisphosphonate: int
+    hpp_denosumab: int
+    holiday_after: int
+    holiday_from: int
+    holiday_to: int
     min_vertebrae: int = 2
 
 
@@ -160,6 +175,13 @@ def read_params(params: Mapping[str, Any]) -> Params:
         nhanes_sd=out["nhanes_lumbar_sd"],
         dxa_interval=int(out["dxa_min_interval_months"]),
         recent_fracture=int(out["recent_fracture_months"]),
+        denosumab_overdue=int(out["denosumab_overdue_months"]),
+        egfr_window=int(out["egfr_window_months"]),
+        hpp_bisphosphonate=int(out["possible_hpp_bisphosphonate_months"]),
+        hpp_denosumab=int(out["possible_hpp_denosumab_months"]),
+        holiday_after=int(out["holiday_after_months"]),
+        holiday_from=int(out["holiday_reassess_from_months"]),
+        holiday_to=int(out["holiday_reassess_to_months"]),
         min_vertebrae=min_vertebrae,
     )
 
@@ -260,6 +282,7 @@ class _Builder:
         self._dxa(a, va, sources)
         self._therapy(a, sources)
         self._conditions(a, sources)
+        self._therapy_rev2(a, sources)
         self._change(a, sources)
         # Assessment(**a) without the keyword round trip of 50-odd fields (the same
         # validator and result; ~4 us less)
@@ -625,7 +648,7 @@ class _Builder:
                 a["oral_bisphosphonate_years"] = yrs
         iv = [r for r in bone if r.med_class == "bisphosphonate-iv"]
         if iv:
-            yrs = self._years(iv, clip=False)
+            yrs = self._years(iv, clip=True)  # exposure so far (CS-9.2 rev 2)
             if yrs is not None:
                 a["iv_bisphosphonate_years"] = yrs
         dmab = [r for r in bone if r.med_class == "denosumab"]
@@ -688,6 +711,93 @@ class _Builder:
                 merged.append([s, e])
         months = sum((Decimal(str(fractional_months(s, e))) for s, e in merged), Decimal(0))
         return float((months / 12).quantize(ONE, rounding=ROUND_FLOOR))
+
+    # -- clin-therapy, clinical revision 2 (CS-3.6, CS-9.1, CS-9.2, CS-9.4)
+
+    def _taken(self, records: Iterable[MedRecord], lo: date, hi: date) -> bool:
+        """A dose was given, or a course ran, on some day in [lo, hi]."""
+        for r in records:
+            if r.source == "administration":
+                if r.dose_date is not None and lo <= r.dose_date <= hi:
+                    return True
+                continue
+            iv = self._interval(r)
+            if iv is not None and iv[0] <= hi and iv[1] >= lo:
+                return True
+        return False
+
+    def _therapy_rev2(self, a: dict[str, Any], sources: set[str]) -> None:
+        p, as_of, d = self.p, self.as_of, self.d
+        bone = self._bone()
+        dmab = [r for r in bone if r.med_class == "denosumab"]
+        bis = [r for r in bone if self._flag(r, "antiresorptive") and r.med_class != "denosumab"]
+        # CS-9.1: calendar months since the last denosumab dose; kidney function
+        last = a.get("denosumab_last_dose_date")
+        if last is not None:
+            overdue_from = add_months(date.fromisoformat(last), p.denosumab_overdue)
+            overdue_from += timedelta(days=1)
+            a["denosumab_overdue_from"] = overdue_from.isoformat()
+            a["denosumab_overdue"] = as_of >= overdue_from
+        since = add_months(as_of, -p.egfr_window)
+        egfrs = [
+            mm for mm in d.measurements if mm.kind == "egfr" and since <= mm.when.date <= as_of
+        ]
+        if egfrs:
+            # the latest; of results at the same instant, the lowest
+            latest = max(egfrs, key=lambda mm: (mm.when.instant, -mm.value, mm.ref))
+            a["egfr"] = float(latest.value)
+            a["egfr_date"] = latest.when.date.isoformat()
+            sources.add(latest.ref)
+        for mm in d.measurements:
+            if mm.kind == "egfr" and mm.when.date < since:
+                self.fs.trace.ignore(
+                    mm.ref,
+                    f"eGFR of {mm.when.date} is older than {p.egfr_window} months (CS-9.1)",
+                )
+        a["advanced_ckd"] = bool(d.advanced_ckd)
+        sources.update(d.advanced_ckd)
+        # CS-3.6: an alkaline phosphatase counts only when measured off antiresorptives
+        untreated: list[Measurement] = []
+        for mm in d.measurements:
+            if mm.kind != "alp":
+                continue
+            day = mm.when.date
+            if self._taken(bis, add_months(day, -p.hpp_bisphosphonate), day):
+                why = f"a bisphosphonate in the {p.hpp_bisphosphonate} months before it"
+            elif self._taken(dmab, add_months(day, -p.hpp_denosumab), day):
+                why = f"denosumab in the {p.hpp_denosumab} months before it"
+            else:
+                untreated.append(mm)
+                continue
+            self.fs.trace.ignore(
+                mm.ref,
+                f"alkaline phosphatase {mm.value} U/L of {day} measured on therapy ({why}): "
+                "antiresorptives lower it, so it is not used for possible hypophosphatasia "
+                "(CS-3.6)",
+            )
+        if untreated:
+            low = min(untreated, key=lambda mm: (mm.value, mm.when.instant, mm.ref))
+            a["untreated_alkaline_phosphatase"] = float(low.value)
+            a["untreated_alkaline_phosphatase_date"] = low.when.date.isoformat()
+            sources.add(low.ref)
+        # CS-9.2 / CS-9.4: the covered period of the bisphosphonates and what followed it
+        spans = [iv for r in bis if (iv := self._interval(r)) is not None]
+        if not spans:
+            return
+        covered_to = max(e for _, e in spans)
+        a["bisphosphonate_covered_to"] = covered_to.isoformat()
+        open_until = add_months(covered_to, p.holiday_after)
+        a["bisphosphonate_review_open"] = as_of < open_until
+        others = [r for r in bone if r not in bis]
+        if as_of >= open_until and not self._taken(others, covered_to, as_of):
+            a["bisphosphonate_holiday"] = True
+            start, end = (
+                add_months(covered_to, p.holiday_from),
+                add_months(covered_to, p.holiday_to),
+            )
+            a["holiday_reassess_from"] = start.isoformat()
+            a["holiday_reassess_to"] = end.isoformat()
+            a["holiday_reassess_overdue"] = as_of > end
 
     # -- conditions, fractures, labs (CS-1.10, CS-3.6, CS-6.3, CS-6.4)
 

@@ -119,6 +119,7 @@ class _RangesFile(_Strict):
     TBS: _Range
     alkaline_phosphatase: _Range
     height: _Range
+    egfr: _Range
 
 
 class _LabGroup(_Strict):
@@ -131,6 +132,7 @@ class _LabFile(_Strict):
     evidence: list[str]
     alkaline_phosphatase: _LabGroup
     height: _LabGroup
+    egfr: _LabGroup
 
 
 class _MenopauseFile(_Strict):
@@ -172,11 +174,18 @@ class _MedFile(_Strict):
     glucocorticoid_dose_units: dict[str, Decimal]
 
 
+class _CodesWithText(_Strict):
+    codes: list[CodeEntry]
+    text_patterns: list[str]
+
+
 class _ConditionFile(_Strict):
     description: str
     evidence: list[str]
     primary_hyperparathyroidism: list[CodeEntry]
     hypophosphatasia: list[CodeEntry]
+    hypophosphatasia_if_named: _CodesWithText
+    advanced_ckd: list[CodeEntry]
 
 
 class _FractureFile(_Strict):
@@ -330,6 +339,8 @@ class Profiles:
     alp_units: dict[str, Decimal]
     height: CodeList
     height_units: dict[str, Decimal]
+    egfr: CodeList
+    egfr_units: dict[str, Decimal]
     postmenopausal: CodeList
     premenopausal: CodeList
     med_classes: dict[str, MedClass]
@@ -340,6 +351,10 @@ class Profiles:
     dose_units: dict[str, Decimal]
     hyperparathyroidism: CodeList
     hypophosphatasia: CodeList
+    #: codes that mean hypophosphatasia only when their display or text names it (CS-3.6)
+    hypophosphatasia_if_named: CodeList
+    hypophosphatasia_text: tuple[str, ...]
+    advanced_ckd: CodeList
     fracture_hip: CodeList
     fracture_vertebral: CodeList
     fracture_other: CodeList
@@ -475,11 +490,14 @@ def _build(folder: Path) -> Profiles:
                 ranges.alkaline_phosphatase.max,
             ),
             "height": (ranges.height.min, ranges.height.max),
+            "egfr": (ranges.egfr.min, ranges.egfr.max),
         },
         alp=CodeList.of(labs.alkaline_phosphatase.codes),
         alp_units=dict(labs.alkaline_phosphatase.units),
         height=CodeList.of(labs.height.codes),
         height_units=dict(labs.height.units),
+        egfr=CodeList.of(labs.egfr.codes),
+        egfr_units=dict(labs.egfr.units),
         postmenopausal=CodeList.of(meno.postmenopausal),
         premenopausal=CodeList.of(meno.premenopausal),
         med_classes=dict(meds.classes),
@@ -490,6 +508,11 @@ def _build(folder: Path) -> Profiles:
         dose_units=dict(meds.glucocorticoid_dose_units),
         hyperparathyroidism=CodeList.of(conds.primary_hyperparathyroidism),
         hypophosphatasia=CodeList.of(conds.hypophosphatasia),
+        hypophosphatasia_if_named=CodeList.of(conds.hypophosphatasia_if_named.codes),
+        hypophosphatasia_text=tuple(
+            t.lower() for t in conds.hypophosphatasia_if_named.text_patterns
+        ),
+        advanced_ckd=CodeList.of(conds.advanced_ckd),
         fracture_hip=CodeList.of(frac.hip),
         fracture_vertebral=CodeList.of(frac.vertebral),
         fracture_other=CodeList.of(frac.other),

@@ -53,7 +53,7 @@ MA_USED = {"completed", "in-progress"}
 DRAFT_USED = {"draft", "active"}
 
 _ONE = Decimal(1)
-_RANGE_KEY = {"ALP": "alkaline_phosphatase", "HEIGHT": "height"}
+_RANGE_KEY = {"ALP": "alkaline_phosphatase", "HEIGHT": "height", "EGFR": "egfr"}
 _WHAT = {
     "T": "T-score",
     "Z": "Z-score",
@@ -61,6 +61,7 @@ _WHAT = {
     "TBS": "TBS",
     "ALP": "alkaline phosphatase",
     "HEIGHT": "body height",
+    "EGFR": "eGFR",
 }
 _ORDINAL = {"first": "L1", "second": "L2", "third": "L3", "fourth": "L4"}
 _SINGLE = re.compile(
@@ -85,7 +86,7 @@ class Measurement(NamedTuple):
     of its 11 fields through object.__setattr__: ~2.4 us against ~1 us)."""
 
     ref: str
-    kind: Literal["dxa", "tbs", "alp", "height"]
+    kind: Literal["dxa", "tbs", "alp", "height", "egfr"]
     site: str | None  # DxaSite for dxa
     score: str  # T, Z, BMD, TBS, ALP, HEIGHT
     side: str | None
@@ -165,6 +166,7 @@ class PatientData:
     meds: list[MedRecord] = field(default_factory=list)
     hyperparathyroidism: list[str] = field(default_factory=list)
     hypophosphatasia: list[str] = field(default_factory=list)
+    advanced_ckd: list[str] = field(default_factory=list)  # CS-9.1
     fractures: list[FractureRecord] = field(default_factory=list)
     findings: list[FindingRecord] = field(default_factory=list)
     contrast: list[ContrastRecord] = field(default_factory=list)
@@ -1163,9 +1165,21 @@ class Reader:
         if "hpt" in hits:
             data.hyperparathyroidism.append(ref)
             used.append("primary hyperparathyroidism")
-        if "hpp" in hits:
+        if "hpp" in hits or (
+            "hpp-if-named" in hits and any(t in cc.words() for t in self.p.hypophosphatasia_text)
+        ):
             data.hypophosphatasia.append(ref)
             used.append("hypophosphatasia")
+        not_hpp = None
+        if "hpp-if-named" in hits and "hypophosphatasia" not in used:
+            code = hits["hpp-if-named"][1].code
+            not_hpp = (
+                f"not counted as hypophosphatasia: {code} ({label}) does not name it, and "
+                f"{code} also codes other disorders such as hypophosphatemia (CS-3.6)"
+            )
+        if "ckd" in hits:
+            data.advanced_ckd.append(ref)
+            used.append("CKD stage 4-5 or dialysis (CS-9.1)")
         for sf, key in self._codes.structural:
             hit = hits.get(key)
             if hit is not None:
@@ -1174,9 +1188,9 @@ class Reader:
                 )
                 used.append(f"structural finding {sf.finding}")
         if used:
-            trace.use(ref, "; ".join(used))
+            trace.use(ref, "; ".join(used if not_hpp is None else [*used, not_hpp]))
         else:
-            trace.ignore(ref, f"unknown code ({label})")
+            trace.ignore(ref, not_hpp or f"unknown code ({label})")
 
     @staticmethod
     def _fracture(
@@ -1534,6 +1548,8 @@ def _build_obs_index(profiles: Profiles) -> dict[tuple[str, str], ObsKind]:
         index[(e.system, e.code)] = ("height", None, "HEIGHT", None)
     for e in profiles.alp.entries:
         index[(e.system, e.code)] = ("alp", None, "ALP", None)
+    for e in profiles.egfr.entries:
+        index[(e.system, e.code)] = ("egfr", None, "EGFR", None)
     for e in profiles.tbs.entries:
         index[(e.system, e.code)] = ("tbs", None, "TBS", None)
     for key, fn in profiles.femoral_neck.items():
@@ -1564,6 +1580,7 @@ def _build_unit_factors(p: Profiles) -> dict[str, dict[str, Decimal]]:
         "TBS": dict.fromkeys(p.tbs_units, _ONE),
         "ALP": dict(p.alp_units),
         "HEIGHT": dict(p.height_units),
+        "EGFR": dict(p.egfr_units),
     }
 
 
@@ -1605,6 +1622,8 @@ def _build_code_index(p: Profiles) -> _CodeIndex:
         ("pre", p.premenopausal),
         ("hpt", p.hyperparathyroidism),
         ("hpp", p.hypophosphatasia),
+        ("hpp-if-named", p.hypophosphatasia_if_named),
+        ("ckd", p.advanced_ckd),
         ("contrast", p.contrast),
         *((f"sf:{sf.finding}", sf.codes) for sf in p.structural),
     ]
