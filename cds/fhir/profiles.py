@@ -184,6 +184,7 @@ class _ConditionFile(_Strict):
     evidence: list[str]
     primary_hyperparathyroidism: list[CodeEntry]
     hypophosphatasia: list[CodeEntry]
+    hypophosphatasia_note: str | None = None
     hypophosphatasia_if_named: _CodesWithText
     advanced_ckd: list[CodeEntry]
 

@@ -436,14 +436,26 @@ CASES: list[Case] = [
     # ---------------------------------------------------------------- CS-3.6 hypophosphatasia
     Case(
         "CS-3.6",
-        "ALP 29 U/L",
-        (lumbar(-1.5, alkaline_phosphatase=29.0),),
+        "ALP 29 U/L off antiresorptives: possible hypophosphatasia (info)",
+        (lumbar(-1.5, untreated_alkaline_phosphatase=29.0),),
         "artifact-warning",
-        {},
-        has={"findings": ["hypophosphatasia"]},
+        {"indicator": "info"},
+        has={"findings": ["possible-hypophosphatasia"]},
+        lacks={"findings": ["hypophosphatasia"]},
     ),
     Case(
-        "CS-3.6", "ALP 30 U/L", (lumbar(-1.5, alkaline_phosphatase=30.0),), "artifact-warning", None
+        "CS-3.6",
+        "ALP 30 U/L",
+        (lumbar(-1.5, untreated_alkaline_phosphatase=30.0),),
+        "artifact-warning",
+        None,
+    ),
+    Case(
+        "CS-3.6",
+        "ALP 20 U/L measured on therapy is not used",
+        (lumbar(-1.5, alkaline_phosphatase=20.0),),
+        "artifact-warning",
+        None,
     ),
     Case(
         "CS-3.6",
@@ -885,7 +897,7 @@ CASES: list[Case] = [
     Case(
         "CS-6.7",
         "low ALP: evaluate hypophosphatasia",
-        (lumbar(-2.6, alkaline_phosphatase=22.0),),
+        (lumbar(-2.6, untreated_alkaline_phosphatase=22.0),),
         "workup",
         {},
         has={"items": ["hypophosphatasia-evaluation"]},
@@ -893,7 +905,7 @@ CASES: list[Case] = [
     Case(
         "CS-6.7",
         "ALP 30: no evaluation",
-        (lumbar(-2.6, alkaline_phosphatase=30.0),),
+        (lumbar(-2.6, untreated_alkaline_phosphatase=30.0),),
         "workup",
         {},
         lacks={"items": ["hypophosphatasia-evaluation"]},
@@ -1173,12 +1185,12 @@ CASES: list[Case] = [
     # ---------------------------------------------------------------- CS-9 therapy safety
     Case(
         "CS-9.1",
-        "denosumab 211 days ago",
+        "denosumab overdue (more than 7 calendar months)",
         (
             lumbar(
                 -2.0,
                 denosumab_used=True,
-                denosumab_days_since_last_dose=211,
+                denosumab_overdue=True,
                 denosumab_last_dose_date="2026-04-26",
             ),
         ),
@@ -1188,12 +1200,12 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-9.1",
-        "denosumab 210 days ago",
+        "denosumab not yet overdue",
         (
             lumbar(
                 -2.0,
                 denosumab_used=True,
-                denosumab_days_since_last_dose=210,
+                denosumab_overdue=False,
                 denosumab_last_dose_date="2026-04-27",
             ),
         ),
@@ -1202,12 +1214,12 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-9.1",
-        "denosumab 7 months (213 days) ago",
+        "denosumab overdue since yesterday",
         (
             lumbar(
                 -2.0,
                 denosumab_used=True,
-                denosumab_days_since_last_dose=213,
+                denosumab_overdue=True,
                 denosumab_last_dose_date="2026-04-24",
             ),
         ),
@@ -1221,7 +1233,7 @@ CASES: list[Case] = [
             lumbar(
                 -2.0,
                 denosumab_used=True,
-                denosumab_days_since_last_dose=276,
+                denosumab_overdue=True,
                 denosumab_last_dose_date="2026-02-20",
                 bisphosphonate_after_denosumab=True,
             ),
@@ -1232,7 +1244,7 @@ CASES: list[Case] = [
     Case(
         "CS-9.2",
         "oral bisphosphonate 5.0 years, not high risk",
-        (hip(-2.0, antiresorptive_current=True, oral_bisphosphonate_years=5.0),),
+        (hip(-2.0, bisphosphonate_review_open=True, oral_bisphosphonate_years=5.0),),
         "therapy-safety",
         {"indicator": "info", "summary_contains": "drug holiday"},
         has={"findings": ["bisphosphonate-holiday-review"]},
@@ -1240,14 +1252,14 @@ CASES: list[Case] = [
     Case(
         "CS-9.2",
         "oral bisphosphonate 4.9 years",
-        (hip(-2.0, antiresorptive_current=True, oral_bisphosphonate_years=4.9),),
+        (hip(-2.0, bisphosphonate_review_open=True, oral_bisphosphonate_years=4.9),),
         "therapy-safety",
         None,
     ),
     Case(
         "CS-9.2",
         "oral 6 years with hip -2.5: continue",
-        (hip(-2.5, antiresorptive_current=True, oral_bisphosphonate_years=6.2),),
+        (hip(-2.5, bisphosphonate_review_open=True, oral_bisphosphonate_years=6.2),),
         "therapy-safety",
         {"summary_contains": "continue"},
         has={"findings": ["bisphosphonate-holiday-review"]},
@@ -1255,7 +1267,7 @@ CASES: list[Case] = [
     Case(
         "CS-9.2",
         "IV zoledronic 3.0 years",
-        (hip(-2.0, antiresorptive_current=True, iv_bisphosphonate_years=3.0),),
+        (hip(-2.0, bisphosphonate_review_open=True, iv_bisphosphonate_years=3.0),),
         "therapy-safety",
         {},
         has={"findings": ["bisphosphonate-holiday-review"]},
@@ -1263,22 +1275,22 @@ CASES: list[Case] = [
     Case(
         "CS-9.2",
         "IV zoledronic 2.9 years",
-        (hip(-2.0, antiresorptive_current=True, iv_bisphosphonate_years=2.9),),
+        (hip(-2.0, bisphosphonate_review_open=True, iv_bisphosphonate_years=2.9),),
         "therapy-safety",
         None,
     ),
     Case(
         "CS-9.3",
-        "alendronate with ALP 29",
-        (lumbar(-2.0, antiresorptive_current=True, alkaline_phosphatase=29.0),),
+        "alendronate with hypophosphatasia on record",
+        (lumbar(-2.0, antiresorptive_current=True, hypophosphatasia_condition=True),),
         "therapy-safety",
         {},
         has={"findings": ["antiresorptive-with-hypophosphatasia"]},
     ),
     Case(
         "CS-9.3",
-        "alendronate with ALP 30",
-        (lumbar(-2.0, antiresorptive_current=True, alkaline_phosphatase=30.0),),
+        "alendronate with a low ALP but no diagnosis (CS-3.6 rev 2)",
+        (lumbar(-2.0, antiresorptive_current=True, alkaline_phosphatase=20.0),),
         "therapy-safety",
         None,
     ),

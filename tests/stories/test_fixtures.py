@@ -70,7 +70,9 @@ def test_at_least_32_stories_named_nn_slug() -> None:
     for path in FILES:
         assert NAME.match(path.name), path.name
     numbers = [int(p.name[:2]) for p in FILES]
-    assert numbers == list(range(1, len(FILES) + 1))
+    # unique and in order; engineers own number ranges (55-74, 75-94, 95-119), so gaps occur
+    assert numbers == sorted(set(numbers))
+    assert numbers[:54] == list(range(1, 55))
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
