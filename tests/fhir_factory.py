@@ -45,6 +45,7 @@ PARAMS: dict[str, int | float] = {
     "holiday_after_months": 12,
     "holiday_reassess_from_months": 24,
     "holiday_reassess_to_months": 36,
+    "ppi_long_term_months": 12,
 }
 
 VERTEBRA_SNOMED = {"L1": "61032001", "L2": "53983007", "L3": "55492004", "L4": "71996003"}

@@ -51,6 +51,7 @@ REQUIRED_PARAMS: dict[str, str] = {
     "holiday_after_months": "CS-9.2",
     "holiday_reassess_from_months": "CS-9.4",
     "holiday_reassess_to_months": "CS-9.4",
+    "ppi_long_term_months": "CS-6.8",
 }
 
 ONE = Decimal("0.1")
@@ -101,6 +102,7 @@ class Params:
     holiday_after: int
     holiday_from: int
     holiday_to: int
+    ppi_long_term: int
     min_vertebrae: int = 2
 
 
@@ -182,6 +184,7 @@ def read_params(params: Mapping[str, Any]) -> Params:
         holiday_after=int(out["holiday_after_months"]),
         holiday_from=int(out["holiday_reassess_from_months"]),
         holiday_to=int(out["holiday_reassess_to_months"]),
+        ppi_long_term=int(out["ppi_long_term_months"]),
         min_vertebrae=min_vertebrae,
     )
 
@@ -606,7 +609,11 @@ class _Builder:
     def _bone(self) -> list[MedRecord]:
         """The bone-active records (computed once: d.meds does not change while building)."""
         if self._bone_meds is None:
-            self._bone_meds = [r for r in self.d.meds if self._flag(r, "bone_active")]
+            # oncology regimens (Xgeva, zoledronic acid 4 mg) are not osteoporosis therapy
+            # for CS-7 and CS-9.2-9.4 (CS-1.8 rev 2); CS-9.1 reads them from d.meds
+            self._bone_meds = [
+                r for r in self.d.meds if self._flag(r, "bone_active") and not r.oncology
+            ]
         return self._bone_meds
 
     def _therapy_between(self, old: date, new: date) -> bool:
@@ -651,9 +658,10 @@ class _Builder:
             yrs = self._years(iv, clip=True)  # exposure so far (CS-9.2 rev 2)
             if yrs is not None:
                 a["iv_bisphosphonate_years"] = yrs
-        dmab = [r for r in bone if r.med_class == "denosumab"]
+        dmab = [r for r in self.d.meds if r.med_class == "denosumab"]  # oncology too (CS-9.1)
         if dmab:
             a["denosumab_used"] = True
+            a["denosumab_oncology"] = any(r.oncology for r in dmab)
             last: date | None = None
             for r in dmab:
                 if r.dose_date is not None:
@@ -726,10 +734,37 @@ class _Builder:
                 return True
         return False
 
+    def _harming(self, a: dict[str, Any], sources: set[str]) -> None:
+        """CS-6.8: the current drugs that harm bone, named; PPIs only when long-term."""
+        names: dict[str, None] = {}
+        if a.get("glucocorticoid_current"):
+            for r in self.d.meds:
+                if r.med_class == "glucocorticoid" and self._current(r):
+                    names[f"systemic glucocorticoid ({r.ingredient.ingredient})"] = None
+                    sources.add(r.ref)
+        for h in sorted(self.d.harming, key=lambda x: (x.drug.drug_class, x.ref)):
+            if not h.ongoing:
+                self.fs.trace.ignore(h.ref, f"{h.drug.ingredient}: not current (CS-6.8)")
+                continue
+            if h.drug.long_term and (
+                h.start is None or add_months(h.start, self.p.ppi_long_term) > self.as_of
+            ):
+                self.fs.trace.ignore(
+                    h.ref,
+                    f"{h.drug.ingredient}: not taken for {self.p.ppi_long_term} months or more "
+                    "(long-term use harms bone, CS-6.8)",
+                )
+                continue
+            names[f"{h.drug.class_display} ({h.drug.ingredient})"] = None
+            sources.add(h.ref)
+        a["bone_harming_drug_count"] = len(names)
+        if names:
+            a["bone_harming_drugs"] = ", ".join(names)
+
     def _therapy_rev2(self, a: dict[str, Any], sources: set[str]) -> None:
         p, as_of, d = self.p, self.as_of, self.d
         bone = self._bone()
-        dmab = [r for r in bone if r.med_class == "denosumab"]
+        dmab = [r for r in self.d.meds if r.med_class == "denosumab"]
         bis = [r for r in bone if self._flag(r, "antiresorptive") and r.med_class != "denosumab"]
         # CS-9.1: calendar months since the last denosumab dose; kidney function
         last = a.get("denosumab_last_dose_date")
@@ -780,6 +815,7 @@ class _Builder:
             a["untreated_alkaline_phosphatase"] = float(low.value)
             a["untreated_alkaline_phosphatase_date"] = low.when.date.isoformat()
             sources.add(low.ref)
+        self._harming(a, sources)
         # CS-9.2 / CS-9.4: the covered period of the bisphosphonates and what followed it
         spans = [iv for r in bis if (iv := self._interval(r)) is not None]
         if not spans:

@@ -230,7 +230,7 @@ class Assessment(Fact):
         False, description="a systemic glucocorticoid is being taken now (not only in the past)"
     )
 
-    # -- clin-therapy, clinical revision 2: CS-3.6, CS-6.7, CS-9.1, CS-9.2, CS-9.3, CS-9.4
+    # -- clin-therapy, clinical revision 2: CS-1.8, CS-3.6, CS-6.7, CS-6.8, CS-9.1-CS-9.4
     untreated_alkaline_phosphatase: float | None = Field(
         None,
         description="lowest alkaline phosphatase measured with no bisphosphonate or denosumab in "
@@ -275,6 +275,17 @@ class Assessment(Fact):
     )
     holiday_reassess_overdue: bool = Field(
         False, description="the as-of date is after holiday_reassess_to (CS-9.4)"
+    )
+    denosumab_oncology: bool = Field(
+        False,
+        description="denosumab was an oncology regimen (120 mg, Xgeva): not osteoporosis "
+        "therapy (CS-1.8)",
+    )
+    bone_harming_drugs: str | None = Field(
+        None, description="current drugs that harm bone, in words (CS-6.8)"
+    )
+    bone_harming_drug_count: int = Field(
+        0, description="number of current drugs that harm bone (CS-6.8)"
     )
 
 

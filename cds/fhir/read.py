@@ -25,6 +25,7 @@ from cds.fhir.profiles import (
     RXNORM,
     CodeEntry,
     CodeList,
+    HarmingDrug,
     Ingredient,
     Profiles,
     StructuralFindingProfile,
@@ -112,6 +113,18 @@ class MedRecord(NamedTuple):
     dose_date: date | None  # administrations
     mg_day: Decimal | None  # prednisone-equivalent, glucocorticoids only
     label: str
+    oncology: bool = False  # CS-1.8 rev 2: Xgeva / oncology zoledronic acid
+
+
+@dataclass(frozen=True, slots=True)
+class HarmingRecord:
+    """A drug that harms bone (CS-6.8)."""
+
+    ref: str
+    drug: HarmingDrug
+    start: date | None
+    ongoing: bool
+    label: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +180,7 @@ class PatientData:
     hyperparathyroidism: list[str] = field(default_factory=list)
     hypophosphatasia: list[str] = field(default_factory=list)
     advanced_ckd: list[str] = field(default_factory=list)  # CS-9.1
+    harming: list[HarmingRecord] = field(default_factory=list)  # CS-6.8
     fractures: list[FractureRecord] = field(default_factory=list)
     findings: list[FindingRecord] = field(default_factory=list)
     contrast: list[ContrastRecord] = field(default_factory=list)
@@ -1287,6 +1301,7 @@ class Reader:
         rtype = res.resourceType
         cc = res.medicationCodeableConcept
         extra = ""
+        form: m.CodeableConcept | None = None
         if cc is None and res.medicationReference is not None:
             mr = res.medicationReference
             extra = mr.display or ""
@@ -1295,10 +1310,14 @@ class Reader:
                 med = meds.get(target or "")
                 if isinstance(med, m.Medication) and med.code is not None:
                     cc = med.code
+                    form = med.form
         ing = self._recognise(cc, extra)
         label = (cc.label() if cc is not None else "") or extra or "no medication code"
-        if ing is None:
-            trace.ignore(ref, f"not a bone-active or glucocorticoid medication ({label})")
+        harm = self._harming(cc, extra) if ing is None else None
+        if ing is None and harm is None:
+            trace.ignore(
+                ref, f"not a bone-active, glucocorticoid or bone-harming medication ({label})"
+            )
             return
         status = res.status or ""
         start: When | None = None
@@ -1306,6 +1325,8 @@ class Reader:
         dose_date: When | None = None
         ongoing = False
         dosages: list[tuple[str, m.Quantity | None, m.Timing | None]] = []
+        routes: list[m.CodeableConcept] = []
+        texts: list[str] = []
         if isinstance(res, m.MedicationStatement):
             if status not in MS_USED:
                 trace.ignore(ref, f"status {status or 'missing'} ({label})")
@@ -1337,6 +1358,8 @@ class Reader:
             if status in ("completed", "stopped") and end is None and res.effectiveDateTime:
                 end = start
             for i, d in enumerate(res.dosage):
+                routes.extend([d.route] if d.route is not None else [])
+                texts.extend([d.text] if d.text else [])
                 for j, dr in enumerate(d.doseAndRate):
                     dosages.append(
                         (
@@ -1355,6 +1378,8 @@ class Reader:
             start = _when(res.authoredOn, "MedicationRequest.authoredOn", ref, issues, False)
             ongoing = status == "active"
             for i, d in enumerate(res.dosageInstruction):
+                routes.extend([d.route] if d.route is not None else [])
+                texts.extend([d.text] if d.text else [])
                 for j, dr in enumerate(d.doseAndRate):
                     dosages.append(
                         (
@@ -1377,9 +1402,40 @@ class Reader:
             start = dose_date
             if res.dosage is not None:
                 dosages.append(("MedicationAdministration.dosage.dose", res.dosage.dose, None))
+                routes.extend([res.dosage.route] if res.dosage.route is not None else [])
+                texts.extend([res.dosage.text] if res.dosage.text else [])
         if start is not None and start.date > self.as_of:
             trace.ignore(ref, f"starts {start.date} after the as-of date {self.as_of}")
             return
+        if ing is None:
+            assert harm is not None
+            data.harming.append(
+                HarmingRecord(
+                    ref=ref,
+                    drug=harm,
+                    start=start.date if start else None,
+                    ongoing=ongoing,
+                    label=label,
+                )
+            )
+            trace.use(ref, f"{harm.ingredient} ({harm.class_display}, harms bone: CS-6.8)")
+            return
+        words = " | ".join(
+            [cc.words() if cc is not None else "", extra.lower()]
+            + [t.lower() for t in texts]
+            + [r.words() for r in routes]
+            + [form.words() if form is not None else ""]
+        )
+        if ing.med_class == "glucocorticoid":
+            why = self._not_systemic(routes, words)
+            if why is not None:
+                trace.ignore(
+                    ref,
+                    f"{ing.ingredient}: not systemic ({why}); only oral, intravenous or "
+                    "intramuscular glucocorticoids count (CS-1.8)",
+                )
+                return
+        oncology = self._oncology(ing, words, dosages)
         mg_day = None
         if ing.med_class == "glucocorticoid" and dosages:
             mg_day = self._mg_day(ing, dosages, ref, issues)
@@ -1400,12 +1456,64 @@ class Reader:
                 dose_date=dose_date.date if dose_date else None,
                 mg_day=mg_day,
                 label=label,
+                oncology=oncology,
             )
         )
         what = f"{ing.ingredient} ({ing.med_class})"
+        if oncology:
+            what += (
+                ", oncology regimen: not osteoporosis therapy for CS-7 and CS-9.2-9.4; "
+                "CS-9.1 still applies (CS-1.8)"
+            )
         if mg_day is not None:
             what += f", {mg_day} mg/day prednisone-equivalent"
         trace.use(ref, what)
+
+    def _harming(self, cc: m.CodeableConcept | None, extra: str) -> HarmingDrug | None:
+        """A drug that harms bone (CS-6.8), by ATC code or by name."""
+        if cc is not None:
+            for c in cc.coding:
+                if c.code and c.system == self.p.harming_atc_system:
+                    hit = self.p.harming_atc.get(c.code.upper())
+                    if hit is not None:
+                        return hit
+        words = (cc.words() if cc is not None else "") + " | " + extra.lower()
+        for name, drug in self.p.harming_names:
+            if name in words:
+                return drug
+        return None
+
+    def _not_systemic(self, routes: list[m.CodeableConcept], words: str) -> str | None:
+        """Why a glucocorticoid record is not systemic (CS-1.8 rev 2), None when it is."""
+        for route in routes:
+            for c in route.coding:
+                if (
+                    c.system == self.p.systemic_route_system
+                    and c.code in self.p.systemic_route_codes
+                ):
+                    return None
+        hit = self.p.non_systemic_words.search(words)
+        if hit is None:
+            return None
+        return f"it says {hit.group(0)!r}"
+
+    def _oncology(
+        self,
+        ing: Ingredient,
+        words: str,
+        dosages: list[tuple[str, m.Quantity | None, m.Timing | None]],
+    ) -> bool:
+        """Denosumab 120 mg (Xgeva) or zoledronic acid 4 mg (CS-1.8 rev 2)."""
+        dose = self.p.oncology_doses_mg.get(ing.ingredient)
+        if dose is None:
+            return False
+        if any(v == ing.ingredient and n in words for n, v in self.p.oncology_names.items()):
+            return True
+        for _, q, _ in dosages:
+            unit = (q.code or q.unit or "").strip() if q is not None else ""
+            if q is not None and q.value is not None and unit == "mg" and q.value == dose:
+                return True
+        return re.search(rf"\b{re.escape(str(dose))}\s*mg\b", words) is not None
 
     def _mg_day(
         self,

@@ -437,7 +437,13 @@ CASES: list[Case] = [
     Case(
         "CS-3.6",
         "ALP 29 U/L off antiresorptives: possible hypophosphatasia (info)",
-        (lumbar(-1.5, untreated_alkaline_phosphatase=29.0),),
+        (
+            lumbar(
+                -1.5,
+                untreated_alkaline_phosphatase=29.0,
+                untreated_alkaline_phosphatase_date="2026-01-05",
+            ),
+        ),
         "artifact-warning",
         {"indicator": "info"},
         has={"findings": ["possible-hypophosphatasia"]},

@@ -7,13 +7,23 @@ tests/clinical checks the rule set against it); dates are derived from them here
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import pytest
 
 from cds.fhir.dates import add_months
 from cds.rules import default_rules_dir, load_ruleset
 from tests.facts.helpers import ignored, one, run
-from tests.fhir_factory import AS_OF, ICD10CM, PARAMS, alp, condition, med_admin, observation
+from tests.fhir_factory import (
+    AS_OF,
+    ICD10CM,
+    PARAMS,
+    alp,
+    condition,
+    med_admin,
+    med_statement,
+    observation,
+)
 
 RULES = load_ruleset(default_rules_dir())
 REV2 = (
@@ -24,6 +34,7 @@ REV2 = (
     "holiday_after_months",
     "holiday_reassess_from_months",
     "holiday_reassess_to_months",
+    "ppi_long_term_months",
 )
 
 
@@ -173,3 +184,113 @@ def test_cs_9_4_a_switch_to_denosumab_is_not_a_holiday() -> None:
     first = date(2020, 1, 10)
     a = one(*yearly_zoledronic(first, 3), med_admin("denosumab", date="2024-06-01"))
     assert a.bisphosphonate_holiday is False
+
+
+# ------------------------------------------------------------ CS-1.8 systemic glucocorticoids
+
+
+def with_route(ms: dict[str, Any], code: str, display: str) -> dict[str, Any]:
+    ms["dosage"][0]["route"] = {
+        "coding": [{"system": "http://snomed.info/sct", "code": code, "display": display}]
+    }
+    return ms
+
+
+@pytest.mark.parametrize("route", ["26643006", "47625008", "78421000"])
+def test_cs_1_8_listed_routes_are_systemic(route: str) -> None:
+    # the route wins over the text
+    ms = with_route(med_statement("prednisone (inhaled?)", dose_mg=5), route, "route")
+    assert one(ms).glucocorticoid_current is True
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hydrocortisone 1% topical cream",
+        "dexamethasone 0.1% eye drops",
+        "prednisolone ophthalmic suspension",
+        "hydrocortisone enema",
+        "prednisolone suppository",
+        "methylprednisolone intra-articular injection",
+        "dexamethasone otic",
+    ],
+)
+def test_cs_1_8_non_systemic_words_exclude_and_the_trace_says_why(text: str) -> None:
+    ms = med_statement(text, id="m1", dose_mg=5)
+    fs = run(ms)
+    a = one(ms)
+    assert a.glucocorticoid_current is False
+    assert a.glucocorticoid_mg_day is None
+    assert "not systemic" in ignored(fs)["MedicationStatement/m1"]
+
+
+def test_cs_1_8_a_topical_route_code_is_read_by_its_words() -> None:
+    ms = with_route(med_statement("hydrocortisone", dose_mg=5), "6064005", "Topical route")
+    assert one(ms).glucocorticoid_current is False
+
+
+def test_cs_1_8_year_is_not_ear() -> None:
+    ms = med_statement("prednisone 5 mg tablet, reviewed every year", dose_mg=5)
+    assert one(ms).glucocorticoid_current is True
+
+
+def test_cs_1_8_xgeva_is_not_osteoporosis_therapy_but_cs_9_1_still_applies() -> None:
+    doses = [med_admin("Xgeva 120 mg/1.7 mL", date=d) for d in ("2025-11-10", "2026-01-05")]
+    a = one(*doses)
+    assert a.denosumab_oncology is True
+    assert a.denosumab_used is True
+    assert a.denosumab_overdue is True
+    assert a.bone_therapy_ever is False
+    assert a.antiresorptive_current is False
+
+
+def test_cs_1_8_denosumab_120_mg_by_dose() -> None:
+    ms = med_statement("denosumab", atc="M05BX04", dose_mg=120, start="2026-01-01")
+    assert one(ms).denosumab_oncology is True
+    ms = med_statement("denosumab", atc="M05BX04", dose_mg=60, start="2026-01-01")
+    assert one(ms).denosumab_oncology is False
+
+
+def test_cs_1_8_zoledronic_4_mg_does_not_count_towards_cs_9_2() -> None:
+    doses = [
+        med_admin("zoledronic acid 4 mg/5 mL", date=add_months(AS_OF, -12 * i).isoformat())
+        for i in range(4)
+    ]
+    a = one(*doses)
+    assert a.iv_bisphosphonate_years is None
+    assert a.bisphosphonate_review_open is False
+
+
+# ------------------------------------------------------------------ CS-6.8 bone-harming drugs
+
+
+def test_cs_6_8_drugs_are_named_by_atc_or_name() -> None:
+    a = one(
+        med_statement(None, atc="L02BG03", start="2025-01-01"),  # anastrozole
+        med_statement("Tegretol 200 mg", start="2020-01-01"),  # carbamazepine
+        med_statement("Depo-Provera 150 mg/mL", start="2022-01-01"),
+    )
+    assert a.bone_harming_drug_count == 3
+    assert a.bone_harming_drugs is not None
+    for words in ("anastrozole", "carbamazepine", "depot medroxyprogesterone"):
+        assert words in a.bone_harming_drugs
+
+
+def test_cs_6_8_ppi_only_when_long_term() -> None:
+    months = int(PARAMS["ppi_long_term_months"])
+    edge = add_months(AS_OF, -months).isoformat()
+    assert one(med_statement("omeprazole 20 mg", start=edge)).bone_harming_drug_count == 1
+    later = date.fromordinal(add_months(AS_OF, -months).toordinal() + 1).isoformat()
+    fs = run(med_statement("omeprazole 20 mg", start=later, id="m1"))
+    assert one(med_statement("omeprazole 20 mg", start=later)).bone_harming_drug_count == 0
+    assert "long-term" in ignored(fs)["MedicationStatement/m1"]
+
+
+def test_cs_6_8_stopped_drugs_are_not_named() -> None:
+    ms = med_statement("letrozole", status="completed", start="2019-01-01", end="2024-01-01")
+    assert one(ms).bone_harming_drug_count == 0
+
+
+def test_cs_6_8_systemic_glucocorticoid_is_named() -> None:
+    a = one(med_statement("prednisone", dose_mg=5))
+    assert a.bone_harming_drugs == "systemic glucocorticoid (prednisone)"
