@@ -675,7 +675,12 @@ class _Builder:
             if last is not None:
                 a["denosumab_last_dose_date"] = last.isoformat()
                 a["denosumab_days_since_last_dose"] = (self.as_of - last).days
-                bis = [r for r in anti if r.med_class != "denosumab"]
+                # any bisphosphonate, an oncology-dose one too, follows on (CS-9.1)
+                bis = [
+                    r
+                    for r in self.d.meds
+                    if self._flag(r, "antiresorptive") and r.med_class != "denosumab"
+                ]
                 a["bisphosphonate_after_denosumab"] = any(
                     (r.dose_date or r.start) is not None and (r.dose_date or r.start) >= last  # type: ignore[operator]
                     for r in bis

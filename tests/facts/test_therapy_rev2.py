@@ -294,3 +294,11 @@ def test_cs_6_8_stopped_drugs_are_not_named() -> None:
 def test_cs_6_8_systemic_glucocorticoid_is_named() -> None:
     a = one(med_statement("prednisone", dose_mg=5))
     assert a.bone_harming_drugs == "systemic glucocorticoid (prednisone)"
+
+
+def test_cs_9_1_an_oncology_dose_bisphosphonate_after_xgeva_is_a_transition() -> None:
+    a = one(
+        med_admin("Xgeva 120 mg", date="2026-01-05"),
+        med_admin("Zometa 4 mg", date="2026-02-02"),
+    )
+    assert a.bisphosphonate_after_denosumab is True
