@@ -46,6 +46,7 @@ PARAMS: dict[str, int | float] = {
     "holiday_reassess_from_months": 24,
     "holiday_reassess_to_months": 36,
     "ppi_long_term_months": 12,
+    "lab_recent_months": 12,
 }
 
 VERTEBRA_SNOMED = {"L1": "61032001", "L2": "53983007", "L3": "55492004", "L4": "71996003"}

@@ -52,6 +52,7 @@ REQUIRED_PARAMS: dict[str, str] = {
     "holiday_reassess_from_months": "CS-9.4",
     "holiday_reassess_to_months": "CS-9.4",
     "ppi_long_term_months": "CS-6.8",
+    "lab_recent_months": "CS-6.1",
 }
 
 ONE = Decimal("0.1")
@@ -103,6 +104,7 @@ class Params:
     holiday_from: int
     holiday_to: int
     ppi_long_term: int
+    lab_recent: int
     min_vertebrae: int = 2
 
 
@@ -185,6 +187,7 @@ def read_params(params: Mapping[str, Any]) -> Params:
         holiday_from=int(out["holiday_reassess_from_months"]),
         holiday_to=int(out["holiday_reassess_to_months"]),
         ppi_long_term=int(out["ppi_long_term_months"]),
+        lab_recent=int(out["lab_recent_months"]),
         min_vertebrae=min_vertebrae,
     )
 
@@ -235,6 +238,7 @@ class _Builder:
         self.p = p
         self.as_of = as_of
         self.classes = prof.med_classes
+        self.order_codes = prof.order_codes
         # whole-site results (no vertebra) by (kind, site, score)
         self._groups: dict[tuple[str, str | None, str], list[Measurement]] = {}
         for mm in data.measurements:
@@ -739,6 +743,22 @@ class _Builder:
                 return True
         return False
 
+    def _recent_labs(self, a: dict[str, Any], sources: set[str]) -> None:
+        """CS-6.1 rev 2: laboratory tests with a result in the past months, not ordered again."""
+        since = add_months(self.as_of, -self.p.lab_recent)
+        latest: dict[str, tuple[date, str]] = {}
+        for key, day, ref in self.d.lab_results:
+            if since <= day <= self.as_of and (key not in latest or day > latest[key][0]):
+                latest[key] = (day, ref)
+        if not latest:
+            return
+        keys = sorted(latest)
+        a["recent_lab_orders"] = ",".join(keys)
+        a["recent_lab_tests"] = "; ".join(
+            f"{self.order_codes[k].display} ({latest[k][0].isoformat()})" for k in keys
+        )
+        sources.update(latest[k][1] for k in keys)
+
     def _harming(self, a: dict[str, Any], sources: set[str]) -> None:
         """CS-6.8: the current drugs that harm bone, named; PPIs only when long-term."""
         names: dict[str, None] = {}
@@ -821,6 +841,7 @@ class _Builder:
             a["untreated_alkaline_phosphatase_date"] = low.when.date.isoformat()
             sources.add(low.ref)
         self._harming(a, sources)
+        self._recent_labs(a, sources)
         # CS-9.2 / CS-9.4: the covered period of the bisphosphonates and what followed it
         spans = [iv for r in bis if (iv := self._interval(r)) is not None]
         if not spans:

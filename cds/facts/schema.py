@@ -287,6 +287,14 @@ class Assessment(Fact):
     bone_harming_drug_count: int = Field(
         0, description="number of current drugs that harm bone (CS-6.8)"
     )
+    recent_lab_orders: str | None = Field(
+        None,
+        description="order keys (comma-separated) of laboratory tests with a result in the "
+        "configured months, left out of suggested orders (CS-6.1)",
+    )
+    recent_lab_tests: str | None = Field(
+        None, description="those tests and their latest result dates, in words (CS-6.1)"
+    )
 
 
 class VertebraAnalysis(Fact):

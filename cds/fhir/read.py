@@ -181,6 +181,8 @@ class PatientData:
     hypophosphatasia: list[str] = field(default_factory=list)
     advanced_ckd: list[str] = field(default_factory=list)  # CS-9.1
     harming: list[HarmingRecord] = field(default_factory=list)  # CS-6.8
+    #: (order key, result date, Observation) of laboratory tests a card may order (CS-6.1)
+    lab_results: list[tuple[str, date, str]] = field(default_factory=list)
     fractures: list[FractureRecord] = field(default_factory=list)
     findings: list[FindingRecord] = field(default_factory=list)
     contrast: list[ContrastRecord] = field(default_factory=list)
@@ -517,6 +519,7 @@ class Reader:
         self._obs_kinds = _obs_index(profiles)
         self._codes = _code_index(profiles)
         self._unit_factors = _unit_factors(profiles)
+        self._lab_orders = _lab_order_index(profiles)
         # by the Reference's fields (reference, display, identifier): equal keys are equal
         # Reference models, and hashing a str tuple is cheaper than hashing the model
         self._scanners: dict[tuple[str | None, str | None, m.Identifier | None], Scanner] = {}
@@ -768,6 +771,7 @@ class Reader:
             trace.ignore(ref, f"unknown status {obs.status}")
             return
         preliminary = OBS_USED[obs.status]
+        lab = self._lab_result(obs, ref, data)
 
         # menopausal status (code, or value)
         kind = self._classify(obs.code)
@@ -814,7 +818,10 @@ class Reader:
             return
         if kind is None:
             label = obs.code.label() if obs.code else "no code"
-            trace.ignore(ref, f"unknown code ({label})")
+            if lab is not None:
+                trace.use(ref, lab)
+            else:
+                trace.ignore(ref, f"unknown code ({label})")
             return
 
         # profile check (lumbar BMD/score, TBS)
@@ -884,6 +891,22 @@ class Reader:
             return "postmenopausal"
         if self.p.premenopausal.match(cc) is not None:
             return "premenopausal"
+        return None
+
+    def _lab_result(self, obs: m.Observation, ref: str, data: PatientData) -> str | None:
+        """CS-6.1 rev 2: the date of a laboratory test a card may order, by its order code
+        (fhir_profiles/order-codes.json); the trace words, None when it is not one."""
+        if obs.code is None:
+            return None
+        for c in obs.code.coding:
+            key = self._lab_orders.get((c.system or "", c.code or ""))
+            if key is None:
+                continue
+            when = _when(self._obs_date(obs), "Observation.effective[x]", ref, [], False)
+            if when is None or when.date > self.as_of:
+                return None
+            data.lab_results.append((key, when.date, ref))
+            return f"result of {key} on {when.date} (CS-6.1: not ordered again while recent)"
         return None
 
     def _classify(
@@ -1643,6 +1666,19 @@ def _derived(profiles: Profiles, build: Callable[[Profiles], _T]) -> _T:
         _DERIVED[key] = hit
     value: _T = hit[1]
     return value
+
+
+def _lab_order_index(profiles: Profiles) -> dict[tuple[str, str], str]:
+    """(system, code) -> order key of every laboratory order code (CS-6.1), built once."""
+    return _derived(profiles, _build_lab_order_index)
+
+
+def _build_lab_order_index(profiles: Profiles) -> dict[tuple[str, str], str]:
+    return {
+        (o.system, o.code): key
+        for key, o in profiles.order_codes.items()
+        if o.category == "laboratory"
+    }
 
 
 def _obs_index(profiles: Profiles) -> dict[tuple[str, str], ObsKind]:

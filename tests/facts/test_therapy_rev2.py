@@ -35,6 +35,7 @@ REV2 = (
     "holiday_reassess_from_months",
     "holiday_reassess_to_months",
     "ppi_long_term_months",
+    "lab_recent_months",
 )
 
 
@@ -302,3 +303,19 @@ def test_cs_9_1_an_oncology_dose_bisphosphonate_after_xgeva_is_a_transition() ->
         med_admin("Zometa 4 mg", date="2026-02-02"),
     )
     assert a.bisphosphonate_after_denosumab is True
+
+
+# -------------------------------------------------------------- CS-6.1 recent lab results
+
+
+def test_cs_6_1_lab_results_within_the_window_are_recent() -> None:
+    months = int(PARAMS["lab_recent_months"])
+    edge = add_months(AS_OF, -months)
+    before = date.fromordinal(edge.toordinal() - 1)
+    a = one(
+        observation("3016-3", 2.1, "m[IU]/L", date=edge.isoformat()),
+        observation("2731-8", 40, "pg/mL", date=before.isoformat()),
+    )
+    assert a.recent_lab_orders == "lab-tsh"
+    assert a.recent_lab_tests is not None
+    assert edge.isoformat() in a.recent_lab_tests
