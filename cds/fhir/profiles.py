@@ -280,6 +280,8 @@ class _MfrFile(_Strict):
 
 class OrderCode(CodeEntry):
     category: Literal["laboratory", "imaging"]
+    #: CS-6.1 rev 2: a recent result of this test leaves it out of the suggested orders
+    skip_if_recent: bool = False
 
 
 class _OrderFile(_Strict):

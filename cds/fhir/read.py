@@ -1669,7 +1669,8 @@ def _derived(profiles: Profiles, build: Callable[[Profiles], _T]) -> _T:
 
 
 def _lab_order_index(profiles: Profiles) -> dict[tuple[str, str], str]:
-    """(system, code) -> order key of every laboratory order code (CS-6.1), built once."""
+    """(system, code) -> order key of the laboratory orders a recent result leaves out
+    (`skip_if_recent`, CS-6.1), built once."""
     return _derived(profiles, _build_lab_order_index)
 
 
@@ -1677,7 +1678,7 @@ def _build_lab_order_index(profiles: Profiles) -> dict[tuple[str, str], str]:
     return {
         (o.system, o.code): key
         for key, o in profiles.order_codes.items()
-        if o.category == "laboratory"
+        if o.category == "laboratory" and o.skip_if_recent
     }
 
 
