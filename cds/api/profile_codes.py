@@ -1,7 +1,8 @@
 """Observation codes for the `observations` prefetch template, read from fhir_profiles/.
 
 Every coding listed in the profile files of Observations the facts stage reads (DXA
-scores and BMD, femoral neck, TBS, labs and height, menopausal status). LOINC codes are
+scores and BMD, femoral neck, TBS, labs and height, menopausal status, and the laboratory
+tests a card may order, whose recent results are not ordered again). LOINC codes are
 written bare (`38267-1`), other systems as `system|code` (FHIR token search).
 """
 
@@ -18,6 +19,7 @@ OBSERVATION_FILES = (
     "tbs-codes.json",
     "lab-codes.json",
     "menopausal-status.json",
+    "order-codes.json",  # laboratory results: a recent test is not ordered again (CS-6.1)
 )
 LOINC = "http://loinc.org"
 
@@ -32,6 +34,8 @@ def profiles_dir() -> Path:
 def _codings(node: Any) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     if isinstance(node, dict):
+        if node.get("category") == "imaging":
+            return found  # an order of imaging, not an Observation code
         system, code = node.get("system"), node.get("code")
         if isinstance(system, str) and isinstance(code, str):
             found.append((system, code))

@@ -378,6 +378,12 @@ def _suggestions(
             note = _one_line(str(note_raw)) if _present(note_raw) else None
             actions: list[dict[str, Any]] = []
             orders = raw.get("orders") or []
+            omit_raw = raw.get("omit_orders")
+            if orders and _present(omit_raw):
+                omit = {k.strip() for k in str(omit_raw).split(",")}
+                orders = [k for k in orders if str(k) not in omit]
+                if not orders:
+                    continue  # every test it would order has a recent result (CS-6.1)
             if orders:
                 occurrence = raw.get("occurrence")
                 period = _period(occurrence) if occurrence else None

@@ -43,6 +43,16 @@ REQUIRED_PARAMS: dict[str, str] = {
     "nhanes_lumbar_sd": "CS-3.8",
     "dxa_min_interval_months": "CS-8.2",
     "recent_fracture_months": "CS-6.4",
+    # clin-therapy, revision 2
+    "denosumab_overdue_months": "CS-9.1",
+    "egfr_window_months": "CS-9.1",
+    "possible_hpp_bisphosphonate_months": "CS-3.6",
+    "possible_hpp_denosumab_months": "CS-3.6",
+    "holiday_after_months": "CS-9.2",
+    "holiday_reassess_from_months": "CS-9.4",
+    "holiday_reassess_to_months": "CS-9.4",
+    "ppi_long_term_months": "CS-6.8",
+    "lab_recent_months": "CS-6.1",
 }
 
 ONE = Decimal("0.1")
@@ -86,6 +96,15 @@ class Params:
     nhanes_sd: Decimal
     dxa_interval: int
     recent_fracture: int
+    denosumab_overdue: int
+    egfr_window: int
+    hpp_bisphosphonate: int
+    hpp_denosumab: int
+    holiday_after: int
+    holiday_from: int
+    holiday_to: int
+    ppi_long_term: int
+    lab_recent: int
     min_vertebrae: int = 2
 
 
@@ -160,6 +179,15 @@ def read_params(params: Mapping[str, Any]) -> Params:
         nhanes_sd=out["nhanes_lumbar_sd"],
         dxa_interval=int(out["dxa_min_interval_months"]),
         recent_fracture=int(out["recent_fracture_months"]),
+        denosumab_overdue=int(out["denosumab_overdue_months"]),
+        egfr_window=int(out["egfr_window_months"]),
+        hpp_bisphosphonate=int(out["possible_hpp_bisphosphonate_months"]),
+        hpp_denosumab=int(out["possible_hpp_denosumab_months"]),
+        holiday_after=int(out["holiday_after_months"]),
+        holiday_from=int(out["holiday_reassess_from_months"]),
+        holiday_to=int(out["holiday_reassess_to_months"]),
+        ppi_long_term=int(out["ppi_long_term_months"]),
+        lab_recent=int(out["lab_recent_months"]),
         min_vertebrae=min_vertebrae,
     )
 
@@ -210,6 +238,7 @@ class _Builder:
         self.p = p
         self.as_of = as_of
         self.classes = prof.med_classes
+        self.order_codes = prof.order_codes
         # whole-site results (no vertebra) by (kind, site, score)
         self._groups: dict[tuple[str, str | None, str], list[Measurement]] = {}
         for mm in data.measurements:
@@ -260,6 +289,7 @@ class _Builder:
         self._dxa(a, va, sources)
         self._therapy(a, sources)
         self._conditions(a, sources)
+        self._therapy_rev2(a, sources)
         self._change(a, sources)
         # Assessment(**a) without the keyword round trip of 50-odd fields (the same
         # validator and result; ~4 us less)
@@ -583,7 +613,11 @@ class _Builder:
     def _bone(self) -> list[MedRecord]:
         """The bone-active records (computed once: d.meds does not change while building)."""
         if self._bone_meds is None:
-            self._bone_meds = [r for r in self.d.meds if self._flag(r, "bone_active")]
+            # oncology regimens (Xgeva, zoledronic acid 4 mg) are not osteoporosis therapy
+            # for CS-7 and CS-9.2-9.4 (CS-1.8 rev 2); CS-9.1 reads them from d.meds
+            self._bone_meds = [
+                r for r in self.d.meds if self._flag(r, "bone_active") and not r.oncology
+            ]
         return self._bone_meds
 
     def _therapy_between(self, old: date, new: date) -> bool:
@@ -625,12 +659,13 @@ class _Builder:
                 a["oral_bisphosphonate_years"] = yrs
         iv = [r for r in bone if r.med_class == "bisphosphonate-iv"]
         if iv:
-            yrs = self._years(iv, clip=False)
+            yrs = self._years(iv, clip=True)  # exposure so far (CS-9.2 rev 2)
             if yrs is not None:
                 a["iv_bisphosphonate_years"] = yrs
-        dmab = [r for r in bone if r.med_class == "denosumab"]
+        dmab = [r for r in self.d.meds if r.med_class == "denosumab"]  # oncology too (CS-9.1)
         if dmab:
             a["denosumab_used"] = True
+            a["denosumab_oncology"] = any(r.oncology for r in dmab)
             last: date | None = None
             for r in dmab:
                 if r.dose_date is not None:
@@ -644,7 +679,12 @@ class _Builder:
             if last is not None:
                 a["denosumab_last_dose_date"] = last.isoformat()
                 a["denosumab_days_since_last_dose"] = (self.as_of - last).days
-                bis = [r for r in anti if r.med_class != "denosumab"]
+                # any bisphosphonate, an oncology-dose one too, follows on (CS-9.1)
+                bis = [
+                    r
+                    for r in self.d.meds
+                    if self._flag(r, "antiresorptive") and r.med_class != "denosumab"
+                ]
                 a["bisphosphonate_after_denosumab"] = any(
                     (r.dose_date or r.start) is not None and (r.dose_date or r.start) >= last  # type: ignore[operator]
                     for r in bis
@@ -688,6 +728,138 @@ class _Builder:
                 merged.append([s, e])
         months = sum((Decimal(str(fractional_months(s, e))) for s, e in merged), Decimal(0))
         return float((months / 12).quantize(ONE, rounding=ROUND_FLOOR))
+
+    # -- clin-therapy, clinical revision 2 (CS-3.6, CS-9.1, CS-9.2, CS-9.4)
+
+    def _taken(self, records: Iterable[MedRecord], lo: date, hi: date) -> bool:
+        """A dose was given, or a course ran, on some day in [lo, hi]."""
+        for r in records:
+            if r.source == "administration":
+                if r.dose_date is not None and lo <= r.dose_date <= hi:
+                    return True
+                continue
+            iv = self._interval(r)
+            if iv is not None and iv[0] <= hi and iv[1] >= lo:
+                return True
+        return False
+
+    def _recent_labs(self, a: dict[str, Any], sources: set[str]) -> None:
+        """CS-6.1 rev 2: laboratory tests with a result in the past months, not ordered again."""
+        since = add_months(self.as_of, -self.p.lab_recent)
+        latest: dict[str, tuple[date, str]] = {}
+        for key, day, ref in self.d.lab_results:
+            if since <= day <= self.as_of and (key not in latest or day > latest[key][0]):
+                latest[key] = (day, ref)
+        if not latest:
+            return
+        keys = sorted(latest)
+        a["recent_lab_orders"] = ",".join(keys)
+        a["recent_lab_tests"] = "; ".join(
+            f"{self.order_codes[k].display} ({latest[k][0].isoformat()})" for k in keys
+        )
+        sources.update(latest[k][1] for k in keys)
+
+    def _harming(self, a: dict[str, Any], sources: set[str]) -> None:
+        """CS-6.8: the current drugs that harm bone, named; PPIs only when long-term."""
+        names: dict[str, None] = {}
+        if a.get("glucocorticoid_current"):
+            for r in self.d.meds:
+                if r.med_class == "glucocorticoid" and self._current(r):
+                    names[f"systemic glucocorticoid ({r.ingredient.ingredient})"] = None
+                    sources.add(r.ref)
+        for h in sorted(self.d.harming, key=lambda x: (x.drug.drug_class, x.ref)):
+            if not h.ongoing:
+                self.fs.trace.ignore(h.ref, f"{h.drug.ingredient}: not current (CS-6.8)")
+                continue
+            if h.drug.long_term and (
+                h.start is None or add_months(h.start, self.p.ppi_long_term) > self.as_of
+            ):
+                self.fs.trace.ignore(
+                    h.ref,
+                    f"{h.drug.ingredient}: not taken for {self.p.ppi_long_term} months or more "
+                    "(long-term use harms bone, CS-6.8)",
+                )
+                continue
+            names[f"{h.drug.class_display} ({h.drug.ingredient})"] = None
+            sources.add(h.ref)
+        a["bone_harming_drug_count"] = len(names)
+        if names:
+            a["bone_harming_drugs"] = ", ".join(names)
+
+    def _therapy_rev2(self, a: dict[str, Any], sources: set[str]) -> None:
+        p, as_of, d = self.p, self.as_of, self.d
+        bone = self._bone()
+        dmab = [r for r in self.d.meds if r.med_class == "denosumab"]
+        bis = [r for r in bone if self._flag(r, "antiresorptive") and r.med_class != "denosumab"]
+        # CS-9.1: calendar months since the last denosumab dose; kidney function
+        last = a.get("denosumab_last_dose_date")
+        if last is not None:
+            overdue_from = add_months(date.fromisoformat(last), p.denosumab_overdue)
+            overdue_from += timedelta(days=1)
+            a["denosumab_overdue_from"] = overdue_from.isoformat()
+            a["denosumab_overdue"] = as_of >= overdue_from
+        since = add_months(as_of, -p.egfr_window)
+        egfrs = [
+            mm for mm in d.measurements if mm.kind == "egfr" and since <= mm.when.date <= as_of
+        ]
+        if egfrs:
+            # the latest; of results at the same instant, the lowest
+            latest = max(egfrs, key=lambda mm: (mm.when.instant, -mm.value, mm.ref))
+            a["egfr"] = float(latest.value)
+            a["egfr_date"] = latest.when.date.isoformat()
+            sources.add(latest.ref)
+        for mm in d.measurements:
+            if mm.kind == "egfr" and mm.when.date < since:
+                self.fs.trace.ignore(
+                    mm.ref,
+                    f"eGFR of {mm.when.date} is older than {p.egfr_window} months (CS-9.1)",
+                )
+        a["advanced_ckd"] = bool(d.advanced_ckd)
+        sources.update(d.advanced_ckd)
+        # CS-3.6: an alkaline phosphatase counts only when measured off antiresorptives
+        untreated: list[Measurement] = []
+        for mm in d.measurements:
+            if mm.kind != "alp":
+                continue
+            day = mm.when.date
+            if self._taken(bis, add_months(day, -p.hpp_bisphosphonate), day):
+                why = f"a bisphosphonate in the {p.hpp_bisphosphonate} months before it"
+            elif self._taken(dmab, add_months(day, -p.hpp_denosumab), day):
+                why = f"denosumab in the {p.hpp_denosumab} months before it"
+            else:
+                untreated.append(mm)
+                continue
+            self.fs.trace.ignore(
+                mm.ref,
+                f"alkaline phosphatase {mm.value} U/L of {day} measured on therapy ({why}): "
+                "antiresorptives lower it, so it is not used for possible hypophosphatasia "
+                "(CS-3.6)",
+            )
+        if untreated:
+            low = min(untreated, key=lambda mm: (mm.value, mm.when.instant, mm.ref))
+            a["untreated_alkaline_phosphatase"] = float(low.value)
+            a["untreated_alkaline_phosphatase_date"] = low.when.date.isoformat()
+            sources.add(low.ref)
+        self._harming(a, sources)
+        self._recent_labs(a, sources)
+        # CS-9.2 / CS-9.4: the covered period of the bisphosphonates and what followed it
+        spans = [iv for r in bis if (iv := self._interval(r)) is not None]
+        if not spans:
+            return
+        covered_to = max(e for _, e in spans)
+        a["bisphosphonate_covered_to"] = covered_to.isoformat()
+        open_until = add_months(covered_to, p.holiday_after)
+        a["bisphosphonate_review_open"] = as_of < open_until
+        others = [r for r in bone if r not in bis]
+        if as_of >= open_until and not self._taken(others, covered_to, as_of):
+            a["bisphosphonate_holiday"] = True
+            start, end = (
+                add_months(covered_to, p.holiday_from),
+                add_months(covered_to, p.holiday_to),
+            )
+            a["holiday_reassess_from"] = start.isoformat()
+            a["holiday_reassess_to"] = end.isoformat()
+            a["holiday_reassess_overdue"] = as_of > end
 
     # -- conditions, fractures, labs (CS-1.10, CS-3.6, CS-6.3, CS-6.4)
 

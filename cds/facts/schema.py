@@ -153,7 +153,9 @@ class Assessment(Fact):
         False, description="a degenerative spine condition (spondylosis, lumbar OA, DISH)"
     )
     hypophosphatasia_condition: bool = Field(
-        False, description="hypophosphatasia (E83.39) is an active condition"
+        False,
+        description="hypophosphatasia is a recorded active diagnosis (a hypophosphatasia code, "
+        "or E83.39 whose text names it; CS-3.6)",
     )
     alkaline_phosphatase: float | None = Field(
         None, description="lowest alkaline phosphatase on record, U/L"
@@ -226,6 +228,72 @@ class Assessment(Fact):
     )
     glucocorticoid_current: bool = Field(
         False, description="a systemic glucocorticoid is being taken now (not only in the past)"
+    )
+
+    # -- clin-therapy, clinical revision 2: CS-1.8, CS-3.6, CS-6.7, CS-6.8, CS-9.1-CS-9.4
+    untreated_alkaline_phosphatase: float | None = Field(
+        None,
+        description="lowest alkaline phosphatase measured with no bisphosphonate or denosumab in "
+        "the months before it (CS-3.6), U/L",
+    )
+    untreated_alkaline_phosphatase_date: IsoDate | None = Field(
+        None, description="date of untreated_alkaline_phosphatase"
+    )
+    denosumab_overdue: bool = Field(
+        False,
+        description="more than the configured calendar months since the last denosumab dose "
+        "(CS-9.1)",
+    )
+    denosumab_overdue_from: IsoDate | None = Field(
+        None, description="first day on which the last denosumab dose counts as overdue"
+    )
+    egfr: float | None = Field(
+        None, description="latest eGFR within the configured months, mL/min/1.73 m2 (CS-9.1)"
+    )
+    egfr_date: IsoDate | None = Field(None, description="date of that eGFR")
+    advanced_ckd: bool = Field(
+        False, description="CKD stage 4-5 or dialysis is an active condition (CS-9.1)"
+    )
+    bisphosphonate_covered_to: IsoDate | None = Field(
+        None, description="end of the latest bisphosphonate covered period (CS-9.2)"
+    )
+    bisphosphonate_review_open: bool = Field(
+        False,
+        description="a bisphosphonate dose is current, or its covered period ended less than "
+        "the configured months ago (CS-9.2)",
+    )
+    bisphosphonate_holiday: bool = Field(
+        False,
+        description="no bisphosphonate and no other bone-active therapy for at least the "
+        "configured months since the bisphosphonate covered period ended (CS-9.4)",
+    )
+    holiday_reassess_from: IsoDate | None = Field(
+        None, description="start of the drug-holiday reassessment window (CS-9.4)"
+    )
+    holiday_reassess_to: IsoDate | None = Field(
+        None, description="end of the drug-holiday reassessment window (CS-9.4)"
+    )
+    holiday_reassess_overdue: bool = Field(
+        False, description="the as-of date is after holiday_reassess_to (CS-9.4)"
+    )
+    denosumab_oncology: bool = Field(
+        False,
+        description="denosumab was an oncology regimen (120 mg, Xgeva): not osteoporosis "
+        "therapy (CS-1.8)",
+    )
+    bone_harming_drugs: str | None = Field(
+        None, description="current drugs that harm bone, in words (CS-6.8)"
+    )
+    bone_harming_drug_count: int = Field(
+        0, description="number of current drugs that harm bone (CS-6.8)"
+    )
+    recent_lab_orders: str | None = Field(
+        None,
+        description="order keys (comma-separated) of laboratory tests with a result in the "
+        "configured months, left out of suggested orders (CS-6.1)",
+    )
+    recent_lab_tests: str | None = Field(
+        None, description="those tests and their latest result dates, in words (CS-6.1)"
     )
 
 

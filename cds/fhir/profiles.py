@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -119,6 +120,7 @@ class _RangesFile(_Strict):
     TBS: _Range
     alkaline_phosphatase: _Range
     height: _Range
+    egfr: _Range
 
 
 class _LabGroup(_Strict):
@@ -131,6 +133,7 @@ class _LabFile(_Strict):
     evidence: list[str]
     alkaline_phosphatase: _LabGroup
     height: _LabGroup
+    egfr: _LabGroup
 
 
 class _MenopauseFile(_Strict):
@@ -163,6 +166,23 @@ class Ingredient(_Strict):
     names: list[str]
 
 
+class _SystemicRule(_Strict):
+    """CS-1.8 rev 2: which glucocorticoid statements are systemic."""
+
+    description: str
+    route_system: str
+    route_codes: list[str]
+    non_systemic_words: list[str]
+
+
+class _OncologyRegimens(_Strict):
+    """CS-1.8 rev 2: oncology regimens of denosumab and zoledronic acid."""
+
+    description: str
+    names: dict[str, str]  # product name -> ingredient
+    doses_mg: dict[str, Decimal]  # ingredient -> the oncology dose
+
+
 class _MedFile(_Strict):
     description: str
     evidence: list[str]
@@ -170,6 +190,37 @@ class _MedFile(_Strict):
     classes: dict[str, MedClass]
     ingredients: list[dict[str, Any]]
     glucocorticoid_dose_units: dict[str, Decimal]
+    glucocorticoid_systemic: _SystemicRule
+    oncology_regimens: _OncologyRegimens
+
+
+class HarmingDrug(_Strict):
+    """One drug that harms bone (CS-6.8); its class is set when the file is read."""
+
+    ingredient: str
+    atc: str
+    names: list[str]
+    drug_class: str = ""
+    class_display: str = ""
+    long_term: bool = False
+
+
+class _HarmingClass(_Strict):
+    display: str
+    long_term: bool = False
+    drugs: list[HarmingDrug]
+
+
+class _HarmingFile(_Strict):
+    description: str
+    evidence: list[str]
+    atc_system: str
+    classes: dict[str, _HarmingClass]
+
+
+class _CodesWithText(_Strict):
+    codes: list[CodeEntry]
+    text_patterns: list[str]
 
 
 class _ConditionFile(_Strict):
@@ -177,6 +228,9 @@ class _ConditionFile(_Strict):
     evidence: list[str]
     primary_hyperparathyroidism: list[CodeEntry]
     hypophosphatasia: list[CodeEntry]
+    hypophosphatasia_note: str | None = None
+    hypophosphatasia_if_named: _CodesWithText
+    advanced_ckd: list[CodeEntry]
 
 
 class _FractureFile(_Strict):
@@ -226,6 +280,8 @@ class _MfrFile(_Strict):
 
 class OrderCode(CodeEntry):
     category: Literal["laboratory", "imaging"]
+    #: CS-6.1 rev 2: a recent result of this test leaves it out of the suggested orders
+    skip_if_recent: bool = False
 
 
 class _OrderFile(_Strict):
@@ -330,6 +386,8 @@ class Profiles:
     alp_units: dict[str, Decimal]
     height: CodeList
     height_units: dict[str, Decimal]
+    egfr: CodeList
+    egfr_units: dict[str, Decimal]
     postmenopausal: CodeList
     premenopausal: CodeList
     med_classes: dict[str, MedClass]
@@ -338,8 +396,22 @@ class Profiles:
     atc: dict[str, Ingredient]
     med_names: tuple[tuple[str, Ingredient], ...]
     dose_units: dict[str, Decimal]
+    #: CS-1.8 rev 2 (clin-therapy): systemic glucocorticoids, oncology regimens
+    systemic_route_system: str
+    systemic_route_codes: frozenset[str]
+    non_systemic_words: re.Pattern[str]
+    oncology_names: dict[str, str]
+    oncology_doses_mg: dict[str, Decimal]
+    #: CS-6.8 (clin-therapy): drugs that harm bone, by ATC code and by name (longest first)
+    harming_atc_system: str
+    harming_atc: dict[str, HarmingDrug]
+    harming_names: tuple[tuple[str, HarmingDrug], ...]
     hyperparathyroidism: CodeList
     hypophosphatasia: CodeList
+    #: codes that mean hypophosphatasia only when their display or text names it (CS-3.6)
+    hypophosphatasia_if_named: CodeList
+    hypophosphatasia_text: tuple[str, ...]
+    advanced_ckd: CodeList
     fracture_hip: CodeList
     fracture_vertebral: CodeList
     fracture_other: CodeList
@@ -414,6 +486,15 @@ def _build(folder: Path) -> Profiles:
     mfr = _model(folder, "device-manufacturers.json", _MfrFile)
     order_codes = _model(folder, "order-codes.json", _OrderFile)
     topics = _model(folder, "card-topics.json", _TopicFile)
+    harming = _model(folder, "bone-harming-drugs.json", _HarmingFile)
+    harming_drugs = [
+        d.model_copy(
+            update={"drug_class": key, "class_display": c.display, "long_term": c.long_term}
+        )
+        for key, c in harming.classes.items()
+        for d in c.drugs
+    ]
+    words = sorted(meds.glucocorticoid_systemic.non_systemic_words, key=lambda w: (-len(w), w))
 
     ingredients: list[Ingredient] = []
     for i, raw in enumerate(meds.ingredients):
@@ -475,11 +556,14 @@ def _build(folder: Path) -> Profiles:
                 ranges.alkaline_phosphatase.max,
             ),
             "height": (ranges.height.min, ranges.height.max),
+            "egfr": (ranges.egfr.min, ranges.egfr.max),
         },
         alp=CodeList.of(labs.alkaline_phosphatase.codes),
         alp_units=dict(labs.alkaline_phosphatase.units),
         height=CodeList.of(labs.height.codes),
         height_units=dict(labs.height.units),
+        egfr=CodeList.of(labs.egfr.codes),
+        egfr_units=dict(labs.egfr.units),
         postmenopausal=CodeList.of(meno.postmenopausal),
         premenopausal=CodeList.of(meno.premenopausal),
         med_classes=dict(meds.classes),
@@ -488,8 +572,28 @@ def _build(folder: Path) -> Profiles:
         atc={i.atc.code.upper(): i for i in ingredients},
         med_names=tuple(names),
         dose_units=dict(meds.glucocorticoid_dose_units),
+        systemic_route_system=meds.glucocorticoid_systemic.route_system,
+        systemic_route_codes=frozenset(meds.glucocorticoid_systemic.route_codes),
+        non_systemic_words=re.compile(
+            r"\b(" + "|".join(re.escape(w.lower()) for w in words) + r")\b"
+        ),
+        oncology_names={k.lower(): v for k, v in meds.oncology_regimens.names.items()},
+        oncology_doses_mg=dict(meds.oncology_regimens.doses_mg),
+        harming_atc_system=harming.atc_system,
+        harming_atc={d.atc.upper(): d for d in harming_drugs},
+        harming_names=tuple(
+            sorted(
+                ((n.lower(), d) for d in harming_drugs for n in d.names),
+                key=lambda p: (-len(p[0]), p[0]),
+            )
+        ),
         hyperparathyroidism=CodeList.of(conds.primary_hyperparathyroidism),
         hypophosphatasia=CodeList.of(conds.hypophosphatasia),
+        hypophosphatasia_if_named=CodeList.of(conds.hypophosphatasia_if_named.codes),
+        hypophosphatasia_text=tuple(
+            t.lower() for t in conds.hypophosphatasia_if_named.text_patterns
+        ),
+        advanced_ckd=CodeList.of(conds.advanced_ckd),
         fracture_hip=CodeList.of(frac.hip),
         fracture_vertebral=CodeList.of(frac.vertebral),
         fracture_other=CodeList.of(frac.other),

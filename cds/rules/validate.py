@@ -463,6 +463,8 @@ def check_card(src: Source, loc: Loc, card: Card, ftype: FactType, ctx: Context)
         texts.append(((*sloc, "label"), sug.label))
         if sug.note is not None:
             texts.append(((*sloc, "note"), sug.note))
+        if sug.omit_orders is not None:
+            texts.append(((*sloc, "omit_orders"), sug.omit_orders))
         if sug.occurrence is not None:
             for part in ("start", "end"):
                 value = getattr(sug.occurrence, part)

@@ -48,7 +48,6 @@ CONTRAST_DAYS = param("recent_contrast_days")
 ALP_BELOW = param("hypophosphatasia_alp_below")
 ORDER_GC_MG = param("order_glucocorticoid_mg_day")
 ORDER_GC_MONTHS = param("order_glucocorticoid_months")
-DENOSUMAB_DAYS = param("denosumab_max_days_since_dose")
 SCREEN_WOMEN_AGE = param("screening_women_age")
 SCREEN_MEN_AGE = param("screening_men_age")
 SCREEN_RISK_MEN_AGE = param("screening_risk_men_age")
@@ -472,16 +471,30 @@ CASES: list[Case] = [
     # ---------------------------------------------------------------- CS-3.6 hypophosphatasia
     Case(
         "CS-3.6",
-        f"ALP {ALP_BELOW - 1} U/L",
-        (lumbar(-1.5, alkaline_phosphatase=float(ALP_BELOW - 1)),),
+        f"ALP {ALP_BELOW - 1} U/L off antiresorptives: possible hypophosphatasia (info)",
+        (
+            lumbar(
+                -1.5,
+                untreated_alkaline_phosphatase=float(ALP_BELOW - 1),
+                untreated_alkaline_phosphatase_date="2026-01-05",
+            ),
+        ),
         "artifact-warning",
-        {},
-        has={"findings": ["hypophosphatasia"]},
+        {"indicator": "info"},
+        has={"findings": ["possible-hypophosphatasia"]},
+        lacks={"findings": ["hypophosphatasia"]},
     ),
     Case(
         "CS-3.6",
         f"ALP {ALP_BELOW} U/L",
-        (lumbar(-1.5, alkaline_phosphatase=float(ALP_BELOW)),),
+        (lumbar(-1.5, untreated_alkaline_phosphatase=float(ALP_BELOW)),),
+        "artifact-warning",
+        None,
+    ),
+    Case(
+        "CS-3.6",
+        f"ALP {ALP_BELOW - 10} U/L measured on therapy is not used",
+        (lumbar(-1.5, alkaline_phosphatase=float(ALP_BELOW - 10)),),
         "artifact-warning",
         None,
     ),
@@ -937,7 +950,7 @@ CASES: list[Case] = [
     Case(
         "CS-6.7",
         "low ALP: evaluate hypophosphatasia",
-        (lumbar(-2.6, alkaline_phosphatase=22.0),),
+        (lumbar(-2.6, untreated_alkaline_phosphatase=22.0),),
         "workup",
         {},
         has={"items": ["hypophosphatasia-evaluation"]},
@@ -945,7 +958,7 @@ CASES: list[Case] = [
     Case(
         "CS-6.7",
         f"ALP {ALP_BELOW}: no evaluation",
-        (lumbar(-2.6, alkaline_phosphatase=float(ALP_BELOW)),),
+        (lumbar(-2.6, untreated_alkaline_phosphatase=float(ALP_BELOW)),),
         "workup",
         {},
         lacks={"items": ["hypophosphatasia-evaluation"]},
@@ -1239,12 +1252,12 @@ CASES: list[Case] = [
     # ---------------------------------------------------------------- CS-9 therapy safety
     Case(
         "CS-9.1",
-        f"denosumab {DENOSUMAB_DAYS + 1} days ago",
+        "denosumab overdue (more than 7 calendar months)",
         (
             lumbar(
                 -2.0,
                 denosumab_used=True,
-                denosumab_days_since_last_dose=DENOSUMAB_DAYS + 1,
+                denosumab_overdue=True,
                 denosumab_last_dose_date="2026-04-26",
             ),
         ),
@@ -1254,12 +1267,12 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-9.1",
-        f"denosumab {DENOSUMAB_DAYS} days ago",
+        "denosumab not yet overdue",
         (
             lumbar(
                 -2.0,
                 denosumab_used=True,
-                denosumab_days_since_last_dose=DENOSUMAB_DAYS,
+                denosumab_overdue=False,
                 denosumab_last_dose_date="2026-04-27",
             ),
         ),
@@ -1268,12 +1281,12 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-9.1",
-        "denosumab 7 months (213 days) ago",
+        "denosumab overdue since yesterday",
         (
             lumbar(
                 -2.0,
                 denosumab_used=True,
-                denosumab_days_since_last_dose=213,
+                denosumab_overdue=True,
                 denosumab_last_dose_date="2026-04-24",
             ),
         ),
@@ -1287,7 +1300,7 @@ CASES: list[Case] = [
             lumbar(
                 -2.0,
                 denosumab_used=True,
-                denosumab_days_since_last_dose=276,
+                denosumab_overdue=True,
                 denosumab_last_dose_date="2026-02-20",
                 bisphosphonate_after_denosumab=True,
             ),
@@ -1298,7 +1311,7 @@ CASES: list[Case] = [
     Case(
         "CS-9.2",
         "oral bisphosphonate 5.0 years, not high risk",
-        (hip(-2.0, antiresorptive_current=True, oral_bisphosphonate_years=5.0),),
+        (hip(-2.0, bisphosphonate_review_open=True, oral_bisphosphonate_years=5.0),),
         "therapy-safety",
         {"indicator": "info", "summary_contains": "drug holiday"},
         has={"findings": ["bisphosphonate-holiday-review"]},
@@ -1306,14 +1319,14 @@ CASES: list[Case] = [
     Case(
         "CS-9.2",
         "oral bisphosphonate 4.9 years",
-        (hip(-2.0, antiresorptive_current=True, oral_bisphosphonate_years=4.9),),
+        (hip(-2.0, bisphosphonate_review_open=True, oral_bisphosphonate_years=4.9),),
         "therapy-safety",
         None,
     ),
     Case(
         "CS-9.2",
         "oral 6 years with hip -2.5: continue",
-        (hip(-2.5, antiresorptive_current=True, oral_bisphosphonate_years=6.2),),
+        (hip(-2.5, bisphosphonate_review_open=True, oral_bisphosphonate_years=6.2),),
         "therapy-safety",
         {"summary_contains": "continue"},
         has={"findings": ["bisphosphonate-holiday-review"]},
@@ -1321,7 +1334,7 @@ CASES: list[Case] = [
     Case(
         "CS-9.2",
         "IV zoledronic 3.0 years",
-        (hip(-2.0, antiresorptive_current=True, iv_bisphosphonate_years=3.0),),
+        (hip(-2.0, bisphosphonate_review_open=True, iv_bisphosphonate_years=3.0),),
         "therapy-safety",
         {},
         has={"findings": ["bisphosphonate-holiday-review"]},
@@ -1329,22 +1342,22 @@ CASES: list[Case] = [
     Case(
         "CS-9.2",
         "IV zoledronic 2.9 years",
-        (hip(-2.0, antiresorptive_current=True, iv_bisphosphonate_years=2.9),),
+        (hip(-2.0, bisphosphonate_review_open=True, iv_bisphosphonate_years=2.9),),
         "therapy-safety",
         None,
     ),
     Case(
         "CS-9.3",
-        f"alendronate with ALP {ALP_BELOW - 1}",
-        (lumbar(-2.0, antiresorptive_current=True, alkaline_phosphatase=float(ALP_BELOW - 1)),),
+        "alendronate with hypophosphatasia on record",
+        (lumbar(-2.0, antiresorptive_current=True, hypophosphatasia_condition=True),),
         "therapy-safety",
         {},
         has={"findings": ["antiresorptive-with-hypophosphatasia"]},
     ),
     Case(
         "CS-9.3",
-        f"alendronate with ALP {ALP_BELOW}",
-        (lumbar(-2.0, antiresorptive_current=True, alkaline_phosphatase=float(ALP_BELOW)),),
+        "alendronate with a low ALP but no diagnosis (CS-3.6 rev 2)",
+        (lumbar(-2.0, antiresorptive_current=True, alkaline_phosphatase=float(ALP_BELOW - 10)),),
         "therapy-safety",
         None,
     ),

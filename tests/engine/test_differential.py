@@ -71,4 +71,4 @@ def test_generator_exercises_firings_and_chaining() -> None:
         engine.close()
     assert fired > 100
     assert emitted > 10
-    assert split > 30
+    assert split > 20  # most generated rule sets are split over several rulesets
