@@ -37,6 +37,11 @@ PARAMS: dict[str, int | float] = {
     "nhanes_lumbar_sd": 0.122,
     "dxa_min_interval_months": 23,
     "recent_fracture_months": 12,
+    "fragility_injury_min_age": 50,
+    "normal_t": -1.0,
+    "osteoporosis_t": -2.5,
+    "t_score_men_min_age": 50,
+    "romosozumab_cv_event_months": 12,
 }
 
 VERTEBRA_SNOMED = {"L1": "61032001", "L2": "53983007", "L3": "55492004", "L4": "71996003"}

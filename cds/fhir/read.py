@@ -21,6 +21,7 @@ from cds.fhir.dates import When, parse_when
 from cds.fhir.issues import DataIssue, issue_sort_key
 from cds.fhir.profiles import (
     ATC,
+    ICD10CM,
     PREFIX_SYSTEMS,
     RXNORM,
     CodeEntry,
@@ -130,6 +131,10 @@ class FractureRecord:
     code: str
     display: str
     when: When | None
+    #: an injury code (CS-1.10 rev 2): the mechanism is unknown, assumed low-trauma from 50
+    injury: bool = False
+    #: a vertebral augmentation procedure: the fracture it treated, not one more fracture
+    augmentation: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +171,8 @@ class PatientData:
     hyperparathyroidism: list[str] = field(default_factory=list)
     hypophosphatasia: list[str] = field(default_factory=list)
     fractures: list[FractureRecord] = field(default_factory=list)
+    #: myocardial infarction or stroke Conditions (CS-6.4 rev 2): (ref, date or None)
+    cv_events: list[tuple[str, When | None]] = field(default_factory=list)
     findings: list[FindingRecord] = field(default_factory=list)
     contrast: list[ContrastRecord] = field(default_factory=list)
     drafts: list[DraftRecord] = field(default_factory=list)
@@ -1132,14 +1139,25 @@ class Reader:
         frac = self._fracture(hits, unconfirmed)
         if frac is not None:
             kind, _entry, coding = frac
+            code = coding.code or ""
+            injury = (coding.system or "") == ICD10CM and code.upper().startswith(
+                self.p.fracture_injury_prefixes
+            )
             data.fractures.append(
-                FractureRecord(ref=ref, kind=kind, code=coding.code or "", display=label, when=when)
+                FractureRecord(
+                    ref=ref, kind=kind, code=code, display=label, when=when, injury=injury
+                )
             )
             used.append(
                 f"{kind} fracture"
                 if kind != "self-reported-vertebral"
                 else "self-reported vertebral fracture"
             )
+
+        if "cv" in hits and not unconfirmed:
+            # an infarction or stroke is history too: resolved ones count (CS-6.4 rev 2)
+            data.cv_events.append((ref, when))
+            used.append("myocardial infarction or stroke")
 
         if not active:
             reason = (
@@ -1221,6 +1239,28 @@ class Reader:
                     FindingRecord(ref=ref, finding=sf.finding, display=_display(cc, hit))
                 )
                 used.append(f"structural finding {sf.finding}")
+        ahit = hits.get("fx-augmentation")
+        if ahit is not None or any(t in words for t in self.p.fracture_augmentation_text):
+            # vertebral augmentation treats a vertebral fracture (CS-1.10 rev 2)
+            performed_at = proc.performedDateTime or (
+                proc.performedPeriod.start if proc.performedPeriod else None
+            )
+            at = (
+                _when(performed_at, "Procedure.performed[x]", ref, data.issues, False)
+                if performed_at is not None
+                else None
+            )
+            data.fractures.append(
+                FractureRecord(
+                    ref=ref,
+                    kind="vertebral",
+                    code=(ahit[1].code or "") if ahit is not None else "",
+                    display=_display(cc, ahit),
+                    when=at,
+                    augmentation=True,
+                )
+            )
+            used.append("vertebral fracture (vertebral augmentation)")
         chit = hits.get("contrast")
         if chit is not None or any(t in words for t in self.p.contrast_text):
             label = _display(cc, chit)
@@ -1605,6 +1645,8 @@ def _build_code_index(p: Profiles) -> _CodeIndex:
         ("pre", p.premenopausal),
         ("hpt", p.hyperparathyroidism),
         ("hpp", p.hypophosphatasia),
+        ("cv", p.mi_or_stroke),
+        ("fx-augmentation", p.fracture_augmentation),
         ("contrast", p.contrast),
         *((f"sf:{sf.finding}", sf.codes) for sf in p.structural),
     ]
