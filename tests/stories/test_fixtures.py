@@ -22,7 +22,7 @@ from fhir.resources.R4B import get_fhir_model_class
 
 STORIES = Path(__file__).resolve().parents[1] / "fixtures" / "stories"
 ORACLE = Path(__file__).resolve().parent / "oracle.json"
-FILES = sorted(STORIES.glob("[0-9][0-9]-*.json"))
+FILES = sorted(STORIES.glob("[0-9]*-*.json"))
 HOOKS = {"patient-view", "order-select", "order-sign"}
 NAME = re.compile(r"^\d{2}-[a-z0-9]+(-[a-z0-9]+)*\.json$")
 
