@@ -795,10 +795,8 @@ class _Builder:
             words = []
             for f in sorted(documented, key=lambda x: (x.kind, x.ref)):
                 site = "other major site" if f.kind == "other" else f.kind
-                what = ", ".join(
-                    x for x in (f.code, f.when.date.isoformat() if f.when else "") if x
-                )
-                text = f"{site} ({f.display}{'; ' + what if what else ''})"
+                on = f", {f.when.date.isoformat()}" if f.when else ""
+                text = f"{site} ({f.display}{on})"
                 if text not in words:
                     words.append(text)
             a["fractures"] = "; ".join(words)
