@@ -47,6 +47,11 @@ PARAMS: dict[str, int | float] = {
     "holiday_reassess_to_months": 36,
     "ppi_long_term_months": 12,
     "lab_recent_months": 12,
+    "fragility_injury_min_age": 50,
+    "normal_t": -1.0,
+    "osteoporosis_t": -2.5,
+    "t_score_men_min_age": 50,
+    "romosozumab_cv_event_months": 12,
 }
 
 VERTEBRA_SNOMED = {"L1": "61032001", "L2": "53983007", "L3": "55492004", "L4": "71996003"}

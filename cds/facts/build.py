@@ -29,7 +29,14 @@ from cds.facts.schema import (
 from cds.fhir.dates import add_months, fractional_months, whole_months
 from cds.fhir.issues import DataIssue, operation_outcome
 from cds.fhir.profiles import Profiles, load_profiles
-from cds.fhir.read import Measurement, MedRecord, PatientData, Reader, Validation
+from cds.fhir.read import (
+    FractureRecord,
+    Measurement,
+    MedRecord,
+    PatientData,
+    Reader,
+    Validation,
+)
 from cds.fhir.trace import Trace
 
 #: Rule parameters read here (defined in rules/*.yaml), with the clinical-spec statement.
@@ -53,6 +60,12 @@ REQUIRED_PARAMS: dict[str, str] = {
     "holiday_reassess_to_months": "CS-9.4",
     "ppi_long_term_months": "CS-6.8",
     "lab_recent_months": "CS-6.1",
+    # clin-followup, revision 2
+    "fragility_injury_min_age": "CS-1.10",
+    "normal_t": "CS-2.7",
+    "osteoporosis_t": "CS-2.7",
+    "t_score_men_min_age": "CS-2.7",
+    "romosozumab_cv_event_months": "CS-6.4",
 }
 
 ONE = Decimal("0.1")
@@ -105,6 +118,11 @@ class Params:
     holiday_to: int
     ppi_long_term: int
     lab_recent: int
+    injury_min_age: int
+    normal_t: Decimal
+    osteoporosis_t: Decimal
+    men_t_age: int
+    cv_event_months: int
     min_vertebrae: int = 2
 
 
@@ -188,6 +206,11 @@ def read_params(params: Mapping[str, Any]) -> Params:
         holiday_to=int(out["holiday_reassess_to_months"]),
         ppi_long_term=int(out["ppi_long_term_months"]),
         lab_recent=int(out["lab_recent_months"]),
+        injury_min_age=int(out["fragility_injury_min_age"]),
+        normal_t=out["normal_t"],
+        osteoporosis_t=out["osteoporosis_t"],
+        men_t_age=int(out["t_score_men_min_age"]),
+        cv_event_months=int(out["romosozumab_cv_event_months"]),
         min_vertebrae=min_vertebrae,
     )
 
@@ -282,7 +305,11 @@ class _Builder:
                 )
             )
             return self.fs
-        a: dict[str, Any] = {"id": f"assessment:{d.patient_ref.split('/', 1)[1]}", "age": age}
+        a: dict[str, Any] = {
+            "id": f"assessment:{d.patient_ref.split('/', 1)[1]}",
+            "age": age,
+            "as_of": self.as_of.isoformat(),
+        }
         sources: set[str] = {d.patient_ref}
         self._demographics(a, age, sources)
         va = self._vertebrae(sources)
@@ -421,6 +448,8 @@ class _Builder:
     ) -> None:
         dxa = [mm for mm in self.d.measurements if mm.kind == "dxa" and mm.site in AXIAL]
         a["has_dxa"] = bool(dxa)
+        # a forearm-only exam is a DXA on record (CS-2.5, CS-10.1 rev 2)
+        a["dxa_on_record"] = any(mm.kind == "dxa" for mm in self.d.measurements)
         tbs = self._latest_tbs()
         if tbs is not None:
             a["tbs"] = float(tbs.value)
@@ -872,7 +901,9 @@ class _Builder:
         a["primary_hyperparathyroidism"] = bool(d.hyperparathyroidism)
         sources.update(d.hypophosphatasia, d.hyperparathyroidism)
         sources.update(f.ref for f in d.findings if f.finding in ("degenerative-disease", "dish"))
-        documented = [f for f in d.fractures if f.kind != "self-reported-vertebral"]
+        documented = [
+            f for f in d.fractures if f.kind != "self-reported-vertebral" and self._fragility(f)
+        ]
         sources.update(f.ref for f in d.fractures)
         a["fragility_fracture"] = bool(documented)
         a["hip_or_vertebral_fracture"] = any(f.kind in ("hip", "vertebral") for f in documented)
@@ -883,7 +914,8 @@ class _Builder:
         a["fracture_within_12_months"] = any(
             f.when is not None and since <= f.when.date <= self.as_of for f in documented
         )
-        distinct = {(f.kind, _fracture_key(f.code)) for f in documented}
+        self._fracture_facts(a, documented)
+        distinct = {(f.kind, _fracture_key(f.code)) for f in documented if not f.augmentation}
         a["multiple_fractures"] = len(distinct) >= 2
         bone_ivs = [iv for r in self._bone() if (iv := self._interval(r)) is not None]
         a["fracture_on_therapy"] = any(
@@ -907,6 +939,70 @@ class _Builder:
             a["alkaline_phosphatase"] = float(alps[0].value)
             a["alkaline_phosphatase_date"] = alps[0].when.date.isoformat()
             sources.add(alps[0].ref)
+
+    # -- clin-followup, revision 2 (CS-1.10, CS-2.7, CS-6.4)
+
+    def _fragility(self, f: FractureRecord) -> bool:
+        """An injury code (S-code) says nothing of the mechanism: it counts as a fragility
+        fracture when the patient was at least fragility_injury_min_age at its onset, or
+        no onset is recorded (CS-1.10 rev 2)."""
+        if not f.injury or f.when is None or self.d.birth_date is None:
+            return True
+        born, on = self.d.birth_date, f.when.date
+        age = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+        if age >= self.p.injury_min_age:
+            return True
+        self.fs.trace.assumptions.append(
+            f"{f.ref}: injury code {f.code} at age {age} (under {self.p.injury_min_age}): "
+            "not counted as a fragility fracture (CS-1.10)"
+        )
+        return False
+
+    def _fracture_facts(self, a: dict[str, Any], documented: list[FractureRecord]) -> None:
+        a["hip_fracture"] = any(f.kind == "hip" for f in documented)
+        a["vertebral_fracture"] = any(f.kind == "vertebral" for f in documented)
+        a["major_fracture"] = any(f.kind == "other" for f in documented)
+        a["fracture_assumed_low_trauma"] = any(f.injury for f in documented)
+        if documented:
+            words = []
+            for f in sorted(documented, key=lambda x: (x.kind, x.ref)):
+                site = "other major site" if f.kind == "other" else f.kind
+                on = f", {f.when.date.isoformat()}" if f.when else ""
+                text = f"{site} ({f.display}{on})"
+                if text not in words:
+                    words.append(text)
+            a["fractures"] = "; ".join(words)
+        # clinical osteoporosis (CS-2.7 rev 2): a postmenopausal woman or a man >= 50
+        t_applies = (
+            a.get("sex") == "female" and a.get("menopausal_status") == "postmenopausal"
+        ) or (a.get("sex") == "male" and int(a["age"]) >= self.p.men_t_age)
+        basis: str | None = None
+        if t_applies:
+            lowest = a.get("lowest_t")
+            low_mass = (
+                lowest is not None
+                and Decimal(str(lowest)) < self.p.normal_t
+                and Decimal(str(lowest)) > self.p.osteoporosis_t
+            )
+            if a["hip_fracture"]:
+                basis = "hip-fracture"
+            elif a["vertebral_fracture"]:
+                basis = "vertebral-fracture"
+            elif a["major_fracture"] and low_mass:
+                basis = "major-fracture-with-low-bone-mass"
+        a["clinical_osteoporosis"] = basis is not None
+        a["clinical_basis"] = basis
+        since = add_months(self.as_of, -self.p.cv_event_months)
+        recent = False
+        for ref, when in self.d.cv_events:
+            if when is None:
+                self.fs.trace.assumptions.append(
+                    f"{ref}: myocardial infarction or stroke without a date: not known to be "
+                    f"within {self.p.cv_event_months} months (CS-6.4)"
+                )
+            elif since <= when.date <= self.as_of:
+                recent = True
+        a["recent_mi_or_stroke"] = recent
 
     # -- other fact types
 
@@ -967,11 +1063,21 @@ class _Builder:
                 "anabolic_started_months_ago": a.anabolic_started_months_ago,
                 "significant_loss_on_therapy": a.significant_loss_on_therapy,
             }
-            if a.last_dxa_date is not None:
-                last = date.fromisoformat(a.last_dxa_date)
-                fields["last_dxa_date"] = a.last_dxa_date
+            axial = [
+                mm.when.date for mm in self.d.measurements if mm.kind == "dxa" and mm.site in AXIAL
+            ]
+            if axial:  # the last axial DXA: a forearm-only exam is not one (CS-8.2 rev 2)
+                last = max(axial)
+                fields["last_dxa_date"] = last.isoformat()
                 fields["months_since_last_dxa"] = whole_months(last, order_date)
-                fields["earliest_date"] = add_months(last, self.p.dxa_interval).isoformat()
+                # Medicare counts months after the scan's month (CS-8.2 rev 2): covered from
+                # the first day of the month after dxa_interval such months have passed
+                fields["coverage_months"] = (
+                    (order_date.year - last.year) * 12 + order_date.month - last.month - 1
+                )
+                fields["earliest_date"] = add_months(
+                    last.replace(day=1), self.p.dxa_interval + 1
+                ).isoformat()
             order: DraftOrder = _validate_draft_order(fields)  # DraftOrder(**fields)
             self.add(order, [dr.ref])
 

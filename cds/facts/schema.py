@@ -39,6 +39,7 @@ StructuralFinding = Literal[
     "spinal-hardware",
     "aortic-calcification",
 ]
+ClinicalBasis = Literal["hip-fracture", "vertebral-fracture", "major-fracture-with-low-bone-mass"]
 IsoDate = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")]
 
 
@@ -295,6 +296,46 @@ class Assessment(Fact):
     recent_lab_tests: str | None = Field(
         None, description="those tests and their latest result dates, in words (CS-6.1)"
     )
+    # -- clin-followup, revision 2 (CS-1.10, CS-2.7, CS-7.9, CS-10.1) ---------------------
+    as_of: IsoDate | None = Field(
+        None, description="the as-of date of the evaluation (overdue rescan windows, CS-7.9)"
+    )
+    dxa_on_record: bool = Field(
+        False,
+        description="any DXA result is on record, forearm included (CS-2.5, CS-10.1); "
+        "has_dxa counts the sites that set the category",
+    )
+    hip_fracture: bool = Field(False, description="a hip fragility fracture is on record (CS-1.10)")
+    vertebral_fracture: bool = Field(
+        False,
+        description="a vertebral fragility fracture or vertebral augmentation on record (CS-1.10)",
+    )
+    major_fracture: bool = Field(
+        False,
+        description="a fragility fracture of another major site (distal forearm, proximal "
+        "humerus, pelvis, M80.0x) is on record (CS-1.10)",
+    )
+    fracture_assumed_low_trauma: bool = Field(
+        False,
+        description="a counted fragility fracture rests on an injury code (S-code) and is "
+        "assumed low-trauma (CS-1.10): cards relying on it say so",
+    )
+    fractures: str | None = Field(
+        None,
+        description="the counted fragility fractures in words, e.g. 'hip (S72.001A, 2025-03-02)'",
+    )
+    clinical_osteoporosis: bool = Field(
+        False,
+        description="osteoporosis by a fragility fracture in a postmenopausal woman or a man "
+        "of 50 or more, whatever the BMD (CS-2.7)",
+    )
+    clinical_basis: ClinicalBasis | None = Field(
+        None, description="the fracture that establishes clinical osteoporosis (CS-2.7)"
+    )
+    recent_mi_or_stroke: bool = Field(
+        False,
+        description="a myocardial infarction or stroke within the configured months (CS-6.4)",
+    )
 
 
 class VertebraAnalysis(Fact):
@@ -361,6 +402,13 @@ class DraftOrder(Fact):
     )
     significant_loss_on_therapy: bool = Field(
         False, description="significant lumbar BMD loss while on bone-active therapy"
+    )
+
+    # -- clin-followup, revision 2 (CS-8.2) ----------------------------------------------
+    coverage_months: int | None = Field(
+        None,
+        description="Medicare counting (CS-8.2): whole calendar months after the last axial "
+        "DXA's month that have passed before the order's month",
     )
 
 

@@ -231,6 +231,8 @@ class _ConditionFile(_Strict):
     hypophosphatasia_note: str | None = None
     hypophosphatasia_if_named: _CodesWithText
     advanced_ckd: list[CodeEntry]
+    # clin-followup, revision 2 (CS-6.4)
+    myocardial_infarction_or_stroke: list[CodeEntry]
 
 
 class _FractureFile(_Strict):
@@ -240,6 +242,10 @@ class _FractureFile(_Strict):
     vertebral: list[CodeEntry]
     other: list[CodeEntry]
     self_reported_vertebral: list[CodeEntry]
+    # clin-followup, revision 2 (CS-1.10)
+    injury_prefixes: list[str]
+    augmentation_procedures: list[CodeEntry]
+    augmentation_text: list[str]
 
 
 class _Finding(_Strict):
@@ -416,6 +422,11 @@ class Profiles:
     fracture_vertebral: CodeList
     fracture_other: CodeList
     fracture_self_reported: CodeList
+    # clin-followup, revision 2 (CS-1.10, CS-6.4)
+    fracture_injury_prefixes: tuple[str, ...]
+    fracture_augmentation: CodeList
+    fracture_augmentation_text: tuple[str, ...]
+    mi_or_stroke: CodeList
     structural: tuple[StructuralFindingProfile, ...]
     contrast: CodeList
     contrast_text: tuple[str, ...]
@@ -598,6 +609,10 @@ def _build(folder: Path) -> Profiles:
         fracture_vertebral=CodeList.of(frac.vertebral),
         fracture_other=CodeList.of(frac.other),
         fracture_self_reported=CodeList.of(frac.self_reported_vertebral),
+        fracture_injury_prefixes=tuple(x.upper() for x in frac.injury_prefixes),
+        fracture_augmentation=CodeList.of(frac.augmentation_procedures),
+        fracture_augmentation_text=tuple(t.lower() for t in frac.augmentation_text),
+        mi_or_stroke=CodeList.of(conds.myocardial_infarction_or_stroke),
         structural=tuple(
             StructuralFindingProfile(
                 finding=name,

@@ -21,6 +21,7 @@ from cds.fhir.dates import When, parse_when
 from cds.fhir.issues import DataIssue, issue_sort_key
 from cds.fhir.profiles import (
     ATC,
+    ICD10CM,
     PREFIX_SYSTEMS,
     RXNORM,
     CodeEntry,
@@ -144,6 +145,10 @@ class FractureRecord:
     code: str
     display: str
     when: When | None
+    #: an injury code (CS-1.10 rev 2): the mechanism is unknown, assumed low-trauma from 50
+    injury: bool = False
+    #: a vertebral augmentation procedure: the fracture it treated, not one more fracture
+    augmentation: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +189,8 @@ class PatientData:
     #: (order key, result date, Observation) of laboratory tests a card may order (CS-6.1)
     lab_results: list[tuple[str, date, str]] = field(default_factory=list)
     fractures: list[FractureRecord] = field(default_factory=list)
+    #: myocardial infarction or stroke Conditions (CS-6.4 rev 2): (ref, date or None)
+    cv_events: list[tuple[str, When | None]] = field(default_factory=list)
     findings: list[FindingRecord] = field(default_factory=list)
     contrast: list[ContrastRecord] = field(default_factory=list)
     drafts: list[DraftRecord] = field(default_factory=list)
@@ -1171,14 +1178,25 @@ class Reader:
         frac = self._fracture(hits, unconfirmed)
         if frac is not None:
             kind, _entry, coding = frac
+            code = coding.code or ""
+            injury = (coding.system or "") == ICD10CM and code.upper().startswith(
+                self.p.fracture_injury_prefixes
+            )
             data.fractures.append(
-                FractureRecord(ref=ref, kind=kind, code=coding.code or "", display=label, when=when)
+                FractureRecord(
+                    ref=ref, kind=kind, code=code, display=label, when=when, injury=injury
+                )
             )
             used.append(
                 f"{kind} fracture"
                 if kind != "self-reported-vertebral"
                 else "self-reported vertebral fracture"
             )
+
+        if "cv" in hits and not unconfirmed:
+            # an infarction or stroke is history too: resolved ones count (CS-6.4 rev 2)
+            data.cv_events.append((ref, when))
+            used.append("myocardial infarction or stroke")
 
         if not active:
             reason = (
@@ -1209,10 +1227,10 @@ class Reader:
             used.append("hypophosphatasia")
         not_hpp = None
         if "hpp-if-named" in hits and "hypophosphatasia" not in used:
-            code = hits["hpp-if-named"][1].code
+            hpp_code = hits["hpp-if-named"][1].code
             not_hpp = (
-                f"not counted as hypophosphatasia: {code} ({label}) does not name it, and "
-                f"{code} also codes other disorders such as hypophosphatemia (CS-3.6)"
+                f"not counted as hypophosphatasia: {hpp_code} ({label}) does not name it, and "
+                f"{hpp_code} also codes other disorders such as hypophosphatemia (CS-3.6)"
             )
         if "ckd" in hits:
             data.advanced_ckd.append(ref)
@@ -1272,6 +1290,28 @@ class Reader:
                     FindingRecord(ref=ref, finding=sf.finding, display=_display(cc, hit))
                 )
                 used.append(f"structural finding {sf.finding}")
+        ahit = hits.get("fx-augmentation")
+        if ahit is not None or any(t in words for t in self.p.fracture_augmentation_text):
+            # vertebral augmentation treats a vertebral fracture (CS-1.10 rev 2)
+            performed_at = proc.performedDateTime or (
+                proc.performedPeriod.start if proc.performedPeriod else None
+            )
+            at = (
+                _when(performed_at, "Procedure.performed[x]", ref, data.issues, False)
+                if performed_at is not None
+                else None
+            )
+            data.fractures.append(
+                FractureRecord(
+                    ref=ref,
+                    kind="vertebral",
+                    code=(ahit[1].code or "") if ahit is not None else "",
+                    display=_display(cc, ahit),
+                    when=at,
+                    augmentation=True,
+                )
+            )
+            used.append("vertebral fracture (vertebral augmentation)")
         chit = hits.get("contrast")
         if chit is not None or any(t in words for t in self.p.contrast_text):
             label = _display(cc, chit)
@@ -1769,6 +1809,8 @@ def _build_code_index(p: Profiles) -> _CodeIndex:
         ("hpp", p.hypophosphatasia),
         ("hpp-if-named", p.hypophosphatasia_if_named),
         ("ckd", p.advanced_ckd),
+        ("cv", p.mi_or_stroke),
+        ("fx-augmentation", p.fracture_augmentation),
         ("contrast", p.contrast),
         *((f"sf:{sf.finding}", sf.codes) for sf in p.structural),
     ]

@@ -29,7 +29,14 @@ CARD_TOPICS: tuple[str, ...] = (
 )
 #: Payload fields per topic (shared/card-contract.md).
 TOPIC_PAYLOAD_FIELDS: dict[str, tuple[str, ...]] = {
-    "bmd-classification": ("category", "scoreType", "site", "value"),
+    "bmd-classification": (
+        "category",
+        "scoreType",
+        "site",
+        "value",
+        "clinicalOsteoporosis",  # CS-2.7 rev 2
+        "clinicalBasis",  # CS-2.7 rev 2
+    ),
     "artifact-warning": ("findings",),
     "bmd-change": ("comparable", "percentChange", "lsc", "significant", "direction"),
     "tbs": ("tbsCategory", "value"),

@@ -40,7 +40,11 @@ SHIPPED = Path(__file__).resolve().parent / "rules.schema.json"
 MODELINE = "# yaml-language-server: $schema=../cds/rules/rules.schema.json"
 
 _DEFS = "definitions"
-_TEMPLATE = {"type": "string", "pattern": r"\{\{", "description": "a template: {{ ... }}"}
+_TEMPLATE = {
+    "type": "string",
+    "pattern": r"\{\{|\{%",
+    "description": "a template: {{ ... }} or {% ... %}",
+}
 _ISO_DATE = {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
 _OPERATOR_HELP = {
     "eq": "equals",

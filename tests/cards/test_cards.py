@@ -175,9 +175,10 @@ def test_workup_items_are_the_union_in_priority_order() -> None:
     items = payload(workup)["items"]
     # priority order: hypophosphatasia evaluation (55) before treatment discussion (50)
     assert items[:2] == ["hypophosphatasia-evaluation", "treatment-discussion"]
+    # osteoporosis indicates treatment: no FRAX beside it (CS-6.2 rev 2)
+    assert "fracture-risk-assessment" not in items
     assert {
         "secondary-cause-labs",
-        "fracture-risk-assessment",
         "fall-risk",
         "calcium-vitamin-d",
         "exercise",

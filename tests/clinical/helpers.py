@@ -124,6 +124,8 @@ def order(months: int | None, **fields: Any) -> DraftOrder:
         "display": "DXA bone density axial",
         "order_date": "2026-11-23",
         "months_since_last_dxa": months,
+        # Medicare counting (CS-8.2 rev 2): the cases give the counted months
+        "coverage_months": months,
         "last_dxa_date": "2025-09-22" if months is not None else None,
         "earliest_date": "2027-08-22" if months is not None else None,
         "scanner": "Hologic Horizon A (Device/dxa1)",

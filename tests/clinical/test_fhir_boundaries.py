@@ -222,9 +222,11 @@ def _draft(authored: str = "2026-11-23") -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize(("last_scan", "too_soon"), [("2024-12-24", True), ("2024-12-23", False)])
+@pytest.mark.parametrize(("last_scan", "too_soon"), [("2024-12-01", True), ("2024-11-30", False)])
 def test_order_22_vs_23_months(last_scan: str, too_soon: bool) -> None:
-    """CS-8.2: a DXA ordered 22 whole months after the last is too soon; 23 is not.
+    """CS-8.2 rev 2: Medicare counts the months after the last scan's month; an order on
+    2026-11-23 is covered after a scan in 2024-11 (23 months, Dec..Oct, have passed) and too
+    soon after one on 2024-12-01 (covered from 2027-01-01).
     CS-8.1: the draft is recognised by CPT 77080. CS-8.3: the previous scanner is named."""
     got = run(
         patient(),

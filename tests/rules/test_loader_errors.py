@@ -481,7 +481,8 @@ def test_payload_field_not_in_topic(errors: ErrorLister) -> None:
     )
     assert errors(rule(WHEN, then)) == [
         "16:19: payload field 'categry' is not part of topic 'bmd-classification' "
-        "(did you mean 'category'?): category, scoreType, site, value"
+        "(did you mean 'category'?): category, scoreType, site, value, clinicalOsteoporosis, "
+        "clinicalBasis"
     ]
 
 
