@@ -2,9 +2,9 @@
 
 All cross-fact arithmetic lives here (durable_rules joins are unsafe, so every relation the
 rules need is precomputed into a single fact). Numbers: values are kept as reported
-(Decimal from the JSON text); differences and percentages are computed with Decimal and
-rounded half-up at the precision the schema documents, so boundaries written in rules
-(-1.0, 1.0, an LSC of 5.3) compare exactly.
+(Decimal from the JSON text); differences, gaps and percentages are computed with Decimal
+and never rounded (CS-1.11), so boundaries written in rules (-1.0, 1.0, an LSC of 5.3)
+compare with the exact value; cards round for display only (the ``against`` filter).
 """
 
 from __future__ import annotations
@@ -356,7 +356,7 @@ class _Builder:
             scan_date=scan.isoformat(),
             vertebrae_present=len(levels),
             evaluable_vertebrae=len(remaining),
-            max_adjacent_diff=float(round_half_up(max_diff, ONE)),
+            max_adjacent_diff=float(max_diff),
             discordant_vertebra=excluded[0] if excluded else None,
             values=", ".join(f"{v} {values[v]}" for v in levels),
         )
@@ -467,14 +467,14 @@ class _Builder:
             a["lowest_z"] = float(low.value)
             a["lowest_z_site"] = low.site
         if lt is not None and lumbar_usable and lowest_hip is not None:
-            a["spine_hip_gap"] = float(round_half_up(lt.value - lowest_hip.value, ONE))
+            a["spine_hip_gap"] = float(lt.value - lowest_hip.value)
 
         # NHANES 2005-2014 recomputation (CS-3.8)
         if lb is not None and self._vertebra_count(lb, va) >= self.p.min_vertebrae:
             mf = lb.scanner.manufacturer if lb.scanner else "unknown"
             if mf in ("hologic", "unknown"):
                 t = (lb.value - self.p.nhanes_mean) / self.p.nhanes_sd
-                a["nhanes_lumbar_t"] = float(round_half_up(t, TWO))
+                a["nhanes_lumbar_t"] = float(t)
                 if mf == "unknown":
                     a["manufacturer_assumed"] = True
                     self.fs.trace.assumptions.append(
@@ -534,7 +534,7 @@ class _Builder:
             a["change_reason"] = reason
             return
         a["change_comparable"] = True
-        pct = round_half_up((new.value - old.value) / old.value * 100, ONE)
+        pct = (new.value - old.value) / old.value * 100
         significant = abs(pct) >= self.p.lsc_lumbar
         a["change_percent"] = float(pct)
         a["change_significant"] = significant
@@ -725,7 +725,7 @@ class _Builder:
         if len(heights) >= 2:
             latest = heights[-1]
             tallest = max(mm.value for mm in heights)
-            a["height_loss_cm"] = float(round_half_up(max(tallest - latest.value, Decimal(0)), ONE))
+            a["height_loss_cm"] = float(max(tallest - latest.value, Decimal(0)))
             sources.update(mm.ref for mm in heights)
         alps = sorted(
             (mm for mm in d.measurements if mm.kind == "alp"),

@@ -102,11 +102,12 @@ class Assessment(Fact):
     lowest_z: float | None = Field(None, description="lowest usable Z-score")
     lowest_z_site: Site | None = Field(None, description="site that gave lowest_z")
     spine_hip_gap: float | None = Field(
-        None, description="lumbar T-score minus lowest hip T-score (positive: spine higher)"
+        None,
+        description="lumbar T-score minus lowest hip T-score (positive: spine higher), exact",
     )
     nhanes_lumbar_t: float | None = Field(
         None,
-        description="lumbar T-score recomputed against NHANES 2005-2014 (CS-3.8), 2 decimals; "
+        description="lumbar T-score recomputed against NHANES 2005-2014 (CS-3.8), exact (CS-1.11); "
         "absent for GE Lunar scans or without lumbar BMD",
     )
     manufacturer_assumed: bool = Field(
@@ -128,7 +129,7 @@ class Assessment(Fact):
         None, description="why the scans are not comparable (words for the card)"
     )
     change_percent: float | None = Field(
-        None, description="(new - old) / old x 100 of lumbar BMD, 1 decimal"
+        None, description="(new - old) / old x 100 of lumbar BMD, exact (CS-1.11)"
     )
     change_lsc: float | None = Field(None, description="the LSC (percent) that applies")
     change_significant: bool | None = Field(
@@ -238,7 +239,7 @@ class VertebraAnalysis(Fact):
         description="vertebrae left after excluding those discordant with a neighbour"
     )
     max_adjacent_diff: float = Field(
-        description="largest T-score difference between adjacent vertebrae, 1 decimal"
+        description="largest T-score difference between adjacent vertebrae, exact (CS-1.11)"
     )
     discordant_vertebra: Vertebra | None = Field(
         None, description="the vertebra that differs most from its neighbours"

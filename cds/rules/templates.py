@@ -4,8 +4,10 @@ A template string that is exactly one ``{{ expr }}`` evaluates to the expression
 native value (a number stays a number in the payload); any other string renders to
 text. The context is ``fact`` (the matched fact: every field of its type, absent ones
 ``None``) and ``param`` (the parameters). Filters: ``add_months(n)`` on an ISO date
-(the day is clamped to the month's end), ``fmt(digits)`` fixed decimals, and Jinja's
-``round`` and ``abs``. ``add_months`` and ``fmt`` pass an absent value (None) through;
+(the day is clamped to the month's end), ``fmt(digits)`` fixed decimals,
+``against(digits, threshold, ...)`` a derived number rounded for display without
+misstating how it compares with its thresholds (CS-1.11), and Jinja's ``round`` and
+``abs``. ``add_months``, ``fmt`` and ``against`` pass an absent value (None) through;
 ``None`` renders as the empty string inside text.
 """
 
@@ -18,6 +20,7 @@ import math
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
@@ -58,6 +61,40 @@ def fmt(value: float | int | None, digits: int = 1) -> str | None:
     return f"{float(value):.{int(digits)}f}"
 
 
+#: Most decimals `against` adds before it shows the value in full.
+_AGAINST_MAX_DIGITS = 6
+
+
+def _side(x: Decimal, t: Decimal) -> tuple[int, int]:
+    """Where `x` lies against threshold `t`: by value and by magnitude (-1, 0, 1)."""
+    return ((x > t) - (x < t), (abs(x) > abs(t)) - (abs(x) < abs(t)))
+
+
+def against(value: float | int | None, digits: int, *thresholds: float | int | None) -> str | None:
+    """`value` with `digits` decimals (half-up), or more when fewer would misstate it.
+
+    CS-1.11: rounding is for display only and never to a figure that misstates a
+    comparison. The shown figure lies on the same side of every threshold as the value,
+    both by value (a gap of 0.95 against 1.0 is shown 0.95, not 1.0) and by magnitude
+    (a change of -5.25% against an LSC of 5.3 is shown -5.25, not -5.3). Digits are added
+    until that holds; beyond six decimals the value is shown as it is. None stays None
+    (an absent threshold is skipped).
+    """
+    if value is None:
+        return None
+    exact = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    limits = [
+        Decimal(repr(t)) if isinstance(t, float) else Decimal(t)
+        for t in thresholds
+        if t is not None
+    ]
+    for places in range(int(digits), _AGAINST_MAX_DIGITS + 1):
+        shown = exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+        if all(_side(shown, t) == _side(exact, t) for t in limits):
+            return str(shown)
+    return str(exact)
+
+
 def _finalize(value: Any) -> Any:
     return "" if value is None else value
 
@@ -86,6 +123,7 @@ def make_environment() -> SandboxedEnvironment:
     )
     env.filters["add_months"] = add_months
     env.filters["fmt"] = fmt
+    env.filters["against"] = against
     return env
 
 
@@ -354,7 +392,7 @@ def _fast_text(source: str, template: JinjaTemplate) -> Renderer | None:
 
 #: Filters and tests a translation may call (pure functions of their arguments).
 _TRANSLATED_FILTERS = frozenset(
-    {"add_months", "fmt", "replace", "truncate", "format", "round", "abs"}
+    {"add_months", "fmt", "against", "replace", "truncate", "format", "round", "abs"}
 )
 _TRANSLATED_TESTS = frozenset({"string", "number", "none"})
 _COMPARE_OPS = {
