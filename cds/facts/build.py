@@ -29,7 +29,7 @@ from cds.facts.schema import (
 from cds.fhir.dates import add_months, fractional_months, whole_months
 from cds.fhir.issues import DataIssue, operation_outcome
 from cds.fhir.profiles import Profiles, load_profiles
-from cds.fhir.read import Measurement, MedRecord, PatientData, Reader, Validation
+from cds.fhir.read import Measurement, MedRecord, PatientData, Reader, Scanner, Validation
 from cds.fhir.trace import Trace
 
 #: Rule parameters read here (defined in rules/*.yaml), with the clinical-spec statement.
@@ -170,6 +170,13 @@ def round_half_up(value: Decimal, step: Decimal) -> Decimal:
 
 def _f(value: Decimal | None) -> float | None:
     return None if value is None else float(value)
+
+
+def _scanner_words(scanner: Scanner | None) -> str:
+    """A scanner in card words (CS-1.4): never a raw reference."""
+    if scanner is None or not scanner.label:
+        return "scanner not identified"
+    return scanner.label
 
 
 def _iso(d: date | None) -> str | None:
@@ -499,47 +506,89 @@ class _Builder:
     # -- change between scans (CS-4)
 
     def _change(self, a: dict[str, Any], sources: set[str]) -> None:
-        _, cands = self._latest("lumbar-spine", "BMD")
+        lumbar = self._site_change("lumbar-spine", self.p.lsc_lumbar, sources)
+        if lumbar is not None:
+            a.update({f"change_{k}": v for k, v in lumbar.items() if k != "therapy_between"})
+            a["therapy_between_scans"] = lumbar["therapy_between"]
+        hip = self._site_change("total-hip", self.p.lsc_hip, sources)
+        if hip is not None:
+            a.update({f"hip_change_{k}": v for k, v in hip.items() if k != "therapy_between"})
+            a["hip_therapy_between_scans"] = hip["therapy_between"]
+        losses = [c for c in (lumbar, hip) if c is not None and c.get("direction") == "loss"]
+        # CS-4.5: "significant loss" (CS-4.4, 7.2, 8.2) holds when either site's loss is
+        a["significant_loss_any_site"] = bool(losses)
+        a["significant_loss_on_therapy"] = any(c["therapy_between"] for c in losses)
+
+    def _site_change(self, site: str, lsc: Decimal, sources: set[str]) -> dict[str, Any] | None:
+        """BMD change at one site (CS-4.1, CS-4.5): the most recent scan against the most
+        recent earlier scan on the same identified scanner (and, at the hip, the same
+        side); scans on other scanners in between are skipped and named."""
+        _, cands = self._latest(site, "BMD")
         by_date: dict[date, Measurement] = {}
-        for mm in sorted(cands, key=lambda x: x.ref):
+        for mm in sorted(cands, key=lambda x: (x.value, x.ref)):
             if mm.vertebra_count is not None and mm.vertebra_count < self.p.min_vertebrae:
                 continue
             by_date.setdefault(mm.when.date, mm)
         scans = [by_date[k] for k in sorted(by_date)]
         if len(scans) < 2:
-            return
-        old, new = scans[-2], scans[-1]
-        sources.update((old.ref, new.ref))
-        a["change_available"] = True
-        a["change_old_date"] = old.when.date.isoformat()
-        a["change_new_date"] = new.when.date.isoformat()
-        a["change_old_bmd"] = float(old.value)
-        a["change_new_bmd"] = float(new.value)
-        a["change_lsc"] = float(self.p.lsc_lumbar)
-        between = self._therapy_between(old.when.date, new.when.date)
-        a["therapy_between_scans"] = between
-        so, sn = old.scanner, new.scanner
-        reason = None
-        if so is None or so.identity is None:
-            reason = f"the scanner of the {old.when.date} scan is not identified"
-        elif sn is None or sn.identity is None:
-            reason = f"the scanner of the {new.when.date} scan is not identified"
-        elif so.identity != sn.identity:
-            reason = (
-                f"different scanners ({so.label or so.identity} on {old.when.date}, "
-                f"{sn.label or sn.identity} on {new.when.date})"
+            return None
+        new = scans[-1]
+        sn = new.scanner
+        old: Measurement | None = None
+        skipped: list[Measurement] = []
+        if sn is not None and sn.identity is not None:
+            for mm in reversed(scans[:-1]):
+                same = mm.scanner is not None and mm.scanner.identity == sn.identity
+                if same and mm.side == new.side:
+                    old = mm
+                    break
+                skipped.append(mm)
+        shown = old if old is not None else scans[-2]
+        sources.update((shown.ref, new.ref))
+        out: dict[str, Any] = {
+            "available": True,
+            "old_date": shown.when.date.isoformat(),
+            "new_date": new.when.date.isoformat(),
+            "old_bmd": float(shown.value),
+            "new_bmd": float(new.value),
+            "lsc": float(lsc),
+            "therapy_between": self._therapy_between(shown.when.date, new.when.date),
+        }
+        if old is None:
+            so = shown.scanner
+            if sn is None or sn.identity is None:
+                reason = f"the scanner of the {new.when.date} scan is not identified"
+            elif so is None or so.identity is None:
+                reason = (
+                    f"no earlier scan on the same scanner ({_scanner_words(sn)}); the scanner "
+                    f"of the {shown.when.date} scan is not identified"
+                )
+            else:
+                reason = (
+                    f"no earlier scan on the same scanner; different scanners "
+                    f"({_scanner_words(so)} on {shown.when.date}, {_scanner_words(sn)} on "
+                    f"{new.when.date})"
+                )
+            out["comparable"] = False
+            out["reason"] = reason
+            return out
+        if skipped:
+            sources.update(mm.ref for mm in skipped)
+            dates = ", ".join(
+                f"{mm.when.date} ({_scanner_words(mm.scanner)})" for mm in reversed(skipped)
             )
-        if reason is not None:
-            a["change_comparable"] = False
-            a["change_reason"] = reason
-            return
-        a["change_comparable"] = True
-        pct = (new.value - old.value) / old.value * 100
-        significant = abs(pct) >= self.p.lsc_lumbar
-        a["change_percent"] = float(pct)
-        a["change_significant"] = significant
-        a["change_direction"] = ("gain" if pct > 0 else "loss") if significant else "stable"
-        a["significant_loss_on_therapy"] = bool(significant and pct < 0 and between)
+            out["skipped"] = (
+                f"The scan{'s' if len(skipped) > 1 else ''} of {dates} in between "
+                f"{'were' if len(skipped) > 1 else 'was'} made on another scanner and "
+                "not compared (CS-4.1)."
+            )
+        out["comparable"] = True
+        pct = (new.value - old.value) / old.value * 100  # exact (CS-1.11)
+        significant = abs(pct) >= lsc
+        out["percent"] = float(pct)
+        out["significant"] = significant
+        out["direction"] = ("gain" if pct > 0 else "loss") if significant else "stable"
+        return out
 
     # -- therapy (CS-1.8, CS-1.9, CS-7, CS-9)
 

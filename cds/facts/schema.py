@@ -146,7 +146,9 @@ class Assessment(Fact):
         None, description="bone-active therapy was taken between the two scans"
     )
     significant_loss_on_therapy: bool = Field(
-        False, description="significant lumbar BMD loss while on bone-active therapy (CS-4.4)"
+        False,
+        description="significant BMD loss at either site (lumbar spine or total hip) while "
+        "on bone-active therapy (CS-4.4, CS-4.5)",
     )
 
     # Conditions and findings (CS-1.10, CS-3)
@@ -227,6 +229,47 @@ class Assessment(Fact):
     )
     glucocorticoid_current: bool = Field(
         False, description="a systemic glucocorticoid is being taken now (not only in the past)"
+    )
+
+    # --- clin-scans, clinical spec rev 2: CS-1.4, CS-4.1, CS-4.5 (same-device pairs, hip)
+    change_skipped: str | None = Field(
+        None,
+        description="lumbar scans between the compared pair that were made on another "
+        "scanner and not compared (words for the card, CS-4.1)",
+    )
+    hip_change_available: bool = Field(
+        False, description="two or more total hip BMD results are on record (CS-4.5)"
+    )
+    hip_change_comparable: bool | None = Field(
+        None, description="the latest total hip scan has an earlier one on the same scanner"
+    )
+    hip_change_reason: str | None = Field(
+        None, description="why the total hip change is not comparable (words for the card)"
+    )
+    hip_change_skipped: str | None = Field(
+        None, description="total hip scans between the pair made on another scanner"
+    )
+    hip_change_percent: float | None = Field(
+        None, description="(new - old) / old x 100 of total hip BMD, exact (CS-1.11)"
+    )
+    hip_change_lsc: float | None = Field(None, description="the total hip LSC (percent)")
+    hip_change_significant: bool | None = Field(
+        None, description="|hip_change_percent| >= hip_change_lsc (only when comparable)"
+    )
+    hip_change_direction: Direction | None = Field(
+        None, description="gain or loss when significant, otherwise stable"
+    )
+    hip_change_old_date: IsoDate | None = Field(None, description="date of the older hip scan")
+    hip_change_new_date: IsoDate | None = Field(None, description="date of the newer hip scan")
+    hip_change_old_bmd: float | None = Field(None, description="older total hip BMD, g/cm2")
+    hip_change_new_bmd: float | None = Field(None, description="newer total hip BMD, g/cm2")
+    hip_therapy_between_scans: bool | None = Field(
+        None, description="bone-active therapy was taken between the two hip scans"
+    )
+    significant_loss_any_site: bool = Field(
+        False,
+        description="significant BMD loss at the lumbar spine or the total hip, same-scanner "
+        "pairs (CS-4.5; the 'significant loss' of CS-4.4, CS-7.2 and CS-8.2)",
     )
 
 

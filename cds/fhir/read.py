@@ -1069,8 +1069,13 @@ class Reader:
     def _read_scanner(
         self, device: m.Reference, devices: Mapping[str, m.Resource], urls: dict[str, str]
     ) -> Scanner:
+        """CS-1.4 (rev 2): identity by Device reference, by identifier, or by a display that
+        carries a serial number or other identifier (profile patterns), compared case- and
+        whitespace-insensitively; the label is the Device's manufacturer and model when
+        known, else the display, never the raw reference (None: nothing to show)."""
         identity: str | None = None
-        label = device.display
+        display = " ".join((device.display or "").split()) or None
+        label = display
         texts: list[str] = [device.display or ""]
         if device.reference:
             identity = _ref_target(device.reference, urls) or device.reference
@@ -1080,14 +1085,15 @@ class Reader:
                 texts += [dev.manufacturer or "", dev.modelNumber or "", *names]
                 if dev.type is not None:
                     texts.append(dev.type.words())
-                label = (
-                    label
-                    or (names[0] if names else None)
-                    or " ".join(t for t in (dev.manufacturer, dev.modelNumber) if t)
-                    or identity
-                )
+                model = dev.modelNumber or (names[0] if names else None)
+                known = [t for t in (dev.manufacturer, model) if t]
+                if dev.manufacturer and model and dev.manufacturer.lower() in model.lower():
+                    known = [model]  # deviceName "Hologic Horizon A" already names it
+                label = " ".join(known) or label
         elif device.identifier is not None and device.identifier.value:
             identity = f"{device.identifier.system or ''}|{device.identifier.value}"
+        elif display is not None and any(p.search(display) for p in self.p.device_identifiers):
+            identity = f"display|{display.casefold()}"
         words = " ".join(t for t in texts if t).lower()
         manufacturer: Manufacturer = "unknown"
         if words.strip():
@@ -1096,7 +1102,7 @@ class Reader:
                 if needle in words:
                     manufacturer = mf  # type: ignore[assignment]
                     break
-        return Scanner(identity=identity, label=label or identity, manufacturer=manufacturer)
+        return Scanner(identity=identity, label=label, manufacturer=manufacturer)
 
     # -- conditions and procedures
 

@@ -31,7 +31,7 @@ CARD_TOPICS: tuple[str, ...] = (
 TOPIC_PAYLOAD_FIELDS: dict[str, tuple[str, ...]] = {
     "bmd-classification": ("category", "scoreType", "site", "value"),
     "artifact-warning": ("findings",),
-    "bmd-change": ("comparable", "percentChange", "lsc", "significant", "direction"),
+    "bmd-change": ("comparable", "percentChange", "lsc", "significant", "direction", "sites"),
     "tbs": ("tbsCategory", "value"),
     "workup": ("items",),
     "rescan-interval": ("basis", "minMonths", "maxMonths", "dueFrom", "dueTo"),

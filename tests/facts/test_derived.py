@@ -321,7 +321,7 @@ def test_cs_8_draft_order() -> None:
     assert d.last_dxa_date == "2025-01-31"
     assert d.months_since_last_dxa == 21
     assert d.earliest_date == "2026-12-31"
-    assert d.scanner == "Horizon A"
+    assert d.scanner == "Hologic Horizon A"  # CS-1.4 rev 2: manufacturer and model
 
 
 def test_draft_order_date_defaults_to_as_of_and_clamps_month_end() -> None:

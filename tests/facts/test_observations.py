@@ -209,7 +209,7 @@ def test_cs_1_4_bad_date_is_a_data_error() -> None:
 
 def test_cs_1_4_scanner_from_device_resource() -> None:
     a = one(device("d1", "Hologic", "Horizon A"), lumbar_t(-2.0, device="d1"))
-    assert a.scanner == "Horizon A"
+    assert a.scanner == "Hologic Horizon A"  # CS-1.4 rev 2: manufacturer and model
     assert a.manufacturer == "hologic"
 
 
