@@ -565,9 +565,9 @@ class _Builder:
                 )
             else:
                 reason = (
-                    f"no earlier scan on the same scanner; different scanners "
-                    f"({_scanner_words(so)} on {shown.when.date}, {_scanner_words(sn)} on "
-                    f"{new.when.date})"
+                    f"different scanners ({_scanner_words(so)} on {shown.when.date}, "
+                    f"{_scanner_words(sn)} on {new.when.date}); no earlier scan on the "
+                    "latest scan's scanner"
                 )
             out["comparable"] = False
             out["reason"] = reason

@@ -101,7 +101,7 @@ def test_cs_4_1_no_earlier_scan_on_the_latest_device_is_not_comparable() -> None
     )
     assert a.change_comparable is False
     assert a.change_percent is None
-    assert "no earlier scan on the same scanner" in (a.change_reason or "")
+    assert "no earlier scan on the latest scan's scanner" in (a.change_reason or "")
 
 
 # ------------------------------------------------------------------ CS-4.5 total hip
