@@ -72,6 +72,10 @@ _RANGE = re.compile(r"\bL\s*([1-5])\s*(?:-|–|to)\s*L?\s*([1-5])\b", re.IGNOREC
 # ---------------------------------------------------------------------------- records
 
 
+#: A display that is only a relative or absolute FHIR reference ("Device/abc").
+_REFERENCE_TEXT = re.compile(r"^(?:\S*/)?[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+
+
 @dataclass(frozen=True, slots=True)
 class Scanner:
     identity: str | None  # Device/x or identifier system|value; None: not identified
@@ -1075,6 +1079,8 @@ class Reader:
         known, else the display, never the raw reference (None: nothing to show)."""
         identity: str | None = None
         display = " ".join((device.display or "").split()) or None
+        if display is not None and _REFERENCE_TEXT.match(display):
+            display = None  # a reference copied into the display names nothing (CS-1.4)
         label = display
         texts: list[str] = [device.display or ""]
         if device.reference:

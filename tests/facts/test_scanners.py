@@ -159,3 +159,8 @@ def test_cs_4_5_hip_sides_are_not_mixed() -> None:
         observation("46279-6", 0.8, "g/cm2", date="2026-01-10", device="d1"),
     )
     assert a.hip_change_comparable is False
+
+
+def test_cs_1_4_a_reference_copied_into_the_display_names_nothing() -> None:
+    a = one(lumbar_bmd(1.0, device="abc", device_display="Device/abc"))
+    assert a.scanner is None
