@@ -37,6 +37,7 @@ PARAMS: dict[str, int | float] = {
     "nhanes_lumbar_sd": 0.122,
     "dxa_min_interval_months": 23,
     "recent_fracture_months": 12,
+    "current_exam_window_days": 31,
 }
 
 VERTEBRA_SNOMED = {"L1": "61032001", "L2": "53983007", "L3": "55492004", "L4": "71996003"}

@@ -43,13 +43,16 @@ REQUIRED_PARAMS: dict[str, str] = {
     "nhanes_lumbar_sd": "CS-3.8",
     "dxa_min_interval_months": "CS-8.2",
     "recent_fracture_months": "CS-6.4",
+    "current_exam_window_days": "CS-2.5",
 }
 
 ONE = Decimal("0.1")
 TWO = Decimal("0.01")
 THREE = Decimal("0.001")
 AXIAL = ("lumbar-spine", "total-hip", "femoral-neck", "femur")
-SITE_ORDER = {"lumbar-spine": 0, "total-hip": 1, "femoral-neck": 2}
+SITE_ORDER = {"lumbar-spine": 0, "total-hip": 1, "femoral-neck": 2, "forearm": 3}
+#: Sites that set the category (CS-2.5 rev 2: the 1/3 radius too); femur is listed only.
+DIAGNOSTIC = ("lumbar-spine", "total-hip", "femoral-neck", "forearm")
 #: Gap (days) bridged when merging therapy records of one class into a continuous run.
 RUN_GRACE_DAYS = 92
 
@@ -86,6 +89,7 @@ class Params:
     nhanes_sd: Decimal
     dxa_interval: int
     recent_fracture: int
+    exam_window_days: int
     min_vertebrae: int = 2
 
 
@@ -160,6 +164,7 @@ def read_params(params: Mapping[str, Any]) -> Params:
         nhanes_sd=out["nhanes_lumbar_sd"],
         dxa_interval=int(out["dxa_min_interval_months"]),
         recent_fracture=int(out["recent_fracture_months"]),
+        exam_window_days=int(out["current_exam_window_days"]),
         min_vertebrae=min_vertebrae,
     )
 
@@ -396,20 +401,37 @@ class _Builder:
         va: tuple[VertebraAnalysis, list[str]] | None,
         sources: set[str],
     ) -> None:
-        dxa = [mm for mm in self.d.measurements if mm.kind == "dxa" and mm.site in AXIAL]
-        a["has_dxa"] = bool(dxa)
+        every = [
+            mm
+            for mm in self.d.measurements
+            if mm.kind == "dxa" and (mm.site in AXIAL or mm.site == "forearm")
+        ]
+        dxa = [mm for mm in every if mm.site in AXIAL]
+        a["has_dxa"] = bool(every)  # CS-2.5 rev 2: a forearm-only exam is a DXA on record
         tbs = self._latest_tbs()
         if tbs is not None:
             a["tbs"] = float(tbs.value)
             a["tbs_date"] = tbs.when.date.isoformat()
             a["preliminary"] = tbs.preliminary
             sources.add(tbs.ref)
-        if not dxa:
+        if not every:
             return
-        last = max(dxa, key=lambda mm: (mm.when.instant, mm.ref))
-        a["last_dxa_date"] = last.when.date.isoformat()
-        a["months_since_last_dxa"] = whole_months(last.when.date, self.as_of)
+        if dxa:  # the last axial DXA (CS-8.2): a forearm-only exam is not one
+            last = max(dxa, key=lambda mm: (mm.when.instant, mm.ref))
+            a["last_dxa_date"] = a["last_axial_dxa_date"] = last.when.date.isoformat()
+            a["months_since_last_dxa"] = a["months_since_last_axial_dxa"] = whole_months(
+                last.when.date, self.as_of
+            )
+        else:
+            last = max(every, key=lambda mm: (mm.when.instant, mm.ref))
         a["scanner"] = last.scanner.label if last.scanner else None
+        # CS-2.5 rev 2: only the current exam (results within the window of the most
+        # recent DXA date) sets the category; older site results are history.
+        exam = max(mm.when.date for mm in every)
+
+        def current(mm: Measurement) -> bool:
+            return (exam - mm.when.date).days <= self.p.exam_window_days
+
         used: list[Measurement] = []
 
         lt, _ = self._latest("lumbar-spine", "T")
@@ -448,8 +470,15 @@ class _Builder:
         if neck_t is not None:
             used.append(neck_t)
             a["femoral_neck_t"] = float(neck_t.value)
+        forearm_t, _ = self._latest("forearm", "T")
+        if forearm_t is not None:
+            used.append(forearm_t)
+            a["forearm_t"] = float(forearm_t.value)
+            a["forearm_t_date"] = forearm_t.when.date.isoformat()
         hips = [
-            (m_.value, SITE_ORDER[str(m_.site)], m_) for m_ in (hip_t, neck_t) if m_ is not None
+            (m_.value, SITE_ORDER[str(m_.site)], m_)
+            for m_ in (hip_t, neck_t)
+            if m_ is not None and current(m_)
         ]
         lowest_hip: Measurement | None = None
         if hips:
@@ -457,23 +486,41 @@ class _Builder:
             a["lowest_hip_t"] = float(lowest_hip.value)
             a["lowest_hip_site"] = lowest_hip.site
         ts = list(hips)
-        if lt is not None and lumbar_usable:
+        if lt is not None and lumbar_usable and current(lt):
             ts.append((lt.value, 0, lt))
+        if forearm_t is not None and current(forearm_t):
+            ts.append((forearm_t.value, SITE_ORDER["forearm"], forearm_t))
+        shown = [(lt, "lumbar spine"), (hip_t, "total hip"), (neck_t, "femoral neck")]
+        shown.append((forearm_t, "forearm (1/3 radius)"))
+        words = {
+            True: [f"{n} T {m_.value} ({m_.when.date})" for m_, n in shown if m_ and current(m_)],
+            False: [
+                f"{n} T {m_.value} ({m_.when.date})" for m_, n in shown if m_ and not current(m_)
+            ],
+        }
+        if words[True]:
+            a["sites_used"] = "; ".join(words[True])
+        if words[False]:
+            a["sites_history"] = "; ".join(words[False])
         if ts:
             low = min(ts, key=lambda h: (h[0], h[1]))[2]
             a["lowest_t"] = float(low.value)
             a["lowest_t_site"] = low.site
         hip_z, _ = self._latest("total-hip", "Z")
         neck_z, _ = self._latest("femoral-neck", "Z")
-        zs = [(m_.value, SITE_ORDER[str(m_.site)], m_) for m_ in (hip_z, neck_z) if m_ is not None]
+        zs = [
+            (m_.value, SITE_ORDER[str(m_.site)], m_)
+            for m_ in (hip_z, neck_z)
+            if m_ is not None and current(m_)
+        ]
         used += [m_ for m_ in (hip_z, neck_z) if m_ is not None]
-        if lz is not None and self._vertebra_count(lz, va) >= self.p.min_vertebrae:
+        if lz is not None and current(lz) and self._vertebra_count(lz, va) >= self.p.min_vertebrae:
             zs.append((lz.value, 0, lz))
         if zs:
             low = min(zs, key=lambda h: (h[0], h[1]))[2]
             a["lowest_z"] = float(low.value)
             a["lowest_z_site"] = low.site
-        if lt is not None and lumbar_usable and lowest_hip is not None:
+        if lt is not None and lumbar_usable and current(lt) and lowest_hip is not None:
             a["spine_hip_gap"] = float(lt.value - lowest_hip.value)
 
         # NHANES 2005-2014 recomputation (CS-3.8)
@@ -493,7 +540,7 @@ class _Builder:
             used.append(tbs)
         a["preliminary"] = any(mm.preliminary for mm in used)
         sources.update(mm.ref for mm in used)
-        sources.update(mm.ref for mm in dxa)
+        sources.update(mm.ref for mm in every)
 
     def _latest_tbs(self) -> Measurement | None:
         cands = [mm for mm in self.d.measurements if mm.kind == "tbs"]

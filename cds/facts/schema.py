@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Sex = Literal["female", "male", "other", "unknown"]
 MenopausalStatus = Literal["premenopausal", "postmenopausal", "unknown", "not-applicable"]
-Site = Literal["lumbar-spine", "total-hip", "femoral-neck"]
+Site = Literal["lumbar-spine", "total-hip", "femoral-neck", "forearm"]
 Manufacturer = Literal["hologic", "ge-lunar", "other", "unknown"]
 Direction = Literal["gain", "loss", "stable"]
 Vertebra = Literal["L1", "L2", "L3", "L4"]
@@ -265,6 +265,29 @@ class Assessment(Fact):
     hip_change_new_bmd: float | None = Field(None, description="newer total hip BMD, g/cm2")
     hip_therapy_between_scans: bool | None = Field(
         None, description="bone-active therapy was taken between the two hip scans"
+    )
+    # --- clin-scans, clinical spec rev 2: CS-2.5 (forearm, current exam, axial DXA)
+    forearm_t: float | None = Field(
+        None, description="latest forearm (1/3 radius, LOINC 38265-5) T-score (CS-2.5)"
+    )
+    forearm_t_date: IsoDate | None = Field(None, description="date of forearm_t")
+    sites_used: str | None = Field(
+        None,
+        description="the sites of the current exam (within current_exam_window_days of the "
+        "most recent DXA) with value and date, in words (CS-2.5)",
+    )
+    sites_history: str | None = Field(
+        None,
+        description="latest site results older than the current exam: history, never the "
+        "category (CS-2.5)",
+    )
+    last_axial_dxa_date: IsoDate | None = Field(
+        None,
+        description="date of the last axial DXA (lumbar spine, hip, femur); a forearm-only "
+        "exam is a DXA on record (has_dxa) but not an axial DXA (CS-2.5, CS-8.2)",
+    )
+    months_since_last_axial_dxa: int | None = Field(
+        None, description="whole months from last_axial_dxa_date to the as-of date"
     )
     significant_loss_any_site: bool = Field(
         False,

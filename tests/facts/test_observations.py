@@ -254,10 +254,12 @@ def test_cs_1_7_femoral_neck_by_configured_code_and_by_text() -> None:
     assert one(by_text).femoral_neck_t == -2.7
 
 
-def test_cs_1_7_femur_and_forearm_are_not_category_sites() -> None:
-    a = one(observation("38263-0", -3.1, "{T-score}"), observation("38265-5", -3.5, "{T-score}"))
+def test_cs_1_7_femur_is_not_a_category_site_the_forearm_is() -> None:
+    a = one(observation("38263-0", -3.1, "{T-score}"))
     assert a.lowest_t is None
     assert a.has_dxa is True  # a femur result is still an axial DXA on record
+    b = one(observation("38263-0", -3.1, "{T-score}"), observation("38265-5", -3.5, "{T-score}"))
+    assert (b.lowest_t, b.lowest_t_site) == (-3.5, "forearm")  # CS-2.5 rev 2
 
 
 def test_unknown_code_is_ignored_with_reason() -> None:

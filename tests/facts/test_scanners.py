@@ -164,3 +164,43 @@ def test_cs_4_5_hip_sides_are_not_mixed() -> None:
 def test_cs_1_4_a_reference_copied_into_the_display_names_nothing() -> None:
     a = one(lumbar_bmd(1.0, device="abc", device_display="Device/abc"))
     assert a.scanner is None
+
+
+# ------------------------------------------------------------------ CS-2.5 rev 2
+
+
+WINDOW = int(PARAMS["current_exam_window_days"])
+
+
+def forearm_t(value: Any, **kw: Any) -> dict[str, Any]:
+    return observation("38265-5", value, "{T-score}", **kw)
+
+
+def test_cs_2_5_forearm_is_a_diagnostic_site() -> None:
+    from tests.fhir_factory import hip_t, lumbar_t
+
+    a = one(lumbar_t(-1.9), hip_t(-2.0), forearm_t(-2.7))
+    assert (a.lowest_t, a.lowest_t_site) == (-2.7, "forearm")
+    assert a.forearm_t == -2.7
+    assert "forearm (1/3 radius) T -2.7 (2026-01-10)" in (a.sites_used or "")
+
+
+@pytest.mark.parametrize(("days", "current"), [(WINDOW, True), (WINDOW + 1, False)])
+def test_cs_2_5_only_the_current_exam_sets_the_category(days: int, current: bool) -> None:
+    from datetime import date, timedelta
+
+    from tests.fhir_factory import hip_t, lumbar_t
+
+    older = (date(2026, 1, 10) - timedelta(days=days)).isoformat()
+    a = one(lumbar_t(-1.5, date="2026-01-10"), hip_t(-2.9, date=older))
+    assert (a.lowest_t == -2.9) is current
+    assert (f"total hip T -2.9 ({older})" in (a.sites_history or "")) is not current
+    assert a.total_hip_t == -2.9  # still reported, with its date in the history
+
+
+def test_cs_2_5_forearm_only_exam_is_a_dxa_but_not_an_axial_dxa() -> None:
+    a = one(forearm_t(-2.1))
+    assert a.has_dxa is True  # CS-10.1 does not fire
+    assert a.last_axial_dxa_date is None  # CS-8.2 counts axial DXAs only
+    assert a.last_dxa_date is None
+    assert a.lowest_t_site == "forearm"
