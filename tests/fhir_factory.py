@@ -52,6 +52,7 @@ PARAMS: dict[str, int | float] = {
     "osteoporosis_t": -2.5,
     "t_score_men_min_age": 50,
     "romosozumab_cv_event_months": 12,
+    "current_exam_window_days": 31,
 }
 
 VERTEBRA_SNOMED = {"L1": "61032001", "L2": "53983007", "L3": "55492004", "L4": "71996003"}

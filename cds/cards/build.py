@@ -2,8 +2,8 @@
 
 Merge (docs/architecture.md, "Cards"): the contributions of a topic are ordered by
 priority (highest first; ties by rule id, then fact id). Scalar payload fields and the
-summary come from the first (the winning rule); the list fields ``findings`` / ``items``
-are the ordered union; the indicator is the most severe; details are joined in that
+summary come from the first (the winning rule); the list fields ``findings`` / ``items`` /
+``sites`` are the ordered union; the indicator is the most severe; details are joined in that
 order; ``evidence`` is the union; ``rule`` is the winner and ``rules`` all of them.
 Suggestions are the union (by label) and become draft ServiceRequests coded from
 ``fhir_profiles/order-codes.json``. Absent values are omitted, never null or empty.
@@ -38,7 +38,7 @@ TOPIC_ORDER: tuple[str, ...] = (
     "rescan-interval",
     "screening",
 )
-LIST_FIELDS: tuple[str, ...] = ("findings", "items")
+LIST_FIELDS: tuple[str, ...] = ("findings", "items", "sites")
 SEVERITY: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
 MAX_SUMMARY = 140  # exclusive: a summary has fewer than 140 characters
 EXTENSION_KEY = "org.osteohooks"

@@ -190,8 +190,52 @@ def contract_problems(card: dict[str, Any]) -> list[str]:
             problems.append(f"{topic} payload {name} must be a code or null")
     if topic == "bmd-change" and not isinstance(ext.get("comparable"), bool):
         problems.append("bmd-change payload lacks boolean comparable")
+    if topic == "bmd-change":
+        problems.extend(_site_problems(ext.get("sites")))
     if topic in ("artifact-warning", "therapy-safety") and not ext.get("findings"):
         problems.append(f"{topic} payload lacks findings")
     if topic == "workup" and not ext.get("items"):
         problems.append("workup payload lacks items")
     return problems
+
+
+#: CS-4.5 (rev 2): the sites a bmd-change card may list, each at most once.
+CHANGE_SITES = ("lumbar-spine", "total-hip")
+
+
+def _site_problems(sites: Any) -> list[str]:
+    """The bmd-change `sites` list of the card contract (rev 2)."""
+    if sites is None:
+        return []
+    if not isinstance(sites, list):
+        return ["bmd-change sites must be a list"]
+    problems: list[str] = []
+    seen: list[Any] = []
+    for i, entry in enumerate(sites):
+        if not isinstance(entry, dict):
+            problems.append(f"bmd-change sites[{i}] is not an object")
+            continue
+        site = entry.get("site")
+        if site not in CHANGE_SITES:
+            problems.append(f"bmd-change sites[{i}].site {site!r} is not in the contract")
+        if site in seen:
+            problems.append(f"bmd-change sites lists {site!r} twice")
+        seen.append(site)
+        extra = sorted(set(entry) - set(CHANGE_SITE_FIELDS))
+        if extra:
+            problems.append(f"bmd-change sites[{i}] has fields outside the contract: {extra}")
+        comparable = entry.get("comparable")
+        if not isinstance(comparable, bool):
+            problems.append(f"bmd-change sites[{i}] lacks boolean comparable")
+        if comparable is True:
+            for key in ("percentChange", "lsc"):
+                if not isinstance(entry.get(key), int | float):
+                    problems.append(f"bmd-change sites[{i}] lacks number {key}")
+            if not isinstance(entry.get("significant"), bool):
+                problems.append(f"bmd-change sites[{i}] lacks boolean significant")
+            if entry.get("direction") not in ("gain", "loss", "stable"):
+                problems.append(f"bmd-change sites[{i}].direction {entry.get('direction')!r}")
+    return problems
+
+
+CHANGE_SITE_FIELDS = ("site", "comparable", "percentChange", "lsc", "significant", "direction")

@@ -2,9 +2,9 @@
 
 All cross-fact arithmetic lives here (durable_rules joins are unsafe, so every relation the
 rules need is precomputed into a single fact). Numbers: values are kept as reported
-(Decimal from the JSON text); differences and percentages are computed with Decimal and
-rounded half-up at the precision the schema documents, so boundaries written in rules
-(-1.0, 1.0, an LSC of 5.3) compare exactly.
+(Decimal from the JSON text); differences, gaps and percentages are computed with Decimal
+and never rounded (CS-1.11), so boundaries written in rules (-1.0, 1.0, an LSC of 5.3)
+compare with the exact value; cards round for display only (the ``against`` filter).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from cds.fhir.read import (
     MedRecord,
     PatientData,
     Reader,
+    Scanner,
     Validation,
 )
 from cds.fhir.trace import Trace
@@ -66,13 +67,16 @@ REQUIRED_PARAMS: dict[str, str] = {
     "osteoporosis_t": "CS-2.7",
     "t_score_men_min_age": "CS-2.7",
     "romosozumab_cv_event_months": "CS-6.4",
+    "current_exam_window_days": "CS-2.5",
 }
 
 ONE = Decimal("0.1")
 TWO = Decimal("0.01")
 THREE = Decimal("0.001")
 AXIAL = ("lumbar-spine", "total-hip", "femoral-neck", "femur")
-SITE_ORDER = {"lumbar-spine": 0, "total-hip": 1, "femoral-neck": 2}
+SITE_ORDER = {"lumbar-spine": 0, "total-hip": 1, "femoral-neck": 2, "forearm": 3}
+#: Sites that set the category (CS-2.5 rev 2: the 1/3 radius too); femur is listed only.
+DIAGNOSTIC = ("lumbar-spine", "total-hip", "femoral-neck", "forearm")
 #: Gap (days) bridged when merging therapy records of one class into a continuous run.
 RUN_GRACE_DAYS = 92
 
@@ -123,6 +127,7 @@ class Params:
     osteoporosis_t: Decimal
     men_t_age: int
     cv_event_months: int
+    exam_window_days: int
     min_vertebrae: int = 2
 
 
@@ -211,6 +216,7 @@ def read_params(params: Mapping[str, Any]) -> Params:
         osteoporosis_t=out["osteoporosis_t"],
         men_t_age=int(out["t_score_men_min_age"]),
         cv_event_months=int(out["romosozumab_cv_event_months"]),
+        exam_window_days=int(out["current_exam_window_days"]),
         min_vertebrae=min_vertebrae,
     )
 
@@ -221,6 +227,13 @@ def round_half_up(value: Decimal, step: Decimal) -> Decimal:
 
 def _f(value: Decimal | None) -> float | None:
     return None if value is None else float(value)
+
+
+def _scanner_words(scanner: Scanner | None) -> str:
+    """A scanner in card words (CS-1.4): never a raw reference."""
+    if scanner is None or not scanner.label:
+        return "scanner not identified"
+    return scanner.label
 
 
 def _iso(d: date | None) -> str | None:
@@ -413,7 +426,7 @@ class _Builder:
             scan_date=scan.isoformat(),
             vertebrae_present=len(levels),
             evaluable_vertebrae=len(remaining),
-            max_adjacent_diff=float(round_half_up(max_diff, ONE)),
+            max_adjacent_diff=float(max_diff),
             discordant_vertebra=excluded[0] if excluded else None,
             values=", ".join(f"{v} {values[v]}" for v in levels),
         )
@@ -446,22 +459,39 @@ class _Builder:
         va: tuple[VertebraAnalysis, list[str]] | None,
         sources: set[str],
     ) -> None:
-        dxa = [mm for mm in self.d.measurements if mm.kind == "dxa" and mm.site in AXIAL]
-        a["has_dxa"] = bool(dxa)
-        # a forearm-only exam is a DXA on record (CS-2.5, CS-10.1 rev 2)
-        a["dxa_on_record"] = any(mm.kind == "dxa" for mm in self.d.measurements)
+        every = [
+            mm
+            for mm in self.d.measurements
+            if mm.kind == "dxa" and (mm.site in AXIAL or mm.site == "forearm")
+        ]
+        dxa = [mm for mm in every if mm.site in AXIAL]
+        a["has_dxa"] = bool(every)  # CS-2.5 rev 2: a forearm-only exam is a DXA on record
+        # any DXA result, forearm included (CS-2.5, CS-10.1 rev 2); has_dxa is the same
+        a["dxa_on_record"] = bool(every)
         tbs = self._latest_tbs()
         if tbs is not None:
             a["tbs"] = float(tbs.value)
             a["tbs_date"] = tbs.when.date.isoformat()
             a["preliminary"] = tbs.preliminary
             sources.add(tbs.ref)
-        if not dxa:
+        if not every:
             return
-        last = max(dxa, key=lambda mm: (mm.when.instant, mm.ref))
-        a["last_dxa_date"] = last.when.date.isoformat()
-        a["months_since_last_dxa"] = whole_months(last.when.date, self.as_of)
+        if dxa:  # the last axial DXA (CS-8.2): a forearm-only exam is not one
+            last = max(dxa, key=lambda mm: (mm.when.instant, mm.ref))
+            a["last_dxa_date"] = a["last_axial_dxa_date"] = last.when.date.isoformat()
+            a["months_since_last_dxa"] = a["months_since_last_axial_dxa"] = whole_months(
+                last.when.date, self.as_of
+            )
+        else:
+            last = max(every, key=lambda mm: (mm.when.instant, mm.ref))
         a["scanner"] = last.scanner.label if last.scanner else None
+        # CS-2.5 rev 2: only the current exam (results within the window of the most
+        # recent DXA date) sets the category; older site results are history.
+        exam = max(mm.when.date for mm in every)
+
+        def current(mm: Measurement) -> bool:
+            return (exam - mm.when.date).days <= self.p.exam_window_days
+
         used: list[Measurement] = []
 
         lt, _ = self._latest("lumbar-spine", "T")
@@ -500,8 +530,15 @@ class _Builder:
         if neck_t is not None:
             used.append(neck_t)
             a["femoral_neck_t"] = float(neck_t.value)
+        forearm_t, _ = self._latest("forearm", "T")
+        if forearm_t is not None:
+            used.append(forearm_t)
+            a["forearm_t"] = float(forearm_t.value)
+            a["forearm_t_date"] = forearm_t.when.date.isoformat()
         hips = [
-            (m_.value, SITE_ORDER[str(m_.site)], m_) for m_ in (hip_t, neck_t) if m_ is not None
+            (m_.value, SITE_ORDER[str(m_.site)], m_)
+            for m_ in (hip_t, neck_t)
+            if m_ is not None and current(m_)
         ]
         lowest_hip: Measurement | None = None
         if hips:
@@ -509,31 +546,49 @@ class _Builder:
             a["lowest_hip_t"] = float(lowest_hip.value)
             a["lowest_hip_site"] = lowest_hip.site
         ts = list(hips)
-        if lt is not None and lumbar_usable:
+        if lt is not None and lumbar_usable and current(lt):
             ts.append((lt.value, 0, lt))
+        if forearm_t is not None and current(forearm_t):
+            ts.append((forearm_t.value, SITE_ORDER["forearm"], forearm_t))
+        shown = [(lt, "lumbar spine"), (hip_t, "total hip"), (neck_t, "femoral neck")]
+        shown.append((forearm_t, "forearm (1/3 radius)"))
+        words = {
+            True: [f"{n} T {m_.value} ({m_.when.date})" for m_, n in shown if m_ and current(m_)],
+            False: [
+                f"{n} T {m_.value} ({m_.when.date})" for m_, n in shown if m_ and not current(m_)
+            ],
+        }
+        if words[True]:
+            a["sites_used"] = "; ".join(words[True])
+        if words[False]:
+            a["sites_history"] = "; ".join(words[False])
         if ts:
             low = min(ts, key=lambda h: (h[0], h[1]))[2]
             a["lowest_t"] = float(low.value)
             a["lowest_t_site"] = low.site
         hip_z, _ = self._latest("total-hip", "Z")
         neck_z, _ = self._latest("femoral-neck", "Z")
-        zs = [(m_.value, SITE_ORDER[str(m_.site)], m_) for m_ in (hip_z, neck_z) if m_ is not None]
+        zs = [
+            (m_.value, SITE_ORDER[str(m_.site)], m_)
+            for m_ in (hip_z, neck_z)
+            if m_ is not None and current(m_)
+        ]
         used += [m_ for m_ in (hip_z, neck_z) if m_ is not None]
-        if lz is not None and self._vertebra_count(lz, va) >= self.p.min_vertebrae:
+        if lz is not None and current(lz) and self._vertebra_count(lz, va) >= self.p.min_vertebrae:
             zs.append((lz.value, 0, lz))
         if zs:
             low = min(zs, key=lambda h: (h[0], h[1]))[2]
             a["lowest_z"] = float(low.value)
             a["lowest_z_site"] = low.site
-        if lt is not None and lumbar_usable and lowest_hip is not None:
-            a["spine_hip_gap"] = float(round_half_up(lt.value - lowest_hip.value, ONE))
+        if lt is not None and lumbar_usable and current(lt) and lowest_hip is not None:
+            a["spine_hip_gap"] = float(lt.value - lowest_hip.value)
 
         # NHANES 2005-2014 recomputation (CS-3.8)
         if lb is not None and self._vertebra_count(lb, va) >= self.p.min_vertebrae:
             mf = lb.scanner.manufacturer if lb.scanner else "unknown"
             if mf in ("hologic", "unknown"):
                 t = (lb.value - self.p.nhanes_mean) / self.p.nhanes_sd
-                a["nhanes_lumbar_t"] = float(round_half_up(t, TWO))
+                a["nhanes_lumbar_t"] = float(t)
                 if mf == "unknown":
                     a["manufacturer_assumed"] = True
                     self.fs.trace.assumptions.append(
@@ -545,7 +600,7 @@ class _Builder:
             used.append(tbs)
         a["preliminary"] = any(mm.preliminary for mm in used)
         sources.update(mm.ref for mm in used)
-        sources.update(mm.ref for mm in dxa)
+        sources.update(mm.ref for mm in every)
 
     def _latest_tbs(self) -> Measurement | None:
         cands = [mm for mm in self.d.measurements if mm.kind == "tbs"]
@@ -558,47 +613,89 @@ class _Builder:
     # -- change between scans (CS-4)
 
     def _change(self, a: dict[str, Any], sources: set[str]) -> None:
-        _, cands = self._latest("lumbar-spine", "BMD")
+        lumbar = self._site_change("lumbar-spine", self.p.lsc_lumbar, sources)
+        if lumbar is not None:
+            a.update({f"change_{k}": v for k, v in lumbar.items() if k != "therapy_between"})
+            a["therapy_between_scans"] = lumbar["therapy_between"]
+        hip = self._site_change("total-hip", self.p.lsc_hip, sources)
+        if hip is not None:
+            a.update({f"hip_change_{k}": v for k, v in hip.items() if k != "therapy_between"})
+            a["hip_therapy_between_scans"] = hip["therapy_between"]
+        losses = [c for c in (lumbar, hip) if c is not None and c.get("direction") == "loss"]
+        # CS-4.5: "significant loss" (CS-4.4, 7.2, 8.2) holds when either site's loss is
+        a["significant_loss_any_site"] = bool(losses)
+        a["significant_loss_on_therapy"] = any(c["therapy_between"] for c in losses)
+
+    def _site_change(self, site: str, lsc: Decimal, sources: set[str]) -> dict[str, Any] | None:
+        """BMD change at one site (CS-4.1, CS-4.5): the most recent scan against the most
+        recent earlier scan on the same identified scanner (and, at the hip, the same
+        side); scans on other scanners in between are skipped and named."""
+        _, cands = self._latest(site, "BMD")
         by_date: dict[date, Measurement] = {}
-        for mm in sorted(cands, key=lambda x: x.ref):
+        for mm in sorted(cands, key=lambda x: (x.value, x.ref)):
             if mm.vertebra_count is not None and mm.vertebra_count < self.p.min_vertebrae:
                 continue
             by_date.setdefault(mm.when.date, mm)
         scans = [by_date[k] for k in sorted(by_date)]
         if len(scans) < 2:
-            return
-        old, new = scans[-2], scans[-1]
-        sources.update((old.ref, new.ref))
-        a["change_available"] = True
-        a["change_old_date"] = old.when.date.isoformat()
-        a["change_new_date"] = new.when.date.isoformat()
-        a["change_old_bmd"] = float(old.value)
-        a["change_new_bmd"] = float(new.value)
-        a["change_lsc"] = float(self.p.lsc_lumbar)
-        between = self._therapy_between(old.when.date, new.when.date)
-        a["therapy_between_scans"] = between
-        so, sn = old.scanner, new.scanner
-        reason = None
-        if so is None or so.identity is None:
-            reason = f"the scanner of the {old.when.date} scan is not identified"
-        elif sn is None or sn.identity is None:
-            reason = f"the scanner of the {new.when.date} scan is not identified"
-        elif so.identity != sn.identity:
-            reason = (
-                f"different scanners ({so.label or so.identity} on {old.when.date}, "
-                f"{sn.label or sn.identity} on {new.when.date})"
+            return None
+        new = scans[-1]
+        sn = new.scanner
+        old: Measurement | None = None
+        skipped: list[Measurement] = []
+        if sn is not None and sn.identity is not None:
+            for mm in reversed(scans[:-1]):
+                same = mm.scanner is not None and mm.scanner.identity == sn.identity
+                if same and mm.side == new.side:
+                    old = mm
+                    break
+                skipped.append(mm)
+        shown = old if old is not None else scans[-2]
+        sources.update((shown.ref, new.ref))
+        out: dict[str, Any] = {
+            "available": True,
+            "old_date": shown.when.date.isoformat(),
+            "new_date": new.when.date.isoformat(),
+            "old_bmd": float(shown.value),
+            "new_bmd": float(new.value),
+            "lsc": float(lsc),
+            "therapy_between": self._therapy_between(shown.when.date, new.when.date),
+        }
+        if old is None:
+            so = shown.scanner
+            if sn is None or sn.identity is None:
+                reason = f"the scanner of the {new.when.date} scan is not identified"
+            elif so is None or so.identity is None:
+                reason = (
+                    f"no earlier scan on the same scanner ({_scanner_words(sn)}); the scanner "
+                    f"of the {shown.when.date} scan is not identified"
+                )
+            else:
+                reason = (
+                    f"different scanners ({_scanner_words(so)} on {shown.when.date}, "
+                    f"{_scanner_words(sn)} on {new.when.date}); no earlier scan on the "
+                    "latest scan's scanner"
+                )
+            out["comparable"] = False
+            out["reason"] = reason
+            return out
+        if skipped:
+            sources.update(mm.ref for mm in skipped)
+            dates = ", ".join(
+                f"{mm.when.date} ({_scanner_words(mm.scanner)})" for mm in reversed(skipped)
             )
-        if reason is not None:
-            a["change_comparable"] = False
-            a["change_reason"] = reason
-            return
-        a["change_comparable"] = True
-        pct = round_half_up((new.value - old.value) / old.value * 100, ONE)
-        significant = abs(pct) >= self.p.lsc_lumbar
-        a["change_percent"] = float(pct)
-        a["change_significant"] = significant
-        a["change_direction"] = ("gain" if pct > 0 else "loss") if significant else "stable"
-        a["significant_loss_on_therapy"] = bool(significant and pct < 0 and between)
+            out["skipped"] = (
+                f"The scan{'s' if len(skipped) > 1 else ''} of {dates} in between "
+                f"{'were' if len(skipped) > 1 else 'was'} made on another scanner and "
+                "not compared (CS-4.1)."
+            )
+        out["comparable"] = True
+        pct = (new.value - old.value) / old.value * 100  # exact (CS-1.11)
+        significant = abs(pct) >= lsc
+        out["percent"] = float(pct)
+        out["significant"] = significant
+        out["direction"] = ("gain" if pct > 0 else "loss") if significant else "stable"
+        return out
 
     # -- therapy (CS-1.8, CS-1.9, CS-7, CS-9)
 
@@ -929,7 +1026,7 @@ class _Builder:
         if len(heights) >= 2:
             latest = heights[-1]
             tallest = max(mm.value for mm in heights)
-            a["height_loss_cm"] = float(round_half_up(max(tallest - latest.value, Decimal(0)), ONE))
+            a["height_loss_cm"] = float(max(tallest - latest.value, Decimal(0)))
             sources.update(mm.ref for mm in heights)
         alps = sorted(
             (mm for mm in d.measurements if mm.kind == "alp"),

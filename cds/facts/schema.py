@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Sex = Literal["female", "male", "other", "unknown"]
 MenopausalStatus = Literal["premenopausal", "postmenopausal", "unknown", "not-applicable"]
-Site = Literal["lumbar-spine", "total-hip", "femoral-neck"]
+Site = Literal["lumbar-spine", "total-hip", "femoral-neck", "forearm"]
 Manufacturer = Literal["hologic", "ge-lunar", "other", "unknown"]
 Direction = Literal["gain", "loss", "stable"]
 Vertebra = Literal["L1", "L2", "L3", "L4"]
@@ -103,11 +103,12 @@ class Assessment(Fact):
     lowest_z: float | None = Field(None, description="lowest usable Z-score")
     lowest_z_site: Site | None = Field(None, description="site that gave lowest_z")
     spine_hip_gap: float | None = Field(
-        None, description="lumbar T-score minus lowest hip T-score (positive: spine higher)"
+        None,
+        description="lumbar T-score minus lowest hip T-score (positive: spine higher), exact",
     )
     nhanes_lumbar_t: float | None = Field(
         None,
-        description="lumbar T-score recomputed against NHANES 2005-2014 (CS-3.8), 2 decimals; "
+        description="lumbar T-score recomputed against NHANES 2005-2014 (CS-3.8), exact (CS-1.11); "
         "absent for GE Lunar scans or without lumbar BMD",
     )
     manufacturer_assumed: bool = Field(
@@ -129,7 +130,7 @@ class Assessment(Fact):
         None, description="why the scans are not comparable (words for the card)"
     )
     change_percent: float | None = Field(
-        None, description="(new - old) / old x 100 of lumbar BMD, 1 decimal"
+        None, description="(new - old) / old x 100 of lumbar BMD, exact (CS-1.11)"
     )
     change_lsc: float | None = Field(None, description="the LSC (percent) that applies")
     change_significant: bool | None = Field(
@@ -146,7 +147,9 @@ class Assessment(Fact):
         None, description="bone-active therapy was taken between the two scans"
     )
     significant_loss_on_therapy: bool = Field(
-        False, description="significant lumbar BMD loss while on bone-active therapy (CS-4.4)"
+        False,
+        description="significant BMD loss at either site (lumbar spine or total hip) while "
+        "on bone-active therapy (CS-4.4, CS-4.5)",
     )
 
     # Conditions and findings (CS-1.10, CS-3)
@@ -336,6 +339,69 @@ class Assessment(Fact):
         False,
         description="a myocardial infarction or stroke within the configured months (CS-6.4)",
     )
+    # --- clin-scans, clinical spec rev 2: CS-1.4, CS-4.1, CS-4.5 (same-device pairs, hip)
+    change_skipped: str | None = Field(
+        None,
+        description="lumbar scans between the compared pair that were made on another "
+        "scanner and not compared (words for the card, CS-4.1)",
+    )
+    hip_change_available: bool = Field(
+        False, description="two or more total hip BMD results are on record (CS-4.5)"
+    )
+    hip_change_comparable: bool | None = Field(
+        None, description="the latest total hip scan has an earlier one on the same scanner"
+    )
+    hip_change_reason: str | None = Field(
+        None, description="why the total hip change is not comparable (words for the card)"
+    )
+    hip_change_skipped: str | None = Field(
+        None, description="total hip scans between the pair made on another scanner"
+    )
+    hip_change_percent: float | None = Field(
+        None, description="(new - old) / old x 100 of total hip BMD, exact (CS-1.11)"
+    )
+    hip_change_lsc: float | None = Field(None, description="the total hip LSC (percent)")
+    hip_change_significant: bool | None = Field(
+        None, description="|hip_change_percent| >= hip_change_lsc (only when comparable)"
+    )
+    hip_change_direction: Direction | None = Field(
+        None, description="gain or loss when significant, otherwise stable"
+    )
+    hip_change_old_date: IsoDate | None = Field(None, description="date of the older hip scan")
+    hip_change_new_date: IsoDate | None = Field(None, description="date of the newer hip scan")
+    hip_change_old_bmd: float | None = Field(None, description="older total hip BMD, g/cm2")
+    hip_change_new_bmd: float | None = Field(None, description="newer total hip BMD, g/cm2")
+    hip_therapy_between_scans: bool | None = Field(
+        None, description="bone-active therapy was taken between the two hip scans"
+    )
+    # --- clin-scans, clinical spec rev 2: CS-2.5 (forearm, current exam, axial DXA)
+    forearm_t: float | None = Field(
+        None, description="latest forearm (1/3 radius, LOINC 38265-5) T-score (CS-2.5)"
+    )
+    forearm_t_date: IsoDate | None = Field(None, description="date of forearm_t")
+    sites_used: str | None = Field(
+        None,
+        description="the sites of the current exam (within current_exam_window_days of the "
+        "most recent DXA) with value and date, in words (CS-2.5)",
+    )
+    sites_history: str | None = Field(
+        None,
+        description="latest site results older than the current exam: history, never the "
+        "category (CS-2.5)",
+    )
+    last_axial_dxa_date: IsoDate | None = Field(
+        None,
+        description="date of the last axial DXA (lumbar spine, hip, femur); a forearm-only "
+        "exam is a DXA on record (has_dxa) but not an axial DXA (CS-2.5, CS-8.2)",
+    )
+    months_since_last_axial_dxa: int | None = Field(
+        None, description="whole months from last_axial_dxa_date to the as-of date"
+    )
+    significant_loss_any_site: bool = Field(
+        False,
+        description="significant BMD loss at the lumbar spine or the total hip, same-scanner "
+        "pairs (CS-4.5; the 'significant loss' of CS-4.4, CS-7.2 and CS-8.2)",
+    )
 
 
 class VertebraAnalysis(Fact):
@@ -347,7 +413,7 @@ class VertebraAnalysis(Fact):
         description="vertebrae left after excluding those discordant with a neighbour"
     )
     max_adjacent_diff: float = Field(
-        description="largest T-score difference between adjacent vertebrae, 1 decimal"
+        description="largest T-score difference between adjacent vertebrae, exact (CS-1.11)"
     )
     discordant_vertebra: Vertebra | None = Field(
         None, description="the vertebra that differs most from its neighbours"

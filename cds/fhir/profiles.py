@@ -17,7 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from cds.fhir.models import CodeableConcept, Coding
 
@@ -282,6 +282,18 @@ class _MfrFile(_Strict):
     description: str
     evidence: list[str]
     patterns: list[_MfrPattern]
+    #: CS-1.4 rev 2: regular expressions; a device display matching one identifies a device
+    display_identifier_patterns: list[str] = []
+
+    @field_validator("display_identifier_patterns")
+    @classmethod
+    def _regexes(cls, patterns: list[str]) -> list[str]:
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {p!r} ({exc})") from None
+        return patterns
 
 
 class OrderCode(CodeEntry):
@@ -432,6 +444,7 @@ class Profiles:
     contrast_text: tuple[str, ...]
     dxa_orders: CodeList
     manufacturers: tuple[tuple[str, str], ...]
+    device_identifiers: tuple[re.Pattern[str], ...]
     order_codes: dict[str, OrderCode]
     card_topic_system: str
     card_topics: dict[str, str]
@@ -626,6 +639,7 @@ def _build(folder: Path) -> Profiles:
         contrast_text=tuple(t.lower() for t in contrast.text_patterns),
         dxa_orders=CodeList.of(orders.codes),
         manufacturers=tuple((p.contains.lower(), p.manufacturer) for p in mfr.patterns),
+        device_identifiers=tuple(re.compile(p) for p in mfr.display_identifier_patterns),
         order_codes=dict(order_codes.orders),
         card_topic_system=topics.system,
         card_topics={k: v.display for k, v in topics.topics.items()},

@@ -75,6 +75,10 @@ _RANGE = re.compile(r"\bL\s*([1-5])\s*(?:-|–|to)\s*L?\s*([1-5])\b", re.IGNOREC
 # ---------------------------------------------------------------------------- records
 
 
+#: A display that is only a relative or absolute FHIR reference ("Device/abc").
+_REFERENCE_TEXT = re.compile(r"^(?:\S*/)?[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+
+
 @dataclass(frozen=True, slots=True)
 class Scanner:
     identity: str | None  # Device/x or identifier system|value; None: not identified
@@ -1115,8 +1119,15 @@ class Reader:
     def _read_scanner(
         self, device: m.Reference, devices: Mapping[str, m.Resource], urls: dict[str, str]
     ) -> Scanner:
+        """CS-1.4 (rev 2): identity by Device reference, by identifier, or by a display that
+        carries a serial number or other identifier (profile patterns), compared case- and
+        whitespace-insensitively; the label is the Device's manufacturer and model when
+        known, else the display, never the raw reference (None: nothing to show)."""
         identity: str | None = None
-        label = device.display
+        display = " ".join((device.display or "").split()) or None
+        if display is not None and _REFERENCE_TEXT.match(display):
+            display = None  # a reference copied into the display names nothing (CS-1.4)
+        label = display
         texts: list[str] = [device.display or ""]
         if device.reference:
             identity = _ref_target(device.reference, urls) or device.reference
@@ -1126,14 +1137,15 @@ class Reader:
                 texts += [dev.manufacturer or "", dev.modelNumber or "", *names]
                 if dev.type is not None:
                     texts.append(dev.type.words())
-                label = (
-                    label
-                    or (names[0] if names else None)
-                    or " ".join(t for t in (dev.manufacturer, dev.modelNumber) if t)
-                    or identity
-                )
+                model = dev.modelNumber or (names[0] if names else None)
+                known = [t for t in (dev.manufacturer, model) if t]
+                if dev.manufacturer and model and dev.manufacturer.lower() in model.lower():
+                    known = [model]  # deviceName "Hologic Horizon A" already names it
+                label = " ".join(known) or label
         elif device.identifier is not None and device.identifier.value:
             identity = f"{device.identifier.system or ''}|{device.identifier.value}"
+        elif display is not None and any(p.search(display) for p in self.p.device_identifiers):
+            identity = f"display|{display.casefold()}"
         words = " ".join(t for t in texts if t).lower()
         manufacturer: Manufacturer = "unknown"
         if words.strip():
@@ -1142,7 +1154,7 @@ class Reader:
                 if needle in words:
                     manufacturer = mf  # type: ignore[assignment]
                     break
-        return Scanner(identity=identity, label=label or identity, manufacturer=manufacturer)
+        return Scanner(identity=identity, label=label, manufacturer=manufacturer)
 
     # -- conditions and procedures
 

@@ -38,7 +38,7 @@ TOPIC_PAYLOAD_FIELDS: dict[str, tuple[str, ...]] = {
         "clinicalBasis",  # CS-2.7 rev 2
     ),
     "artifact-warning": ("findings",),
-    "bmd-change": ("comparable", "percentChange", "lsc", "significant", "direction"),
+    "bmd-change": ("comparable", "percentChange", "lsc", "significant", "direction", "sites"),
     "tbs": ("tbsCategory", "value"),
     "workup": ("items",),
     "rescan-interval": ("basis", "minMonths", "maxMonths", "dueFrom", "dueTo"),

@@ -15,7 +15,7 @@ from cds.rules.facttypes import FactType, input_fact_types
 from cds.rules.model import DerivedFact, EvidenceRegistry, Parameter, Rule, RuleFile
 from cds.rules.source import Loc, Source, display_path, read_yaml
 from cds.rules.structure import validate_structure
-from cds.rules.templates import Renderer, TemplateCache, filled_read
+from cds.rules.templates import MARKDOWN_KEYS, Renderer, TemplateCache, filled_read
 from cds.rules.validate import (
     Context,
     build_derived,
@@ -384,16 +384,16 @@ def _load(
 def _precompile_templates(ruleset: RuleSet) -> None:
     """Compile every template once now, so evaluation never parses text."""
 
-    def walk(value: Any) -> None:
+    def walk(value: Any, markdown: bool = False) -> None:
         if isinstance(value, str):
             if "{{" in value or "{%" in value:
-                ruleset.templates.get(value)
+                ruleset.templates.get(value, markdown)
         elif isinstance(value, list):
             for item in value:
-                walk(item)
+                walk(item, markdown)
         elif isinstance(value, dict):
-            for item in value.values():
-                walk(item)
+            for key, item in value.items():
+                walk(item, markdown or key in MARKDOWN_KEYS)
 
     for rule in ruleset.rules:
         if rule.then.card is not None:

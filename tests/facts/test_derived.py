@@ -4,6 +4,8 @@ DXA and draft orders (CS-8). Boundaries exactly at the values the spec names."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from cds.facts.schema import DraftOrder, VertebraAnalysis
@@ -173,7 +175,7 @@ def test_cs_4_2_just_below_the_lsc_is_not() -> None:
 
 def test_cs_4_2_gain() -> None:
     a = one(*_scans(0.800, 0.850))
-    assert a.change_percent == 6.3
+    assert a.change_percent == 6.25  # exact (CS-1.11): shown rounded only in card text
     assert a.change_direction == "gain"
     assert (a.change_old_bmd, a.change_new_bmd) == (0.8, 0.85)
     assert (a.change_old_date, a.change_new_date) == ("2024-01-10", "2026-01-10")
@@ -267,9 +269,11 @@ def test_cs_3_8_examples(bmd: float, t: float) -> None:
     assert a.manufacturer_assumed is False
 
 
-def test_cs_3_8_two_decimals_half_up() -> None:
-    # (0.9 - 1.065) / 0.122 = -1.352459...
-    assert one(device("d1"), lumbar_bmd(0.9, device="d1")).nhanes_lumbar_t == -1.35
+def test_cs_3_8_not_rounded() -> None:
+    # (0.9 - 1.065) / 0.122 = -1.352459..., kept unrounded (CS-1.11)
+    mean, sd = (Decimal(str(PARAMS[k])) for k in ("nhanes_lumbar_mean_bmd", "nhanes_lumbar_sd"))
+    t = one(device("d1"), lumbar_bmd(0.9, device="d1")).nhanes_lumbar_t
+    assert t == float((Decimal("0.9") - mean) / sd)
 
 
 def test_cs_3_8_not_for_ge_lunar() -> None:
@@ -319,7 +323,7 @@ def test_cs_8_draft_order() -> None:
     # CS-8.2 rev 2: Medicare counts the months after the scan's month
     assert d.earliest_date == "2027-01-01"
     assert d.coverage_months == 21
-    assert d.scanner == "Horizon A"
+    assert d.scanner == "Hologic Horizon A"  # CS-1.4 rev 2: manufacturer and model
 
 
 def test_draft_order_date_defaults_to_as_of_and_counts_calendar_months() -> None:
