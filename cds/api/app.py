@@ -540,6 +540,8 @@ async def _answer(
         allowlist=state.settings.fhir_server_allowlist,
         timeout=state.settings.fhir_timeout,
         max_pages=state.settings.fhir_max_pages,
+        deadline=state.settings.fhir_deadline_ms / 1000,
+        max_bytes=state.settings.fhir_max_bytes,
         transport=state.fhir_transport,
     )
     fetch_ms = (time.perf_counter() - fetch_started) * 1000

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 TOKEN = "fhir-access-token-123"
@@ -35,6 +37,13 @@ class FhirServer:
     slow: set[str] = field(default_factory=set)  # resource types that hang
     endless: bool = False  # Observation pages never end
     foreign_next: bool = False  # Observation next link points to another host
+    next_url: str | None = None  # Observation page 1 links to this URL as its next page
+    redirect: str | None = None  # every answer is a 302 to this URL
+    trickle: float = 0.0  # Observation answers one byte per 50 ms over this many seconds
+    huge_bytes: int = 0  # Observation answers a Bundle this large, streamed, no length
+    sent_bytes: int = 0  # bytes of the huge answer actually produced
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)  # Device/{id} reads
+    observation_device: str | None = None  # Observations reference Device/<this>
 
     @property
     def base(self) -> str:
@@ -65,7 +74,11 @@ class FhirServer:
             return JSONResponse(
                 {"resourceType": "OperationOutcome", "issue": []}, status_code=self.fail[rtype]
             )
+        if self.redirect is not None:
+            return Response(status_code=302, headers={"location": self.redirect})
         if rid is not None:
+            if rtype == "Device" and rid in self.devices:
+                return JSONResponse(self.devices[rid])
             if rtype == "Patient" and rid == "pat-1":
                 return JSONResponse(
                     {
@@ -77,8 +90,23 @@ class FhirServer:
                 )
             return JSONResponse({"resourceType": "OperationOutcome", "issue": []}, status_code=404)
         page = int(request.query_params.get("page", "1"))
+        if rtype == "Observation" and self.trickle:
+            return StreamingResponse(self._trickle(), media_type="application/fhir+json")
+        if rtype == "Observation" and self.huge_bytes:
+            return StreamingResponse(self._huge(), media_type="application/fhir+json")
         if rtype == "Observation":
-            obs = {"resourceType": "Observation", "id": f"obs-{page}", "status": "final"}
+            obs: dict[str, Any] = {
+                "resourceType": "Observation",
+                "id": f"obs-{page}",
+                "status": "final",
+            }
+            if self.observation_device:
+                obs["device"] = {
+                    "reference": f"Device/{self.observation_device}",
+                    "display": "Scanner by display",
+                }
+            if self.next_url and page == 1:
+                return JSONResponse(self.bundle([obs], self.next_url))
             if self.foreign_next:
                 return JSONResponse(
                     self.bundle([obs], "http://127.0.0.2:9/fhir/Observation?page=2")
@@ -89,6 +117,25 @@ class FhirServer:
         if rtype == "Condition":
             return JSONResponse(self.bundle([{"resourceType": "Condition", "id": "c-1"}]))
         return JSONResponse(self.bundle([]))
+
+    async def _trickle(self) -> AsyncIterator[bytes]:
+        text = json.dumps(self.bundle([])).encode()
+        pad = b" " * max(0, int(self.trickle / 0.05) - len(text))
+        for byte in pad + text:
+            yield bytes([byte])
+            await asyncio.sleep(0.05)
+
+    async def _huge(self) -> AsyncIterator[bytes]:
+        entry = b'{"resource":{"resourceType":"Observation","status":"final"}},'
+        head = b'{"resourceType":"Bundle","type":"searchset","entry":['
+        yield head
+        self.sent_bytes += len(head)
+        chunk = entry * 1000
+        while self.sent_bytes < self.huge_bytes:
+            yield chunk
+            self.sent_bytes += len(chunk)
+            await asyncio.sleep(0)
+        yield entry[:-1] + b"]}"
 
     def app(self) -> Starlette:
         return Starlette(
