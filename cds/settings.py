@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     fhir_max_bytes: int = Field(
         32 * 1024 * 1024, gt=0, description="largest FHIR answer read (bytes, while streaming)"
     )
+    eval_threads: int = Field(
+        4, ge=1, description="worker threads per process for evaluation and big JSON bodies"
+    )
     jwt_leeway: int = Field(30, ge=0, le=300, description="clock skew allowed on exp/iat, s")
     jwks_cache_ttl: int = Field(300, ge=1, description="seconds a fetched jku JWK Set is kept")
     log_level: str = Field("INFO", description="root log level (JSON logs on stderr)")

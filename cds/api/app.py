@@ -117,6 +117,7 @@ class ServiceState:
     discovery_body: bytes
     fhir_transport: httpx.AsyncBaseTransport | None = None
     today: Callable[[], date] = field(default=lambda: datetime.now(UTC).date())
+    eval_limiter: anyio.CapacityLimiter | None = None
 
 
 def observation_codes(settings: Settings) -> list[str]:
@@ -334,6 +335,7 @@ def _lifespan(
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
+        state.eval_limiter = anyio.CapacityLimiter(state.settings.eval_threads)
         tasks: list[asyncio.Task[None]] = []
 
         def on_sighup() -> None:
@@ -480,6 +482,20 @@ def _json_object(body: bytes, what: str) -> dict[str, Any]:
     return data
 
 
+#: Bodies above this many bytes are parsed and validated in a worker thread: a small body
+#: costs less than the thread hop, a 5 MB one would hold the event loop for tens of ms.
+PARSE_IN_THREAD_BYTES = 64 * 1024
+
+
+async def _parsed(state: ServiceState, model: type[BaseModel], body: bytes, what: str) -> Any:
+    def parse() -> Any:
+        return _validate(model, _json_object(body, what))
+
+    if len(body) <= PARSE_IN_THREAD_BYTES:
+        return parse()
+    return await anyio.to_thread.run_sync(parse, limiter=state.eval_limiter)
+
+
 def _validate(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
     try:
         return model.model_validate(data)
@@ -493,7 +509,7 @@ def _validate(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
 async def _call(state: ServiceState, service_id: str, body: bytes) -> Response:
     started = time.perf_counter()
     hook, _title, _desc = _service(service_id)
-    request: CdsRequest = _validate(CdsRequest, _json_object(body, "CDS Hooks request"))
+    request: CdsRequest = await _parsed(state, CdsRequest, body, "CDS Hooks request")
     try:
         return await _answer(state, service_id, hook, request, started)
     except ApiError as exc:  # a refused call is audited and logged (status and elements only)
@@ -557,13 +573,14 @@ async def _answer(
     evaluator = state.holder.evaluator
     version: str | None = None
     eval_started = time.perf_counter()
-    try:
-        version = evaluator.ruleset_version
+    as_of = state.settings.as_of or state.today()
+
+    def evaluate() -> tuple[Any, list[dict[str, Any]], str]:
         result = evaluator.evaluate(
             _evaluation_input(
                 hook=hook,
                 resources=data.resources,
-                as_of=state.settings.as_of or state.today(),
+                as_of=as_of,
                 patient_id=context.patientId,
                 draft_orders=draft_orders,
                 selections=selections,
@@ -574,6 +591,15 @@ async def _answer(
         cards_json = dumps(cards)
         if _maybe_empty(cards_json):  # cheap scan of the JSON; the exact walk only on a hit
             _no_empty(cards, "cards")
+        return result, cards, cards_json
+
+    try:
+        version = evaluator.ruleset_version
+        # off the event loop (the engine serialises its own access): discovery and other
+        # calls are answered while a big patient is evaluated
+        result, cards, cards_json = await anyio.to_thread.run_sync(
+            evaluate, limiter=state.eval_limiter
+        )
     except Exception:
         log.exception(
             "evaluation failed",
@@ -732,7 +758,7 @@ def _audit(
 
 async def _feedback(state: ServiceState, service_id: str, body: bytes) -> Response:
     _service(service_id)
-    request: FeedbackRequest = _validate(FeedbackRequest, _json_object(body, "feedback object"))
+    request: FeedbackRequest = await _parsed(state, FeedbackRequest, body, "feedback object")
     items = [
         FeedbackItem(
             card=f.card,

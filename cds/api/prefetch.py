@@ -219,7 +219,8 @@ def _resources_of(resources: Sequence[Mapping[str, Any]]) -> list[Mapping[str, A
     out: list[Mapping[str, Any]] = []
     for value in resources:
         if value.get("resourceType") == "Bundle":
-            for entry in value.get("entry") or []:
+            entries = value.get("entry")
+            for entry in entries if isinstance(entries, list) else []:
                 if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
                     out.append(entry["resource"])
         else:
@@ -347,7 +348,8 @@ class _Fetcher:
     def _next_link(self, bundle: Mapping[str, Any]) -> str | None:
         if bundle.get("resourceType") != "Bundle":
             return None
-        for link in bundle.get("link") or []:
+        links = bundle.get("link")
+        for link in links if isinstance(links, list) else []:
             if isinstance(link, dict) and link.get("relation") == "next":
                 url = link.get("url")
                 if not isinstance(url, str):

@@ -240,3 +240,13 @@ def test_logs_of_fallback_fetches_hold_no_patient_id_token_or_url(
     assert "/fhir/" not in text
     assert not any(r.name.startswith(("httpx", "httpcore")) for r in caplog.records)
     assert json.dumps(patient) not in text
+
+
+@pytest.mark.parametrize("entry", [7, "x", {"a": 1}, [1, None, {"resource": 3}]])
+def test_malformed_bundle_entries_do_not_break_the_device_scan(
+    make_client: Callable[..., TestClient], entry: Any
+) -> None:
+    body = patient_view_request()
+    body["prefetch"]["observations"] = {"resourceType": "Bundle", "type": "searchset"}
+    body["prefetch"]["observations"]["entry"] = entry
+    assert make_client().post(PV, json=body).status_code < 500
