@@ -58,7 +58,7 @@ from cds.api.models import (
 )
 from cds.api.ruleset import EvaluatorLike, RuleSetHolder, load_evaluator
 from cds.cards.invariants import empty_elements
-from cds.jsontext import dumps, loads
+from cds.jsontext import dumps, loads, lone_surrogate
 from cds.settings import Settings
 from cds.store import AuditRecord, FeedbackItem, IssuedCard, Store
 
@@ -475,6 +475,20 @@ def _json_object(body: bytes, what: str) -> dict[str, Any]:
         raise ApiError(400, f"The body is not UTF-8 text. Send a {what} as JSON.") from None
     except RecursionError:
         raise ApiError(400, "The body nests JSON too deeply to read.") from None
+    except ValueError as exc:  # Python's limit on integer digits (4300)
+        raise ApiError(
+            400,
+            f"The body holds a number too long to read ({exc}). Send numbers of at most "
+            "4300 digits (FHIR decimals and integers are far shorter).",
+        ) from None
+    where = lone_surrogate(body, data)
+    if where is not None:
+        raise ApiError(
+            400,
+            f"The body holds a lone UTF-16 surrogate escape (\\uD800-\\uDFFF without its "
+            f"pair) at {where}: that is not Unicode text. Send valid UTF-8 strings.",
+            expression=[where],
+        )
     if not isinstance(data, dict):
         raise ApiError(
             400, f"The body must be a JSON object (a {what}), not {type(data).__name__}."
@@ -648,6 +662,7 @@ async def _answer(
             ext["prefetch"] = notes
         body += ',"extension":' + dumps({EXTENSION_KEY: ext})
     body += "}"
+    payload = body.encode()  # before the audit: the audit records what the client gets
     issued = [_issued(card) for card in cards]
     _audit(state, service_id, hook, hook_instance, version, 200, fired, issued, started)
     log.info(
@@ -669,7 +684,7 @@ async def _answer(
             "latencyMs": round((time.perf_counter() - started) * 1000, 2),
         },
     )
-    return Response(body.encode(), media_type=JSON)
+    return Response(payload, media_type=JSON)
 
 
 def _evaluation_input(**kwargs: Any) -> Any:

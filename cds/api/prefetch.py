@@ -25,7 +25,7 @@ import httpx
 from cds.api import urls
 from cds.api.errors import ApiError, issue
 from cds.api.models import FHIR_ID
-from cds.jsontext import loads
+from cds.jsontext import loads, lone_surrogate
 
 log = logging.getLogger("osteohooks.prefetch")
 
@@ -400,6 +400,14 @@ class _Fetcher:
             raise ApiError(
                 422, f"{where}: the FHIR server answered with something that is not JSON"
             ) from None
+        bad = lone_surrogate(raw, body)
+        if bad is not None:
+            raise ApiError(
+                422,
+                f"{where}: the FHIR server's answer holds a lone UTF-16 surrogate at {bad}, "
+                "which is not Unicode text",
+                expression=[where],
+            )
         if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
             raise ApiError(422, f"{where}: the FHIR server answered with JSON that is not FHIR")
         return body
