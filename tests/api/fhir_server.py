@@ -147,7 +147,7 @@ class FhirServer:
 
 
 class RunningServer:
-    def __init__(self, fhir: FhirServer) -> None:
+    def __init__(self, fhir: FhirServer | StoryFhirServer) -> None:
         config = uvicorn.Config(
             fhir.app(), host="127.0.0.1", port=fhir.port, log_level="warning", lifespan="off"
         )
@@ -166,3 +166,80 @@ class RunningServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+@dataclass
+class StoryFhirServer:
+    """A FHIR server holding given resources (a story's): reads `<Type>/{id}`; searches
+    `<Type>?patient=<id>` with `code=` (tokens `code` or `system|code`, comma = or) and
+    `_include=Observation:device`, as the discovery templates use them."""
+
+    resources: list[dict[str, Any]]
+    port: int = field(default_factory=free_port)
+    requests: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/fhir"
+
+    def _read(self, rtype: str, rid: str) -> dict[str, Any] | None:
+        for resource in self.resources:
+            if resource.get("resourceType") == rtype and resource.get("id") == rid:
+                return resource
+        return None
+
+    async def read(self, request: Request) -> Response:
+        self.requests.append((request.url.path, request.url.query))
+        found = self._read(request.path_params["rtype"], request.path_params["rid"])
+        if found is None:
+            return JSONResponse({"resourceType": "OperationOutcome", "issue": []}, status_code=404)
+        return JSONResponse(found)
+
+    async def search(self, request: Request) -> Response:
+        self.requests.append((request.url.path, request.url.query))
+        rtype = request.path_params["rtype"]
+        params = request.query_params
+        known = {"patient", "code", "_include"}
+        if set(params) - known:
+            return JSONResponse({"resourceType": "OperationOutcome", "issue": []}, status_code=400)
+        patient = f"Patient/{params.get('patient')}"
+        codes = [c for c in params.get("code", "").split(",") if c]
+        matches = [
+            r
+            for r in self.resources
+            if r.get("resourceType") == rtype
+            and (r.get("subject") or r.get("patient") or {}).get("reference") == patient
+            and (not codes or self._coded(r, codes))
+        ]
+        entries = [{"resource": r, "search": {"mode": "match"}} for r in matches]
+        if params.get("_include") == "Observation:device" and rtype == "Observation":
+            seen: set[str] = set()
+            for r in matches:
+                ref = (r.get("device") or {}).get("reference", "")
+                if ref.startswith("Device/") and ref not in seen:
+                    seen.add(ref)
+                    device = self._read("Device", ref.removeprefix("Device/"))
+                    if device is not None:
+                        entries.append({"resource": device, "search": {"mode": "include"}})
+        bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+        bundle["total"] = len(matches)
+        if entries:
+            bundle["entry"] = entries
+        return JSONResponse(bundle)
+
+    @staticmethod
+    def _coded(resource: dict[str, Any], codes: list[str]) -> bool:
+        for coding in (resource.get("code") or {}).get("coding") or []:
+            for token in codes:
+                system, _, code = token.rpartition("|")
+                if coding.get("code") == code and (not system or coding.get("system") == system):
+                    return True
+        return False
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/fhir/{rtype}", self.search),
+                Route("/fhir/{rtype}/{rid}", self.read),
+            ]
+        )
