@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from cds.api.app import EVALUATE_IN_THREAD_ENTRIES
 from tests.api.conftest import FakeEvaluator, FakeResult, TestClient, patient_view_request
 
 PV = "/cds-services/bmd-patient-view"
@@ -30,14 +31,23 @@ class HeldEvaluator(FakeEvaluator):
         return super().evaluate(data)
 
 
-def test_discovery_is_answered_while_a_patient_is_evaluated(
+def big_patient_request() -> dict[str, Any]:
+    body = patient_view_request()
+    observation = {"resourceType": "Observation", "status": "final"}
+    body["prefetch"]["observations"]["entry"] = [
+        {"resource": {**observation, "id": f"o{i}"}} for i in range(EVALUATE_IN_THREAD_ENTRIES + 1)
+    ]
+    return body
+
+
+def test_discovery_is_answered_while_a_big_patient_is_evaluated(
     make_client: Callable[..., TestClient],
 ) -> None:
     evaluator = HeldEvaluator()
     client = make_client(evaluator)
     statuses: list[int] = []
     call = threading.Thread(
-        target=lambda: statuses.append(client.post(PV, json=patient_view_request()).status_code)
+        target=lambda: statuses.append(client.post(PV, json=big_patient_request()).status_code)
     )
     call.start()
     assert evaluator.entered.wait(10)
