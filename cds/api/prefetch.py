@@ -14,9 +14,9 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -28,6 +28,7 @@ from cds.api.models import FHIR_ID
 from cds.jsontext import loads, lone_surrogate
 
 log = logging.getLogger("osteohooks.prefetch")
+_T = TypeVar("_T")
 
 # httpx logs every request line at INFO ("HTTP Request: GET .../Patient/<id>") and httpcore
 # the response headers at DEBUG: URLs and headers of fallback fetches hold patient ids.
@@ -202,7 +203,7 @@ async def _fetch_keys(
     patient_id: str,
 ) -> None:
     queries = {k: templates[k].replace(PATIENT_TOKEN, patient_id) for k in keys}
-    pages = await asyncio.gather(*(fetcher.search(k, q) for k, q in queries.items()))
+    pages = await _all([fetcher.search(k, q) for k, q in queries.items()])
     for key, values in zip(queries, pages, strict=True):
         result.fetched.append(key)
         useful = [v for v in values if not _is_outcome(v)]
@@ -210,6 +211,17 @@ async def _fetch_keys(
             result.no_data.append(key)
             result.notes.append(f"{key}: the FHIR server answered with no data")
         result.resources.extend(useful)
+
+
+async def _all(calls: Sequence[Coroutine[Any, Any, _T]]) -> list[_T]:
+    """Run `calls` concurrently; on the first failure the others are cancelled and awaited
+    before it is raised (no request is left running on a closed client)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(call) for call in calls]
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
 
 
 _DEVICE_REF = re.compile(rf"^Device/({FHIR_ID})$")
@@ -265,7 +277,7 @@ async def _fetch_devices(fetcher: _Fetcher, result: PrefetchResult) -> None:
             _devices_unavailable(result, [device_id], "its read from fhirServer failed")
             return None
 
-    got = await asyncio.gather(*(read(d) for d in ids))
+    got = await _all([read(d) for d in ids])
     for device_id, body in zip(ids, got, strict=True):
         if body is None:
             if not any(f"Device/{device_id} " in n for n in result.notes):
