@@ -1,11 +1,15 @@
 """Prefetch: the templates advertised in discovery, and fetching what the client left out.
 
 A key that is missing (or null, when a FHIR server is usable) is fetched from the request's
-`fhirServer` with `fhirAuthorization.access_token`, but only when `fhirServer` starts with an
-entry of `OSTEOHOOKS_FHIR_SERVER_ALLOWLIST`; otherwise no request leaves the service and a
-missing key is a 412. A null key without a usable server means "no data" (CDS Hooks 2.0.1:
-the client sends null when it has nothing). OperationOutcomes in place of a prefetch value
-are "no data" and noted in the returned notes.
+`fhirServer` with `fhirAuthorization.access_token`, but only when `fhirServer` lies within
+an entry of `OSTEOHOOKS_FHIR_SERVER_ALLOWLIST` (`cds.api.urls`: normalised, then matched by
+scheme, host, port and path segment, as is every page and Device URL); otherwise no
+request leaves the service and a missing key is a 412. A null key without a usable server
+means "no data" (CDS Hooks 2.0.1: the client sends null when it has nothing).
+OperationOutcomes in place of a prefetch value are "no data" and noted in the returned
+notes. All fetches of a call share one deadline and each answer is size-bounded while it
+streams; Devices that Observations reference but the data lacks are read (rev 2), or
+noted as not available.
 """
 
 from __future__ import annotations
