@@ -58,7 +58,7 @@ from cds.api.models import (
 )
 from cds.api.ruleset import EvaluatorLike, RuleSetHolder, load_evaluator
 from cds.cards.invariants import empty_elements
-from cds.jsontext import dumps, loads
+from cds.jsontext import dumps, loads, lone_surrogate
 from cds.settings import Settings
 from cds.store import AuditRecord, FeedbackItem, IssuedCard, Store
 
@@ -117,6 +117,7 @@ class ServiceState:
     discovery_body: bytes
     fhir_transport: httpx.AsyncBaseTransport | None = None
     today: Callable[[], date] = field(default=lambda: datetime.now(UTC).date())
+    eval_limiter: anyio.CapacityLimiter | None = None
 
 
 def observation_codes(settings: Settings) -> list[str]:
@@ -334,6 +335,7 @@ def _lifespan(
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
+        state.eval_limiter = anyio.CapacityLimiter(state.settings.eval_threads)
         tasks: list[asyncio.Task[None]] = []
 
         def on_sighup() -> None:
@@ -473,11 +475,39 @@ def _json_object(body: bytes, what: str) -> dict[str, Any]:
         raise ApiError(400, f"The body is not UTF-8 text. Send a {what} as JSON.") from None
     except RecursionError:
         raise ApiError(400, "The body nests JSON too deeply to read.") from None
+    except ValueError as exc:  # Python's limit on integer digits (4300)
+        raise ApiError(
+            400,
+            f"The body holds a number too long to read ({exc}). Send numbers of at most "
+            "4300 digits (FHIR decimals and integers are far shorter).",
+        ) from None
+    where = lone_surrogate(body, data)
+    if where is not None:
+        raise ApiError(
+            400,
+            f"The body holds a lone UTF-16 surrogate escape (\\uD800-\\uDFFF without its "
+            f"pair) at {where}: that is not Unicode text. Send valid UTF-8 strings.",
+            expression=[where],
+        )
     if not isinstance(data, dict):
         raise ApiError(
             400, f"The body must be a JSON object (a {what}), not {type(data).__name__}."
         )
     return data
+
+
+#: Bodies above this many bytes are parsed and validated in a worker thread: a small body
+#: costs less than the thread hop, a 5 MB one would hold the event loop for tens of ms.
+PARSE_IN_THREAD_BYTES = 64 * 1024
+
+
+async def _parsed(state: ServiceState, model: type[BaseModel], body: bytes, what: str) -> Any:
+    def parse() -> Any:
+        return _validate(model, _json_object(body, what))
+
+    if len(body) <= PARSE_IN_THREAD_BYTES:
+        return parse()
+    return await anyio.to_thread.run_sync(parse, limiter=state.eval_limiter)
 
 
 def _validate(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
@@ -493,7 +523,7 @@ def _validate(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
 async def _call(state: ServiceState, service_id: str, body: bytes) -> Response:
     started = time.perf_counter()
     hook, _title, _desc = _service(service_id)
-    request: CdsRequest = _validate(CdsRequest, _json_object(body, "CDS Hooks request"))
+    request: CdsRequest = await _parsed(state, CdsRequest, body, "CDS Hooks request")
     try:
         return await _answer(state, service_id, hook, request, started)
     except ApiError as exc:  # a refused call is audited and logged (status and elements only)
@@ -540,6 +570,8 @@ async def _answer(
         allowlist=state.settings.fhir_server_allowlist,
         timeout=state.settings.fhir_timeout,
         max_pages=state.settings.fhir_max_pages,
+        deadline=state.settings.fhir_deadline_ms / 1000,
+        max_bytes=state.settings.fhir_max_bytes,
         transport=state.fhir_transport,
     )
     fetch_ms = (time.perf_counter() - fetch_started) * 1000
@@ -555,13 +587,14 @@ async def _answer(
     evaluator = state.holder.evaluator
     version: str | None = None
     eval_started = time.perf_counter()
-    try:
-        version = evaluator.ruleset_version
+    as_of = state.settings.as_of or state.today()
+
+    def evaluate() -> tuple[Any, list[dict[str, Any]], str]:
         result = evaluator.evaluate(
             _evaluation_input(
                 hook=hook,
                 resources=data.resources,
-                as_of=state.settings.as_of or state.today(),
+                as_of=as_of,
                 patient_id=context.patientId,
                 draft_orders=draft_orders,
                 selections=selections,
@@ -572,6 +605,18 @@ async def _answer(
         cards_json = dumps(cards)
         if _maybe_empty(cards_json):  # cheap scan of the JSON; the exact walk only on a hit
             _no_empty(cards, "cards")
+        return result, cards, cards_json
+
+    try:
+        version = evaluator.ruleset_version
+        if _entries(data.resources) > EVALUATE_IN_THREAD_ENTRIES:
+            # off the event loop (the engine serialises its own access): discovery and
+            # other calls are answered while a big patient is evaluated
+            result, cards, cards_json = await anyio.to_thread.run_sync(
+                evaluate, limiter=state.eval_limiter
+            )
+        else:  # a typical patient (~1.5 ms) costs less on the loop than a thread hop
+            result, cards, cards_json = evaluate()
     except Exception:
         log.exception(
             "evaluation failed",
@@ -620,6 +665,7 @@ async def _answer(
             ext["prefetch"] = notes
         body += ',"extension":' + dumps({EXTENSION_KEY: ext})
     body += "}"
+    payload = body.encode()  # before the audit: the audit records what the client gets
     issued = [_issued(card) for card in cards]
     _audit(state, service_id, hook, hook_instance, version, 200, fired, issued, started)
     log.info(
@@ -641,7 +687,20 @@ async def _answer(
             "latencyMs": round((time.perf_counter() - started) * 1000, 2),
         },
     )
-    return Response(body.encode(), media_type=JSON)
+    return Response(payload, media_type=JSON)
+
+
+#: Patients with more resources than this are evaluated in a worker thread.
+EVALUATE_IN_THREAD_ENTRIES = 200
+
+
+def _entries(resources: list[dict[str, Any]]) -> int:
+    """Resources to evaluate: a Bundle counts its entries, anything else one."""
+    total = 0
+    for value in resources:
+        entry = value.get("entry") if value.get("resourceType") == "Bundle" else None
+        total += len(entry) if isinstance(entry, list) else 1
+    return total
 
 
 def _evaluation_input(**kwargs: Any) -> Any:
@@ -730,7 +789,7 @@ def _audit(
 
 async def _feedback(state: ServiceState, service_id: str, body: bytes) -> Response:
     _service(service_id)
-    request: FeedbackRequest = _validate(FeedbackRequest, _json_object(body, "feedback object"))
+    request: FeedbackRequest = await _parsed(state, FeedbackRequest, body, "feedback object")
     items = [
         FeedbackItem(
             card=f.card,

@@ -74,8 +74,26 @@ SESSION_RULE = "$session"
 _ACTION = re.compile(r'^\{\s*"([^"\\]*)"\s*:\s*\{\s*"m"\s*:\s*\{\s*"id"\s*:\s*"([^"\\]*)"')
 
 
-#: Engine messages as compact JSON text (orjson: ~2 instead of ~15 us for a batch).
-_encode = dumps
+#: durable_rules' JSON reader refuses a number with an exponent but no fraction (`1e+16`,
+#: `1e-07`, `5e-324`: error 204), which is how orjson writes such floats; it reads
+#: `1.0e+16`. A string token is matched whole, so text inside strings is never changed.
+_EXPONENT_HINT = re.compile(r"\d[eE][-+]?\d")
+_BARE_EXPONENT = re.compile(r'"(?:[^"\\]|\\.)*"|(?<![\d.])(-?\d+)([eE][-+]?\d+)')
+
+
+def _fraction(match: re.Match[str]) -> str:
+    if match.group(1) is None:
+        return match.group(0)
+    return f"{match.group(1)}.0{match.group(2)}"
+
+
+def _encode(value: Any) -> str:
+    """Engine messages as compact JSON text (orjson: ~2 instead of ~15 us for a batch),
+    every exponent number given the fraction durable_rules needs."""
+    text = dumps(value)
+    if _EXPONENT_HINT.search(text) is None:
+        return text
+    return _BARE_EXPONENT.sub(_fraction, text)
 
 
 class EngineError(RuntimeError):

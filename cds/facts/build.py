@@ -13,7 +13,7 @@ import itertools
 import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
@@ -719,7 +719,8 @@ class _Builder:
         )
         runs: list[_Run] = []
         for s, e, ref in spans:
-            if runs and s <= runs[-1].end + timedelta(days=RUN_GRACE_DAYS):
+            # a difference, not end + grace: an end at 9999-12-31 must not overflow
+            if runs and (s - runs[-1].end).days <= RUN_GRACE_DAYS:
                 runs[-1].end = max(runs[-1].end, e)
                 runs[-1].refs.append(ref)
             else:
