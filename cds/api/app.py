@@ -98,6 +98,12 @@ USAGE = (
     "payload at extension['org.osteohooks']."
 )
 
+BASE_URL_REQUIRED = (
+    "OSTEOHOOKS_AUTH=jwt needs OSTEOHOOKS_BASE_URL, the public URL the EHR calls (e.g. "
+    "https://cds.example.org): a JWT's aud is checked against it, never against the Host or "
+    "X-Forwarded-Proto of the request, which a caller can choose"
+)
+
 NO_AUTH_WARNING = (
     "WARNING: AUTHENTICATION IS OFF (OSTEOHOOKS_AUTH=none): development only, never expose "
     "this service to patient data. "
@@ -211,7 +217,8 @@ class RequestGuard:
         if token is None:
             log.debug("401: no bearer token", extra={"reason": "no-bearer", "path": path})
             return False
-        base = self.state.settings.base_url or _request_base(scope, headers)
+        base = self.state.settings.base_url
+        assert base is not None  # create_app refuses JWT auth without OSTEOHOOKS_BASE_URL
         audiences = [base + path.rstrip("/")]
         parts = path.rstrip("/").split("/")
         if len(parts) == 4 and parts[3] == "feedback":  # aud may name the service itself
@@ -226,12 +233,6 @@ class RequestGuard:
             return False
         scope.setdefault("state", {})["jwt_iss"] = claims.get("iss")
         return True
-
-
-def _request_base(scope: Scope, headers: Mapping[str, str]) -> str:
-    scheme = headers.get("x-forwarded-proto") or scope.get("scheme", "http")
-    host = headers.get("host") or "localhost"
-    return f"{scheme}://{host}{scope.get('root_path', '')}".rstrip("/")
 
 
 def _replay(body: bytes) -> Receive:
@@ -261,17 +262,25 @@ def create_app(
 ) -> FastAPI:
     """Build the service. `evaluator` defaults to the rules in `settings.rules`."""
     settings = settings or Settings()
+    if settings.auth == "jwt" and settings.base_url is None:
+        raise ValueError(BASE_URL_REQUIRED)
+    issuers = None
     if verifier is None and settings.auth == "jwt":
         if settings.trusted_issuers is None:
             raise ValueError(
                 "OSTEOHOOKS_AUTH=jwt needs OSTEOHOOKS_TRUSTED_ISSUERS (a JSON file of trusted "
                 "issuers and their keys); set OSTEOHOOKS_AUTH=none only for development"
             )
+        issuers = load_trusted_issuers(settings.trusted_issuers)
+    store = store or Store(settings.database_url)
+    if issuers is not None:
         verifier = JwtVerifier(
-            load_trusted_issuers(settings.trusted_issuers),
+            issuers,
             tenants=settings.trusted_tenants,
             leeway=settings.jwt_leeway,
+            max_lifetime=settings.jwt_max_lifetime,
             jwks_ttl=settings.jwks_cache_ttl,
+            replay=store,  # one jti guard for every worker and instance on this database
         )
     if settings.auth == "none":
         verifier = None
@@ -279,12 +288,6 @@ def create_app(
             "AUTHENTICATION IS OFF (OSTEOHOOKS_AUTH=none): any caller can use this service. "
             "Development only.",
             extra={"event": "auth-off"},
-        )
-    elif settings.base_url is None:
-        log.warning(
-            "OSTEOHOOKS_BASE_URL is not set: the JWT aud is checked against the URL the "
-            "request came in on (Host header); set it to the public URL in production",
-            extra={"event": "base-url-unset"},
         )
     if evaluator is None:  # after the configuration checks: compiling rules takes a while
         holder = RuleSetHolder(load_evaluator(settings.rules), settings.rules)
@@ -295,7 +298,7 @@ def create_app(
     state = ServiceState(
         settings=settings,
         holder=holder,
-        store=store or Store(settings.database_url),
+        store=store,
         verifier=verifier,
         templates=templates,
         discovery_body=json.dumps(discovery.dump(), separators=(",", ":")).encode(),

@@ -7,6 +7,10 @@ Tables (no PHI: ids of rules, topics, card uuids, hookInstance, timings):
   feedback, which names only the card uuid, can be stored with the card's rule and topic.
 - `feedback`: one row per distinct feedback item; sending the same item again is a no-op
   (idempotent on card uuid, outcome, accepted suggestions and outcome time).
+- `jwt_jti`: one row per JWT accepted (a digest of iss and jti, and when it expires), the
+  replay guard shared by every worker and every instance on the database; `claim_jti` is
+  one atomic statement (insert, or take over an expired row, else nothing), expired rows
+  are purged as new ones come.
 
 Audit rows are written by a background thread in batches, off the request path;
 `flush()` waits until everything queued is committed (feedback calls it first).
@@ -34,6 +38,7 @@ from sqlalchemy import (
     String,
     Text,
     create_engine,
+    delete,
     event,
     insert,
     select,
@@ -74,6 +79,13 @@ class IssuedCardRow(Base):
     topic: Mapped[str | None] = mapped_column(String(64))
     ruleset_version: Mapped[str | None] = mapped_column(String(128))
     issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class JtiRow(Base):
+    __tablename__ = "jwt_jti"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires: Mapped[float] = mapped_column(Float, index=True)
 
 
 class FeedbackRow(Base):
@@ -136,6 +148,7 @@ class FeedbackItem:
 
 
 _STOP = object()
+JTI_PURGE_EVERY = 500  # claims between deletions of expired jti rows
 BATCH_WINDOW = 0.02  # seconds the writer waits to gather more audit records per commit
 
 
@@ -151,6 +164,7 @@ class Store:
         self._writer = threading.Thread(target=self._write_loop, name="audit-writer", daemon=True)
         self._writer.start()
         self._closed = False
+        self._claims = 0
 
     # ------------------------------------------------------------------ audit
 
@@ -248,6 +262,29 @@ class Store:
             if hook_instance is not None:
                 query = query.where(AuditRow.hook_instance == hook_instance)
             return list(session.scalars(query))
+
+    # ------------------------------------------------------------------ JWT replay
+
+    def claim_jti(self, key: str, expires: float, now: float) -> bool:
+        """Take a jti key for good until `expires` (epoch seconds): True when it was free
+        (never seen, or its earlier token expired), False for a replay. One statement, so
+        two workers or two instances racing on one key cannot both win."""
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
+        statement = upsert(JtiRow).values(key=key, expires=expires)
+        statement = statement.on_conflict_do_update(
+            index_elements=[JtiRow.key],
+            set_={"expires": statement.excluded.expires},
+            where=JtiRow.expires < now,
+        )
+        with self.engine.begin() as conn:
+            taken = conn.execute(statement).rowcount == 1
+            self._claims += 1
+            if self._claims % JTI_PURGE_EVERY == 0:
+                conn.execute(delete(JtiRow).where(JtiRow.expires < now))
+        return taken
 
     # ------------------------------------------------------------------ feedback
 
