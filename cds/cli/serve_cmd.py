@@ -49,6 +49,12 @@ def serve(
     ] = False,
 ) -> None:
     """Start the CDS Hooks 2.0.1 service (discovery at /cds-services)."""
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # before prometheus-client is imported: each worker writes its metrics there and
+        # /metrics on any worker adds them all up (cds.metrics)
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="osteohooks-metrics-")
     import uvicorn
 
     from cds.api.logs import configure
