@@ -35,9 +35,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Latency buckets around the service's range (a few ms evaluated, up to the FHIR deadline).
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
-CALLS = Counter(
-    "osteohooks_calls", "HTTP calls to /cds-services endpoints", ["service", "status"]
-)
+CALLS = Counter("osteohooks_calls", "HTTP calls to /cds-services endpoints", ["service", "status"])
 LATENCY = Histogram(
     "osteohooks_call_seconds",
     "Time to answer a /cds-services call",
@@ -54,9 +52,7 @@ STAGE = Histogram(
 FALLBACK_FETCHES = Counter(
     "osteohooks_fallback_fetches", "Prefetch keys fetched from the request's fhirServer"
 )
-AUTH_FAILURES = Counter(
-    "osteohooks_auth_failures", "Calls refused with 401, by reason", ["reason"]
-)
+AUTH_FAILURES = Counter("osteohooks_auth_failures", "Calls refused with 401, by reason", ["reason"])
 STORE_FAILURES = Counter(
     "osteohooks_store_failures",
     "Store writes that failed (audit, issued cards, feedback, jti)",

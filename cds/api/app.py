@@ -46,6 +46,7 @@ from cds.api.errors import (
     unauthorized,
     validation_issues,
 )
+from cds.api.health import add_operations
 from cds.api.models import (
     CONTEXT_MODELS,
     CdsRequest,
@@ -62,7 +63,6 @@ from cds.api.ruleset import EvaluatorLike, RuleSetHolder, load_evaluator
 from cds.cards.invariants import empty_elements
 from cds.jsontext import dumps, loads
 from cds.settings import Settings
-from cds.api.health import add_operations
 from cds.store import AuditRecord, FeedbackItem, IssuedCard, Store, StoreUnavailable
 
 log = logging.getLogger("osteohooks.api")

@@ -31,8 +31,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import queue
 import os
+import queue
 import threading
 import time
 from collections import deque
@@ -177,9 +177,9 @@ BUSY_TIMEOUT_MS = 5000
 class Store:
     """The database behind feedback and audit, with a batching audit writer thread."""
 
-    def __init__(self, url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+    def __init__(self, url: str, *, busy_timeout_ms: int | None = None) -> None:
         self.url = url
-        self.engine = _make_engine(url, busy_timeout_ms)
+        self.engine = _make_engine(url, busy_timeout_ms or BUSY_TIMEOUT_MS)
         Base.metadata.create_all(self.engine)
         self._sqlite = _SqliteAudit(self.engine) if self.engine.dialect.name == "sqlite" else None
         self._path = _sqlite_path(url)
