@@ -403,10 +403,11 @@ class Store:
             index_elements=[JtiRow.key],
             set_={"expires": statement.excluded.expires},
             where=JtiRow.expires < now,
-        )
+        ).returning(JtiRow.key)  # a row back when inserted or taken over (rowcount is not
+        # reliable for ON CONFLICT on every driver)
         try:
             with self.engine.begin() as conn:
-                taken = conn.execute(statement).rowcount == 1
+                taken = conn.execute(statement).first() is not None
                 self._claims += 1
                 if self._claims % JTI_PURGE_EVERY == 0:
                     conn.execute(delete(JtiRow).where(JtiRow.expires < now))
