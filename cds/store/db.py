@@ -398,13 +398,14 @@ class Store:
             from sqlalchemy.dialects.postgresql import insert as upsert
         else:
             from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
-        statement = upsert(JtiRow).values(key=key, expires=expires)
-        statement = statement.on_conflict_do_update(
+        values = upsert(JtiRow).values(key=key, expires=expires)
+        # a row comes back when inserted or taken over (rowcount is not reliable for
+        # ON CONFLICT on every driver)
+        statement = values.on_conflict_do_update(
             index_elements=[JtiRow.key],
-            set_={"expires": statement.excluded.expires},
+            set_={"expires": values.excluded.expires},
             where=JtiRow.expires < now,
-        ).returning(JtiRow.key)  # a row back when inserted or taken over (rowcount is not
-        # reliable for ON CONFLICT on every driver)
+        ).returning(JtiRow.key)
         try:
             with self.engine.begin() as conn:
                 taken = conn.execute(statement).first() is not None
