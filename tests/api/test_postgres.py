@@ -27,11 +27,22 @@ CDS = Path(sys.executable).parent / "cds"
 DISCOVERY = f"{BASE_URL}/cds-services"
 
 
+_PORTS: set[int] = set()
+
+
+def _new_port() -> int:
+    """A free port not handed to another instance of this run (free_port may repeat)."""
+    while (port := free_port()) in _PORTS:
+        pass
+    _PORTS.add(port)
+    return port
+
+
 class Instance:
     """`cds serve` with JWT auth on the shared PostgreSQL store."""
 
     def __init__(self, tmp_path: Path, keys: Keys, db_url: str, rules: Path, *extra: str):
-        self.port = free_port()
+        self.port = _new_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = tmp_path / f"serve-{self.port}.log"
         env = dict(os.environ)
@@ -97,6 +108,8 @@ def test_a_replayed_token_is_refused_by_every_worker_and_instance(
     try:
         two_workers.wait()
         other.wait()
+        assert two_workers.proc.poll() is None
+        assert other.proc.poll() is None
         for first, second in ((two_workers, other), (other, two_workers)):
             signed = token(keys, DISCOVERY)
             statuses = [first.discovery(signed) for _ in range(12)]
