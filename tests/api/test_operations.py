@@ -234,3 +234,35 @@ def test_a_full_spool_drops_the_oldest_counts_them_and_logs_no_phi(
         holder.close()
     assert _wait(lambda: store.spool_depth() == 0)
     assert len(store.audit_rows()) == 4
+
+
+def test_a_full_disk_loses_no_audit_row(
+    make_client: Callable[..., TestClient], tmp_path: Path, fast_store: None
+) -> None:
+    """SQLITE_FULL, as on a full disk, from `PRAGMA max_page_count` at the current size."""
+    from sqlalchemy import event, text
+
+    client = make_client(database_url=f"sqlite:///{tmp_path / 'full-disk.db'}")
+    store = client.app.state.service.store  # type: ignore[attr-defined]
+    with store.engine.connect() as conn:
+        pages = conn.execute(text("PRAGMA page_count")).scalar_one()
+
+    def full(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute(f"PRAGMA max_page_count={pages}")
+
+    event.listen(store.engine, "connect", full)
+    store.engine.dispose()  # every new connection sees a full "disk"
+    instances = []
+    for _ in range(40):
+        body = patient_view_request()
+        instances.append(body["hookInstance"])
+        assert client.post(PV, json=body).status_code == 200
+    store.flush()
+    # the file's free pages took the first rows; once they are used, rows wait in the spool
+    assert store.spool_depth() > 0
+    assert len(store.audit_rows()) + store.spool_depth() == 40
+    event.remove(store.engine, "connect", full)
+    store.engine.dispose()  # space again
+    assert _wait(lambda: store.spool_depth() == 0)
+    assert sorted(r.hook_instance for r in store.audit_rows()) == sorted(instances)
+    assert store.dropped == 0
