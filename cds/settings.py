@@ -85,6 +85,9 @@ class Settings(BaseSettings):
         4, ge=1, description="worker threads per process for evaluation and big JSON bodies"
     )
     jwt_leeway: int = Field(30, ge=0, le=300, description="clock skew allowed on exp/iat, s")
+    jwt_max_lifetime: int = Field(
+        300, ge=1, le=3600, description="longest JWT lifetime (exp - iat) accepted, s"
+    )
     jwks_cache_ttl: int = Field(300, ge=1, description="seconds a fetched jku JWK Set is kept")
     log_level: str = Field("INFO", description="root log level (JSON logs on stderr)")
 

@@ -28,12 +28,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import cds
+from cds import metrics
 from cds.api import prefetch as prefetch_mod
 from cds.api.auth import AuthError, JwtVerifier, bearer_token, load_trusted_issuers
 from cds.api.errors import (
@@ -44,6 +46,7 @@ from cds.api.errors import (
     unauthorized,
     validation_issues,
 )
+from cds.api.health import add_operations
 from cds.api.models import (
     CONTEXT_MODELS,
     CdsRequest,
@@ -60,12 +63,14 @@ from cds.api.ruleset import EvaluatorLike, RuleSetHolder, load_evaluator
 from cds.cards.invariants import empty_elements
 from cds.jsontext import dumps, loads, lone_surrogate
 from cds.settings import Settings
-from cds.store import AuditRecord, FeedbackItem, IssuedCard, Store
+from cds.store import AuditRecord, FeedbackItem, IssuedCard, Store, StoreUnavailable
 
 log = logging.getLogger("osteohooks.api")
 
 EXTENSION_KEY = "org.osteohooks"
 JSON = "application/json"
+FEEDBACK_SECONDS = 2.0  # feedback not committed by then: 503 with Retry-After
+RETRY_AFTER_SECONDS = "5"
 
 SERVICE_DEFS: dict[str, tuple[str, str, str]] = {
     "bmd-patient-view": (
@@ -96,6 +101,12 @@ USAGE = (
     "with fhirAuthorization so the service can fetch what is missing; otherwise the answer "
     "is 412. Feedback: POST /cds-services/{id}/feedback. Cards carry a machine-readable "
     "payload at extension['org.osteohooks']."
+)
+
+BASE_URL_REQUIRED = (
+    "OSTEOHOOKS_AUTH=jwt needs OSTEOHOOKS_BASE_URL, the public URL the EHR calls (e.g. "
+    "https://cds.example.org): a JWT's aud is checked against it, never against the Host or "
+    "X-Forwarded-Proto of the request, which a caller can choose"
 )
 
 NO_AUTH_WARNING = (
@@ -171,9 +182,16 @@ class RequestGuard:
                 return
         path: str = scope["path"]
         needs_auth = self.state.verifier is not None and path.startswith("/cds-services")
-        if needs_auth and not await self._authenticated(scope, headers, path):
-            await unauthorized().response()(scope, receive, send)
-            return
+        if needs_auth:
+            try:
+                authenticated = await self._authenticated(scope, headers, path)
+            except StoreUnavailable as exc:  # the jti cannot be checked: not the caller's fault
+                log.error("503: %s", exc, extra={"event": "store-unavailable", "path": path})
+                await store_unavailable().response()(scope, receive, send)
+                return
+            if not authenticated:
+                await unauthorized().response()(scope, receive, send)
+                return
         if scope["method"] in ("POST", "PUT", "PATCH"):
             body = await self._read(receive)
             if body is None:
@@ -211,8 +229,10 @@ class RequestGuard:
         token = bearer_token(headers.get("authorization"))
         if token is None:
             log.debug("401: no bearer token", extra={"reason": "no-bearer", "path": path})
+            metrics.AUTH_FAILURES.labels(reason="no-bearer").inc()
             return False
-        base = self.state.settings.base_url or _request_base(scope, headers)
+        base = self.state.settings.base_url
+        assert base is not None  # create_app refuses JWT auth without OSTEOHOOKS_BASE_URL
         audiences = [base + path.rstrip("/")]
         parts = path.rstrip("/").split("/")
         if len(parts) == 4 and parts[3] == "feedback":  # aud may name the service itself
@@ -221,18 +241,25 @@ class RequestGuard:
             claims = await self.state.verifier.verify(token, audiences)
         except AuthError as exc:
             log.debug("401: %s", exc, extra={"reason": str(exc), "path": path})
+            metrics.AUTH_FAILURES.labels(reason=exc.reason).inc()
             return False
+        except StoreUnavailable:
+            raise
         except Exception:  # a verifier bug must not open the door
             log.exception("401: token verification crashed", extra={"path": path})
+            metrics.AUTH_FAILURES.labels(reason="error").inc()
             return False
         scope.setdefault("state", {})["jwt_iss"] = claims.get("iss")
         return True
 
 
-def _request_base(scope: Scope, headers: Mapping[str, str]) -> str:
-    scheme = headers.get("x-forwarded-proto") or scope.get("scheme", "http")
-    host = headers.get("host") or "localhost"
-    return f"{scheme}://{host}{scope.get('root_path', '')}".rstrip("/")
+def store_unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "The service's store cannot take a write right now; nothing was recorded. Send the "
+        f"same request again after {RETRY_AFTER_SECONDS} s (feedback is idempotent).",
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+    )
 
 
 def _replay(body: bytes) -> Receive:
@@ -262,17 +289,25 @@ def create_app(
 ) -> FastAPI:
     """Build the service. `evaluator` defaults to the rules in `settings.rules`."""
     settings = settings or Settings()
+    if settings.auth == "jwt" and settings.base_url is None:
+        raise ValueError(BASE_URL_REQUIRED)
+    issuers = None
     if verifier is None and settings.auth == "jwt":
         if settings.trusted_issuers is None:
             raise ValueError(
                 "OSTEOHOOKS_AUTH=jwt needs OSTEOHOOKS_TRUSTED_ISSUERS (a JSON file of trusted "
                 "issuers and their keys); set OSTEOHOOKS_AUTH=none only for development"
             )
+        issuers = load_trusted_issuers(settings.trusted_issuers)
+    store = store or Store(settings.database_url)
+    if issuers is not None:
         verifier = JwtVerifier(
-            load_trusted_issuers(settings.trusted_issuers),
+            issuers,
             tenants=settings.trusted_tenants,
             leeway=settings.jwt_leeway,
+            max_lifetime=settings.jwt_max_lifetime,
             jwks_ttl=settings.jwks_cache_ttl,
+            replay=store,  # one jti guard for every worker and instance on this database
         )
     if settings.auth == "none":
         verifier = None
@@ -280,12 +315,6 @@ def create_app(
             "AUTHENTICATION IS OFF (OSTEOHOOKS_AUTH=none): any caller can use this service. "
             "Development only.",
             extra={"event": "auth-off"},
-        )
-    elif settings.base_url is None:
-        log.warning(
-            "OSTEOHOOKS_BASE_URL is not set: the JWT aud is checked against the URL the "
-            "request came in on (Host header); set it to the public URL in production",
-            extra={"event": "base-url-unset"},
         )
     if evaluator is None:  # after the configuration checks: compiling rules takes a while
         holder = RuleSetHolder(load_evaluator(settings.rules), settings.rules)
@@ -296,7 +325,7 @@ def create_app(
     state = ServiceState(
         settings=settings,
         holder=holder,
-        store=store or Store(settings.database_url),
+        store=store,
         verifier=verifier,
         templates=templates,
         discovery_body=json.dumps(discovery.dump(), separators=(",", ":")).encode(),
@@ -314,10 +343,14 @@ def create_app(
         redoc_url=None,
     )
     app.state.service = state
+    metrics.set_services(frozenset(SERVICE_DEFS))
+    metrics.rules_version(holder.evaluator.ruleset_version)
+    add_operations(app, state)
     _routes(app, state)
     _handlers(app)
     _openapi(app)
     app.add_middleware(RequestGuard, state=state)
+    app.add_middleware(metrics.MetricsMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -379,7 +412,9 @@ def _freeze_startup_heap() -> None:
 
 
 async def _reload(state: ServiceState) -> None:
+    before = state.holder.evaluator.ruleset_version
     await anyio.to_thread.run_sync(state.holder.reload)
+    metrics.rules_version(state.holder.evaluator.ruleset_version, before)
 
 
 async def _poll_rules(state: ServiceState) -> None:
@@ -406,6 +441,7 @@ def _routes(app: FastAPI, state: ServiceState) -> None:
             413: "Body over 5 MB (OperationOutcome)",
             422: "FHIR data too unusable to evaluate (OperationOutcome)",
             500: "Internal failure (OperationOutcome)",
+            503: "Store unavailable: nothing recorded, retry after Retry-After (OperationOutcome)",
         }.items()
     }
 
@@ -434,7 +470,7 @@ def _routes(app: FastAPI, state: ServiceState) -> None:
         "/cds-services/{service_id}/feedback",
         response_model=FeedbackReceipt,
         summary="Feedback on cards (accepted / overridden)",
-        responses={k: error_docs[k] for k in (400, 401, 404, 413, 500)},
+        responses={k: error_docs[k] for k in (400, 401, 404, 413, 500, 503)},
         openapi_extra=_body_doc("FeedbackRequest"),
     )
     async def feedback(service_id: str, request: Request) -> Response:
@@ -539,6 +575,9 @@ async def _call(state: ServiceState, service_id: str, body: bytes) -> Response:
             },
         )
         raise
+    except Exception:  # answered 500 by the crash handler: the audit says 500 too
+        _audit(state, service_id, hook, request.hookInstance, None, 500, [], [], started)
+        raise
 
 
 async def _answer(
@@ -575,6 +614,9 @@ async def _answer(
         transport=state.fhir_transport,
     )
     fetch_ms = (time.perf_counter() - fetch_started) * 1000
+    metrics.STAGE.labels(stage="fetch").observe(fetch_ms / 1000)
+    if data.fetched:
+        metrics.FALLBACK_FETCHES.inc(len(data.fetched))
     _check_patient(data.resources, context.patientId)
     draft_orders: list[dict[str, Any]] = []
     selections: list[str] = []
@@ -639,6 +681,7 @@ async def _answer(
             ],
         )
     eval_ms = (time.perf_counter() - eval_started) * 1000
+    metrics.STAGE.labels(stage="evaluate").observe(eval_ms / 1000)
     outcome = getattr(result, "outcome", None)
     fired = [str(r) for r in getattr(result, "fired", [])]
     if _fatal(outcome):
@@ -667,6 +710,12 @@ async def _answer(
     body += "}"
     payload = body.encode()  # before the audit: the audit records what the client gets
     issued = [_issued(card) for card in cards]
+    for card, origin in zip(cards, issued, strict=True):
+        metrics.CARDS.labels(
+            service=service_id,
+            topic=origin.topic or "none",
+            indicator=str(card.get("indicator")),
+        ).inc()
     _audit(state, service_id, hook, hook_instance, version, 200, fired, issued, started)
     log.info(
         "hook answered",
@@ -809,15 +858,34 @@ async def _feedback(state: ServiceState, service_id: str, body: bytes) -> Respon
         )
         for f in request.feedback
     ]
-    stored, duplicates = await anyio.to_thread.run_sync(
-        state.store.store_feedback, service_id, items
-    )
+    try:
+        # acknowledged only once committed; a store that cannot commit within
+        # FEEDBACK_SECONDS is a fast 503 (a late commit is harmless: feedback is idempotent)
+        with anyio.fail_after(FEEDBACK_SECONDS):
+            stored, duplicates = await anyio.to_thread.run_sync(
+                state.store.store_feedback, service_id, items, abandon_on_cancel=True
+            )
+    except (TimeoutError, StoreUnavailable, SQLAlchemyError, OSError) as exc:
+        metrics.STORE_FAILURES.labels(operation="feedback").inc()
+        log.error(
+            "feedback not stored (answered 503): %s",
+            type(exc).__name__ if isinstance(exc, TimeoutError) else _first_line(exc),
+            extra={"event": "feedback-unavailable", "service": service_id, "cards": len(items)},
+        )
+        raise store_unavailable() from None
     log.info(
         "feedback stored",
         extra={"event": "feedback", "service": service_id, "cards": len(items)},
     )
     receipt = FeedbackReceipt(stored=stored, duplicates=duplicates)
     return Response(json.dumps(receipt.dump()).encode(), media_type=JSON)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The exception's class and first line, never the SQL parameters (user comments)."""
+    if isinstance(exc, SQLAlchemyError):
+        return f"{type(exc).__name__}: {getattr(exc, 'orig', None) or 'database error'}"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
 
 
 # --------------------------------------------------------------------------- errors

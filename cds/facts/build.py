@@ -13,7 +13,7 @@ import itertools
 import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
@@ -41,6 +41,24 @@ from cds.fhir.read import (
 from cds.fhir.trace import Trace
 
 #: Rule parameters read here (defined in rules/*.yaml), with the clinical-spec statement.
+
+
+def _months_from(day: date, months: int) -> date:
+    """`add_months`, saturating at the ends of the calendar: a date recorded near year 9999
+    (or 1) is a data oddity, never a crash; past the end it is 'never' (date.max)."""
+    try:
+        return add_months(day, months)
+    except ValueError:
+        return date.max if months > 0 else date.min
+
+
+def _days_from(day: date, days: int) -> date:
+    try:
+        return day + timedelta(days=days)
+    except OverflowError:
+        return date.max if days > 0 else date.min
+
+
 REQUIRED_PARAMS: dict[str, str] = {
     "lsc_lumbar_spine_percent": "CS-4.2",
     "lsc_total_hip_percent": "CS-4.2",
@@ -899,7 +917,7 @@ class _Builder:
                 self.fs.trace.ignore(h.ref, f"{h.drug.ingredient}: not current (CS-6.8)")
                 continue
             if h.drug.long_term and (
-                h.start is None or add_months(h.start, self.p.ppi_long_term) > self.as_of
+                h.start is None or _months_from(h.start, self.p.ppi_long_term) > self.as_of
             ):
                 self.fs.trace.ignore(
                     h.ref,
@@ -921,11 +939,11 @@ class _Builder:
         # CS-9.1: calendar months since the last denosumab dose; kidney function
         last = a.get("denosumab_last_dose_date")
         if last is not None:
-            overdue_from = add_months(date.fromisoformat(last), p.denosumab_overdue)
-            overdue_from += timedelta(days=1)
+            overdue_from = _months_from(date.fromisoformat(last), p.denosumab_overdue)
+            overdue_from = _days_from(overdue_from, 1)
             a["denosumab_overdue_from"] = overdue_from.isoformat()
             a["denosumab_overdue"] = as_of >= overdue_from
-        since = add_months(as_of, -p.egfr_window)
+        since = _months_from(as_of, -p.egfr_window)
         egfrs = [
             mm for mm in d.measurements if mm.kind == "egfr" and since <= mm.when.date <= as_of
         ]
@@ -949,9 +967,9 @@ class _Builder:
             if mm.kind != "alp":
                 continue
             day = mm.when.date
-            if self._taken(bis, add_months(day, -p.hpp_bisphosphonate), day):
+            if self._taken(bis, _months_from(day, -p.hpp_bisphosphonate), day):
                 why = f"a bisphosphonate in the {p.hpp_bisphosphonate} months before it"
-            elif self._taken(dmab, add_months(day, -p.hpp_denosumab), day):
+            elif self._taken(dmab, _months_from(day, -p.hpp_denosumab), day):
                 why = f"denosumab in the {p.hpp_denosumab} months before it"
             else:
                 untreated.append(mm)
@@ -975,14 +993,14 @@ class _Builder:
             return
         covered_to = max(e for _, e in spans)
         a["bisphosphonate_covered_to"] = covered_to.isoformat()
-        open_until = add_months(covered_to, p.holiday_after)
+        open_until = _months_from(covered_to, p.holiday_after)
         a["bisphosphonate_review_open"] = as_of < open_until
         others = [r for r in bone if r not in bis]
         if as_of >= open_until and not self._taken(others, covered_to, as_of):
             a["bisphosphonate_holiday"] = True
             start, end = (
-                add_months(covered_to, p.holiday_from),
-                add_months(covered_to, p.holiday_to),
+                _months_from(covered_to, p.holiday_from),
+                _months_from(covered_to, p.holiday_to),
             )
             a["holiday_reassess_from"] = start.isoformat()
             a["holiday_reassess_to"] = end.isoformat()
