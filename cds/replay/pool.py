@@ -4,14 +4,14 @@
 - Bounded: at most `window` sources are in flight or waiting to be written, so memory
   stays flat however many inputs there are (sources are pulled lazily from discovery).
 - Never loses an input: every input gets exactly one result. Each worker is a process
-  of its own with a pipe; it announces every input it starts and sends every result as
-  soon as it has it, so when a worker dies (a native crash such as SIGSEGV in the C rule
-  engine, the OS or a person killing it) or overruns the per-input `deadline` (it is then
-  killed), the parent knows exactly which input it was on and which were done. That
-  input is tried again on a fresh worker, up to `max_tries` times in all; then it is
-  reported failed with an OperationOutcome saying why. The inputs that were waiting
-  behind it are handed out again without penalty; results already received are kept,
-  so nothing is evaluated into the report twice.
+  of its own with a pipe; it sends every result as soon as it has it (and names each
+  input of a split Bundle before it starts it), so when a worker dies (a native crash
+  such as SIGSEGV in the C rule engine, the OS or a person killing it) or overruns the
+  per-input `deadline` (it is then killed), the parent knows exactly which input it was
+  on and which were done. That input is tried again on a fresh worker, up to
+  `max_tries` times in all; then it is reported failed with an OperationOutcome saying
+  why. The inputs that were waiting behind it are handed out again without penalty;
+  results already received are kept, so nothing is evaluated into the report twice.
 
 `workers=0` evaluates in this process (no containment; for debugging and profiling).
 """
@@ -89,7 +89,9 @@ _parent_ends: list[Connection] = []
 
 
 def _serve(conn: Connection, settings: WorkerSettings) -> None:
-    """A worker's loop: receive [(seq, source, skip)], send begin/result/end messages."""
+    """A worker's loop: receive [(seq, source, skip)], send ("result", seq, result, last)
+    per input (a source's last one ends it), ("begin", seq, name, key) before each input
+    of a source holding several, and ("end", seq, ...) for a source holding none."""
     for other in _parent_ends:
         other.close()
     worker.init_worker(settings)
@@ -102,17 +104,20 @@ def _serve(conn: Connection, settings: WorkerSettings) -> None:
             return
         for seq, source, skip in tasks:
             items = worker.read_items(source)
+            if not items:
+                conn.send(("end", seq, None, None))
             for index, item in enumerate(items):
                 if index < skip:
                     continue
-                conn.send(("begin", seq, item.name, item.key))
+                if len(items) > 1:  # name the input of a split Bundle before it runs
+                    conn.send(("begin", seq, item.name, item.key))
                 result = worker.process_item(item)
+                last = index == len(items) - 1
                 try:
-                    conn.send(("result", seq, result, None))
+                    conn.send(("result", seq, result, last))
                 except (TypeError, ValueError, AttributeError) as exc:  # cannot be pickled
                     failed = worker.internal_error(item.name, item.key, exc)
-                    conn.send(("result", seq, failed, None))
-            conn.send(("end", seq, len(items), None))
+                    conn.send(("result", seq, failed, last))
 
 
 # ------------------------------------------------------------------ the parent side
@@ -124,7 +129,7 @@ class _Slot:
 
     source: Source
     results: list[InputResult] = field(default_factory=list)
-    tries: int = 0  # starts of the item at index len(results)
+    tries: int = 0  # worker deaths while on the item at index len(results)
     timeouts: int = 0
     done: bool = False
 
@@ -266,19 +271,19 @@ class ReplayPool:
     ) -> None:
         kind, seq, a, b = message
         slot = slots[seq]
-        w.started = time.monotonic()
+        w.started = time.monotonic()  # the deadline runs per input
         if kind == "begin":
             w.current = (seq, a, b)
-            slot.tries += 1
-        elif kind == "result":
+            return
+        w.current = None
+        if kind == "result":
             slot.results.append(a)
             slot.tries = 0
             slot.timeouts = 0
-            w.current = None
-        else:  # end
-            slot.done = True
-            w.tasks.remove(seq)
-            w.current = None
+            if not b:
+                return
+        slot.done = True
+        w.tasks.remove(seq)
 
     def _replace(
         self, w: _Worker, slots: dict[int, _Slot], retry: deque[int], *, hung: bool
@@ -290,8 +295,7 @@ class ReplayPool:
             seq = w.tasks[0]
             slot = slots[seq]
             name, key = (w.current[1], w.current[2]) if w.current else (None, None)
-            if w.current is None:
-                slot.tries += 1  # it died reading the source, before announcing an item
+            slot.tries += 1
             if hung:
                 slot.timeouts += 1
             if slot.tries >= self.max_tries:
