@@ -91,7 +91,7 @@ _parent_ends: list[Connection] = []
 def _serve(conn: Connection, settings: WorkerSettings) -> None:
     """A worker's loop: receive [(seq, source, skip)], send ("result", seq, result, last)
     per input (a source's last one ends it), ("begin", seq, name, key) before each input
-    of a source holding several, and ("end", seq, ...) for a source holding none."""
+    of a source holding several, and ("end", seq, ...) for a source with none left."""
     for other in _parent_ends:
         other.close()
     worker.init_worker(settings)
@@ -104,7 +104,7 @@ def _serve(conn: Connection, settings: WorkerSettings) -> None:
             return
         for seq, source, skip in tasks:
             items = worker.read_items(source)
-            if not items:
+            if skip >= len(items):  # nothing (left) to evaluate: end the source
                 conn.send(("end", seq, None, None))
             for index, item in enumerate(items):
                 if index < skip:
