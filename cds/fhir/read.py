@@ -400,6 +400,14 @@ def _subject_of(raw: dict[str, Any]) -> Any:
     return None
 
 
+def patient_of(raw: dict[str, Any]) -> str | None:
+    """The id of the Patient a resource belongs to by its `subject`/`patient` reference
+    (relative or absolute), or None (no such reference, or it names no Patient)."""
+    target = _subject_of(raw)
+    norm = _ref_target(target, {}) if isinstance(target, str) else None
+    return norm.split("/", 1)[1] if norm and norm.startswith("Patient/") else None
+
+
 def _url_map(entries: list[Entry]) -> dict[str, str]:
     return {e.full_url: e.ref for e in entries if e.full_url}
 
