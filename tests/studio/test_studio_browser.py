@@ -115,6 +115,7 @@ def test_story_threshold_edit_and_typo(page: Any, studio: Studio, tmp_path: Path
     assert "changed" in (edited.get_attribute("class") or "")
     unchanged = page.locator("#cards-edited .card[data-topic='bmd-classification']")
     assert "changed" not in (unchanged.get_attribute("class") or "")
+    edited.scroll_into_view_if_needed()  # the changed card, not the editor, in the picture
     page.screenshot(path=str(shots / "studio-edit.png"))
 
     # a typo: the lint error appears with its line, as one types
@@ -162,6 +163,7 @@ def test_parameter_form_moves_the_card_and_saves(page: Any, studio: Studio, tmp_
     )
     assert page.locator("#param-errors li").count() == 0
     assert "Degraded TBS" in _tbs_card(page, "current").locator(".summary").inner_text()
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(_shots(tmp_path) / "studio-parameter.png"))
     page.click("#param-save")
     page.wait_for_function("document.getElementById('status').textContent.includes('saved')")
