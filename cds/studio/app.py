@@ -5,8 +5,11 @@ its cards as an EHR shows them (indicator colour, markdown detail, suggestions w
 orders, links, override reasons) and the explain view (facts with their sources, rules
 fired with their values, near misses, ignored resources: `cds.explain`); edit a rule file
 in the page, with lint errors at their line as one types, and see the new cards beside
-the current ones; save the edit back (only into an existing file of the rules folder,
-after a passing lint, with a backup).
+the current ones; or change one parameter in a form (`cds.studio.parameters` writes the
+value's token only, comments and layout kept); save the edit back (only into an existing
+file of the rules folder, after a passing lint, with a backup). The feedback page is
+`cds.feedback_report.build_report` of the configured store; the impact panel answers 501
+until `cds.replay.impact` is part of the build (one implementation of impact).
 
 Everything runs in this process on the rules folder given; edits are evaluated on a
 temporary copy of it, never on the files until saved. The server binds to 127.0.0.1 only.

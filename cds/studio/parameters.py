@@ -27,6 +27,8 @@ from cds.rules.model import Parameter
 _NUMBER = re.compile(r"^-?(?:\d+)(?:\.\d+)?$")
 #: The end of a plain scalar token on its line: before a comment or the line's end.
 _TOKEN_END = re.compile(r"\s+#|\s*$")
+#: The same inside a flow mapping, where `,` and `}` end a plain scalar too.
+_FLOW_TOKEN_END = re.compile(r"\s+#|\s*[,}\]]|\s*$")
 
 
 class ParameterEditError(ValueError):
@@ -46,6 +48,7 @@ class Located:
     file: str  # a file name of the rules folder
     line: int  # 1-based line of the `value:` scalar
     col: int  # 0-based column where it starts
+    flow: bool = False  # written as `name: {value: 1.2, unit: TBS}`
 
 
 def _load(text: str) -> Any:
@@ -68,7 +71,8 @@ def index(rules_dir: Path) -> dict[str, Located]:
         for name, spec in params.items():
             if isinstance(spec, CommentedMap) and "value" in spec and name not in out:
                 line, col = spec.lc.value("value")
-                out[str(name)] = Located(path.name, line + 1, col)
+                flow = bool(spec.fa.flow_style())
+                out[str(name)] = Located(path.name, line + 1, col, flow)
     return out
 
 
@@ -83,19 +87,19 @@ def locate(rules_dir: Path, name: str) -> Located:
     return where
 
 
-def _span(body: str, col: int) -> int:
+def _span(body: str, col: int, flow: bool) -> int:
     """The end column of the scalar token starting at `col` of line `body`."""
     rest = body[col:]
     if rest.startswith(("'", '"')):  # a quoted scalar: up to its closing quote
         return col + rest.index(rest[0], 1) + 1
-    match = _TOKEN_END.search(rest)
+    match = (_FLOW_TOKEN_END if flow else _TOKEN_END).search(rest)
     return col + (match.start() if match else len(rest))
 
 
 def written(text: str, where: Located) -> str:
     """The value's token as the file writes it (`1.200`, not the float 1.2)."""
     body = text.splitlines()[where.line - 1]
-    return body[where.col : _span(body, where.col)]
+    return body[where.col : _span(body, where.col, where.flow)]
 
 
 def _token(value: str, current: Any, name: str, unit: str | None) -> str:
@@ -130,7 +134,7 @@ def set_value(text: str, where: Located, name: str, spec: Parameter, value: str)
     lines = text.splitlines(keepends=True)
     line = lines[where.line - 1]
     body = line.rstrip("\r\n")
-    end = _span(body, where.col)
+    end = _span(body, where.col, where.flow)
     lines[where.line - 1] = body[: where.col] + token + body[end:] + line[len(body) :]
     return "".join(lines)
 

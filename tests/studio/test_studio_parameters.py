@@ -192,3 +192,25 @@ def test_impact_says_it_needs_cds_replay_impact(client: TestClient) -> None:
     response = client.post("/api/impact", json={})
     assert response.status_code == 501
     assert "cds.replay.impact" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("  p:\n    value: 1.200  # verify\n    unit: TBS\n", "  p:\n    value: 1.25  # verify\n"),
+        ("  p: {value: 1.200, unit: TBS}\n", "  p: {value: 1.25, unit: TBS}\n"),
+        ("  p: {unit: TBS, value: 1.200}\n", "  p: {unit: TBS, value: 1.25}\n"),
+    ],
+)
+def test_the_value_token_is_replaced_in_block_and_flow_style(
+    tmp_path: Path, written: str, expected: str
+) -> None:
+    from cds.rules.model import Parameter
+    from cds.studio.parameters import locate, set_value
+
+    text = "# comment kept\nparameters:\n" + written
+    (tmp_path / "x.yaml").write_text(text)
+    where = locate(tmp_path, "p")
+    new = set_value(text, where, "p", Parameter(value=1.2, unit="TBS"), "1.25")
+    assert new.startswith("# comment kept\nparameters:\n" + expected)
+    assert len(new.splitlines()) == len(text.splitlines())
