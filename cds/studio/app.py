@@ -5,8 +5,11 @@ its cards as an EHR shows them (indicator colour, markdown detail, suggestions w
 orders, links, override reasons) and the explain view (facts with their sources, rules
 fired with their values, near misses, ignored resources: `cds.explain`); edit a rule file
 in the page, with lint errors at their line as one types, and see the new cards beside
-the current ones; save the edit back (only into an existing file of the rules folder,
-after a passing lint, with a backup).
+the current ones; or change one parameter in a form (`cds.studio.parameters` writes the
+value's token only, comments and layout kept); save the edit back (only into an existing
+file of the rules folder, after a passing lint, with a backup). The feedback page is
+`cds.feedback_report.build_report` of the configured store; the impact panel answers 501
+until `cds.replay.impact` is part of the build (one implementation of impact).
 
 Everything runs in this process on the rules folder given; edits are evaluated on a
 temporary copy of it, never on the files until saved. The server binds to 127.0.0.1 only.
@@ -31,6 +34,8 @@ from cds.explain import ExplainError, build_report, resolve
 from cds.pipeline import EvaluationError, EvaluationInput, Evaluator
 from cds.rules import RuleSetError, load_ruleset
 from cds.rules.source import display_path
+from cds.studio import parameters
+from cds.studio.parameters import ParameterEditError
 
 STATIC = Path(__file__).resolve().parent / "static"
 LOOPBACK = {"127.0.0.1", "::1"}
@@ -51,11 +56,27 @@ class SaveRequest(BaseModel):
     text: str
 
 
+class ParameterEdit(BaseModel):
+    parameter: str = Field(description="a parameter name of the rule set")
+    value: str = Field(description="the new value as typed in the form")
+
+
+class ParameterRequest(Patient, ParameterEdit):
+    pass
+
+
 class Studio:
     """The state behind the page: the rules folder, the data folder, the current rules."""
 
-    def __init__(self, rules_dir: Path, data_dir: Path | None, as_of: date) -> None:
+    def __init__(
+        self,
+        rules_dir: Path,
+        data_dir: Path | None,
+        as_of: date,
+        database_url: str | None = None,
+    ) -> None:
         self.rules_dir = rules_dir.resolve()
+        self.database_url = database_url
         self.data_dir = data_dir.resolve() if data_dir is not None else None
         self.as_of = as_of
         self.order_codes = self.rules_dir.parent / "fhir_profiles" / "order-codes.json"
@@ -113,6 +134,55 @@ class Studio:
         self.evaluator = Evaluator.from_rules_dir(self.rules_dir, deterministic_uuids=True)
         old.close()
         return {"saved": name, "backup": backup.name}
+
+    def parameter_edit(self, edit: ParameterEdit) -> dict[str, str]:
+        """The edit (rule file -> new text) that writes `edit.value` as the parameter's
+        value, or a ParameterEditError saying what to type."""
+        spec = self.evaluator.ruleset.parameter_specs.get(edit.parameter)
+        if spec is None:
+            raise ParameterEditError(f"{edit.parameter!r} is not a parameter of these rules")
+        where = parameters.locate(self.rules_dir, edit.parameter)
+        text = self._rule_path(where.file).read_text(encoding="utf-8")
+        try:
+            new = parameters.set_value(text, where, edit.parameter, spec, edit.value)
+        except ParameterEditError as exc:
+            raise ParameterEditError(str(exc), where.file, where.line) from None
+        return {where.file: new}
+
+    def compare(self, patient: Patient, edits: dict[str, str]) -> dict[str, Any]:
+        """The patient's cards with the current rules and, when `edits` lint, with them."""
+        current = self.evaluate(patient, self.evaluator)
+        if not edits:
+            return {"current": current, "edited": None, "errors": []}
+        ruleset, errors = self.lint(edits)
+        if ruleset is None:
+            return {"current": current, "edited": None, "errors": errors}
+        edited_evaluator = Evaluator(ruleset, deterministic_uuids=True)
+        try:
+            edited = self.evaluate(patient, edited_evaluator)
+        finally:
+            edited_evaluator.close()
+        return {"current": current, "edited": edited, "errors": []}
+
+    # ------------------------------------------------------------------ feedback
+
+    def feedback(self, since: str | None) -> dict[str, Any]:
+        """`cds feedback report` of the configured store, as the page shows it."""
+        from cds.feedback_report import FeedbackStoreError, build_report
+
+        try:
+            day = date.fromisoformat(since) if since else None
+        except ValueError:
+            raise HTTPException(422, f"since={since!r} is not a day: use YYYY-MM-DD") from None
+        if self.database_url is None:
+            raise HTTPException(
+                422, "no store configured: start the studio with --database-url URL"
+            )
+        try:
+            report = build_report(self.database_url, day)
+        except FeedbackStoreError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {"store": _safe_url(self.database_url), **report.as_dict()}
 
     # ------------------------------------------------------------------ patients
 
@@ -216,6 +286,26 @@ def dxa_history(
     }
 
 
+def _safe_url(url: str) -> str:
+    """The store's URL without its password (shown in the page)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # the store itself reports it when read
+        return "(unparsable database URL)"
+
+
+#: Until cds.replay.impact (`cds impact`, another branch) lands, the impact panel says so:
+#: a comparison written here would be a second implementation of it.
+IMPACT_MISSING = (
+    "the impact of an edit on a folder of patients needs cds.replay.impact (`cds impact`), "
+    "which is not in this build yet; meanwhile run `cds replay FOLDER --expect ...` on a "
+    "copy of the rules folder with the edit saved"
+)
+
+
 def _with_html(card: dict[str, Any]) -> dict[str, Any]:
     out = dict(card)
     if isinstance(card.get("detail"), str):
@@ -264,18 +354,38 @@ def create_app(studio: Studio) -> FastAPI:
 
     @app.post("/api/evaluate")
     def evaluate(request: EvaluateRequest) -> dict[str, Any]:
-        current = studio.evaluate(request, studio.evaluator)
-        if not request.edits:
-            return {"current": current, "edited": None, "errors": []}
-        ruleset, errors = studio.lint(request.edits)
-        if ruleset is None:
-            return {"current": current, "edited": None, "errors": errors}
-        edited_evaluator = Evaluator(ruleset, deterministic_uuids=True)
+        return studio.compare(request, request.edits)
+
+    @app.get("/api/parameters")
+    def parameter_list() -> list[dict[str, Any]]:
+        return parameters.listing(studio.evaluator.ruleset.parameter_specs, studio.rules_dir)
+
+    @app.post("/api/parameters/evaluate")
+    def parameter_evaluate(request: ParameterRequest) -> dict[str, Any]:
         try:
-            edited = studio.evaluate(request, edited_evaluator)
-        finally:
-            edited_evaluator.close()
-        return {"current": current, "edited": edited, "errors": []}
+            edits = studio.parameter_edit(request)
+        except ParameterEditError as exc:
+            current = studio.evaluate(request, studio.evaluator)
+            return {"current": current, "edited": None, "errors": [exc.as_error()]}
+        return studio.compare(request, edits)
+
+    @app.post("/api/parameters/save")
+    def parameter_save(request: ParameterEdit) -> dict[str, Any]:
+        try:
+            [(name, text)] = studio.parameter_edit(request).items()
+        except ParameterEditError as exc:
+            raise HTTPException(422, {"message": str(exc), "errors": [exc.as_error()]}) from None
+        return studio.save(name, text)
+
+    @app.get("/api/feedback")
+    def feedback(since: str | None = None) -> dict[str, Any]:
+        return studio.feedback(since)
+
+    @app.post("/api/impact")
+    def impact() -> Any:
+        from fastapi.responses import JSONResponse
+
+        return JSONResponse({"detail": IMPACT_MISSING}, 501)
 
     @app.post("/api/save")
     def save(request: SaveRequest) -> dict[str, Any]:

@@ -115,6 +115,7 @@ def test_story_threshold_edit_and_typo(page: Any, studio: Studio, tmp_path: Path
     assert "changed" in (edited.get_attribute("class") or "")
     unchanged = page.locator("#cards-edited .card[data-topic='bmd-classification']")
     assert "changed" not in (unchanged.get_attribute("class") or "")
+    edited.scroll_into_view_if_needed()  # the changed card, not the editor, in the picture
     page.screenshot(path=str(shots / "studio-edit.png"))
 
     # a typo: the lint error appears with its line, as one types
@@ -127,3 +128,60 @@ def test_story_threshold_edit_and_typo(page: Any, studio: Studio, tmp_path: Path
     assert "did you mean 'tbs'?" in error.inner_text()
     assert page.is_disabled("#save")
     page.screenshot(path=str(shots / "studio-lint.png"))
+
+
+def _shots(tmp_path: Path) -> Path:
+    shots = Path(os.environ.get(SHOTS_ENV) or tmp_path)
+    if not shots.is_absolute():
+        shots = REPO / shots
+    shots.mkdir(parents=True, exist_ok=True)
+    return shots
+
+
+def test_parameter_form_moves_the_card_and_saves(page: Any, studio: Studio, tmp_path: Path) -> None:
+    page.select_option("#patient", STORY)
+    _tbs_card(page, "current").wait_for()
+    page.select_option("#param", "tbs_degraded_max_women")
+    spec = studio.evaluator.ruleset.parameter_specs["tbs_degraded_max_women"]
+    assert Decimal(page.input_value("#param-value")) == Decimal(str(spec.value))
+    assert spec.unit
+    assert spec.unit in page.inner_text("#param-unit")
+    assert all(e in page.inner_text("#param-info") for e in spec.evidence)
+    # a value that is not a number: the error says what to type, no edited cards
+    page.fill("#param-value", "1,17")
+    page.locator("#param-errors li").first.wait_for()
+    assert "takes a number" in page.inner_text("#param-errors")
+    assert page.is_disabled("#param-save")
+    # just below this patient's TBS: her TBS becomes partially degraded
+    from tests.studio.test_studio_parameters import _below_patient
+
+    value = _below_patient(studio)
+    page.fill("#param-value", value)
+    page.wait_for_function(
+        "document.querySelector(\"#cards-edited .card[data-topic='tbs'] .summary\")"
+        "?.textContent.includes('partially degraded')"
+    )
+    assert page.locator("#param-errors li").count() == 0
+    assert "Degraded TBS" in _tbs_card(page, "current").locator(".summary").inner_text()
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(_shots(tmp_path) / "studio-parameter.png"))
+    page.click("#param-save")
+    page.wait_for_function("document.getElementById('status').textContent.includes('saved')")
+    assert f"    value: {value}\n" in (studio.rules_dir / "tbs.yaml").read_text()
+    assert len(list(studio.rules_dir.glob("tbs.yaml.*.bak"))) == 1
+
+
+def test_feedback_page_shows_the_store(page: Any, studio: Studio, tmp_path: Path) -> None:
+    from tests.studio.test_studio_parameters import _seed
+
+    url = f"sqlite:///{tmp_path / 'feedback.db'}"
+    _seed(url)
+    studio.database_url = url
+    page.click("#feedback-load")
+    row = page.locator("#feedback-table tr[data-rule='tbs.women.degraded']")
+    row.wait_for()
+    cells = [c.inner_text() for c in row.locator("td").all()]
+    assert cells[:6] == ["tbs.women.degraded", "tbs", "2", "1", "1", "50.0%"]
+    assert "not-relevant: Not relevant (1)" in cells[6]
+    assert "2026-W46" in cells[7]
+    page.locator("#feedback").screenshot(path=str(_shots(tmp_path) / "studio-feedback.png"))
