@@ -13,7 +13,7 @@ PYTHON ?= $(shell for p in python3.12 python3.11 python3; do \
 	  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(not ((3,11) <= sys.version_info[:2] <= (3,12)))' 2>/dev/null; then \
 	    echo $$p; break; fi; done)
 
-.PHONY: all install test lint typecheck unit run golden docs bench soak clean
+.PHONY: bench-peers all install test lint typecheck unit run golden docs bench soak clean
 
 all: test
 
@@ -60,6 +60,12 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine_bench.py
+
+# The peer of benchmarks/http_bench.py (--healthchain): HealthChain in a venv of its own.
+bench-peers:
+	@test -x .bench-venv/healthchain/bin/python || $(PYTHON) -m venv .bench-venv/healthchain
+	.bench-venv/healthchain/bin/python -m pip install --quiet --disable-pip-version-check healthchain uvicorn
+	$(BIN)/python benchmarks/http_bench.py --requests 1000 --healthchain .bench-venv/healthchain/bin/python
 
 soak: $(STAMP)
 	$(BIN)/python benchmarks/engine_soak.py --cases 1000000
