@@ -27,7 +27,11 @@ from tests.fhir_factory import (
     procedure,
 )
 from tests.properties.helpers import ROOT, evaluate
+
 from tests.properties.test_shuffle_never_changes_cards import read_story
+
+ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
+CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 
 STORIES = sorted((ROOT / "tests" / "fixtures" / "stories").glob("[0-9]*-*.json"))
 PAIRS = load_pairs()
@@ -159,4 +163,35 @@ def patients(draw: st.DrawFn) -> list[dict[str, Any]]:
 @given(resources=patients())
 def test_no_generated_patient_holds_a_contradicting_pair(resources: list[dict[str, Any]]) -> None:
     result = evaluate(resources)
+    assert contradictions(result.cards, PAIRS) == []
+
+
+def test_holiday_review_beside_recorded_hypophosphatasia_carries_the_warning() -> None:
+    """Found by the 10,000-patient run in CI (CS-9.2 beside CS-3.6/9.3): a girl of 15 with
+    hypophosphatasia on record and 15 years of alendronate, now stopped, was told to
+    'consider a drug holiday' with no word of the contraindication."""
+    resources = [
+        {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "2011-03-14"},
+        {
+            "resourceType": "Condition",
+            "id": "c1",
+            "code": {
+                "coding": [{"system": ICD10, "code": "E83.39", "display": "Hypophosphatasia"}]
+            },
+            "clinicalStatus": {"coding": [{"system": CLINICAL, "code": "active"}]},
+            "subject": {"reference": "Patient/p1"},
+        },
+        {
+            "resourceType": "MedicationStatement",
+            "id": "m1",
+            "status": "completed",
+            "medicationCodeableConcept": {"text": "alendronate"},
+            "subject": {"reference": "Patient/p1"},
+            "effectivePeriod": {"start": "2010-05-02", "end": "2026-01-15"},
+        },
+    ]
+    result = evaluate(resources)
+    safety = [c for c in result.cards if c["source"]["topic"]["code"] == "therapy-safety"]
+    assert safety, "the holiday review (CS-9.2) is expected"
+    assert "Hypophosphatasia is on record" in safety[0]["detail"]
     assert contradictions(result.cards, PAIRS) == []
