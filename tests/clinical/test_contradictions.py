@@ -27,7 +27,6 @@ from tests.fhir_factory import (
     procedure,
 )
 from tests.properties.helpers import ROOT, evaluate
-
 from tests.properties.test_shuffle_never_changes_cards import read_story
 
 ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
