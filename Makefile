@@ -13,7 +13,7 @@ PYTHON ?= $(shell for p in python3.12 python3.11 python3; do \
 	  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(not ((3,11) <= sys.version_info[:2] <= (3,12)))' 2>/dev/null; then \
 	    echo $$p; break; fi; done)
 
-.PHONY: all install install-locked lock test lint typecheck unit run golden docs bench soak clean
+.PHONY: bench-peers all install install-locked lock test lint typecheck unit run golden docs bench soak clean
 
 all: test
 
@@ -63,17 +63,28 @@ run: $(STAMP)
 	@echo "A full curl session (patient-view call, feedback, JWT): docs/ehr-integration.md"
 	OSTEOHOOKS_AUTH=none $(BIN)/cds serve --host $(HOST) --port $(PORT)
 
-# After an intended rule change: regenerate the compiled-rule goldens and docs/rules.md
-# (both are checked by the tests), then review the diff.
+# After an intended rule change: regenerate every golden the tests check (the compiled
+# rules, docs/rules.md, the editor schema, the story results), then review the diff
+# (docs/rule-authoring.md).
+STORIES_AS_OF := 2026-11-23
 golden: $(STAMP)
 	$(BIN)/cds rules compile rules --out tests/golden/rules
 	$(BIN)/cds rules docs rules --out docs/rules.md
+	$(BIN)/cds rules schema rules --out cds/rules/rules.schema.json
+	$(BIN)/cds replay tests/fixtures/stories --as-of $(STORIES_AS_OF) --rules rules \
+	  --expect tests/golden/stories --update-expect --workers 0 --no-progress --out /dev/null
 
 docs: $(STAMP)
 	$(BIN)/cds rules docs rules
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine_bench.py
+
+# The peer of benchmarks/http_bench.py (--healthchain): HealthChain in a venv of its own.
+bench-peers:
+	@test -x .bench-venv/healthchain/bin/python || $(PYTHON) -m venv .bench-venv/healthchain
+	.bench-venv/healthchain/bin/python -m pip install --quiet --disable-pip-version-check healthchain uvicorn
+	$(BIN)/python benchmarks/http_bench.py --requests 1000 --healthchain .bench-venv/healthchain/bin/python
 
 soak: $(STAMP)
 	$(BIN)/python benchmarks/engine_soak.py --cases 1000000

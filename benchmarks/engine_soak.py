@@ -1,6 +1,7 @@
 """Differential soak: compiled durable_rules engine vs the reference evaluator.
 
     .venv/bin/python benchmarks/engine_soak.py --cases 1000000 [--seed 2026] [--workers 2]
+        [--split]   # tiny split bounds: many durable rulesets per rule set, same answers
 
 A case is one random fact set evaluated by both against one random rule set (the
 generator of tests/engine/generate.py: all/any/not/in/exists/missing/params over the
@@ -21,21 +22,24 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cds.engine import Engine  # noqa: E402
+from cds.engine import Engine, SplitBounds  # noqa: E402
 from cds.rules.compiler import compile_rules  # noqa: E402
 from cds.rules.reference import evaluate  # noqa: E402
 from tests.engine import generate  # noqa: E402
 
 
-def run_block(args: tuple[int, int, int, int]) -> tuple[int, int, int, int, list[str]]:
+def run_block(args: tuple[int, int, int, int, bool]) -> tuple[int, int, int, int, list[str]]:
     """Rule sets [first, last) of the run: (cases, mismatches, firings, emitted, samples)."""
-    seed, first, last, per_ruleset = args
+    seed, first, last, per_ruleset, tiny = args
+    bounds = SplitBounds(results=2, exists=2, hashed=3) if tiny else None
     cases = mismatches = firings = emitted = 0
     samples: list[str] = []
     for index in range(first, last):
         chooser = generate.RandomChooser(random.Random(seed * 1_000_003 + index))
         rules = generate.ruleset(chooser)
-        engine = Engine(compile_rules(rules, generate.PARAMETERS, generate.FACT_TYPES))
+        engine = Engine(
+            compile_rules(rules, generate.PARAMETERS, generate.FACT_TYPES), bounds=bounds
+        )
         try:
             for case in range(per_ruleset):
                 facts = generate.facts(chooser)
@@ -62,6 +66,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--per-ruleset", type=int, default=200)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="tiny engine split bounds: every rule set spread over many durable rulesets",
+    )
     args = parser.parse_args()
 
     rulesets = max(1, -(-args.cases // args.per_ruleset))
@@ -69,7 +78,7 @@ def main() -> None:
     jobs = []
     for first in range(0, rulesets, block):
         last = min(rulesets, first + block)
-        jobs.append((args.seed, first, last, args.per_ruleset))
+        jobs.append((args.seed, first, last, args.per_ruleset, args.split))
 
     start = time.perf_counter()
     totals = [0, 0, 0, 0]
@@ -90,7 +99,8 @@ def main() -> None:
     cases, mismatches, firings, emitted = totals
     print(
         f"soak: {cases} cases over {rulesets} rule sets (seed {args.seed}, "
-        f"{args.workers} worker{'s' if args.workers != 1 else ''})"
+        f"{args.workers} worker{'s' if args.workers != 1 else ''}, "
+        f"split {'tiny' if args.split else 'production'})"
     )
     print(f"      {firings} firings, {emitted} emitted facts checked")
     print(f"      mismatches: {mismatches}")

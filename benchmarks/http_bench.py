@@ -1,14 +1,19 @@
 """HTTP benchmark: the CDS Hooks service against a bare FastAPI floor, same run, loopback.
 
-Starts three servers, each one uvicorn worker in its own process on 127.0.0.1:
+Starts four servers on 127.0.0.1, each in its own process (five with `--healthchain`):
 - `service`: `cds serve` (bundled rules, OSTEOHOOKS_AUTH=none, SQLite audit in a temp dir);
+- `service-2w`: the same with `--workers 2` (CPU counted over the parent and its workers);
 - `http-only`: the same service app whose evaluator returns a precomputed result of the
   same request (the HTTP layer's own cost: validation, prefetch, card checks, audit);
-- `bare`: a FastAPI app whose endpoint only parses the JSON body and answers {"cards": []}.
+- `bare`: a FastAPI app whose endpoint only parses the JSON body and answers {"cards": []};
+- `healthchain` (with `--healthchain PYTHON`, the peer, `make bench-peers` makes its venv):
+  HealthChain's trivial patient-view handler (benchmarks/peers/healthchain_app.py).
 Then POSTs the same 20-resource patient-view request a fixed number of times with 1 and
 with 16 concurrent keep-alive clients, and prints p50/p99 latency, requests/s, the server's
-CPU time per request (user+system, all its threads) and its peak RSS (VmHWM). Targets
-(issue 5): p99 < 10 ms at 16 clients; service throughput within 3x of the bare floor.
+CPU time per request (user+system, all its threads and child processes) and its peak RSS
+(VmHWM, the largest process). Targets (issue 5): p99 < 10 ms at 16 clients; service
+throughput within 3x of the bare floor; (issue 12) CPU per request <= ~2.1 ms and, with
+`--workers 2`, p99 < 25 ms at 16 clients.
 
     .venv/bin/python benchmarks/http_bench.py [--requests 500] [--warmup 200]
 """
@@ -133,43 +138,75 @@ def free_port() -> int:
         return port
 
 
+def _tree(pid: int) -> list[int]:
+    """The process and its descendants (uvicorn's workers under `--workers`)."""
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            pass
+    return pids
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the server process has used so far (all its threads)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
+    """User + system CPU time the server has used so far (all threads and workers)."""
+    total = 0.0
+    for each in _tree(pid):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
 
 
 def peak_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    peak = float("nan")
+    for each in _tree(pid):
+        try:
+            for line in Path(f"/proc/{each}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    rss = int(line.split()[1]) / 1024
+                    peak = rss if peak != peak else max(peak, rss)
+        except OSError:
+            pass
+    return peak
+
+
+#: the peer's interpreter (`--healthchain`): a separate venv with HealthChain installed
+PEER_PYTHON: str | None = None
 
 
 def start(kind: str, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = dict(os.environ)
-    if kind == "service":
+    prefix = ""
+    if kind in ("service", "service-2w"):
         env.update(
             OSTEOHOOKS_AUTH="none",
-            OSTEOHOOKS_DATABASE_URL=f"sqlite:///{tmp / 'bench.db'}",
+            OSTEOHOOKS_DATABASE_URL=f"sqlite:///{tmp / (kind + '.db')}",
             OSTEOHOOKS_LOG_LEVEL="WARNING",
         )
         cds = Path(sys.executable).parent / "cds"
         args = [str(cds), "serve", "--host", "127.0.0.1", "--port", str(port), "--as-of", AS_OF]
+        if kind == "service-2w":
+            args += ["--workers", "2"]
+    elif kind == "healthchain":
+        assert PEER_PYTHON is not None
+        peer = Path(__file__).resolve().parent / "peers" / "healthchain_app.py"
+        args = [PEER_PYTHON, str(peer), "--port", str(port)]
+        prefix = "/cds"  # HealthChain mounts CDS Hooks under /cds
     elif kind == "http-only":
         db = str(tmp / "http-only.db")
         args = [sys.executable, __file__, "--http-only-server", str(port), "--db", db]
     else:
         args = [sys.executable, __file__, "--bare-server", str(port)]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{port}{prefix}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -187,14 +224,18 @@ async def load(base: str, body: dict[str, Any], clients: int, total: int) -> dic
     """`clients` keep-alive connections, each sending requests back to back until `total`
     are done. A minimal HTTP/1.1 client on asyncio streams: the load generator shares the
     machine with the server, so it must cost far less per request than the server does."""
-    host, port = base.removeprefix("http://").split(":")
+    address, _, prefix = base.removeprefix("http://").partition("/")
+    host, port = address.split(":")
+    path = (
+        f"/{prefix}/cds-services/bmd-patient-view" if prefix else "/cds-services/bmd-patient-view"
+    )
     latencies: list[float] = []
     remaining = total
     requests = []
     for _ in range(64):
         payload = json.dumps(dict(body, hookInstance=str(uuid.uuid4()))).encode()
         head = (
-            f"POST /cds-services/bmd-patient-view HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
         )
         requests.append(head.encode() + payload)
@@ -255,7 +296,15 @@ def main() -> None:
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--http-only-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--healthchain",
+        metavar="PYTHON",
+        help="also run HealthChain's trivial handler (benchmarks/peers/healthchain_app.py) "
+        "with this interpreter, e.g. .bench-venv/healthchain/bin/python (make bench-peers)",
+    )
     args = parser.parse_args()
+    global PEER_PYTHON
+    PEER_PYTHON = args.healthchain
     if args.bare_server or args.http_only_server:
         import logging
 
@@ -270,7 +319,9 @@ def main() -> None:
     body = request_body()
     size = len(json.dumps(body))
     rows: list[tuple[str, int, dict[str, float], float]] = []
-    kinds = ("service", "http-only", "bare")
+    kinds: tuple[str, ...] = ("service", "service-2w", "http-only", "bare")
+    if args.healthchain:
+        kinds = (*kinds, "healthchain")
     with tempfile.TemporaryDirectory() as tmp:
         servers = {kind: start(kind, Path(tmp)) for kind in kinds}
         try:
@@ -305,15 +356,16 @@ def main() -> None:
 
     print(
         f"POST /cds-services/bmd-patient-view, {RESOURCES} resources ({size / 1024:.1f} KiB), "
-        f"{args.requests} requests per row, one uvicorn worker, loopback, {os.cpu_count()} CPUs"
+        f"{args.requests} requests per row, loopback, {os.cpu_count()} CPUs "
+        "(service-2w: cds serve --workers 2; the others one uvicorn worker)"
     )
     print(
-        f"{'server':<8} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} "
+        f"{'server':<10} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} "
         f"{'CPU ms/req':>10} {'peak RSS MB':>12}"
     )
     for kind, clients, r, rss in rows:
         latency = f"{r['p50']:>8.2f} {r['p99']:>8.2f}"
-        print(f"{kind:<9} {clients:>7} {latency} {r['rps']:>8.0f} {r['cpu']:>10.2f} {rss:>12.1f}")
+        print(f"{kind:<10} {clients:>7} {latency} {r['rps']:>8.0f} {r['cpu']:>10.2f} {rss:>12.1f}")
     print(
         "CPU ms/req: the server process's user+system CPU per request (/proc, all threads, "
         "10 ms ticks: read it over 1000+ requests); steadier than req/s on a busy machine."
@@ -327,6 +379,24 @@ def main() -> None:
         f"{'met' if service16['p99'] < 10 else 'NOT met'}); bare/service throughput "
         f"{ratio:.2f}x (target <= 3x: {'met' if ratio <= 3 else 'NOT met'}); "
         f"bare/http-only {http_ratio:.2f}x"
+    )
+    if ("healthchain", 16) in row:
+        for clients in (1, 16):
+            peer = row[("healthchain", clients)]["rps"]
+            mine = row[("service", clients)]["rps"]
+            floor = row[("bare", clients)]["rps"]
+            print(
+                f"{clients} client{'s' if clients > 1 else ''}: service/HealthChain throughput "
+                f"{mine / peer:.2f}x (target >= 1.0x: {'met' if mine >= peer else 'NOT met'}); "
+                f"service/bare {mine / floor:.2f}x (target >= 0.5x: "
+                f"{'met' if mine >= 0.5 * floor else 'NOT met'})"
+            )
+    two = row[("service-2w", 16)]
+    cpu = row[("service", 1)]["cpu"]
+    print(
+        f"--workers 2, 16 clients: p99 {two['p99']:.2f} ms (target < 25 ms: "
+        f"{'met' if two['p99'] < 25 else 'NOT met'}); service CPU {cpu:.2f} ms/request at "
+        f"1 client (target <= 2.1 ms: {'met' if cpu <= 2.1 else 'NOT met'})"
     )
 
 

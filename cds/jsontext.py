@@ -23,6 +23,7 @@ standard library directly: orjson reads integers beyond 64 bits as floats.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -57,3 +58,39 @@ def dumps(value: Any) -> str:
         return orjson.dumps(value).decode("utf-8")
     except orjson.JSONEncodeError:
         return _FALLBACK.encode(value)
+
+
+#: A JSON escape of a UTF-16 surrogate (\uD800-\uDFFF): only there can `loads` give a
+#: string holding a lone surrogate (raw UTF-8 cannot encode one).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def lone_surrogate(data: bytes, value: Any) -> str | None:
+    """The path (`a.b[0]`) of a string or key in `value` (parsed from `data`) that holds a
+    lone UTF-16 surrogate, which no UTF-8 text can carry; None when there is none. Only a
+    body with a surrogate escape is walked."""
+    if _SURROGATE_ESCAPE.search(data) is None:
+        return None
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if not _utf8(item):
+                return path or "(the body)"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if not _utf8(key):
+                    return f"a key of {path or '(the body)'}"
+                where = f"{path}.{key}" if path else str(key)
+                stack.append((where, child))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{i}]", child) for i, child in enumerate(item))
+    return None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

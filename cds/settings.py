@@ -109,7 +109,19 @@ class Settings(DataFolders):
     max_body_bytes: int = Field(MAX_BODY_BYTES, gt=0, description="request bodies above: 413")
     fhir_timeout: float = Field(3.0, gt=0, description="seconds per FHIR request (prefetch)")
     fhir_max_pages: int = Field(10, ge=1, description="pages followed per prefetch search")
+    fhir_deadline_ms: int = Field(
+        2000, gt=0, description="total ms for all fallback fetches of one call (pages, Devices)"
+    )
+    fhir_max_bytes: int = Field(
+        32 * 1024 * 1024, gt=0, description="largest FHIR answer read (bytes, while streaming)"
+    )
+    eval_threads: int = Field(
+        4, ge=1, description="worker threads per process for evaluation and big JSON bodies"
+    )
     jwt_leeway: int = Field(30, ge=0, le=300, description="clock skew allowed on exp/iat, s")
+    jwt_max_lifetime: int = Field(
+        300, ge=1, le=3600, description="longest JWT lifetime (exp - iat) accepted, s"
+    )
     jwks_cache_ttl: int = Field(300, ge=1, description="seconds a fetched jku JWK Set is kept")
     log_level: str = Field("INFO", description="root log level (JSON logs on stderr)")
 

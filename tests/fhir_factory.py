@@ -37,6 +37,22 @@ PARAMS: dict[str, int | float] = {
     "nhanes_lumbar_sd": 0.122,
     "dxa_min_interval_months": 23,
     "recent_fracture_months": 12,
+    # clin-therapy, revision 2 (CS-3.6, CS-9.1, CS-9.2, CS-9.4)
+    "denosumab_overdue_months": 7,
+    "egfr_window_months": 12,
+    "possible_hpp_bisphosphonate_months": 12,
+    "possible_hpp_denosumab_months": 7,
+    "holiday_after_months": 12,
+    "holiday_reassess_from_months": 24,
+    "holiday_reassess_to_months": 36,
+    "ppi_long_term_months": 12,
+    "lab_recent_months": 12,
+    "fragility_injury_min_age": 50,
+    "normal_t": -1.0,
+    "osteoporosis_t": -2.5,
+    "t_score_men_min_age": 50,
+    "romosozumab_cv_event_months": 12,
+    "current_exam_window_days": 31,
 }
 
 VERTEBRA_SNOMED = {"L1": "61032001", "L2": "53983007", "L3": "55492004", "L4": "71996003"}

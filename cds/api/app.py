@@ -28,12 +28,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import cds
+from cds import metrics
 from cds.api import prefetch as prefetch_mod
 from cds.api.auth import AuthError, JwtVerifier, bearer_token, load_trusted_issuers
 from cds.api.errors import (
@@ -44,6 +46,7 @@ from cds.api.errors import (
     unauthorized,
     validation_issues,
 )
+from cds.api.health import add_operations
 from cds.api.models import (
     CONTEXT_MODELS,
     CdsRequest,
@@ -60,13 +63,15 @@ from cds.api.ruleset import EvaluatorLike, RuleSetHolder, load_evaluator
 from cds.cards.invariants import empty_elements
 from cds.contracts.cards import EXTENSION_KEY
 from cds.fhir.profiles import load_profiles
-from cds.jsontext import dumps, loads
+from cds.jsontext import dumps, loads, lone_surrogate
 from cds.settings import Settings
-from cds.store import AuditRecord, FeedbackItem, IssuedCard, Store
+from cds.store import AuditRecord, FeedbackItem, IssuedCard, Store, StoreUnavailable
 
 log = logging.getLogger("osteohooks.api")
 
 JSON = "application/json"
+FEEDBACK_SECONDS = 2.0  # feedback not committed by then: 503 with Retry-After
+RETRY_AFTER_SECONDS = "5"
 
 SERVICE_DEFS: dict[str, tuple[str, str, str]] = {
     "bmd-patient-view": (
@@ -99,6 +104,12 @@ USAGE = (
     "payload at extension['org.osteohooks']."
 )
 
+BASE_URL_REQUIRED = (
+    "OSTEOHOOKS_AUTH=jwt needs OSTEOHOOKS_BASE_URL, the public URL the EHR calls (e.g. "
+    "https://cds.example.org): a JWT's aud is checked against it, never against the Host or "
+    "X-Forwarded-Proto of the request, which a caller can choose"
+)
+
 NO_AUTH_WARNING = (
     "WARNING: AUTHENTICATION IS OFF (OSTEOHOOKS_AUTH=none): development only, never expose "
     "this service to patient data. "
@@ -118,6 +129,7 @@ class ServiceState:
     discovery_body: bytes
     fhir_transport: httpx.AsyncBaseTransport | None = None
     today: Callable[[], date] = field(default=lambda: datetime.now(UTC).date())
+    eval_limiter: anyio.CapacityLimiter | None = None
 
 
 def observation_codes(settings: Settings) -> list[str]:
@@ -169,9 +181,16 @@ class RequestGuard:
                 return
         path: str = scope["path"]
         needs_auth = self.state.verifier is not None and path.startswith("/cds-services")
-        if needs_auth and not await self._authenticated(scope, headers, path):
-            await unauthorized().response()(scope, receive, send)
-            return
+        if needs_auth:
+            try:
+                authenticated = await self._authenticated(scope, headers, path)
+            except StoreUnavailable as exc:  # the jti cannot be checked: not the caller's fault
+                log.error("503: %s", exc, extra={"event": "store-unavailable", "path": path})
+                await store_unavailable().response()(scope, receive, send)
+                return
+            if not authenticated:
+                await unauthorized().response()(scope, receive, send)
+                return
         if scope["method"] in ("POST", "PUT", "PATCH"):
             body = await self._read(receive)
             if body is None:
@@ -209,8 +228,10 @@ class RequestGuard:
         token = bearer_token(headers.get("authorization"))
         if token is None:
             log.debug("401: no bearer token", extra={"reason": "no-bearer", "path": path})
+            metrics.AUTH_FAILURES.labels(reason="no-bearer").inc()
             return False
-        base = self.state.settings.base_url or _request_base(scope, headers)
+        base = self.state.settings.base_url
+        assert base is not None  # create_app refuses JWT auth without OSTEOHOOKS_BASE_URL
         audiences = [base + path.rstrip("/")]
         parts = path.rstrip("/").split("/")
         if len(parts) == 4 and parts[3] == "feedback":  # aud may name the service itself
@@ -219,18 +240,25 @@ class RequestGuard:
             claims = await self.state.verifier.verify(token, audiences)
         except AuthError as exc:
             log.debug("401: %s", exc, extra={"reason": str(exc), "path": path})
+            metrics.AUTH_FAILURES.labels(reason=exc.reason).inc()
             return False
+        except StoreUnavailable:
+            raise
         except Exception:  # a verifier bug must not open the door
             log.exception("401: token verification crashed", extra={"path": path})
+            metrics.AUTH_FAILURES.labels(reason="error").inc()
             return False
         scope.setdefault("state", {})["jwt_iss"] = claims.get("iss")
         return True
 
 
-def _request_base(scope: Scope, headers: Mapping[str, str]) -> str:
-    scheme = headers.get("x-forwarded-proto") or scope.get("scheme", "http")
-    host = headers.get("host") or "localhost"
-    return f"{scheme}://{host}{scope.get('root_path', '')}".rstrip("/")
+def store_unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "The service's store cannot take a write right now; nothing was recorded. Send the "
+        f"same request again after {RETRY_AFTER_SECONDS} s (feedback is idempotent).",
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+    )
 
 
 def _replay(body: bytes) -> Receive:
@@ -260,17 +288,25 @@ def create_app(
 ) -> FastAPI:
     """Build the service. `evaluator` defaults to the rules in `settings.rules`."""
     settings = settings or Settings()
+    if settings.auth == "jwt" and settings.base_url is None:
+        raise ValueError(BASE_URL_REQUIRED)
+    issuers = None
     if verifier is None and settings.auth == "jwt":
         if settings.trusted_issuers is None:
             raise ValueError(
                 "OSTEOHOOKS_AUTH=jwt needs OSTEOHOOKS_TRUSTED_ISSUERS (a JSON file of trusted "
                 "issuers and their keys); set OSTEOHOOKS_AUTH=none only for development"
             )
+        issuers = load_trusted_issuers(settings.trusted_issuers)
+    store = store or Store(settings.database_url)
+    if issuers is not None:
         verifier = JwtVerifier(
-            load_trusted_issuers(settings.trusted_issuers),
+            issuers,
             tenants=settings.trusted_tenants,
             leeway=settings.jwt_leeway,
+            max_lifetime=settings.jwt_max_lifetime,
             jwks_ttl=settings.jwks_cache_ttl,
+            replay=store,  # one jti guard for every worker and instance on this database
         )
     if settings.auth == "none":
         verifier = None
@@ -278,12 +314,6 @@ def create_app(
             "AUTHENTICATION IS OFF (OSTEOHOOKS_AUTH=none): any caller can use this service. "
             "Development only.",
             extra={"event": "auth-off"},
-        )
-    elif settings.base_url is None:
-        log.warning(
-            "OSTEOHOOKS_BASE_URL is not set: the JWT aud is checked against the URL the "
-            "request came in on (Host header); set it to the public URL in production",
-            extra={"event": "base-url-unset"},
         )
     if evaluator is None:  # after the configuration checks: compiling rules takes a while
         holder = RuleSetHolder(load_evaluator(settings.rules), settings.rules)
@@ -294,7 +324,7 @@ def create_app(
     state = ServiceState(
         settings=settings,
         holder=holder,
-        store=store or Store(settings.database_url),
+        store=store,
         verifier=verifier,
         templates=templates,
         discovery_body=json.dumps(discovery.dump(), separators=(",", ":")).encode(),
@@ -312,10 +342,14 @@ def create_app(
         redoc_url=None,
     )
     app.state.service = state
+    metrics.set_services(frozenset(SERVICE_DEFS))
+    metrics.rules_version(holder.evaluator.ruleset_version)
+    add_operations(app, state)
     _routes(app, state)
     _handlers(app)
     _openapi(app)
     app.add_middleware(RequestGuard, state=state)
+    app.add_middleware(metrics.MetricsMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -333,6 +367,7 @@ def _lifespan(
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
+        state.eval_limiter = anyio.CapacityLimiter(state.settings.eval_threads)
         tasks: list[asyncio.Task[None]] = []
 
         def on_sighup() -> None:
@@ -376,7 +411,9 @@ def _freeze_startup_heap() -> None:
 
 
 async def _reload(state: ServiceState) -> None:
+    before = state.holder.evaluator.ruleset_version
     await anyio.to_thread.run_sync(state.holder.reload)
+    metrics.rules_version(state.holder.evaluator.ruleset_version, before)
 
 
 async def _poll_rules(state: ServiceState) -> None:
@@ -403,6 +440,7 @@ def _routes(app: FastAPI, state: ServiceState) -> None:
             413: "Body over 5 MB (OperationOutcome)",
             422: "FHIR data too unusable to evaluate (OperationOutcome)",
             500: "Internal failure (OperationOutcome)",
+            503: "Store unavailable: nothing recorded, retry after Retry-After (OperationOutcome)",
         }.items()
     }
 
@@ -431,7 +469,7 @@ def _routes(app: FastAPI, state: ServiceState) -> None:
         "/cds-services/{service_id}/feedback",
         response_model=FeedbackReceipt,
         summary="Feedback on cards (accepted / overridden)",
-        responses={k: error_docs[k] for k in (400, 401, 404, 413, 500)},
+        responses={k: error_docs[k] for k in (400, 401, 404, 413, 500, 503)},
         openapi_extra=_body_doc("FeedbackRequest"),
     )
     async def feedback(service_id: str, request: Request) -> Response:
@@ -472,11 +510,39 @@ def _json_object(body: bytes, what: str) -> dict[str, Any]:
         raise ApiError(400, f"The body is not UTF-8 text. Send a {what} as JSON.") from None
     except RecursionError:
         raise ApiError(400, "The body nests JSON too deeply to read.") from None
+    except ValueError as exc:  # Python's limit on integer digits (4300)
+        raise ApiError(
+            400,
+            f"The body holds a number too long to read ({exc}). Send numbers of at most "
+            "4300 digits (FHIR decimals and integers are far shorter).",
+        ) from None
+    where = lone_surrogate(body, data)
+    if where is not None:
+        raise ApiError(
+            400,
+            f"The body holds a lone UTF-16 surrogate escape (\\uD800-\\uDFFF without its "
+            f"pair) at {where}: that is not Unicode text. Send valid UTF-8 strings.",
+            expression=[where],
+        )
     if not isinstance(data, dict):
         raise ApiError(
             400, f"The body must be a JSON object (a {what}), not {type(data).__name__}."
         )
     return data
+
+
+#: Bodies above this many bytes are parsed and validated in a worker thread: a small body
+#: costs less than the thread hop, a 5 MB one would hold the event loop for tens of ms.
+PARSE_IN_THREAD_BYTES = 64 * 1024
+
+
+async def _parsed(state: ServiceState, model: type[BaseModel], body: bytes, what: str) -> Any:
+    def parse() -> Any:
+        return _validate(model, _json_object(body, what))
+
+    if len(body) <= PARSE_IN_THREAD_BYTES:
+        return parse()
+    return await anyio.to_thread.run_sync(parse, limiter=state.eval_limiter)
 
 
 def _validate(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
@@ -492,7 +558,7 @@ def _validate(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
 async def _call(state: ServiceState, service_id: str, body: bytes) -> Response:
     started = time.perf_counter()
     hook, _title, _desc = _service(service_id)
-    request: CdsRequest = _validate(CdsRequest, _json_object(body, "CDS Hooks request"))
+    request: CdsRequest = await _parsed(state, CdsRequest, body, "CDS Hooks request")
     try:
         return await _answer(state, service_id, hook, request, started)
     except ApiError as exc:  # a refused call is audited and logged (status and elements only)
@@ -507,6 +573,9 @@ async def _call(state: ServiceState, service_id: str, body: bytes) -> Response:
                 "reason": [e for i in exc.issues for e in i.get("expression", [])] or None,
             },
         )
+        raise
+    except Exception:  # answered 500 by the crash handler: the audit says 500 too
+        _audit(state, service_id, hook, request.hookInstance, None, 500, [], [], started)
         raise
 
 
@@ -539,9 +608,14 @@ async def _answer(
         allowlist=state.settings.fhir_server_allowlist,
         timeout=state.settings.fhir_timeout,
         max_pages=state.settings.fhir_max_pages,
+        deadline=state.settings.fhir_deadline_ms / 1000,
+        max_bytes=state.settings.fhir_max_bytes,
         transport=state.fhir_transport,
     )
     fetch_ms = (time.perf_counter() - fetch_started) * 1000
+    metrics.STAGE.labels(stage="fetch").observe(fetch_ms / 1000)
+    if data.fetched:
+        metrics.FALLBACK_FETCHES.inc(len(data.fetched))
     _check_patient(data.resources, context.patientId)
     draft_orders: list[dict[str, Any]] = []
     selections: list[str] = []
@@ -554,13 +628,14 @@ async def _answer(
     evaluator = state.holder.evaluator
     version: str | None = None
     eval_started = time.perf_counter()
-    try:
-        version = evaluator.ruleset_version
+    as_of = state.settings.as_of or state.today()
+
+    def evaluate() -> tuple[Any, list[dict[str, Any]], str]:
         result = evaluator.evaluate(
             _evaluation_input(
                 hook=hook,
                 resources=data.resources,
-                as_of=state.settings.as_of or state.today(),
+                as_of=as_of,
                 patient_id=context.patientId,
                 draft_orders=draft_orders,
                 selections=selections,
@@ -571,6 +646,18 @@ async def _answer(
         cards_json = dumps(cards)
         if _maybe_empty(cards_json):  # cheap scan of the JSON; the exact walk only on a hit
             _no_empty(cards, "cards")
+        return result, cards, cards_json
+
+    try:
+        version = evaluator.ruleset_version
+        if _entries(data.resources) > EVALUATE_IN_THREAD_ENTRIES:
+            # off the event loop (the engine serialises its own access): discovery and
+            # other calls are answered while a big patient is evaluated
+            result, cards, cards_json = await anyio.to_thread.run_sync(
+                evaluate, limiter=state.eval_limiter
+            )
+        else:  # a typical patient (~1.5 ms) costs less on the loop than a thread hop
+            result, cards, cards_json = evaluate()
     except Exception:
         log.exception(
             "evaluation failed",
@@ -593,6 +680,7 @@ async def _answer(
             ],
         )
     eval_ms = (time.perf_counter() - eval_started) * 1000
+    metrics.STAGE.labels(stage="evaluate").observe(eval_ms / 1000)
     outcome = getattr(result, "outcome", None)
     fired = [str(r) for r in getattr(result, "fired", [])]
     if _fatal(outcome):
@@ -619,7 +707,14 @@ async def _answer(
             ext["prefetch"] = notes
         body += ',"extension":' + dumps({EXTENSION_KEY: ext})
     body += "}"
+    payload = body.encode()  # before the audit: the audit records what the client gets
     issued = [_issued(card) for card in cards]
+    for card, origin in zip(cards, issued, strict=True):
+        metrics.CARDS.labels(
+            service=service_id,
+            topic=origin.topic or "none",
+            indicator=str(card.get("indicator")),
+        ).inc()
     _audit(state, service_id, hook, hook_instance, version, 200, fired, issued, started)
     log.info(
         "hook answered",
@@ -640,7 +735,20 @@ async def _answer(
             "latencyMs": round((time.perf_counter() - started) * 1000, 2),
         },
     )
-    return Response(body.encode(), media_type=JSON)
+    return Response(payload, media_type=JSON)
+
+
+#: Patients with more resources than this are evaluated in a worker thread.
+EVALUATE_IN_THREAD_ENTRIES = 200
+
+
+def _entries(resources: list[dict[str, Any]]) -> int:
+    """Resources to evaluate: a Bundle counts its entries, anything else one."""
+    total = 0
+    for value in resources:
+        entry = value.get("entry") if value.get("resourceType") == "Bundle" else None
+        total += len(entry) if isinstance(entry, list) else 1
+    return total
 
 
 def _evaluation_input(**kwargs: Any) -> Any:
@@ -729,7 +837,7 @@ def _audit(
 
 async def _feedback(state: ServiceState, service_id: str, body: bytes) -> Response:
     _service(service_id)
-    request: FeedbackRequest = _validate(FeedbackRequest, _json_object(body, "feedback object"))
+    request: FeedbackRequest = await _parsed(state, FeedbackRequest, body, "feedback object")
     items = [
         FeedbackItem(
             card=f.card,
@@ -749,15 +857,34 @@ async def _feedback(state: ServiceState, service_id: str, body: bytes) -> Respon
         )
         for f in request.feedback
     ]
-    stored, duplicates = await anyio.to_thread.run_sync(
-        state.store.store_feedback, service_id, items
-    )
+    try:
+        # acknowledged only once committed; a store that cannot commit within
+        # FEEDBACK_SECONDS is a fast 503 (a late commit is harmless: feedback is idempotent)
+        with anyio.fail_after(FEEDBACK_SECONDS):
+            stored, duplicates = await anyio.to_thread.run_sync(
+                state.store.store_feedback, service_id, items, abandon_on_cancel=True
+            )
+    except (TimeoutError, StoreUnavailable, SQLAlchemyError, OSError) as exc:
+        metrics.STORE_FAILURES.labels(operation="feedback").inc()
+        log.error(
+            "feedback not stored (answered 503): %s",
+            type(exc).__name__ if isinstance(exc, TimeoutError) else _first_line(exc),
+            extra={"event": "feedback-unavailable", "service": service_id, "cards": len(items)},
+        )
+        raise store_unavailable() from None
     log.info(
         "feedback stored",
         extra={"event": "feedback", "service": service_id, "cards": len(items)},
     )
     receipt = FeedbackReceipt(stored=stored, duplicates=duplicates)
     return Response(json.dumps(receipt.dump()).encode(), media_type=JSON)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The exception's class and first line, never the SQL parameters (user comments)."""
+    if isinstance(exc, SQLAlchemyError):
+        return f"{type(exc).__name__}: {getattr(exc, 'orig', None) or 'database error'}"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
 
 
 # --------------------------------------------------------------------------- errors

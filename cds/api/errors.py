@@ -3,7 +3,8 @@
 Status codes (docs/ehr-integration.md lists them for integrators):
 400 malformed JSON or request shape, 401 authentication, 404 unknown service or path,
 405 wrong method, 412 required data neither prefetched nor fetchable, 413 body too large,
-422 FHIR data so unusable that nothing can be evaluated, 500 internal failure.
+422 FHIR data so unusable that nothing can be evaluated, 500 internal failure, 503 the store
+cannot take the write now (with Retry-After; feedback is idempotent, so send it again).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ STATUS_ISSUE_CODE: dict[int, str] = {
     413: "too-costly",
     422: "invalid",
     500: "exception",
+    503: "transient",
 }
 
 FHIR_JSON = "application/fhir+json"

@@ -153,6 +153,17 @@ class DraftOrdersBundle(_Model):
             resource = entry.get("resource")
             if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
                 raise ValueError(f"entry[{index}].resource must be a FHIR resource object")
+        seen: dict[str, int] = {}
+        for index, entry in enumerate(entries or []):
+            resource = entry["resource"]
+            if isinstance(resource.get("id"), str):
+                ref = f"{resource['resourceType']}/{resource['id']}"
+                if ref in seen:
+                    raise ValueError(
+                        f"entry[{index}] is {ref} again (also entry[{seen[ref]}]): each draft "
+                        "order must appear once; send each order a single time"
+                    )
+                seen[ref] = index
         return entries
 
     def resources(self) -> list[dict[str, Any]]:
@@ -247,7 +258,13 @@ def _utc(value: datetime) -> datetime:
         raise ValueError(
             "outcomeTimestamp must carry a time zone (RFC 3339, UTC), e.g. 2021-12-11T10:05:31Z"
         )
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+14:00 or 9999-12-31T23:59-12:00
+        raise ValueError(
+            "outcomeTimestamp lies outside the years 1-9999 once converted to UTC; send the "
+            "time the card was acted on, e.g. 2021-12-11T10:05:31Z"
+        ) from None
 
 
 class Feedback(_Model):

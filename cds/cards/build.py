@@ -2,8 +2,8 @@
 
 Merge (docs/architecture.md, "Cards"): the contributions of a topic are ordered by
 priority (highest first; ties by rule id, then fact id). Scalar payload fields and the
-summary come from the first (the winning rule); the list fields ``findings`` / ``items``
-are the ordered union; the indicator is the most severe; details are joined in that
+summary come from the first (the winning rule); the list fields ``findings`` / ``items`` /
+``sites`` are the ordered union; the indicator is the most severe; details are joined in that
 order; ``evidence`` is the union; ``rule`` is the winner and ``rules`` all of them.
 Suggestions are the union (by label) and become draft ServiceRequests coded from
 ``fhir_profiles/order-codes.json``. Absent values are omitted, never null or empty.
@@ -319,6 +319,12 @@ def _suggestions(
             note = _one_line(str(note_raw)) if _present(note_raw) else None
             actions: list[dict[str, Any]] = []
             orders = raw.get("orders") or []
+            omit_raw = raw.get("omit_orders")
+            if orders and _present(omit_raw):
+                omit = {k.strip() for k in str(omit_raw).split(",")}
+                orders = [k for k in orders if str(k) not in omit]
+                if not orders:
+                    continue  # every test it would order has a recent result (CS-6.1)
             if orders:
                 occurrence = raw.get("occurrence")
                 period = _period(occurrence) if occurrence else None

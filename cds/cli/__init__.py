@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from cds.cli import contract_cmd, replay_cmd, rules_cmd, serve_cmd
+from cds.cli import contract_cmd, feedback_cmd, replay_cmd, rules_cmd, serve_cmd, studio_cmd
 
 app = typer.Typer(
     name="cds",
@@ -13,10 +15,32 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        import cds
+
+        typer.echo(f"osteohooks {cds.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """osteohooks: bone density decision support (CDS Hooks 2.0.1)."""
+
+
 app.add_typer(rules_cmd.app, name="rules")
 app.add_typer(contract_cmd.app, name="contract")
+app.add_typer(feedback_cmd.app, name="feedback")
 replay_cmd.register(app)
 serve_cmd.register(app)
+studio_cmd.register(app)
 
 
 def main() -> None:

@@ -139,6 +139,22 @@ def replay(
             show_default=False,
         ),
     ] = None,
+    deadline: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Seconds one input may take in a worker; a worker over it is replaced and "
+            "the input tried again.",
+        ),
+    ] = 120.0,
+    max_tries: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Times an input is tried when its worker dies or overruns --deadline; then "
+            "it is reported failed.",
+        ),
+    ] = 3,
     out: Annotated[
         Path | None, typer.Option(help="Write the report to this file instead of stdout.")
     ] = None,
@@ -170,6 +186,8 @@ def replay(
         expect=expect,
         update_expect=update_expect,
         workers=workers if workers is not None else default_workers(),
+        deadline=deadline,
+        max_tries=max_tries,
         progress=interactive,
         summary_in_report=out is not None or not interactive,
         properties={

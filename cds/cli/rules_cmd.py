@@ -1,4 +1,4 @@
-"""`cds rules lint|test|docs|compile`: rule author tooling (owned by the rule engine work)."""
+"""`cds rules lint|test|docs|compile|schema`: rule author tooling (the rule engine work)."""
 
 from __future__ import annotations
 
@@ -94,3 +94,27 @@ def compile_cmd(
         data = compile_file(ruleset, path)
         target.write_text(dumps(data), encoding="utf-8")
         typer.echo(f"wrote {target} ({len(data['rules'])} rules)")
+
+
+@app.command()
+def schema(
+    directory: DirArg = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="file to write (the package ships cds/rules/rules.schema.json); default: print it"
+        ),
+    ] = None,
+) -> None:
+    """Write the JSON Schema of the rule-file language (for editors: completion and checks
+    as one types), generated from the rule model and the names the rules define."""
+    from cds.rules.schema import dumps, generate
+
+    ruleset = _load(directory)
+    text = dumps(generate(ruleset))
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {out}")

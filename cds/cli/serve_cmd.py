@@ -49,6 +49,13 @@ def serve(
     ] = False,
 ) -> None:
     """Start the CDS Hooks 2.0.1 service (discovery at /cds-services)."""
+    _survive_sighup_while_starting()
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # before prometheus-client is imported: each worker writes its metrics there and
+        # /metrics on any worker adds them all up (cds.metrics)
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="osteohooks-metrics-")
     import uvicorn
 
     from cds.api.logs import configure
@@ -91,9 +98,12 @@ def serve(
         # each worker builds its own app (own store connection, own rule set)
         application.state.service.store.close()
         target = "cds.cli.serve_cmd:app_factory"
+    from cds.api.nodelay import PROTOCOL
+
     uvicorn.run(
         target,
         factory=workers > 1,
+        http=PROTOCOL,  # TCP_NODELAY on every connection (lost with --workers: cds.api.nodelay)
         host=host,
         port=port,
         workers=workers,
@@ -101,6 +111,21 @@ def serve(
         access_log=False,
         server_header=False,
     )
+
+
+def _survive_sighup_while_starting() -> None:
+    """SIGHUP's default action ends the process: until the service installs its reload
+    handler (or uvicorn's supervisor its own), a SIGHUP is only noted: the rules being
+    loaded are read from the folder as it is now anyway."""
+    import signal
+    import sys
+
+    if hasattr(signal, "SIGHUP"):
+
+        def noted(_signum: int, _frame: object) -> None:
+            sys.stderr.write("SIGHUP during start-up: the rules are being loaded already\n")
+
+        signal.signal(signal.SIGHUP, noted)
 
 
 def register(app: typer.Typer) -> None:

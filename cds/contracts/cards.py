@@ -11,7 +11,7 @@ checks, the service and the authoring tools all read these names from here.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -68,7 +68,7 @@ MAX_SUMMARY = 140
 #: The key of Card.extension that carries the machine-readable payload.
 EXTENSION_KEY = "org.osteohooks"
 #: Payload fields whose values merge as the ordered union of the contributing rules.
-LIST_FIELDS: tuple[str, ...] = ("findings", "items")
+LIST_FIELDS: tuple[str, ...] = ("findings", "items", "sites")
 #: Payload fields every card has, whatever its topic.
 COMMON_PAYLOAD_FIELDS: tuple[str, ...] = ("rule", "rules", "evidence", "rulesetVersion")
 
@@ -134,12 +134,26 @@ class ArtifactWarningPayload(Payload):
 
 
 class SiteChange(_Closed):
+    """One site's change (CS-4.5 rev 2); a comparable site gives all its numbers."""
+
     site: ChangeSite
     comparable: StrictBool
     percentChange: Number | SkipJsonSchema[None] = None
     lsc: Number | SkipJsonSchema[None] = None
     significant: StrictBool | SkipJsonSchema[None] = None
     direction: Direction | SkipJsonSchema[None] = None
+
+    @model_validator(mode="after")
+    def _comparable_has_numbers(self) -> SiteChange:
+        if self.comparable:
+            missing = [
+                name
+                for name in ("percentChange", "lsc", "significant", "direction")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(f"a comparable site ({self.site}) lacks {', '.join(missing)}")
+        return self
 
 
 class BmdChangePayload(Payload):
@@ -152,7 +166,18 @@ class BmdChangePayload(Payload):
         StrictBool | SkipJsonSchema[None], Field(description="if comparable")
     ] = None
     direction: Direction | SkipJsonSchema[None] = None
-    sites: Annotated[list[SiteChange] | SkipJsonSchema[None], Field(min_length=1)] = None
+    sites: Annotated[
+        list[SiteChange] | SkipJsonSchema[None],
+        Field(min_length=1, description="each site at most once (CS-4.5)"),
+    ] = None
+
+    @model_validator(mode="after")
+    def _each_site_once(self) -> BmdChangePayload:
+        names = [entry.site for entry in self.sites or ()]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"sites lists {', '.join(twice)} twice")
+        return self
 
 
 class TbsPayload(Payload):
@@ -206,6 +231,31 @@ PAYLOAD_MODELS: dict[str, type[Payload]] = {
 TOPIC_PAYLOAD_FIELDS: dict[str, tuple[str, ...]] = {
     topic: tuple(name for name in model.model_fields if name not in COMMON_PAYLOAD_FIELDS)
     for topic, model in PAYLOAD_MODELS.items()
+}
+
+
+def _literal_values(annotation: Any) -> tuple[str, ...]:
+    """The strings a `Literal[...]` (possibly optional) annotation allows; () if none."""
+    if get_origin(annotation) is Literal:
+        return tuple(str(v) for v in get_args(annotation))
+    for arg in get_args(annotation):
+        if get_origin(arg) is Literal:
+            return tuple(str(v) for v in get_args(arg))
+    return ()
+
+
+#: Payload fields whose values the contract enumerates, per topic: a literal value in a
+#: rule's payload must be one of these (templated values are checked when the card is built).
+TOPIC_PAYLOAD_VALUES: dict[str, dict[str, tuple[str, ...]]] = {
+    topic: values
+    for topic, model in PAYLOAD_MODELS.items()
+    if (
+        values := {
+            name: allowed
+            for name, info in model.model_fields.items()
+            if name not in COMMON_PAYLOAD_FIELDS and (allowed := _literal_values(info.annotation))
+        }
+    )
 }
 
 

@@ -14,6 +14,19 @@
   queue (as durable's `do_actions` does, minus its per-action Python overhead).
 - Emit rules assert their derived fact in the same session (forward chaining).
 - A rule whose condition holds through several `$or` branches is reported once per fact.
+- The compiled rules are split over several durable rulesets ("chunks") so that none
+  exceeds durable's fixed tables: a node of its alpha network keeps at
+  most 128 `$ex`/`$nex` successors (`NEXT_LIST_LENGTH`; the 129th fails with error 107) and
+  512 hashed successors (`NEXT_BUCKET_LENGTH`; the insert then never returns: the "cliff"
+  at ~800 rules); and one fact making more than 64 results in one ruleset corrupts the
+  heap. So a chunk holds, per fact type, rules whose result bound, distinct tests and
+  rule count stay within `SplitBounds`. Each chunk costs one more session per
+  evaluation (~0.08 ms), so chunks are as full as allowed.
+  A fact goes to every chunk with rules for its type; a fact emitted in one chunk is
+  asserted at once into that chunk and queued for the others, until no chunk has work
+  (forward chaining across chunks). Each chunk gets its own session per evaluation (with
+  the sentinel fact), all deleted at the end. Results do not depend on the split: firings
+  and emitted facts are sets (sorted in `EngineResult`).
 """
 
 from __future__ import annotations
@@ -43,7 +56,7 @@ from cds.rules.result import (
     normalize_facts,
 )
 
-__all__ = ["Engine", "EngineError", "EngineResult", "Firing"]
+__all__ = ["Engine", "EngineError", "EngineResult", "Firing", "SplitBounds"]
 
 _LOCK = threading.RLock()
 RULESET_NAME = "osteohooks"
@@ -61,8 +74,26 @@ SESSION_RULE = "$session"
 _ACTION = re.compile(r'^\{\s*"([^"\\]*)"\s*:\s*\{\s*"m"\s*:\s*\{\s*"id"\s*:\s*"([^"\\]*)"')
 
 
-#: Engine messages as compact JSON text (orjson: ~2 instead of ~15 us for a batch).
-_encode = dumps
+#: durable_rules' JSON reader refuses a number with an exponent but no fraction (`1e+16`,
+#: `1e-07`, `5e-324`: error 204), which is how orjson writes such floats; it reads
+#: `1.0e+16`. A string token is matched whole, so text inside strings is never changed.
+_EXPONENT_HINT = re.compile(r"\d[eE][-+]?\d")
+_BARE_EXPONENT = re.compile(r'"(?:[^"\\]|\\.)*"|(?<![\d.])(-?\d+)([eE][-+]?\d+)')
+
+
+def _fraction(match: re.Match[str]) -> str:
+    if match.group(1) is None:
+        return match.group(0)
+    return f"{match.group(1)}.0{match.group(2)}"
+
+
+def _encode(value: Any) -> str:
+    """Engine messages as compact JSON text (orjson: ~2 instead of ~15 us for a batch),
+    every exponent number given the fraction durable_rules needs."""
+    text = dumps(value)
+    if _EXPONENT_HINT.search(text) is None:
+        return text
+    return _BARE_EXPONENT.sub(_fraction, text)
 
 
 class EngineError(RuntimeError):
@@ -77,9 +108,61 @@ def _dispatched_by_engine(c: Any) -> None:  # pragma: no cover - never called
     """durable wants a `run` per rule; `Engine._run_batch` dispatches the actions itself."""
 
 
-def _pattern_fields(pattern: Mapping[str, Any]) -> tuple[str, frozenset[str]]:
-    """(fact type, fields read) of a compiled single-fact pattern."""
+@dataclass(frozen=True)
+class _Pattern:
+    """What the split needs of one compiled single-fact pattern."""
+
+    fact_type: str
+    fields: frozenset[str]
+    #: distinct `$ex`/`$nex` tests and distinct other tests (JSON text of each)
+    exists_tests: frozenset[str]
+    other_tests: frozenset[str]
+    #: at most how many results one fact can make through this pattern (`_paths`)
+    paths: int
+
+
+def _field(expr: Mapping[str, Any]) -> str | None:
+    ((op, arg),) = expr.items()
+    if op in ("$and", "$or"):
+        return None
+    return str(next(iter(arg))) if op.startswith("$") else op
+
+
+def _paths(expr: Mapping[str, Any]) -> int:
+    """An upper bound of the results one fact makes through `expr` in durable.
+
+    durable reports a match once per `$or` branch that holds, so a fact can match one
+    rule several times. `$and`: the product of its parts; `$or`: the sum of its branches,
+    where the leaf tests of one field count as one path (`$nex` excludes every comparison
+    on its field, and `$eq` tests of one field exclude each other) plus one per other
+    comparison of that field (two `$neq` or `$lt` tests may both hold).
+    """
+    ((op, arg),) = expr.items()
+    if op == "$and":
+        product = 1
+        for item in arg:
+            product *= _paths(item)
+        return product
+    if op != "$or":
+        return 1
+    total = 0
+    by_field: dict[str, list[str]] = {}
+    for item in arg:
+        name = _field(item)
+        if name is None:
+            total += _paths(item)
+        else:
+            by_field.setdefault(name, []).append(next(iter(item)))
+    for ops in by_field.values():
+        overlapping = sum(1 for o in ops if o not in ("$nex", "$eq"))
+        total += max(1, overlapping + (1 if "$eq" in ops else 0))
+    return total
+
+
+def _pattern(pattern: Mapping[str, Any]) -> _Pattern:
     fields: set[str] = set()
+    exists: set[str] = set()
+    other: set[str] = set()
     fact_type = ""
 
     def walk(expr: Mapping[str, Any]) -> None:
@@ -88,15 +171,79 @@ def _pattern_fields(pattern: Mapping[str, Any]) -> tuple[str, frozenset[str]]:
         if op in ("$and", "$or"):
             for item in arg:
                 walk(item)
-        elif op.startswith("$"):
-            fields.update(arg)
-        elif op == "t":
+            return
+        if op == "t":
             fact_type = str(arg)
+            return
+        (exists if op in ("$ex", "$nex") else other).add(json.dumps(expr, sort_keys=True))
+        if op.startswith("$"):
+            fields.update(arg)
         else:
             fields.add(op)
 
     walk(pattern)
-    return fact_type, frozenset(fields)
+    return _Pattern(
+        fact_type, frozenset(fields), frozenset(exists), frozenset(other), _paths(pattern)
+    )
+
+
+@dataclass(frozen=True)
+class SplitBounds:
+    """How much of one fact type's rules one durable ruleset may hold (module docstring).
+
+    - `results`: durable-rules 2.0.28 corrupts its heap (`free(): invalid size`, the
+      process aborts) when one fact makes more than 64 results in one ruleset's session
+      (`tests/engine/test_scale.py` shows 64 and 65 in a child process). A fact makes one
+      result per rule it matches, or more where `$or` branches hold together (a rule of
+      the bundled set makes 20 for one fact with many absent fields). A chunk keeps the
+      sum of its rules' `_paths` bounds per fact type within 64, so no fact can make more.
+    - `exists`, `hashed`: a node of durable's alpha network has children of two kinds:
+      `$ex`/`$nex` tests in a list of 128 entries (the 129th fails, error 107) and every
+      other test and rule end in a hash set of 512 (the 513th insert never returns).
+      Children of one node are distinct tests (durable shares identical ones), so a chunk
+      whose distinct tests of a kind plus its rules stay within these bounds can never
+      overflow either table, whatever the shape of its rules.
+    """
+
+    results: int = 64
+    exists: int = 100
+    hashed: int = 400
+
+
+def partition(patterns: Mapping[str, _Pattern], bounds: SplitBounds) -> list[list[str]]:
+    """Rule ids in chunks: per fact type, in rule id order, a new chunk when the next rule
+    would take the chunk past `bounds`; chunk i holds every fact type's i-th. Deterministic."""
+
+    @dataclass
+    class Open:
+        rule_ids: list[str] = field(default_factory=list)
+        exists: set[str] = field(default_factory=set)
+        other: set[str] = field(default_factory=set)
+        results: int = 0
+
+    per_type: dict[str, list[Open]] = {}
+    for rule_id in sorted(patterns):
+        p = patterns[rule_id]
+        chunks = per_type.setdefault(p.fact_type, [Open()])
+        last = chunks[-1]
+        rules = len(last.rule_ids) + 1
+        fits = (
+            last.results + p.paths <= bounds.results
+            and len(last.exists | p.exists_tests) + rules <= bounds.exists
+            and len(last.other | p.other_tests) + rules <= bounds.hashed
+        )
+        if not fits and last.rule_ids:
+            last = Open()
+            chunks.append(last)
+        last.rule_ids.append(rule_id)
+        last.results += p.paths
+        last.exists |= p.exists_tests
+        last.other |= p.other_tests
+    width = max((len(c) for c in per_type.values()), default=0)
+    return [
+        sorted(r for chunks in per_type.values() if i < len(chunks) for r in chunks[i].rule_ids)
+        for i in range(width)
+    ]
 
 
 class _QuietHost(Host):  # type: ignore[misc]
@@ -107,59 +254,104 @@ class _QuietHost(Host):  # type: ignore[misc]
 
 
 @dataclass
+class _Chunk:
+    """One durable ruleset of the split: its C handle and the fact types its rules read."""
+
+    name: str
+    handle: Any
+    types: frozenset[str]
+
+
+@dataclass
 class _Evaluation:
     sid: str
     facts: dict[str, tuple[str, dict[str, Any]]]
     firings: dict[tuple[str, str], Firing] = field(default_factory=dict)
     emitted: list[dict[str, Any]] = field(default_factory=list)
+    #: messages waiting for each chunk (by index); chunks whose session exists
+    pending: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    started: list[int] = field(default_factory=list)
+    running: int = -1
 
 
 class Engine:
     """Evaluate facts against one compiled rule set.
 
-    `Engine(ruleset)` takes a `cds.rules.RuleSet` (its `.compiled`) or the compiled dict.
+    `Engine(ruleset)` takes a `cds.rules.RuleSet` (its `.compiled`) or the compiled dict;
+    `bounds` limits each chunk of the split (module docstring; tests make them small).
     """
 
-    def __init__(self, ruleset: Any) -> None:
+    def __init__(self, ruleset: Any, *, bounds: SplitBounds | None = None) -> None:
         compiled = ruleset if isinstance(ruleset, Mapping) else ruleset.compiled
         if compiled.get("format") != FORMAT:
             raise EngineError(f"not a compiled rule set of format {FORMAT}")
         self._rules: dict[str, Any] = dict(compiled["rules"])
         self._emits: dict[str, Any] = dict(compiled["emits"])
         self._host: _QuietHost | None = None
-        self._handle: Any = None
+        self._chunks: list[_Chunk] = []
+        #: per fact type, the chunks (indexes) with rules for it
+        self._routes: dict[str, tuple[int, ...]] = {}
         #: per fact type, the fields some pattern reads: only those go into the engine
         #: (a smaller message is parsed faster by durable, in C and in its actions)
         self._fields: dict[str, tuple[str, ...]] = {}
-        definition: dict[str, Any] = {}
+        patterns: dict[str, _Pattern] = {}
         for rule_id, rule in self._rules.items():
             assert_single_fact(rule_id, rule)
-            fact_type, fields = _pattern_fields(rule["all"][0]["m"])
-            known = set(self._fields.get(fact_type, ()))
-            self._fields[fact_type] = tuple(sorted(known | fields))
-            entry = copy.deepcopy(rule)
-            entry["run"] = _dispatched_by_engine
-            definition[rule_id] = entry
-        if definition:
+            p = patterns[rule_id] = _pattern(rule["all"][0]["m"])
+            known = set(self._fields.get(p.fact_type, ()))
+            self._fields[p.fact_type] = tuple(sorted(known | p.fields))
+        groups = partition(patterns, bounds or SplitBounds())
+        definitions: dict[str, dict[str, Any]] = {}
+        for index, rule_ids in enumerate(groups):
+            definition: dict[str, Any] = {}
+            for rule_id in rule_ids:
+                entry = copy.deepcopy(self._rules[rule_id])
+                entry["run"] = _dispatched_by_engine
+                definition[rule_id] = entry
             definition[SESSION_RULE] = {
                 "all": [{"m": {"$and": [{"t": SESSION_TYPE}]}}],
                 "run": _dispatched_by_engine,
             }
+            definitions[self._chunk_name(index, len(groups))] = definition
+        routes: dict[str, list[int]] = {}
+        for index, rule_ids in enumerate(groups):
+            for fact_type in sorted({patterns[r].fact_type for r in rule_ids}):
+                routes.setdefault(fact_type, []).append(index)
+        self._routes = {t: tuple(i) for t, i in routes.items()}
+        if definitions:
             with _LOCK:
-                self._host = _QuietHost({RULESET_NAME: definition})
-                self._handle = self._host.get_ruleset(RULESET_NAME)._handle
+                self._host = _QuietHost(definitions)
+                for index, rule_ids in enumerate(groups):
+                    name = self._chunk_name(index, len(groups))
+                    self._chunks.append(
+                        _Chunk(
+                            name,
+                            self._host.get_ruleset(name)._handle,
+                            frozenset(patterns[r].fact_type for r in rule_ids),
+                        )
+                    )
+
+    @staticmethod
+    def _chunk_name(index: int, count: int) -> str:
+        return RULESET_NAME if count == 1 else f"{RULESET_NAME}-{index}"
 
     @property
     def rule_ids(self) -> list[str]:
         return sorted(self._rules)
 
+    @property
+    def chunk_count(self) -> int:
+        """How many durable rulesets the rules are split over."""
+        return len(self._chunks)
+
     def close(self) -> None:
-        """Free the C engine's rule set (the Engine cannot evaluate afterwards)."""
+        """Free the C engine's rule sets (the Engine cannot evaluate afterwards)."""
         with _LOCK:
-            if self._handle is not None:
-                durable_rules_engine.delete_ruleset(self._handle)
-                self._handle = None
-                self._host = None
+            for chunk in self._chunks:
+                if chunk.handle is not None:
+                    durable_rules_engine.delete_ruleset(chunk.handle)
+                    chunk.handle = None
+            self._host = None
 
     def _fire(self, ev: _Evaluation, rule_id: str, fact_id: str) -> None:
         """The action of every rule: record the firing; an emit rule asserts its fact."""
@@ -179,11 +371,15 @@ class Engine:
             raise FactError(f"emitted fact {new['id']} has too many properties")
         ev.facts[new["id"]] = (target, new)
         ev.emitted.append({**new, "t": target})
-        # forward chaining: the actions it queues run in this session's action loop;
-        # code 1 (not handled) only says that no rule matches the derived fact
-        code, _ = durable_rules_engine.assert_fact(self._handle, _encode(message))
-        if code == 2:
-            raise FactError(f"durable_rules saw the emitted fact {new['id']} already")
+        for index in self._routes.get(target, ()):
+            if index != ev.running:
+                ev.pending.setdefault(index, []).append(message)
+                continue
+            # forward chaining: the actions it queues run in this session's action loop;
+            # code 1 (not handled) only says that no rule matches the derived fact
+            code, _ = durable_rules_engine.assert_fact(self._chunks[index].handle, _encode(message))
+            if code == 2:
+                raise FactError(f"durable_rules saw the emitted fact {new['id']} already")
 
     def _message(self, fact_type: str, data: Mapping[str, Any], sid: str) -> dict[str, Any]:
         """The engine message of a fact: id, t, sid and the fields patterns read."""
@@ -194,8 +390,8 @@ class Engine:
                 message[name] = value
         return message
 
-    def _run_batch(self, ev: _Evaluation, messages: list[dict[str, Any]]) -> None:
-        """Assert a batch, then run the actions it queued (and those they queue).
+    def _run_batch(self, ev: _Evaluation, index: int, messages: list[dict[str, Any]]) -> None:
+        """Assert a batch into one chunk, then run the actions it queued (and theirs).
 
         The C engine is driven directly, as durable's `Ruleset.do_actions` does, without
         its per-action Python machinery (closures, timers, state JSON round trips):
@@ -207,7 +403,8 @@ class Engine:
         batch matches no rule, *before* running the actions the others queued: here the
         actions run whatever the batch's code.
         """
-        handle = self._handle
+        handle = self._chunks[index].handle
+        ev.running = index
         try:
             code, state_handle = durable_rules_engine.assert_facts(handle, _encode(messages))
         except Exception as exc:
@@ -235,6 +432,17 @@ class Engine:
                     ) from exc
             message_text = durable_rules_engine.complete_and_start_action(handle, state_handle)
 
+    def _drain(self, ev: _Evaluation) -> None:
+        """Run every chunk's waiting messages until none is left (chunks in order)."""
+        while ev.pending:
+            index = min(ev.pending)
+            messages = ev.pending.pop(index)
+            if index not in ev.started:
+                # every session starts with the sentinel: see SESSION_TYPE
+                messages.insert(0, {"id": SESSION_FACT_ID, "t": SESSION_TYPE, "sid": ev.sid})
+                ev.started.append(index)
+            self._run_batch(ev, index, messages)
+
     def evaluate(self, facts: Sequence[FactInput]) -> EngineResult:
         """Run every rule over `facts` (Fact models, or mappings with `t` and `id`)."""
         try:
@@ -250,24 +458,26 @@ class Engine:
                     f"durable_rules takes at most {MAX_FACT_PROPERTIES}"
                 )
         if self._host is None or not normalized:
-            if self._handle is None and self._rules:
+            if self._host is None and self._rules:
                 raise EngineError("the engine was closed")
             return EngineResult()
         with _LOCK:
             ev = _Evaluation(sid=str(uuid.uuid4()), facts={d["id"]: (t, d) for t, d in normalized})
-            messages = [{"id": SESSION_FACT_ID, "t": SESSION_TYPE, "sid": ev.sid}]
-            messages.extend(self._message(ftype, data, ev.sid) for ftype, data in normalized)
-            asserted = False
+            for ftype, data in normalized:
+                routes = self._routes.get(ftype, ())
+                if routes:
+                    message = self._message(ftype, data, ev.sid)
+                    for index in routes:
+                        ev.pending.setdefault(index, []).append(message)
+            failed = True
             try:
-                self._run_batch(ev, messages)
-                asserted = True
-            except EngineError:
-                asserted = True
-                raise
+                self._drain(ev)
+                failed = False
             finally:
-                try:
-                    self._host.delete_state(RULESET_NAME, ev.sid)
-                except durable_rules_engine.error:
-                    if asserted:
-                        raise
+                for index in ev.started:
+                    try:
+                        self._host.delete_state(self._chunks[index].name, ev.sid)
+                    except durable_rules_engine.error:
+                        if not failed:
+                            raise
         return make_result(ev.firings.values(), ev.emitted)

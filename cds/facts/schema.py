@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Sex = Literal["female", "male", "other", "unknown"]
 MenopausalStatus = Literal["premenopausal", "postmenopausal", "unknown", "not-applicable"]
-Site = Literal["lumbar-spine", "total-hip", "femoral-neck"]
+Site = Literal["lumbar-spine", "total-hip", "femoral-neck", "forearm"]
 Manufacturer = Literal["hologic", "ge-lunar", "other", "unknown"]
 Direction = Literal["gain", "loss", "stable"]
 Vertebra = Literal["L1", "L2", "L3", "L4"]
@@ -39,6 +39,7 @@ StructuralFinding = Literal[
     "spinal-hardware",
     "aortic-calcification",
 ]
+ClinicalBasis = Literal["hip-fracture", "vertebral-fracture", "major-fracture-with-low-bone-mass"]
 IsoDate = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")]
 
 
@@ -102,11 +103,12 @@ class Assessment(Fact):
     lowest_z: float | None = Field(None, description="lowest usable Z-score")
     lowest_z_site: Site | None = Field(None, description="site that gave lowest_z")
     spine_hip_gap: float | None = Field(
-        None, description="lumbar T-score minus lowest hip T-score (positive: spine higher)"
+        None,
+        description="lumbar T-score minus lowest hip T-score (positive: spine higher), exact",
     )
     nhanes_lumbar_t: float | None = Field(
         None,
-        description="lumbar T-score recomputed against NHANES 2005-2014 (CS-3.8), 2 decimals; "
+        description="lumbar T-score recomputed against NHANES 2005-2014 (CS-3.8), exact (CS-1.11); "
         "absent for GE Lunar scans or without lumbar BMD",
     )
     manufacturer_assumed: bool = Field(
@@ -128,7 +130,7 @@ class Assessment(Fact):
         None, description="why the scans are not comparable (words for the card)"
     )
     change_percent: float | None = Field(
-        None, description="(new - old) / old x 100 of lumbar BMD, 1 decimal"
+        None, description="(new - old) / old x 100 of lumbar BMD, exact (CS-1.11)"
     )
     change_lsc: float | None = Field(None, description="the LSC (percent) that applies")
     change_significant: bool | None = Field(
@@ -145,7 +147,9 @@ class Assessment(Fact):
         None, description="bone-active therapy was taken between the two scans"
     )
     significant_loss_on_therapy: bool = Field(
-        False, description="significant lumbar BMD loss while on bone-active therapy (CS-4.4)"
+        False,
+        description="significant BMD loss at either site (lumbar spine or total hip) while "
+        "on bone-active therapy (CS-4.4, CS-4.5)",
     )
 
     # Conditions and findings (CS-1.10, CS-3)
@@ -153,7 +157,9 @@ class Assessment(Fact):
         False, description="a degenerative spine condition (spondylosis, lumbar OA, DISH)"
     )
     hypophosphatasia_condition: bool = Field(
-        False, description="hypophosphatasia (E83.39) is an active condition"
+        False,
+        description="hypophosphatasia is a recorded active diagnosis (a hypophosphatasia code, "
+        "or E83.39 whose text names it; CS-3.6)",
     )
     alkaline_phosphatase: float | None = Field(
         None, description="lowest alkaline phosphatase on record, U/L"
@@ -228,6 +234,175 @@ class Assessment(Fact):
         False, description="a systemic glucocorticoid is being taken now (not only in the past)"
     )
 
+    # -- clin-therapy, clinical revision 2: CS-1.8, CS-3.6, CS-6.7, CS-6.8, CS-9.1-CS-9.4
+    untreated_alkaline_phosphatase: float | None = Field(
+        None,
+        description="lowest alkaline phosphatase measured with no bisphosphonate or denosumab in "
+        "the months before it (CS-3.6), U/L",
+    )
+    untreated_alkaline_phosphatase_date: IsoDate | None = Field(
+        None, description="date of untreated_alkaline_phosphatase"
+    )
+    denosumab_overdue: bool = Field(
+        False,
+        description="more than the configured calendar months since the last denosumab dose "
+        "(CS-9.1)",
+    )
+    denosumab_overdue_from: IsoDate | None = Field(
+        None, description="first day on which the last denosumab dose counts as overdue"
+    )
+    egfr: float | None = Field(
+        None, description="latest eGFR within the configured months, mL/min/1.73 m2 (CS-9.1)"
+    )
+    egfr_date: IsoDate | None = Field(None, description="date of that eGFR")
+    advanced_ckd: bool = Field(
+        False, description="CKD stage 4-5 or dialysis is an active condition (CS-9.1)"
+    )
+    bisphosphonate_covered_to: IsoDate | None = Field(
+        None, description="end of the latest bisphosphonate covered period (CS-9.2)"
+    )
+    bisphosphonate_review_open: bool = Field(
+        False,
+        description="a bisphosphonate dose is current, or its covered period ended less than "
+        "the configured months ago (CS-9.2)",
+    )
+    bisphosphonate_holiday: bool = Field(
+        False,
+        description="no bisphosphonate and no other bone-active therapy for at least the "
+        "configured months since the bisphosphonate covered period ended (CS-9.4)",
+    )
+    holiday_reassess_from: IsoDate | None = Field(
+        None, description="start of the drug-holiday reassessment window (CS-9.4)"
+    )
+    holiday_reassess_to: IsoDate | None = Field(
+        None, description="end of the drug-holiday reassessment window (CS-9.4)"
+    )
+    holiday_reassess_overdue: bool = Field(
+        False, description="the as-of date is after holiday_reassess_to (CS-9.4)"
+    )
+    denosumab_oncology: bool = Field(
+        False,
+        description="denosumab was an oncology regimen (120 mg, Xgeva): not osteoporosis "
+        "therapy (CS-1.8)",
+    )
+    bone_harming_drugs: str | None = Field(
+        None, description="current drugs that harm bone, in words (CS-6.8)"
+    )
+    bone_harming_drug_count: int = Field(
+        0, description="number of current drugs that harm bone (CS-6.8)"
+    )
+    recent_lab_orders: str | None = Field(
+        None,
+        description="order keys (comma-separated) of laboratory tests with a result in the "
+        "configured months, left out of suggested orders (CS-6.1)",
+    )
+    recent_lab_tests: str | None = Field(
+        None, description="those tests and their latest result dates, in words (CS-6.1)"
+    )
+    # -- clin-followup, revision 2 (CS-1.10, CS-2.7, CS-7.9, CS-10.1) ---------------------
+    as_of: IsoDate | None = Field(
+        None, description="the as-of date of the evaluation (overdue rescan windows, CS-7.9)"
+    )
+    dxa_on_record: bool = Field(
+        False,
+        description="any DXA result is on record, forearm included (CS-2.5, CS-10.1); "
+        "has_dxa counts the sites that set the category",
+    )
+    hip_fracture: bool = Field(False, description="a hip fragility fracture is on record (CS-1.10)")
+    vertebral_fracture: bool = Field(
+        False,
+        description="a vertebral fragility fracture or vertebral augmentation on record (CS-1.10)",
+    )
+    major_fracture: bool = Field(
+        False,
+        description="a fragility fracture of another major site (distal forearm, proximal "
+        "humerus, pelvis, M80.0x) is on record (CS-1.10)",
+    )
+    fracture_assumed_low_trauma: bool = Field(
+        False,
+        description="a counted fragility fracture rests on an injury code (S-code) and is "
+        "assumed low-trauma (CS-1.10): cards relying on it say so",
+    )
+    fractures: str | None = Field(
+        None,
+        description="the counted fragility fractures in words, e.g. 'hip (S72.001A, 2025-03-02)'",
+    )
+    clinical_osteoporosis: bool = Field(
+        False,
+        description="osteoporosis by a fragility fracture in a postmenopausal woman or a man "
+        "of 50 or more, whatever the BMD (CS-2.7)",
+    )
+    clinical_basis: ClinicalBasis | None = Field(
+        None, description="the fracture that establishes clinical osteoporosis (CS-2.7)"
+    )
+    recent_mi_or_stroke: bool = Field(
+        False,
+        description="a myocardial infarction or stroke within the configured months (CS-6.4)",
+    )
+    # --- clin-scans, clinical spec rev 2: CS-1.4, CS-4.1, CS-4.5 (same-device pairs, hip)
+    change_skipped: str | None = Field(
+        None,
+        description="lumbar scans between the compared pair that were made on another "
+        "scanner and not compared (words for the card, CS-4.1)",
+    )
+    hip_change_available: bool = Field(
+        False, description="two or more total hip BMD results are on record (CS-4.5)"
+    )
+    hip_change_comparable: bool | None = Field(
+        None, description="the latest total hip scan has an earlier one on the same scanner"
+    )
+    hip_change_reason: str | None = Field(
+        None, description="why the total hip change is not comparable (words for the card)"
+    )
+    hip_change_skipped: str | None = Field(
+        None, description="total hip scans between the pair made on another scanner"
+    )
+    hip_change_percent: float | None = Field(
+        None, description="(new - old) / old x 100 of total hip BMD, exact (CS-1.11)"
+    )
+    hip_change_lsc: float | None = Field(None, description="the total hip LSC (percent)")
+    hip_change_significant: bool | None = Field(
+        None, description="|hip_change_percent| >= hip_change_lsc (only when comparable)"
+    )
+    hip_change_direction: Direction | None = Field(
+        None, description="gain or loss when significant, otherwise stable"
+    )
+    hip_change_old_date: IsoDate | None = Field(None, description="date of the older hip scan")
+    hip_change_new_date: IsoDate | None = Field(None, description="date of the newer hip scan")
+    hip_change_old_bmd: float | None = Field(None, description="older total hip BMD, g/cm2")
+    hip_change_new_bmd: float | None = Field(None, description="newer total hip BMD, g/cm2")
+    hip_therapy_between_scans: bool | None = Field(
+        None, description="bone-active therapy was taken between the two hip scans"
+    )
+    # --- clin-scans, clinical spec rev 2: CS-2.5 (forearm, current exam, axial DXA)
+    forearm_t: float | None = Field(
+        None, description="latest forearm (1/3 radius, LOINC 38265-5) T-score (CS-2.5)"
+    )
+    forearm_t_date: IsoDate | None = Field(None, description="date of forearm_t")
+    sites_used: str | None = Field(
+        None,
+        description="the sites of the current exam (within current_exam_window_days of the "
+        "most recent DXA) with value and date, in words (CS-2.5)",
+    )
+    sites_history: str | None = Field(
+        None,
+        description="latest site results older than the current exam: history, never the "
+        "category (CS-2.5)",
+    )
+    last_axial_dxa_date: IsoDate | None = Field(
+        None,
+        description="date of the last axial DXA (lumbar spine, hip, femur); a forearm-only "
+        "exam is a DXA on record (has_dxa) but not an axial DXA (CS-2.5, CS-8.2)",
+    )
+    months_since_last_axial_dxa: int | None = Field(
+        None, description="whole months from last_axial_dxa_date to the as-of date"
+    )
+    significant_loss_any_site: bool = Field(
+        False,
+        description="significant BMD loss at the lumbar spine or the total hip, same-scanner "
+        "pairs (CS-4.5; the 'significant loss' of CS-4.4, CS-7.2 and CS-8.2)",
+    )
+
 
 class VertebraAnalysis(Fact):
     """One per evaluation when per-vertebra lumbar T-scores are present (CS-3.1, CS-3.2)."""
@@ -238,7 +413,7 @@ class VertebraAnalysis(Fact):
         description="vertebrae left after excluding those discordant with a neighbour"
     )
     max_adjacent_diff: float = Field(
-        description="largest T-score difference between adjacent vertebrae, 1 decimal"
+        description="largest T-score difference between adjacent vertebrae, exact (CS-1.11)"
     )
     discordant_vertebra: Vertebra | None = Field(
         None, description="the vertebra that differs most from its neighbours"
@@ -293,6 +468,13 @@ class DraftOrder(Fact):
     )
     significant_loss_on_therapy: bool = Field(
         False, description="significant lumbar BMD loss while on bone-active therapy"
+    )
+
+    # -- clin-followup, revision 2 (CS-8.2) ----------------------------------------------
+    coverage_months: int | None = Field(
+        None,
+        description="Medicare counting (CS-8.2): whole calendar months after the last axial "
+        "DXA's month that have passed before the order's month",
     )
 
 

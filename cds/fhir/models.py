@@ -184,12 +184,14 @@ class Dosage(Element):
 
 
 class AdministrationDosage(Element):
+    text: StrictStr | None = None
     dose: Quantity | None = None
     route: CodeableConcept | None = None
 
 
 class Medication(Resource):
     code: CodeableConcept | None = None
+    form: CodeableConcept | None = None  # CS-1.8 rev 2: dose form (systemic or not)
 
 
 class MedicationStatement(Resource):

@@ -13,13 +13,14 @@ template (observation codes) all take what they need from :class:`Profiles`.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from cds.fhir.models import CodeableConcept, Coding
 from cds.settings import data_folders
@@ -121,6 +122,7 @@ class _RangesFile(_Strict):
     TBS: _Range
     alkaline_phosphatase: _Range
     height: _Range
+    egfr: _Range
 
 
 class _LabGroup(_Strict):
@@ -133,6 +135,7 @@ class _LabFile(_Strict):
     evidence: list[str]
     alkaline_phosphatase: _LabGroup
     height: _LabGroup
+    egfr: _LabGroup
 
 
 class _MenopauseFile(_Strict):
@@ -165,6 +168,23 @@ class Ingredient(_Strict):
     names: list[str]
 
 
+class _SystemicRule(_Strict):
+    """CS-1.8 rev 2: which glucocorticoid statements are systemic."""
+
+    description: str
+    route_system: str
+    route_codes: list[str]
+    non_systemic_words: list[str]
+
+
+class _OncologyRegimens(_Strict):
+    """CS-1.8 rev 2: oncology regimens of denosumab and zoledronic acid."""
+
+    description: str
+    names: dict[str, str]  # product name -> ingredient
+    doses_mg: dict[str, Decimal]  # ingredient -> the oncology dose
+
+
 class _MedFile(_Strict):
     description: str
     evidence: list[str]
@@ -172,6 +192,37 @@ class _MedFile(_Strict):
     classes: dict[str, MedClass]
     ingredients: list[dict[str, Any]]
     glucocorticoid_dose_units: dict[str, Decimal]
+    glucocorticoid_systemic: _SystemicRule
+    oncology_regimens: _OncologyRegimens
+
+
+class HarmingDrug(_Strict):
+    """One drug that harms bone (CS-6.8); its class is set when the file is read."""
+
+    ingredient: str
+    atc: str
+    names: list[str]
+    drug_class: str = ""
+    class_display: str = ""
+    long_term: bool = False
+
+
+class _HarmingClass(_Strict):
+    display: str
+    long_term: bool = False
+    drugs: list[HarmingDrug]
+
+
+class _HarmingFile(_Strict):
+    description: str
+    evidence: list[str]
+    atc_system: str
+    classes: dict[str, _HarmingClass]
+
+
+class _CodesWithText(_Strict):
+    codes: list[CodeEntry]
+    text_patterns: list[str]
 
 
 class _ConditionFile(_Strict):
@@ -179,6 +230,11 @@ class _ConditionFile(_Strict):
     evidence: list[str]
     primary_hyperparathyroidism: list[CodeEntry]
     hypophosphatasia: list[CodeEntry]
+    hypophosphatasia_note: str | None = None
+    hypophosphatasia_if_named: _CodesWithText
+    advanced_ckd: list[CodeEntry]
+    # clin-followup, revision 2 (CS-6.4)
+    myocardial_infarction_or_stroke: list[CodeEntry]
 
 
 class _FractureFile(_Strict):
@@ -188,6 +244,10 @@ class _FractureFile(_Strict):
     vertebral: list[CodeEntry]
     other: list[CodeEntry]
     self_reported_vertebral: list[CodeEntry]
+    # clin-followup, revision 2 (CS-1.10)
+    injury_prefixes: list[str]
+    augmentation_procedures: list[CodeEntry]
+    augmentation_text: list[str]
 
 
 class _Finding(_Strict):
@@ -224,6 +284,18 @@ class _MfrFile(_Strict):
     description: str
     evidence: list[str]
     patterns: list[_MfrPattern]
+    #: CS-1.4 rev 2: regular expressions; a device display matching one identifies a device
+    display_identifier_patterns: list[str] = []
+
+    @field_validator("display_identifier_patterns")
+    @classmethod
+    def _regexes(cls, patterns: list[str]) -> list[str]:
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {p!r} ({exc})") from None
+        return patterns
 
 
 #: ServiceRequest.category per order category (FHIR servicerequest-category, SNOMED CT).
@@ -239,6 +311,8 @@ _CATEGORY_CODINGS: dict[str, dict[str, str]] = {
 
 class OrderCode(CodeEntry):
     category: Literal["laboratory", "imaging"]
+    #: CS-6.1 rev 2: a recent result of this test leaves it out of the suggested orders
+    skip_if_recent: bool = False
 
     def coding(self) -> dict[str, str]:
         """The Coding JSON of a drafted ServiceRequest.code."""
@@ -351,6 +425,8 @@ class Profiles:
     alp_units: dict[str, Decimal]
     height: CodeList
     height_units: dict[str, Decimal]
+    egfr: CodeList
+    egfr_units: dict[str, Decimal]
     postmenopausal: CodeList
     premenopausal: CodeList
     med_classes: dict[str, MedClass]
@@ -359,17 +435,37 @@ class Profiles:
     atc: dict[str, Ingredient]
     med_names: tuple[tuple[str, Ingredient], ...]
     dose_units: dict[str, Decimal]
+    #: CS-1.8 rev 2 (clin-therapy): systemic glucocorticoids, oncology regimens
+    systemic_route_system: str
+    systemic_route_codes: frozenset[str]
+    non_systemic_words: re.Pattern[str]
+    oncology_names: dict[str, str]
+    oncology_doses_mg: dict[str, Decimal]
+    #: CS-6.8 (clin-therapy): drugs that harm bone, by ATC code and by name (longest first)
+    harming_atc_system: str
+    harming_atc: dict[str, HarmingDrug]
+    harming_names: tuple[tuple[str, HarmingDrug], ...]
     hyperparathyroidism: CodeList
     hypophosphatasia: CodeList
+    #: codes that mean hypophosphatasia only when their display or text names it (CS-3.6)
+    hypophosphatasia_if_named: CodeList
+    hypophosphatasia_text: tuple[str, ...]
+    advanced_ckd: CodeList
     fracture_hip: CodeList
     fracture_vertebral: CodeList
     fracture_other: CodeList
     fracture_self_reported: CodeList
+    # clin-followup, revision 2 (CS-1.10, CS-6.4)
+    fracture_injury_prefixes: tuple[str, ...]
+    fracture_augmentation: CodeList
+    fracture_augmentation_text: tuple[str, ...]
+    mi_or_stroke: CodeList
     structural: tuple[StructuralFindingProfile, ...]
     contrast: CodeList
     contrast_text: tuple[str, ...]
     dxa_orders: CodeList
     manufacturers: tuple[tuple[str, str], ...]
+    device_identifiers: tuple[re.Pattern[str], ...]
     order_codes: dict[str, OrderCode]
     card_topic_system: str
     card_topics: dict[str, str]
@@ -399,19 +495,24 @@ class Profiles:
         return {"system": self.card_topic_system, "code": topic, "display": display}
 
 
-#: The files of Observation codes the facts stage reads (the `observations` prefetch).
+#: The files of Observation codes the facts stage reads (the `observations` prefetch),
+#: and the laboratory tests a card may order, whose recent results are not ordered
+#: again (CS-6.1).
 OBSERVATION_FILES = (
     "dxa-codes.json",
     "femoral-neck-codes.json",
     "tbs-codes.json",
     "lab-codes.json",
     "menopausal-status.json",
+    "order-codes.json",
 )
 
 
 def _codings(node: Any) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     if isinstance(node, dict):
+        if node.get("category") == "imaging":
+            return found  # an order of imaging, not an Observation code
         system, code = node.get("system"), node.get("code")
         if isinstance(system, str) and isinstance(code, str):
             found.append((system, code))
@@ -482,8 +583,17 @@ def _build(folder: Path) -> Profiles:
     contrast = _model(folder, "contrast-procedures.json", _ContrastFile)
     orders = _model(folder, "dxa-order-codes.json", _CodesFile)
     mfr = _model(folder, "device-manufacturers.json", _MfrFile)
-    order_codes = _model(folder, "order-codes.json", _OrderFile)
+    order_codes = _model(folder, "order-codes.json", _OrderFile, documents)
     topics = _model(folder, "card-topics.json", _TopicFile)
+    harming = _model(folder, "bone-harming-drugs.json", _HarmingFile)
+    harming_drugs = [
+        d.model_copy(
+            update={"drug_class": key, "class_display": c.display, "long_term": c.long_term}
+        )
+        for key, c in harming.classes.items()
+        for d in c.drugs
+    ]
+    words = sorted(meds.glucocorticoid_systemic.non_systemic_words, key=lambda w: (-len(w), w))
 
     ingredients: list[Ingredient] = []
     for i, raw in enumerate(meds.ingredients):
@@ -545,11 +655,14 @@ def _build(folder: Path) -> Profiles:
                 ranges.alkaline_phosphatase.max,
             ),
             "height": (ranges.height.min, ranges.height.max),
+            "egfr": (ranges.egfr.min, ranges.egfr.max),
         },
         alp=CodeList.of(labs.alkaline_phosphatase.codes),
         alp_units=dict(labs.alkaline_phosphatase.units),
         height=CodeList.of(labs.height.codes),
         height_units=dict(labs.height.units),
+        egfr=CodeList.of(labs.egfr.codes),
+        egfr_units=dict(labs.egfr.units),
         postmenopausal=CodeList.of(meno.postmenopausal),
         premenopausal=CodeList.of(meno.premenopausal),
         med_classes=dict(meds.classes),
@@ -558,12 +671,36 @@ def _build(folder: Path) -> Profiles:
         atc={i.atc.code.upper(): i for i in ingredients},
         med_names=tuple(names),
         dose_units=dict(meds.glucocorticoid_dose_units),
+        systemic_route_system=meds.glucocorticoid_systemic.route_system,
+        systemic_route_codes=frozenset(meds.glucocorticoid_systemic.route_codes),
+        non_systemic_words=re.compile(
+            r"\b(" + "|".join(re.escape(w.lower()) for w in words) + r")\b"
+        ),
+        oncology_names={k.lower(): v for k, v in meds.oncology_regimens.names.items()},
+        oncology_doses_mg=dict(meds.oncology_regimens.doses_mg),
+        harming_atc_system=harming.atc_system,
+        harming_atc={d.atc.upper(): d for d in harming_drugs},
+        harming_names=tuple(
+            sorted(
+                ((n.lower(), d) for d in harming_drugs for n in d.names),
+                key=lambda p: (-len(p[0]), p[0]),
+            )
+        ),
         hyperparathyroidism=CodeList.of(conds.primary_hyperparathyroidism),
         hypophosphatasia=CodeList.of(conds.hypophosphatasia),
+        hypophosphatasia_if_named=CodeList.of(conds.hypophosphatasia_if_named.codes),
+        hypophosphatasia_text=tuple(
+            t.lower() for t in conds.hypophosphatasia_if_named.text_patterns
+        ),
+        advanced_ckd=CodeList.of(conds.advanced_ckd),
         fracture_hip=CodeList.of(frac.hip),
         fracture_vertebral=CodeList.of(frac.vertebral),
         fracture_other=CodeList.of(frac.other),
         fracture_self_reported=CodeList.of(frac.self_reported_vertebral),
+        fracture_injury_prefixes=tuple(x.upper() for x in frac.injury_prefixes),
+        fracture_augmentation=CodeList.of(frac.augmentation_procedures),
+        fracture_augmentation_text=tuple(t.lower() for t in frac.augmentation_text),
+        mi_or_stroke=CodeList.of(conds.myocardial_infarction_or_stroke),
         structural=tuple(
             StructuralFindingProfile(
                 finding=name,
@@ -577,6 +714,7 @@ def _build(folder: Path) -> Profiles:
         contrast_text=tuple(t.lower() for t in contrast.text_patterns),
         dxa_orders=CodeList.of(orders.codes),
         manufacturers=tuple((p.contains.lower(), p.manufacturer) for p in mfr.patterns),
+        device_identifiers=tuple(re.compile(p) for p in mfr.display_identifier_patterns),
         order_codes=dict(order_codes.orders),
         card_topic_system=topics.system,
         card_topics={k: v.display for k, v in topics.topics.items()},

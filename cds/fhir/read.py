@@ -21,10 +21,12 @@ from cds.fhir.dates import When, parse_when
 from cds.fhir.issues import DataIssue, issue_sort_key
 from cds.fhir.profiles import (
     ATC,
+    ICD10CM,
     PREFIX_SYSTEMS,
     RXNORM,
     CodeEntry,
     CodeList,
+    HarmingDrug,
     Ingredient,
     Profiles,
     StructuralFindingProfile,
@@ -52,7 +54,7 @@ MA_USED = {"completed", "in-progress"}
 DRAFT_USED = {"draft", "active"}
 
 _ONE = Decimal(1)
-_RANGE_KEY = {"ALP": "alkaline_phosphatase", "HEIGHT": "height"}
+_RANGE_KEY = {"ALP": "alkaline_phosphatase", "HEIGHT": "height", "EGFR": "egfr"}
 _WHAT = {
     "T": "T-score",
     "Z": "Z-score",
@@ -60,6 +62,7 @@ _WHAT = {
     "TBS": "TBS",
     "ALP": "alkaline phosphatase",
     "HEIGHT": "body height",
+    "EGFR": "eGFR",
 }
 _ORDINAL = {"first": "L1", "second": "L2", "third": "L3", "fourth": "L4"}
 _SINGLE = re.compile(
@@ -69,6 +72,10 @@ _RANGE = re.compile(r"\bL\s*([1-5])\s*(?:-|–|to)\s*L?\s*([1-5])\b", re.IGNOREC
 
 
 # ---------------------------------------------------------------------------- records
+
+
+#: A display that is only a relative or absolute FHIR reference ("Device/abc").
+_REFERENCE_TEXT = re.compile(r"^(?:\S*/)?[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +91,7 @@ class Measurement(NamedTuple):
     of its 11 fields through object.__setattr__: ~2.4 us against ~1 us)."""
 
     ref: str
-    kind: Literal["dxa", "tbs", "alp", "height"]
+    kind: Literal["dxa", "tbs", "alp", "height", "egfr"]
     site: str | None  # DxaSite for dxa
     score: str  # T, Z, BMD, TBS, ALP, HEIGHT
     side: str | None
@@ -110,6 +117,18 @@ class MedRecord(NamedTuple):
     dose_date: date | None  # administrations
     mg_day: Decimal | None  # prednisone-equivalent, glucocorticoids only
     label: str
+    oncology: bool = False  # CS-1.8 rev 2: Xgeva / oncology zoledronic acid
+
+
+@dataclass(frozen=True, slots=True)
+class HarmingRecord:
+    """A drug that harms bone (CS-6.8)."""
+
+    ref: str
+    drug: HarmingDrug
+    start: date | None
+    ongoing: bool
+    label: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +138,10 @@ class FractureRecord:
     code: str
     display: str
     when: When | None
+    #: an injury code (CS-1.10 rev 2): the mechanism is unknown, assumed low-trauma from 50
+    injury: bool = False
+    #: a vertebral augmentation procedure: the fracture it treated, not one more fracture
+    augmentation: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +177,13 @@ class PatientData:
     meds: list[MedRecord] = field(default_factory=list)
     hyperparathyroidism: list[str] = field(default_factory=list)
     hypophosphatasia: list[str] = field(default_factory=list)
+    advanced_ckd: list[str] = field(default_factory=list)  # CS-9.1
+    harming: list[HarmingRecord] = field(default_factory=list)  # CS-6.8
+    #: (order key, result date, Observation) of laboratory tests a card may order (CS-6.1)
+    lab_results: list[tuple[str, date, str]] = field(default_factory=list)
     fractures: list[FractureRecord] = field(default_factory=list)
+    #: myocardial infarction or stroke Conditions (CS-6.4 rev 2): (ref, date or None)
+    cv_events: list[tuple[str, When | None]] = field(default_factory=list)
     findings: list[FindingRecord] = field(default_factory=list)
     contrast: list[ContrastRecord] = field(default_factory=list)
     drafts: list[DraftRecord] = field(default_factory=list)
@@ -360,6 +389,14 @@ def _subject_of(raw: dict[str, Any]) -> Any:
     return None
 
 
+def patient_of(raw: dict[str, Any]) -> str | None:
+    """The id of the Patient a resource belongs to by its `subject`/`patient` reference
+    (relative or absolute), or None (no such reference, or it names no Patient)."""
+    target = _subject_of(raw)
+    norm = _ref_target(target, {}) if isinstance(target, str) else None
+    return norm.split("/", 1)[1] if norm and norm.startswith("Patient/") else None
+
+
 def _url_map(entries: list[Entry]) -> dict[str, str]:
     return {e.full_url: e.ref for e in entries if e.full_url}
 
@@ -490,6 +527,7 @@ class Reader:
         self._obs_kinds = _obs_index(profiles)
         self._codes = _code_index(profiles)
         self._unit_factors = _unit_factors(profiles)
+        self._lab_orders = _lab_order_index(profiles)
         # by the Reference's fields (reference, display, identifier): equal keys are equal
         # Reference models, and hashing a str tuple is cheaper than hashing the model
         self._scanners: dict[tuple[str | None, str | None, m.Identifier | None], Scanner] = {}
@@ -741,6 +779,7 @@ class Reader:
             trace.ignore(ref, f"unknown status {obs.status}")
             return
         preliminary = OBS_USED[obs.status]
+        lab = self._lab_result(obs, ref, data)
 
         # menopausal status (code, or value)
         kind = self._classify(obs.code)
@@ -787,7 +826,10 @@ class Reader:
             return
         if kind is None:
             label = obs.code.label() if obs.code else "no code"
-            trace.ignore(ref, f"unknown code ({label})")
+            if lab is not None:
+                trace.use(ref, lab)
+            else:
+                trace.ignore(ref, f"unknown code ({label})")
             return
 
         # profile check (lumbar BMD/score, TBS)
@@ -857,6 +899,22 @@ class Reader:
             return "postmenopausal"
         if self.p.premenopausal.match(cc) is not None:
             return "premenopausal"
+        return None
+
+    def _lab_result(self, obs: m.Observation, ref: str, data: PatientData) -> str | None:
+        """CS-6.1 rev 2: the date of a laboratory test a card may order, by its order code
+        (fhir_profiles/order-codes.json); the trace words, None when it is not one."""
+        if obs.code is None:
+            return None
+        for c in obs.code.coding:
+            key = self._lab_orders.get((c.system or "", c.code or ""))
+            if key is None:
+                continue
+            when = _when(self._obs_date(obs), "Observation.effective[x]", ref, [], False)
+            if when is None or when.date > self.as_of:
+                return None
+            data.lab_results.append((key, when.date, ref))
+            return f"result of {key} on {when.date} (CS-6.1: not ordered again while recent)"
         return None
 
     def _classify(
@@ -1058,8 +1116,15 @@ class Reader:
     def _read_scanner(
         self, device: m.Reference, devices: Mapping[str, m.Resource], urls: dict[str, str]
     ) -> Scanner:
+        """CS-1.4 (rev 2): identity by Device reference, by identifier, or by a display that
+        carries a serial number or other identifier (profile patterns), compared case- and
+        whitespace-insensitively; the label is the Device's manufacturer and model when
+        known, else the display, never the raw reference (None: nothing to show)."""
         identity: str | None = None
-        label = device.display
+        display = " ".join((device.display or "").split()) or None
+        if display is not None and _REFERENCE_TEXT.match(display):
+            display = None  # a reference copied into the display names nothing (CS-1.4)
+        label = display
         texts: list[str] = [device.display or ""]
         if device.reference:
             identity = _ref_target(device.reference, urls) or device.reference
@@ -1069,14 +1134,15 @@ class Reader:
                 texts += [dev.manufacturer or "", dev.modelNumber or "", *names]
                 if dev.type is not None:
                     texts.append(dev.type.words())
-                label = (
-                    label
-                    or (names[0] if names else None)
-                    or " ".join(t for t in (dev.manufacturer, dev.modelNumber) if t)
-                    or identity
-                )
+                model = dev.modelNumber or (names[0] if names else None)
+                known = [t for t in (dev.manufacturer, model) if t]
+                if dev.manufacturer and model and dev.manufacturer.lower() in model.lower():
+                    known = [model]  # deviceName "Hologic Horizon A" already names it
+                label = " ".join(known) or label
         elif device.identifier is not None and device.identifier.value:
             identity = f"{device.identifier.system or ''}|{device.identifier.value}"
+        elif display is not None and any(p.search(display) for p in self.p.device_identifiers):
+            identity = f"display|{display.casefold()}"
         words = " ".join(t for t in texts if t).lower()
         manufacturer: Manufacturer = "unknown"
         if words.strip():
@@ -1085,7 +1151,7 @@ class Reader:
                 if needle in words:
                     manufacturer = mf  # type: ignore[assignment]
                     break
-        return Scanner(identity=identity, label=label or identity, manufacturer=manufacturer)
+        return Scanner(identity=identity, label=label, manufacturer=manufacturer)
 
     # -- conditions and procedures
 
@@ -1121,14 +1187,25 @@ class Reader:
         frac = self._fracture(hits, unconfirmed)
         if frac is not None:
             kind, _entry, coding = frac
+            code = coding.code or ""
+            injury = (coding.system or "") == ICD10CM and code.upper().startswith(
+                self.p.fracture_injury_prefixes
+            )
             data.fractures.append(
-                FractureRecord(ref=ref, kind=kind, code=coding.code or "", display=label, when=when)
+                FractureRecord(
+                    ref=ref, kind=kind, code=code, display=label, when=when, injury=injury
+                )
             )
             used.append(
                 f"{kind} fracture"
                 if kind != "self-reported-vertebral"
                 else "self-reported vertebral fracture"
             )
+
+        if "cv" in hits and not unconfirmed:
+            # an infarction or stroke is history too: resolved ones count (CS-6.4 rev 2)
+            data.cv_events.append((ref, when))
+            used.append("myocardial infarction or stroke")
 
         if not active:
             reason = (
@@ -1152,9 +1229,21 @@ class Reader:
         if "hpt" in hits:
             data.hyperparathyroidism.append(ref)
             used.append("primary hyperparathyroidism")
-        if "hpp" in hits:
+        if "hpp" in hits or (
+            "hpp-if-named" in hits and any(t in cc.words() for t in self.p.hypophosphatasia_text)
+        ):
             data.hypophosphatasia.append(ref)
             used.append("hypophosphatasia")
+        not_hpp = None
+        if "hpp-if-named" in hits and "hypophosphatasia" not in used:
+            hpp_code = hits["hpp-if-named"][1].code
+            not_hpp = (
+                f"not counted as hypophosphatasia: {hpp_code} ({label}) does not name it, and "
+                f"{hpp_code} also codes other disorders such as hypophosphatemia (CS-3.6)"
+            )
+        if "ckd" in hits:
+            data.advanced_ckd.append(ref)
+            used.append("CKD stage 4-5 or dialysis (CS-9.1)")
         for sf, key in self._codes.structural:
             hit = hits.get(key)
             if hit is not None:
@@ -1163,9 +1252,9 @@ class Reader:
                 )
                 used.append(f"structural finding {sf.finding}")
         if used:
-            trace.use(ref, "; ".join(used))
+            trace.use(ref, "; ".join(used if not_hpp is None else [*used, not_hpp]))
         else:
-            trace.ignore(ref, f"unknown code ({label})")
+            trace.ignore(ref, not_hpp or f"unknown code ({label})")
 
     @staticmethod
     def _fracture(
@@ -1210,6 +1299,28 @@ class Reader:
                     FindingRecord(ref=ref, finding=sf.finding, display=_display(cc, hit))
                 )
                 used.append(f"structural finding {sf.finding}")
+        ahit = hits.get("fx-augmentation")
+        if ahit is not None or any(t in words for t in self.p.fracture_augmentation_text):
+            # vertebral augmentation treats a vertebral fracture (CS-1.10 rev 2)
+            performed_at = proc.performedDateTime or (
+                proc.performedPeriod.start if proc.performedPeriod else None
+            )
+            at = (
+                _when(performed_at, "Procedure.performed[x]", ref, data.issues, False)
+                if performed_at is not None
+                else None
+            )
+            data.fractures.append(
+                FractureRecord(
+                    ref=ref,
+                    kind="vertebral",
+                    code=(ahit[1].code or "") if ahit is not None else "",
+                    display=_display(cc, ahit),
+                    when=at,
+                    augmentation=True,
+                )
+            )
+            used.append("vertebral fracture (vertebral augmentation)")
         chit = hits.get("contrast")
         if chit is not None or any(t in words for t in self.p.contrast_text):
             label = _display(cc, chit)
@@ -1262,6 +1373,7 @@ class Reader:
         rtype = res.resourceType
         cc = res.medicationCodeableConcept
         extra = ""
+        form: m.CodeableConcept | None = None
         if cc is None and res.medicationReference is not None:
             mr = res.medicationReference
             extra = mr.display or ""
@@ -1270,10 +1382,14 @@ class Reader:
                 med = meds.get(target or "")
                 if isinstance(med, m.Medication) and med.code is not None:
                     cc = med.code
+                    form = med.form
         ing = self._recognise(cc, extra)
         label = (cc.label() if cc is not None else "") or extra or "no medication code"
-        if ing is None:
-            trace.ignore(ref, f"not a bone-active or glucocorticoid medication ({label})")
+        harm = self._harming(cc, extra) if ing is None else None
+        if ing is None and harm is None:
+            trace.ignore(
+                ref, f"not a bone-active, glucocorticoid or bone-harming medication ({label})"
+            )
             return
         status = res.status or ""
         start: When | None = None
@@ -1281,6 +1397,8 @@ class Reader:
         dose_date: When | None = None
         ongoing = False
         dosages: list[tuple[str, m.Quantity | None, m.Timing | None]] = []
+        routes: list[m.CodeableConcept] = []
+        texts: list[str] = []
         if isinstance(res, m.MedicationStatement):
             if status not in MS_USED:
                 trace.ignore(ref, f"status {status or 'missing'} ({label})")
@@ -1312,6 +1430,8 @@ class Reader:
             if status in ("completed", "stopped") and end is None and res.effectiveDateTime:
                 end = start
             for i, d in enumerate(res.dosage):
+                routes.extend([d.route] if d.route is not None else [])
+                texts.extend([d.text] if d.text else [])
                 for j, dr in enumerate(d.doseAndRate):
                     dosages.append(
                         (
@@ -1330,6 +1450,8 @@ class Reader:
             start = _when(res.authoredOn, "MedicationRequest.authoredOn", ref, issues, False)
             ongoing = status == "active"
             for i, d in enumerate(res.dosageInstruction):
+                routes.extend([d.route] if d.route is not None else [])
+                texts.extend([d.text] if d.text else [])
                 for j, dr in enumerate(d.doseAndRate):
                     dosages.append(
                         (
@@ -1352,9 +1474,40 @@ class Reader:
             start = dose_date
             if res.dosage is not None:
                 dosages.append(("MedicationAdministration.dosage.dose", res.dosage.dose, None))
+                routes.extend([res.dosage.route] if res.dosage.route is not None else [])
+                texts.extend([res.dosage.text] if res.dosage.text else [])
         if start is not None and start.date > self.as_of:
             trace.ignore(ref, f"starts {start.date} after the as-of date {self.as_of}")
             return
+        if ing is None:
+            assert harm is not None
+            data.harming.append(
+                HarmingRecord(
+                    ref=ref,
+                    drug=harm,
+                    start=start.date if start else None,
+                    ongoing=ongoing,
+                    label=label,
+                )
+            )
+            trace.use(ref, f"{harm.ingredient} ({harm.class_display}, harms bone: CS-6.8)")
+            return
+        words = " | ".join(
+            [cc.words() if cc is not None else "", extra.lower()]
+            + [t.lower() for t in texts]
+            + [r.words() for r in routes]
+            + [form.words() if form is not None else ""]
+        )
+        if ing.med_class == "glucocorticoid":
+            why = self._not_systemic(routes, words)
+            if why is not None:
+                trace.ignore(
+                    ref,
+                    f"{ing.ingredient}: not systemic ({why}); only oral, intravenous or "
+                    "intramuscular glucocorticoids count (CS-1.8)",
+                )
+                return
+        oncology = self._oncology(ing, words, dosages)
         mg_day = None
         if ing.med_class == "glucocorticoid" and dosages:
             mg_day = self._mg_day(ing, dosages, ref, issues)
@@ -1375,12 +1528,64 @@ class Reader:
                 dose_date=dose_date.date if dose_date else None,
                 mg_day=mg_day,
                 label=label,
+                oncology=oncology,
             )
         )
         what = f"{ing.ingredient} ({ing.med_class})"
+        if oncology:
+            what += (
+                ", oncology regimen: not osteoporosis therapy for CS-7 and CS-9.2-9.4; "
+                "CS-9.1 still applies (CS-1.8)"
+            )
         if mg_day is not None:
             what += f", {mg_day} mg/day prednisone-equivalent"
         trace.use(ref, what)
+
+    def _harming(self, cc: m.CodeableConcept | None, extra: str) -> HarmingDrug | None:
+        """A drug that harms bone (CS-6.8), by ATC code or by name."""
+        if cc is not None:
+            for c in cc.coding:
+                if c.code and c.system == self.p.harming_atc_system:
+                    hit = self.p.harming_atc.get(c.code.upper())
+                    if hit is not None:
+                        return hit
+        words = (cc.words() if cc is not None else "") + " | " + extra.lower()
+        for name, drug in self.p.harming_names:
+            if name in words:
+                return drug
+        return None
+
+    def _not_systemic(self, routes: list[m.CodeableConcept], words: str) -> str | None:
+        """Why a glucocorticoid record is not systemic (CS-1.8 rev 2), None when it is."""
+        for route in routes:
+            for c in route.coding:
+                if (
+                    c.system == self.p.systemic_route_system
+                    and c.code in self.p.systemic_route_codes
+                ):
+                    return None
+        hit = self.p.non_systemic_words.search(words)
+        if hit is None:
+            return None
+        return f"it says {hit.group(0)!r}"
+
+    def _oncology(
+        self,
+        ing: Ingredient,
+        words: str,
+        dosages: list[tuple[str, m.Quantity | None, m.Timing | None]],
+    ) -> bool:
+        """Denosumab 120 mg (Xgeva) or zoledronic acid 4 mg (CS-1.8 rev 2)."""
+        dose = self.p.oncology_doses_mg.get(ing.ingredient)
+        if dose is None:
+            return False
+        if any(v == ing.ingredient and n in words for n, v in self.p.oncology_names.items()):
+            return True
+        for _, q, _ in dosages:
+            unit = (q.code or q.unit or "").strip() if q is not None else ""
+            if q is not None and q.value is not None and unit == "mg" and q.value == dose:
+                return True
+        return re.search(rf"\b{re.escape(str(dose))}\s*mg\b", words) is not None
 
     def _mg_day(
         self,
@@ -1512,6 +1717,20 @@ def _derived(profiles: Profiles, build: Callable[[Profiles], _T]) -> _T:
     return value
 
 
+def _lab_order_index(profiles: Profiles) -> dict[tuple[str, str], str]:
+    """(system, code) -> order key of the laboratory orders a recent result leaves out
+    (`skip_if_recent`, CS-6.1), built once."""
+    return _derived(profiles, _build_lab_order_index)
+
+
+def _build_lab_order_index(profiles: Profiles) -> dict[tuple[str, str], str]:
+    return {
+        (o.system, o.code): key
+        for key, o in profiles.order_codes.items()
+        if o.category == "laboratory" and o.skip_if_recent
+    }
+
+
 def _obs_index(profiles: Profiles) -> dict[tuple[str, str], ObsKind]:
     """(system, code) -> (kind, site, score, side) for every Observation code, built once."""
     return _derived(profiles, _build_obs_index)
@@ -1523,6 +1742,8 @@ def _build_obs_index(profiles: Profiles) -> dict[tuple[str, str], ObsKind]:
         index[(e.system, e.code)] = ("height", None, "HEIGHT", None)
     for e in profiles.alp.entries:
         index[(e.system, e.code)] = ("alp", None, "ALP", None)
+    for e in profiles.egfr.entries:
+        index[(e.system, e.code)] = ("egfr", None, "EGFR", None)
     for e in profiles.tbs.entries:
         index[(e.system, e.code)] = ("tbs", None, "TBS", None)
     for key, fn in profiles.femoral_neck.items():
@@ -1553,6 +1774,7 @@ def _build_unit_factors(p: Profiles) -> dict[str, dict[str, Decimal]]:
         "TBS": dict.fromkeys(p.tbs_units, _ONE),
         "ALP": dict(p.alp_units),
         "HEIGHT": dict(p.height_units),
+        "EGFR": dict(p.egfr_units),
     }
 
 
@@ -1594,6 +1816,10 @@ def _build_code_index(p: Profiles) -> _CodeIndex:
         ("pre", p.premenopausal),
         ("hpt", p.hyperparathyroidism),
         ("hpp", p.hypophosphatasia),
+        ("hpp-if-named", p.hypophosphatasia_if_named),
+        ("ckd", p.advanced_ckd),
+        ("cv", p.mi_or_stroke),
+        ("fx-augmentation", p.fracture_augmentation),
         ("contrast", p.contrast),
         *((f"sf:{sf.finding}", sf.codes) for sf in p.structural),
     ]

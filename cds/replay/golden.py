@@ -18,6 +18,7 @@ the order of cards.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -118,10 +119,13 @@ def _walk(topic: str, path: str, expected: Any, got: Any, out: list[Difference])
     if (
         isinstance(expected, list)
         and isinstance(got, list)
-        and len(expected) == len(got)
-        and any(isinstance(item, dict) for item in expected + got)
+        and any(isinstance(item, dict | list) for item in expected + got)
     ):
-        for index, (e, g) in enumerate(zip(expected, got, strict=True)):
+        # Lists of objects (suggestions, links, issues) item by item, so a difference is
+        # named by its own path (`suggestions[1].label`), not as the whole list.
+        for index in range(max(len(expected), len(got))):
+            e = expected[index] if index < len(expected) else _MISSING
+            g = got[index] if index < len(got) else _MISSING
             _walk(topic, f"{path}[{index}]", e, g, out)
         return
     if expected is _MISSING and got is _MISSING:
@@ -161,26 +165,72 @@ def _by_topic(cards: list[Any]) -> dict[str, list[dict[str, Any]]]:
 
 
 def _show(value: Any) -> str:
+    """A value in full (never cut: the part that differs may be at its end)."""
     if value is _MISSING:
         return "(absent)"
     if isinstance(value, dict) and "summary" in value:
         return f"a card: {json.dumps(value['summary'], ensure_ascii=False)}"
-    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
-    return text if len(text) <= 200 else text[:197] + "..."
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+#: Texts at least this long (or with a line break) are shown as a word diff, not in full.
+_WORD_DIFF_FROM = 60
+_CONTEXT_WORDS = 4
+
+
+def word_diff(expected: str, got: str) -> str:
+    """The words that differ between two texts, git's --word-diff style: `[-old-]{+new+}`,
+    with a few unchanged words around each change and `...` for the rest."""
+    old, new = expected.split(), got.split()
+    pieces: list[str] = []
+    opcodes = difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes()
+    for index, (tag, i1, i2, j1, j2) in enumerate(opcodes):
+        if tag == "equal":
+            words = old[i1:i2]
+            first, last = index == 0, index == len(opcodes) - 1
+            edge = first or last
+            if len(words) > 2 * _CONTEXT_WORDS or (edge and len(words) > _CONTEXT_WORDS):
+                head = [] if first else words[:_CONTEXT_WORDS]
+                tail = [] if last else words[-_CONTEXT_WORDS:]
+                words = [*head, "...", *tail]
+            pieces.extend(words)
+            continue
+        if i2 > i1:
+            pieces.append("[-" + " ".join(old[i1:i2]) + "-]")
+        if j2 > j1:
+            pieces.append("{+" + " ".join(new[j1:j2]) + "+}")
+    if old == new:  # only the spacing differs
+        return f"spacing differs: expected {json.dumps(expected)}, got {json.dumps(got)}"
+    return " ".join(pieces)
+
+
+def _long(*texts: str) -> bool:
+    return any(len(text) >= _WORD_DIFF_FROM or "\n" in text for text in texts)
+
+
+def describe(d: Difference) -> str:
+    """One difference in words: where (topic and JSON path) and both values."""
+    if d.field == "card":
+        if d.got is _MISSING:
+            return f"{d.topic}: expected {_show(d.expected)}, got no card"
+        return f"{d.topic}: expected no card, got {_show(d.got)}"
+    where = f"{d.topic}: {d.field}" if d.field else d.topic
+    if isinstance(d.expected, str) and isinstance(d.got, str) and _long(d.expected, d.got):
+        return f"{where}: text differs: {word_diff(d.expected, d.got)}"
+    return f"{where}: expected {_show(d.expected)}, got {_show(d.got)}"
+
+
+def json_differences(expected: Any, got: Any, where: str = "") -> list[Difference]:
+    """Differences between any two JSON documents, by path (e.g. compiled rule goldens)."""
+    out: list[Difference] = []
+    _walk(where, "", expected, got, out)
+    return out
 
 
 def format_differences(name: str, golden: Path, differences: list[Difference]) -> str:
     """A readable diff for one input: a header, then topic / field / expected / got."""
     lines = [f"{name}: differs from {golden}"]
-    for d in differences:
-        if d.field == "card":
-            if d.got is _MISSING:
-                lines.append(f"  {d.topic}: expected {_show(d.expected)}, got no card")
-            else:
-                lines.append(f"  {d.topic}: expected no card, got {_show(d.got)}")
-            continue
-        where = f"{d.topic}: {d.field}" if d.field else d.topic
-        lines.append(f"  {where}: expected {_show(d.expected)}, got {_show(d.got)}")
+    lines.extend("  " + describe(d) for d in differences)
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Finding replay inputs: files, folders (recursive), globs and NDJSON lines.
+"""Finding replay inputs: files, folders (recursive), globs, NDJSON lines and exports.
 
 Discovery is lazy (a generator) so that a run over 100,000 inputs never holds them all.
 Each `Source` is one unit of work for a worker: a JSON file to read, or one NDJSON line
@@ -119,7 +119,12 @@ def _file_sources(path: str, key: str) -> Iterator[Source]:
 
 
 def discover(arguments: Iterable[str]) -> Iterator[Source]:
-    """Every input named by the arguments, in argument order, each file once."""
+    """Every input named by the arguments, in argument order, each file once.
+
+    A Bulk Data export (a folder or its manifest.json, see `cds.replay.export`) gives
+    one input per patient."""
+    from cds.replay.export import export_folder, export_sources
+
     seen: set[FileId] = set()
 
     def first_time(file_id: FileId) -> bool:
@@ -150,6 +155,8 @@ def discover(arguments: Iterable[str]) -> Iterator[Source]:
                     key=os.path.basename(argument),
                     error="no file matches this pattern",
                 )
+        elif (folder := export_folder(argument)) is not None:
+            yield from export_sources(folder)
         elif os.path.isdir(argument):
             for path, rel, file_id in _walk(argument):
                 if first_time(file_id):

@@ -1,62 +1,146 @@
-"""Ordered, bounded, crash-contained evaluation over worker processes.
+"""Ordered, bounded evaluation over worker processes that never loses an input.
 
 - Ordered: results come out in input order whatever the number of workers.
-- Bounded: at most `window` batches are in flight, so memory stays flat however many
-  inputs there are (sources are pulled lazily from the discovery generator).
-- Crash-contained: when a worker dies (a native crash such as SIGSEGV in the C rule
-  engine, or the OS killing it), the pool is broken. It is replaced, and every source
-  that was in flight and had no result is re-run alone, one at a time, so the one that
-  kills its worker again is identified exactly: it fails with an OperationOutcome and
-  the run goes on. A source that only died as a bystander gets its normal result.
+- Bounded: at most `window` sources are in flight or waiting to be written, so memory
+  stays flat however many inputs there are (sources are pulled lazily from discovery).
+- Never loses an input: every input gets exactly one result. Each worker is a process
+  of its own with a pipe; it sends every result as soon as it has it (and names each
+  input of a split Bundle before it starts it), so when a worker dies (a native crash
+  such as SIGSEGV in the C rule engine, the OS or a person killing it) or overruns the
+  per-input `deadline` (it is then killed), the parent knows exactly which input it was
+  on and which were done. That input is tried again on a fresh worker, up to
+  `max_tries` times in all; then it is reported failed with an OperationOutcome saying
+  why. The inputs that were waiting behind it are handed out again without penalty;
+  results already received are kept, so nothing is evaluated into the report twice.
 
 `workers=0` evaluates in this process (no containment; for debugging and profiling).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
+import os
+import signal
 import sys
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from itertools import islice
-from typing import TYPE_CHECKING
+from multiprocessing.connection import Connection, wait
+from typing import TYPE_CHECKING, Any
 
 from cds.replay import worker
 from cds.replay.outcome import operation_outcome
-from cds.replay.reader import read_source
 from cds.replay.worker import InputResult, WorkerSettings
 
 if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
     from cds.pipeline import Evaluator
     from cds.replay.inputs import Source
 
-Batch = list["Source"]
+#: Seconds one input may take in a worker before the worker is taken to be hung.
+DEFAULT_DEADLINE = 120.0
+#: Times an input is started on a worker before it is reported failed.
+DEFAULT_MAX_TRIES = 3
 
 
-def crash_result(name: str, key: str) -> InputResult:
-    """The result of an input whose worker process died while evaluating it."""
+def crash_result(name: str, key: str, tries: int) -> InputResult:
+    """The result of an input whose worker process died each time it evaluated it."""
     return InputResult.of(
         name,
         key,
         [],
         operation_outcome(
-            f"{name}: the worker process evaluating this input died (a native crash such as "
-            "SIGSEGV in the rule engine, or killed by the operating system); the input is "
-            f"marked failed and the run went on. Reproduce it alone with `cds explain {name}` "
-            "and report it with the input.",
+            f"{name}: the worker process evaluating this input died {tries} times (a native "
+            "crash such as SIGSEGV in the rule engine, or killed by the operating system); "
+            "the input is marked failed and the run went on. Reproduce it alone with "
+            f"`cds explain {name}` and report it with the input.",
             code="exception",
         ),
         "failed",
     )
 
 
-def _batches(sources: Iterable[Source], size: int) -> Iterator[Batch]:
-    iterator = iter(sources)
-    while batch := list(islice(iterator, size)):
-        yield batch
+def hung_result(name: str, key: str, tries: int, deadline: float) -> InputResult:
+    """The result of an input that overran the per-input deadline each time it ran."""
+    return InputResult.of(
+        name,
+        key,
+        [],
+        operation_outcome(
+            f"{name}: evaluating this input took longer than {deadline:g} s, {tries} times; "
+            "its worker was stopped and replaced, the input is marked failed and the run "
+            f"went on. Reproduce it alone with `cds explain {name}`, or raise --deadline.",
+            code="timeout",
+        ),
+        "failed",
+    )
+
+
+# ------------------------------------------------------------------ the worker side
+
+#: Parent ends of the pipes, closed in each new worker (so a pipe's only other end is
+#: its own worker: its death is then an end of file, never a silent stall).
+_parent_ends: list[Connection] = []
+
+
+def _serve(conn: Connection, settings: WorkerSettings) -> None:
+    """A worker's loop: receive [(seq, source, skip)], send ("result", seq, result, last)
+    per input (a source's last one ends it), ("begin", seq, name, key) before each input
+    of a source holding several, and ("end", seq, ...) for a source with none left."""
+    for other in _parent_ends:
+        other.close()
+    worker.init_worker(settings)
+    while True:
+        try:
+            tasks = conn.recv()
+        except EOFError:
+            return
+        if tasks is None:
+            return
+        for seq, source, skip in tasks:
+            items = worker.read_items(source)
+            if skip >= len(items):  # nothing (left) to evaluate: end the source
+                conn.send(("end", seq, None, None))
+            for index, item in enumerate(items):
+                if index < skip:
+                    continue
+                if len(items) > 1:  # name the input of a split Bundle before it runs
+                    conn.send(("begin", seq, item.name, item.key))
+                result = worker.process_item(item)
+                last = index == len(items) - 1
+                try:
+                    conn.send(("result", seq, result, last))
+                except (TypeError, ValueError, AttributeError) as exc:  # cannot be pickled
+                    failed = worker.internal_error(item.name, item.key, exc)
+                    conn.send(("result", seq, failed, last))
+
+
+# ------------------------------------------------------------------ the parent side
+
+
+@dataclass
+class _Slot:
+    """One source in flight: what it gave so far and how often its current item ran."""
+
+    source: Source
+    results: list[InputResult] = field(default_factory=list)
+    tries: int = 0  # worker deaths while on the item at index len(results)
+    timeouts: int = 0
+    done: bool = False
+
+
+@dataclass
+class _Worker:
+    process: BaseProcess
+    conn: Connection
+    tasks: list[int] = field(default_factory=list)  # seqs handed to it, not yet ended
+    current: tuple[int, str, str] | None = None  # (seq, name, key) being evaluated
+    started: float = 0.0
 
 
 class ReplayPool:
@@ -70,15 +154,23 @@ class ReplayPool:
         batch_size: int = 8,
         window: int | None = None,
         evaluator: Evaluator | None = None,
+        deadline: float = DEFAULT_DEADLINE,
+        max_tries: int = DEFAULT_MAX_TRIES,
     ) -> None:
         self.settings = settings
         self.workers = workers
         self.batch_size = max(1, batch_size)
-        self.window = window if window is not None else max(2, workers * 4)
+        self.window = window if window is not None else max(16, workers * batch_size * 4)
         self.evaluator = evaluator
+        self.deadline = deadline
+        self.max_tries = max(1, max_tries)
         self.restarts = 0
-        self._pool: ProcessPoolExecutor | None = None
-        self._pending: deque[tuple[Batch, Future[list[list[InputResult]]]]] = deque()
+        self._context: Any = None
+        self._live: list[_Worker] = []
+
+    def pids(self) -> list[int]:
+        """The process ids of the live workers (for tests that kill them)."""
+        return [w.process.pid for w in self._live if w.process.pid is not None]
 
     def run(self, sources: Iterable[Source]) -> Iterator[InputResult]:
         """Results of every source, in order (several per split Bundle)."""
@@ -89,114 +181,170 @@ class ReplayPool:
             for source in sources:
                 yield from worker.process_source(source)
             return
-        self._pool = self._new_pool()
+        self._context = self._start_context()
         try:
-            for batch in _batches(sources, self.batch_size):
-                while len(self._pending) >= self.window:
-                    yield from self._drain_one()
-                self._pending.append((batch, self._submit(batch)))
-            while self._pending:
-                yield from self._drain_one()
+            yield from self._run(iter(sources))
         finally:
-            self._pending.clear()
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
-                self._pool = None
-            gc.unfreeze()  # what _new_pool froze is collectable again in this process
+            for w in self._live:
+                self._stop(w)
+            self._live.clear()
+            _parent_ends.clear()
+            gc.unfreeze()  # what _start_context froze is collectable again
 
-    def _new_pool(self) -> ProcessPoolExecutor:
+    # -------------------------------------------------------------- scheduling
+
+    def _run(self, sources: Iterator[Source]) -> Iterator[InputResult]:
+        slots: dict[int, _Slot] = {}
+        retry: deque[int] = deque()
+        fresh: deque[int] = deque()
+        next_seq = 0
+        next_out = 0
+        exhausted = False
+        self._live = [self._spawn() for _ in range(self.workers)]
+        while True:
+            # Pull sources while the window has room.
+            while not exhausted and len(slots) < self.window:
+                batch = list(islice(sources, self.batch_size))
+                if not batch:
+                    exhausted = True
+                    break
+                for source in batch:
+                    slots[next_seq] = _Slot(source)
+                    fresh.append(next_seq)
+                    next_seq += 1
+            # Hand work to idle workers: retries first, one at a time.
+            for w in self._live:
+                if w.tasks:
+                    continue
+                if retry:
+                    self._send(w, [retry.popleft()], slots)
+                elif fresh:
+                    take = [fresh.popleft() for _ in range(min(self.batch_size, len(fresh)))]
+                    self._send(w, take, slots)
+            # Write what is complete, in order.
+            while next_out in slots and slots[next_out].done:
+                yield from slots.pop(next_out).results
+                next_out += 1
+            if exhausted and not slots:
+                return
+            busy = [w for w in self._live if w.tasks]
+            if not busy:
+                continue
+            now = time.monotonic()
+            timeout = min(max(0.0, w.started + self.deadline - now) for w in busy)
+            handles: list[Any] = [w.conn for w in busy] + [w.process.sentinel for w in busy]
+            ready = set(wait(handles, timeout=timeout))
+            for w in busy:
+                dead = False
+                if w.conn in ready:
+                    dead = not self._receive(w, slots)
+                if dead or w.process.sentinel in ready:
+                    self._drain(w, slots)
+                    self._replace(w, slots, retry, hung=False)
+                elif time.monotonic() - w.started > self.deadline:
+                    self._drain(w, slots)
+                    self._replace(w, slots, retry, hung=True)
+
+    def _send(self, w: _Worker, seqs: list[int], slots: dict[int, _Slot]) -> None:
+        tasks = [(seq, slots[seq].source, len(slots[seq].results)) for seq in seqs]
+        w.tasks = list(seqs)
+        w.current = None
+        w.started = time.monotonic()
+        with contextlib.suppress(OSError):  # it died already: the next wait sees it
+            w.conn.send(tasks)
+
+    def _receive(self, w: _Worker, slots: dict[int, _Slot]) -> bool:
+        """Read every message waiting on the worker's pipe; False at end of file."""
+        try:
+            while w.conn.poll():
+                self._handle(w, w.conn.recv(), slots)
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def _drain(self, w: _Worker, slots: dict[int, _Slot]) -> None:
+        """Messages a dead (or about to be killed) worker sent before it stopped."""
+        self._receive(w, slots)
+
+    def _handle(
+        self, w: _Worker, message: tuple[str, int, Any, Any], slots: dict[int, _Slot]
+    ) -> None:
+        kind, seq, a, b = message
+        slot = slots[seq]
+        w.started = time.monotonic()  # the deadline runs per input
+        if kind == "begin":
+            w.current = (seq, a, b)
+            return
+        w.current = None
+        if kind == "result":
+            slot.results.append(a)
+            slot.tries = 0
+            slot.timeouts = 0
+            if not b:
+                return
+        slot.done = True
+        w.tasks.remove(seq)
+
+    def _replace(
+        self, w: _Worker, slots: dict[int, _Slot], retry: deque[int], *, hung: bool
+    ) -> None:
+        """A worker died or overran: settle the input it was on, requeue the rest."""
+        self._stop(w, kill=True)
+        self.restarts += 1
+        if w.tasks:
+            seq = w.tasks[0]
+            slot = slots[seq]
+            name, key = (w.current[1], w.current[2]) if w.current else (None, None)
+            slot.tries += 1
+            if hung:
+                slot.timeouts += 1
+            if slot.tries >= self.max_tries:
+                shown = name or slot.source.name
+                shown_key = key or slot.source.key
+                slot.results.append(
+                    hung_result(shown, shown_key, slot.tries, self.deadline)
+                    if slot.timeouts >= slot.tries
+                    else crash_result(shown, shown_key, slot.tries)
+                )
+                slot.tries = 0
+                slot.timeouts = 0
+            retry.extend(w.tasks)
+        index = self._live.index(w)
+        self._live[index] = self._spawn()
+
+    # -------------------------------------------------------------- processes
+
+    def _start_context(self) -> Any:
         # fork (Linux): workers inherit the parent's loaded Evaluator, so starting and
         # restarting a worker costs nothing (loading the rules takes seconds). The parent
-        # runs no other thread when it forks (the progress bar refreshes from the main
-        # thread; the executor forks all workers before starting its own thread).
-        # Elsewhere: a clean server process per platform default, each worker loads.
+        # runs no other thread of its own when it forks. Elsewhere: spawn, each worker
+        # loads the rules.
         methods = multiprocessing.get_all_start_methods()
         if sys.platform.startswith("linux") and "fork" in methods:
-            method = "fork"
-        else:
-            method = "forkserver" if "forkserver" in methods else "spawn"
-        if method == "fork":
             # Move everything the parent holds (the Evaluator, modules) out of the
             # collector's reach: forked workers then never traverse it in full
             # collections (and never write to those pages, which would copy them).
             gc.freeze()
-        context = multiprocessing.get_context(method)
-        if method == "forkserver":
-            context.set_forkserver_preload(["cds.replay.worker", "cds.pipeline"])
-        return ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=context,
-            initializer=worker.init_worker,
-            initargs=(self.settings,),
-        )
+            return multiprocessing.get_context("fork")
+        return multiprocessing.get_context("spawn")
 
-    def _submit(self, batch: Batch) -> Future[list[list[InputResult]]]:
-        assert self._pool is not None
-        return self._pool.submit(worker.process_batch, batch)
+    def _spawn(self) -> _Worker:
+        parent_end, child_end = self._context.Pipe(duplex=True)
+        _parent_ends.append(parent_end)  # closed in the child (it has child_end)
+        process = self._context.Process(target=_serve, args=(child_end, self.settings), daemon=True)
+        process.start()
+        child_end.close()
+        return _Worker(process, parent_end)
 
-    def _restart(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-        self.restarts += 1
-        self._pool = self._new_pool()
-
-    def _drain_one(self) -> Iterator[InputResult]:
-        batch, future = self._pending.popleft()
-        try:
-            per_source = future.result()
-        except BrokenProcessPool:
-            yield from self._recover([(batch, future), *self._pending])
-            return
-        except Exception as exc:  # e.g. a result that cannot be sent back: fail the batch
-            for source in batch:
-                yield worker.internal_error(source.name, source.key, exc)
-            return
-        for results in per_source:
-            yield from results
-
-    def _recover(
-        self, in_flight: list[tuple[Batch, Future[list[list[InputResult]]]]]
-    ) -> Iterator[InputResult]:
-        """After a worker died: keep finished results, re-run the rest one by one."""
-        self._pending.clear()
-        self._restart()
-        for batch, future in in_flight:
-            finished = future.done() and not future.cancelled() and future.exception() is None
-            if finished:
-                for results in future.result():
-                    yield from results
-                continue
-            for source in batch:
-                yield from self._run_alone(source)
-
-    def _run_alone(self, source: Source) -> Iterator[InputResult]:
-        try:
-            per_source = self._submit([source]).result()
-        except BrokenProcessPool:
-            self._restart()
-        except Exception as exc:
-            yield worker.internal_error(source.name, source.key, exc)
-            return
-        else:
-            for results in per_source:
-                yield from results
-            return
-        # The source killed its worker. When it holds several inputs (a Bundle split per
-        # patient), evaluate them one by one so only the one that crashes fails.
-        try:
-            items = read_source(source, self.settings.hook)
-        except Exception:
-            items = []
-        if len(items) <= 1:
-            yield crash_result(source.name, source.key)
-            return
-        for item in items:
-            assert self._pool is not None
-            try:
-                result = self._pool.submit(worker.process_item, item).result()
-            except BrokenProcessPool:
-                self._restart()
-                result = crash_result(item.name, item.key)
-            except Exception as exc:
-                result = worker.internal_error(item.name, item.key, exc)
-            yield result
+    def _stop(self, w: _Worker, *, kill: bool = False) -> None:
+        if w.conn in _parent_ends:
+            _parent_ends.remove(w.conn)
+        if not kill and w.process.is_alive():
+            with contextlib.suppress(OSError):
+                w.conn.send(None)
+            w.process.join(timeout=5)
+        if w.process.is_alive() and w.process.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.process.pid, signal.SIGKILL)
+        w.process.join()
+        w.conn.close()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from cds.replay import golden as golden_files
 from cds.replay.formats import JunitWriter, NdjsonWriter, Sink, TextWriter, Writer
 from cds.replay.inputs import discover
-from cds.replay.pool import ReplayPool
+from cds.replay.pool import DEFAULT_DEADLINE, DEFAULT_MAX_TRIES, ReplayPool
 from cds.replay.summary import Summary
 from cds.replay.worker import WorkerSettings
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 #: TEST ONLY: name of one input whose worker process kills itself with SIGSEGV, to test
 #: that a native crash is contained (see cds.replay.worker.WorkerSettings.crash_input).
 TEST_CRASH_ENV = "OSTEOHOOKS_REPLAY_TEST_CRASH"
+#: TEST ONLY: name of one input whose worker process hangs, to test the per-input deadline.
+TEST_HANG_ENV = "OSTEOHOOKS_REPLAY_TEST_HANG"
 
 
 @dataclass
@@ -41,6 +43,8 @@ class ReplayOptions:
     update_expect: bool = False
     workers: int = 1
     batch_size: int = 8
+    deadline: float = DEFAULT_DEADLINE
+    max_tries: int = DEFAULT_MAX_TRIES
     progress: bool = False
     summary_in_report: bool = True
     properties: dict[str, str] = field(default_factory=dict)
@@ -117,8 +121,16 @@ def run_replay(
         as_of=options.as_of,
         hook=options.hook,
         crash_input=os.environ.get(TEST_CRASH_ENV) or None,
+        hang_input=os.environ.get(TEST_HANG_ENV) or None,
     )
-    pool = ReplayPool(settings, options.workers, batch_size=options.batch_size, evaluator=evaluator)
+    pool = ReplayPool(
+        settings,
+        options.workers,
+        batch_size=options.batch_size,
+        evaluator=evaluator,
+        deadline=options.deadline,
+        max_tries=options.max_tries,
+    )
     writer = _writer(options, stream)
     summary = Summary()
     with _progress(console, options) as advance:

@@ -1,11 +1,12 @@
 """Evaluating sources in worker processes: one Evaluator per process, built once.
 
-`init_worker` runs once in each worker (ProcessPoolExecutor initializer) and builds the
-Evaluator from the rules folder; `process_batch` evaluates a few sources and returns one
-list of `InputResult` per source. Nothing a source contains can raise out of here: bad
-input is `unreadable`, an `EvaluationError` (or a bug) is `failed`, each with an
-OperationOutcome. Only a native crash (SIGSEGV in the C engine) escapes, as the death
-of the process: the pool in `cds.replay.pool` contains that.
+`init_worker` runs once in each worker process and builds the Evaluator from the rules
+folder (or keeps the one inherited by fork); `read_items` and `process_item` evaluate a
+source one input at a time, so the pool knows which input a dying worker was on.
+Nothing a source contains can raise out of here: bad input is `unreadable`, an
+`EvaluationError` (or a bug) is `failed`, each with an OperationOutcome. Only a native
+crash (SIGSEGV in the C engine) or a hang escapes, as the death or silence of the
+process: the pool in `cds.replay.pool` contains that.
 
 Card and suggestion uuids are name-based (the pipeline's uuid5 seeded with the input name,
 `EvaluationInput.uuid_seed`), so that a rerun with the same `--as-of` is byte-identical.
@@ -65,8 +66,8 @@ class InputResult:
             name,
             key,
             status,
-            dumps(cards),
-            dumps(outcome),
+            _utf8_json(cards),
+            _utf8_json(outcome),
             tuple(card_topic(card) for card in cards),
             error_count(outcome) if status == "ok" else 0,
             seconds,
@@ -81,6 +82,18 @@ class InputResult:
     def outcome(self) -> dict[str, Any] | None:
         value: dict[str, Any] | None = json.loads(self.outcome_json)
         return value
+
+
+def _utf8_json(value: Any) -> str:
+    """JSON text of value that can be written as UTF-8 whatever it holds: a lone
+    surrogate (an input's `"\\ud800"`, read as such) is written as its escape, as the
+    input had it, instead of making the report unwritable."""
+    text = dumps(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    return text
 
 
 def card_topic(card: dict[str, Any]) -> str:
@@ -102,6 +115,9 @@ class WorkerSettings:
     #: crash containment (set from OSTEOHOOKS_REPLAY_TEST_CRASH by the CLI; never set
     #: in normal use; ignored when evaluating in-process with --workers 0).
     crash_input: str | None = None
+    #: TEST ONLY: the name of one input whose worker hangs (sleeps for ever), to test the
+    #: per-input deadline (OSTEOHOOKS_REPLAY_TEST_HANG; ignored with --workers 0).
+    hang_input: str | None = None
 
 
 _evaluator: Evaluator | None = None
@@ -139,6 +155,9 @@ def evaluate_job(job: Job) -> InputResult:
     assert _settings is not None, "init_worker was not called"
     if _in_pool and _settings.crash_input is not None and job.name == _settings.crash_input:
         os.kill(os.getpid(), signal.SIGSEGV)  # TEST ONLY: see WorkerSettings.crash_input
+    if _in_pool and _settings.hang_input is not None and job.name == _settings.hang_input:
+        while True:  # TEST ONLY: see WorkerSettings.hang_input
+            time.sleep(3600)
     started = time.perf_counter()
     try:
         result = _evaluator.evaluate(
@@ -179,8 +198,22 @@ def _fatal(outcome: dict[str, Any] | None) -> bool:
     )
 
 
-def process_item(item: Job | Unreadable) -> InputResult:
+Item = Job | Unreadable | InputResult
+
+
+def read_items(source: Source) -> list[Item]:
+    """What one source holds to evaluate (an InputResult when reading it hit a bug)."""
+    assert _settings is not None, "init_worker was not called"
+    try:
+        return list(read_source(source, _settings.hook))
+    except Exception as exc:  # a bug must not end the run: this input fails, with why
+        return [internal_error(source.name, source.key, exc)]
+
+
+def process_item(item: Item) -> InputResult:
     """The result of one job read from a source (or of why it could not be read)."""
+    if isinstance(item, InputResult):
+        return item
     if isinstance(item, Unreadable):
         return InputResult.of(item.name, item.key, [], item.outcome, "unreadable")
     return evaluate_job(item)
@@ -188,12 +221,7 @@ def process_item(item: Job | Unreadable) -> InputResult:
 
 def process_source(source: Source) -> list[InputResult]:
     """All results of one source (several for a split Bundle), in order."""
-    assert _settings is not None, "init_worker was not called"
-    try:
-        items = read_source(source, _settings.hook)
-    except Exception as exc:  # a bug must not end the run: this input fails, with why
-        return [internal_error(source.name, source.key, exc)]
-    return [process_item(item) for item in items]
+    return [process_item(item) for item in read_items(source)]
 
 
 def internal_error(name: str, key: str, exc: BaseException) -> InputResult:
@@ -209,8 +237,3 @@ def internal_error(name: str, key: str, exc: BaseException) -> InputResult:
         ),
         "failed",
     )
-
-
-def process_batch(sources: list[Source]) -> list[list[InputResult]]:
-    """Worker entry point: the results of each source of a batch."""
-    return [process_source(source) for source in sources]

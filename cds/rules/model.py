@@ -94,6 +94,10 @@ class Suggestion(_Model):
     label: StrictStr
     recommended: StrictBool = False
     orders: list[StrictStr] = Field(default_factory=list)
+    #: a template giving order keys (comma-separated) to leave out of `orders` for this
+    #: fact, e.g. tests with a recent result (CS-6.1); a suggestion left with no order
+    #: is dropped
+    omit_orders: StrictStr | None = None
     occurrence: Occurrence | None = None
     note: StrictStr | None = None
 

@@ -13,7 +13,7 @@ from cds.rules.facttypes import FactType, input_fact_types
 from cds.rules.model import DerivedFact, EvidenceRegistry, Parameter, Rule, RuleFile
 from cds.rules.source import Loc, Source, display_path, read_yaml
 from cds.rules.structure import validate_structure
-from cds.rules.templates import Renderer, TemplateCache
+from cds.rules.templates import MARKDOWN_KEYS, Renderer, TemplateCache
 from cds.rules.validate import (
     Context,
     build_derived,
@@ -63,6 +63,8 @@ class RuleSet:
     example_origins: dict[tuple[str, int], Origin]
     templates: TemplateCache = field(default_factory=TemplateCache)
     compiled: dict[str, Any] = field(default_factory=dict)
+    #: The order keys suggestions may name (None: not checked).
+    order_keys: frozenset[str] | None = None
     # Evaluation-time lookups, built on first use (filling them twice is harmless).
     _index: tuple[int, int, dict[str, Rule]] | None = field(
         default=None, init=False, repr=False, compare=False
@@ -332,6 +334,7 @@ def _load(
         origins=origins,
         example_origins=example_origins,
         templates=ctx.templates,
+        order_keys=None if order_keys is None else frozenset(order_keys),
     )
     _precompile_templates(ruleset)
     if compile:
@@ -344,16 +347,16 @@ def _load(
 def _precompile_templates(ruleset: RuleSet) -> None:
     """Compile every template once now, so evaluation never parses text."""
 
-    def walk(value: Any) -> None:
+    def walk(value: Any, markdown: bool = False) -> None:
         if isinstance(value, str):
             if "{{" in value or "{%" in value:
-                ruleset.templates.get(value)
+                ruleset.templates.get(value, markdown)
         elif isinstance(value, list):
             for item in value:
-                walk(item)
+                walk(item, markdown)
         elif isinstance(value, dict):
-            for item in value.values():
-                walk(item)
+            for key, item in value.items():
+                walk(item, markdown or key in MARKDOWN_KEYS)
 
     for rule in ruleset.rules:
         if rule.then.card is not None:

@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - without it every parse is round-trip
     CParser = None
 
 from cds.rules.errors import RuleError
+from cds.rules.yamlhelp import explain as explain_yaml_error
 
 Loc = tuple[str | int, ...]
 
@@ -214,12 +215,8 @@ def _parse(shown: str, text: str) -> Source | RuleError:
     try:
         doc = yaml.load(text)
     except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-        problem = (exc.problem or exc.context or "invalid YAML").strip()
-        if "duplicate key" in str(exc) or "found duplicate key" in problem:
-            problem = problem.replace("found duplicate key", "duplicate key")
-        return RuleError(shown, line, col, f"YAML: {problem}")
+        explained = explain_yaml_error(exc, text)
+        return RuleError(shown, explained.line, explained.col, f"YAML: {explained.message}")
     except Exception as exc:  # ruamel raises a few unmarked errors (e.g. bad encoding)
         return RuleError(shown, 1, 1, f"YAML: {exc}")
     src = Source(shown, None)

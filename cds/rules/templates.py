@@ -4,9 +4,18 @@ A template string that is exactly one ``{{ expr }}`` evaluates to the expression
 native value (a number stays a number in the payload); any other string renders to
 text. The context is ``fact`` (the matched fact: every field of its type, absent ones
 ``None``) and ``param`` (the parameters). Filters: ``add_months(n)`` on an ISO date
-(the day is clamped to the month's end), ``fmt(digits)`` fixed decimals, and Jinja's
-``round`` and ``abs``. ``add_months`` and ``fmt`` pass an absent value (None) through;
+(the day is clamped to the month's end), ``fmt(digits)`` fixed decimals,
+``against(digits, threshold, ...)`` a derived number rounded for display without
+misstating how it compares with its thresholds (CS-1.11), and Jinja's ``round`` and
+``abs``. ``add_months``, ``fmt`` and ``against`` pass an absent value (None) through;
 ``None`` renders as the empty string inside text.
+
+Markdown (issue 12): a card's ``detail`` is markdown, and the strings its templates output
+(FHIR text such as a device display, a condition's name) are escaped for markdown when they
+are written (``markdown_text``), so they read as literal text and never become a link, an
+image or HTML; links in cards come only from the rules' literal text and ``links``. Other
+text (the plain-text ``summary``, suggestion labels) is written as it is: markdown text
+is rendered by ``MD_ENV``, whose ``finalize`` escapes every output.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import functools
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
@@ -56,8 +66,67 @@ def fmt(value: float | int | None, digits: int = 1) -> str | None:
     return f"{float(value):.{int(digits)}f}"
 
 
+#: Most decimals `against` adds before it shows the value in full.
+_AGAINST_MAX_DIGITS = 6
+
+
+def _side(x: Decimal, t: Decimal) -> tuple[int, int]:
+    """Where `x` lies against threshold `t`: by value and by magnitude (-1, 0, 1)."""
+    return ((x > t) - (x < t), (abs(x) > abs(t)) - (abs(x) < abs(t)))
+
+
+def against(value: float | int | None, digits: int, *thresholds: float | int | None) -> str | None:
+    """`value` with `digits` decimals (half-up), or more when fewer would misstate it.
+
+    CS-1.11: rounding is for display only and never to a figure that misstates a
+    comparison. The shown figure lies on the same side of every threshold as the value,
+    both by value (a gap of 0.95 against 1.0 is shown 0.95, not 1.0) and by magnitude
+    (a change of -5.25% against an LSC of 5.3 is shown -5.25, not -5.3). Digits are added
+    until that holds; beyond six decimals the value is shown as it is. None stays None
+    (an absent threshold is skipped).
+    """
+    if value is None:
+        return None
+    exact = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    limits = [
+        Decimal(repr(t)) if isinstance(t, float) else Decimal(t)
+        for t in thresholds
+        if t is not None
+    ]
+    for places in range(int(digits), _AGAINST_MAX_DIGITS + 1):
+        shown = exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+        if all(_side(shown, t) == _side(exact, t) for t in limits):
+            return str(shown)
+    return str(exact)
+
+
 def _finalize(value: Any) -> Any:
     return "" if value is None else value
+
+
+#: Card keys whose text is markdown (CDS Hooks: ``detail`` is GitHub Flavored Markdown).
+MARKDOWN_KEYS = frozenset({"detail"})
+
+#: Characters that could start markdown syntax (links, images, HTML, emphasis, code, tables,
+#: headings, entities), ``:`` (which would let a URL autolink) and the dot after ``www``.
+_MD_SPECIAL = re.compile(r"[\\`*_\[\]<>!|#~&:]|(?<=[wW][wW][wW])\.")
+
+
+def markdown_text(text: str) -> str:
+    """`text` as literal markdown inside a line: every character that could start inline
+    syntax is backslash-escaped (CommonMark renders ``\\[`` as ``[``), so
+    ``[click](javascript:x)`` and ``![x](http://x)`` show as written, never as a link or
+    an image. Line structure (paragraphs, list items) is the template's own."""
+    return _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
+
+
+def _md_finalize(value: Any) -> Any:
+    """``finalize`` for markdown text: None is empty, a string is escaped."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return markdown_text(value)
+    return value
 
 
 #: Names a dict answers with an attribute: the sandbox reads those, not the key.
@@ -78,16 +147,19 @@ class _Environment(SandboxedEnvironment):
         return super().getattr(obj, attribute)
 
 
-def make_environment() -> SandboxedEnvironment:
+def make_environment(finalize: Callable[[Any], Any] = _finalize) -> SandboxedEnvironment:
     env = _Environment(
-        undefined=StrictUndefined, autoescape=False, finalize=_finalize, keep_trailing_newline=True
+        undefined=StrictUndefined, autoescape=False, finalize=finalize, keep_trailing_newline=True
     )
     env.filters["add_months"] = add_months
     env.filters["fmt"] = fmt
+    env.filters["against"] = against
     return env
 
 
 ENV = make_environment()
+#: The same environment for markdown text: outputs are escaped (`markdown_text`).
+MD_ENV = make_environment(_md_finalize)
 
 
 @dataclass(frozen=True)
@@ -301,7 +373,9 @@ def _fast_expression(expr: str, compiled: Any) -> Renderer | None:
     return run
 
 
-def _fast_text(source: str, template: JinjaTemplate) -> Renderer | None:
+def _fast_text(
+    source: str, template: JinjaTemplate, env: SandboxedEnvironment = ENV
+) -> Renderer | None:
     """A text template rendered by its compiled function with a bare context."""
     try:
         if not _only_context_names(source):
@@ -310,24 +384,28 @@ def _fast_text(source: str, template: JinjaTemplate) -> Renderer | None:
         return None
     root = template.root_render_func
     name = template.name
-    concat = ENV.concat
+    concat = env.concat
 
     def run(fact: Mapping[str, Any], param: Mapping[str, Any]) -> Any:
-        return concat(root(Context(ENV, {"fact": fact, "param": param}, name, {})))
+        return concat(root(Context(env, {"fact": fact, "param": param}, name, {})))
 
     return run
 
 
-def _jinja_text(source: str) -> JinjaTemplate:
-    """``ENV.from_string(source)`` without parsing the text a second time."""
-    code = ENV.compile(_parse(source))
-    return ENV.template_class.from_code(ENV, code, ENV.make_globals(None), None)
+def _jinja_text(source: str, env: SandboxedEnvironment = ENV) -> JinjaTemplate:
+    """``env.from_string(source)`` without parsing the text a second time."""
+    code = env.compile(_parse(source))
+    return env.template_class.from_code(env, code, env.make_globals(None), None)
 
 
 @functools.lru_cache(maxsize=4096)
-def compile_template(source: str) -> Template:
-    """Compile once per process (raises TemplateProblem on a syntax error)."""
+def compile_template(source: str, markdown: bool = False) -> Template:
+    """Compile once per process (raises TemplateProblem on a syntax error); `markdown`:
+    the text is markdown, its outputs escaped (see the module docstring)."""
     try:
+        if markdown:
+            template = _jinja_text(source, MD_ENV)
+            return Template(source, False, template.render, _fast_text(source, template, MD_ENV))
         expr = _is_single_expression(source)
         if expr is not None:
             compiled = ENV.compile_expression(expr, undefined_to_none=False)
@@ -346,43 +424,54 @@ class TemplateCache:
     """Templates compiled once per rule set, keyed by source text."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, Template] = {}
+        self._cache: dict[tuple[str, bool], Template] = {}
 
-    def get(self, source: str) -> Template:
-        template = self._cache.get(source)
+    def get(self, source: str, markdown: bool = False) -> Template:
+        template = self._cache.get((source, markdown))
         if template is None:
-            template = compile_template(source)
-            self._cache[source] = template
+            template = compile_template(source, markdown)
+            self._cache[source, markdown] = template
         return template
 
-    def plan(self, value: Any) -> Renderer:
+    def plan(self, value: Any, markdown: bool = False) -> Renderer:
         """`render_value` of `value` as one function of (fact, param), decided once.
 
         Strings without a template come back as they are; lists and mappings are
-        rebuilt on every call (callers may keep or change what they get).
+        rebuilt on every call (callers may keep or change what they get). The values of
+        MARKDOWN_KEYS (and everything under them) are markdown text.
         """
         if isinstance(value, str):
             if not has_template(value):
                 return functools.partial(_constant, value)
-            return self.get(value).render
+            return self.get(value, markdown).render
         if isinstance(value, list):
-            items = [self.plan(v) for v in value]
+            items = [self.plan(v, markdown) for v in value]
             return functools.partial(_render_list, items)
         if isinstance(value, dict):
-            pairs = [(k, self.plan(v)) for k, v in value.items()]
+            pairs = [(k, self.plan(v, markdown or k in MARKDOWN_KEYS)) for k, v in value.items()]
             return functools.partial(_render_dict, pairs)
         return functools.partial(_constant, value)
 
-    def render_value(self, value: Any, fact: Mapping[str, Any], param: Mapping[str, Any]) -> Any:
-        """Render strings (recursively in lists and mappings); other values unchanged."""
+    def render_value(
+        self,
+        value: Any,
+        fact: Mapping[str, Any],
+        param: Mapping[str, Any],
+        markdown: bool = False,
+    ) -> Any:
+        """Render strings (recursively in lists and mappings); other values unchanged.
+        The values of MARKDOWN_KEYS are markdown text (outputs escaped)."""
         if isinstance(value, str):
             if not has_template(value):
                 return value
-            return self.get(value).render(fact, param)
+            return self.get(value, markdown).render(fact, param)
         if isinstance(value, list):
-            return [self.render_value(v, fact, param) for v in value]
+            return [self.render_value(v, fact, param, markdown) for v in value]
         if isinstance(value, dict):
-            return {k: self.render_value(v, fact, param) for k, v in value.items()}
+            return {
+                k: self.render_value(v, fact, param, markdown or k in MARKDOWN_KEYS)
+                for k, v in value.items()
+            }
         return value
 
 

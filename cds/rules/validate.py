@@ -19,6 +19,7 @@ from cds.contracts.cards import (
     LINK_TYPES,
     MAX_SUMMARY,
     TOPIC_PAYLOAD_FIELDS,
+    TOPIC_PAYLOAD_VALUES,
 )
 from cds.rules.errors import RuleError, did_you_mean
 from cds.rules.facttypes import (
@@ -414,6 +415,10 @@ def _walk_strings(value: Any, loc: Loc) -> Iterable[tuple[Loc, str]]:
             yield from _walk_strings(item, (*loc, key))
 
 
+def _templated(value: object) -> bool:
+    return isinstance(value, str) and has_template(value)
+
+
 def check_card(src: Source, loc: Loc, card: Card, ftype: FactType, ctx: Context) -> None:
     if card.topic not in CARD_TOPICS:
         ctx.add(
@@ -423,7 +428,8 @@ def check_card(src: Source, loc: Loc, card: Card, ftype: FactType, ctx: Context)
         )
     else:
         allowed = TOPIC_PAYLOAD_FIELDS[card.topic]
-        for key in card.payload:
+        values = TOPIC_PAYLOAD_VALUES.get(card.topic, {})
+        for key, value in card.payload.items():
             if key not in allowed:
                 ctx.add(
                     src,
@@ -431,6 +437,14 @@ def check_card(src: Source, loc: Loc, card: Card, ftype: FactType, ctx: Context)
                     f"payload field '{key}' is not part of topic '{card.topic}'"
                     f"{did_you_mean(key, allowed)}: " + ", ".join(allowed),
                     key=True,
+                )
+            elif key in values and not _templated(value) and value not in values[key]:
+                hint = did_you_mean(value, values[key]) if isinstance(value, str) else ""
+                ctx.add(
+                    src,
+                    (*loc, "payload", key),
+                    f"{value!r} is not an allowed value of payload field '{key}' of topic "
+                    f"'{card.topic}'{hint}: " + ", ".join(values[key]) + " (the card contract)",
                 )
     if card.indicator not in INDICATORS:
         ctx.add(
@@ -454,6 +468,8 @@ def check_card(src: Source, loc: Loc, card: Card, ftype: FactType, ctx: Context)
         texts.append(((*sloc, "label"), sug.label))
         if sug.note is not None:
             texts.append(((*sloc, "note"), sug.note))
+        if sug.omit_orders is not None:
+            texts.append(((*sloc, "omit_orders"), sug.omit_orders))
         if sug.occurrence is not None:
             for part in ("start", "end"):
                 value = getattr(sug.occurrence, part)

@@ -7,9 +7,23 @@ Tables (no PHI: ids of rules, topics, card uuids, hookInstance, timings):
   feedback, which names only the card uuid, can be stored with the card's rule and topic.
 - `feedback`: one row per distinct feedback item; sending the same item again is a no-op
   (idempotent on card uuid, outcome, accepted suggestions and outcome time).
+- `jwt_jti`: one row per JWT accepted (a digest of iss and jti, and when it expires), the
+  replay guard shared by every worker and every instance on the database; `claim_jti` is
+  one atomic statement (insert, or take over an expired row, else nothing), expired rows
+  are purged as new ones come.
 
 Audit rows are written by a background thread in batches, off the request path;
-`flush()` waits until everything queued is committed (feedback calls it first).
+`flush()` waits until everything queued is committed or spooled (feedback calls it first).
+A batch that cannot be written (file locked past `busy_timeout`, disk full, database file
+deleted or replaced, PostgreSQL down) goes to a bounded in-memory spool (`SPOOL_MAX`
+records) that the writer retries with back-off (`SPOOL_RETRY_*`); when the spool is full the
+oldest records are dropped, counted (`osteohooks_store_dropped_total`) and logged with their
+count and hookInstance ids only. A spool lives in its process: records still spooled when
+the process is killed are lost (a clean stop retries one last time and logs what is left).
+
+SQLite: the database file's identity (device, inode) is remembered at start; a write when
+the path is gone or is another file fails (`StoreUnavailable`) instead of going into an
+unlinked file nobody will read.
 """
 
 from __future__ import annotations
@@ -17,9 +31,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +50,7 @@ from sqlalchemy import (
     String,
     Text,
     create_engine,
+    delete,
     event,
     insert,
     select,
@@ -42,7 +59,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from cds import metrics
+
 log = logging.getLogger("osteohooks.store")
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot take a write now (the caller answers 503 or spools)."""
 
 
 class Base(DeclarativeBase):
@@ -74,6 +97,13 @@ class IssuedCardRow(Base):
     topic: Mapped[str | None] = mapped_column(String(64))
     ruleset_version: Mapped[str | None] = mapped_column(String(128))
     issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class JtiRow(Base):
+    __tablename__ = "jwt_jti"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires: Mapped[float] = mapped_column(Float, index=True)
 
 
 class FeedbackRow(Base):
@@ -136,42 +166,67 @@ class FeedbackItem:
 
 
 _STOP = object()
+JTI_PURGE_EVERY = 500  # claims between deletions of expired jti rows
 BATCH_WINDOW = 0.02  # seconds the writer waits to gather more audit records per commit
+SPOOL_MAX = 10_000  # audit records kept while the store is failing
+SPOOL_RETRY_FIRST = 0.5  # seconds before the first retry of the spool, doubling ...
+SPOOL_RETRY_MAX = 10.0  # ... up to this
+BUSY_TIMEOUT_MS = 5000
 
 
 class Store:
     """The database behind feedback and audit, with a batching audit writer thread."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, busy_timeout_ms: int | None = None) -> None:
         self.url = url
-        self.engine = _make_engine(url)
+        self.engine = _make_engine(url, busy_timeout_ms or BUSY_TIMEOUT_MS)
         Base.metadata.create_all(self.engine)
         self._sqlite = _SqliteAudit(self.engine) if self.engine.dialect.name == "sqlite" else None
+        self._path = _sqlite_path(url)
+        self._identity = _identity(self._path) if self._path else None
+        self._spool: deque[AuditRecord] = deque()
+        self._spool_lock = threading.Lock()
+        self._retry_delay = SPOOL_RETRY_FIRST
+        self.dropped = 0
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=10_000)
         self._writer = threading.Thread(target=self._write_loop, name="audit-writer", daemon=True)
         self._writer.start()
         self._closed = False
+        self._claims = 0
 
     # ------------------------------------------------------------------ audit
 
     def record(self, record: AuditRecord) -> None:
-        """Queue an audit row (never blocks the request; drops with a warning when full)."""
+        """Queue an audit row (never blocks the request; counted as dropped when full)."""
         try:
             self._queue.put_nowait(record)
         except queue.Full:
-            log.warning(
-                "audit queue full: record dropped", extra={"hookInstance": record.hook_instance}
-            )
+            self._drop([record], "audit queue full")
 
     def flush(self) -> None:
-        """Wait until every queued audit record is committed."""
+        """Wait until every queued audit record is committed (or spooled)."""
         self._queue.join()
+
+    def spool_depth(self) -> int:
+        return len(self._spool)
 
     def _write_loop(self) -> None:
         while True:
-            first = self._queue.get()
+            timeout = self._retry_delay if self._spool else None
+            try:
+                first = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                self._retry_spool()
+                continue
             if first is _STOP:
                 self._queue.task_done()
+                self._retry_spool()
+                if self._spool:
+                    log.error(
+                        "store closed with %d audit records unwritten",
+                        len(self._spool),
+                        extra={"event": "store-spool-lost"},
+                    )
                 return
             batch = [first]
             deadline = time.monotonic() + BATCH_WINDOW
@@ -186,12 +241,95 @@ class Store:
                     break
                 batch.append(item)
             try:
-                self._write(batch)
-            except Exception:  # never kill the writer; the failure is logged
-                log.exception("audit write failed (%d records lost)", len(batch))
+                if self._spool:  # keep the order: the spool first, then this batch
+                    self._retry_spool()
+                if self._spool:
+                    self._to_spool(batch, "the spool is not written yet")
+                else:
+                    self._try_write(batch)
             finally:
                 for _ in batch:
                     self._queue.task_done()
+
+    def _try_write(self, batch: list[AuditRecord]) -> bool:
+        try:
+            self._write(batch)
+        except Exception as exc:  # never kill the writer: the batch waits in the spool
+            metrics.STORE_FAILURES.labels(operation="audit").inc()
+            self._to_spool(batch, f"{type(exc).__name__}: {_short(exc)}")
+            return False
+        return True
+
+    def _retry_spool(self) -> None:
+        with self._spool_lock:
+            batch = list(self._spool)
+        if not batch:
+            return
+        for start in range(0, len(batch), 500):
+            chunk = batch[start : start + 500]
+            try:
+                self._write(chunk)
+            except Exception:
+                self._retry_delay = min(SPOOL_RETRY_MAX, self._retry_delay * 2)
+                return
+            with self._spool_lock:
+                for _ in chunk:
+                    self._spool.popleft()
+                metrics.SPOOL_DEPTH.set(len(self._spool))
+        self._retry_delay = SPOOL_RETRY_FIRST
+        log.info("audit spool written to the store", extra={"event": "store-recovered"})
+
+    def _to_spool(self, batch: list[AuditRecord], why: str) -> None:
+        with self._spool_lock:
+            first = not self._spool
+            self._spool.extend(batch)
+            over = len(self._spool) - SPOOL_MAX
+            lost = [self._spool.popleft() for _ in range(max(0, over))]
+            metrics.SPOOL_DEPTH.set(len(self._spool))
+        if first:
+            log.warning(
+                "audit write failed, %d records spooled for retry: %s",
+                len(batch),
+                why,
+                extra={"event": "store-spooled"},
+            )
+        if lost:
+            self._drop(lost, "audit spool full")
+
+    def _drop(self, records: list[AuditRecord], why: str) -> None:
+        self.dropped += len(records)
+        metrics.STORE_DROPPED.labels(kind="audit").inc(len(records))
+        cards = sum(len(r.cards) for r in records)
+        if cards:
+            metrics.STORE_DROPPED.labels(kind="issued_card").inc(cards)
+        log.error(
+            "%s: %d audit records (%d issued cards) dropped",
+            why,
+            len(records),
+            cards,
+            extra={
+                "event": "store-dropped",
+                "hookInstances": [r.hook_instance for r in records[:20]],
+            },
+        )
+
+    def check_file(self) -> None:
+        """SQLite: raise StoreUnavailable when the database file is gone or replaced."""
+        if self._path is not None and _identity(self._path) != self._identity:
+            raise StoreUnavailable(
+                f"the SQLite database file {self._path} was deleted or replaced; restore it "
+                "or restart the service"
+            )
+
+    def probe(self) -> str | None:
+        """None when the store takes a write now; else why not (for /ready)."""
+        try:
+            self.check_file()
+            with self.engine.begin() as conn:
+                conn.execute(delete(JtiRow).where(JtiRow.key == "ready-probe"))
+        except Exception as exc:
+            return f"{type(exc).__name__}: {_short(exc)}"
+        return None
 
     def _write(self, batch: Iterable[AuditRecord]) -> None:
         """One transaction, two executemany inserts (Core: the ORM unit of work cost ~2 ms
@@ -224,6 +362,7 @@ class Store:
                 }
                 for card in rec.cards
             )
+        self.check_file()
         if self._sqlite is not None:
             self._sqlite.write(self.engine, audits, cards)
             return
@@ -249,11 +388,41 @@ class Store:
                 query = query.where(AuditRow.hook_instance == hook_instance)
             return list(session.scalars(query))
 
+    # ------------------------------------------------------------------ JWT replay
+
+    def claim_jti(self, key: str, expires: float, now: float) -> bool:
+        """Take a jti key for good until `expires` (epoch seconds): True when it was free
+        (never seen, or its earlier token expired), False for a replay. One statement, so
+        two workers or two instances racing on one key cannot both win."""
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
+        values = upsert(JtiRow).values(key=key, expires=expires)
+        # a row comes back when inserted or taken over (rowcount is not reliable for
+        # ON CONFLICT on every driver)
+        statement = values.on_conflict_do_update(
+            index_elements=[JtiRow.key],
+            set_={"expires": values.excluded.expires},
+            where=JtiRow.expires < now,
+        ).returning(JtiRow.key)
+        try:
+            with self.engine.begin() as conn:
+                taken = conn.execute(statement).first() is not None
+                self._claims += 1
+                if self._claims % JTI_PURGE_EVERY == 0:
+                    conn.execute(delete(JtiRow).where(JtiRow.expires < now))
+        except Exception as exc:
+            metrics.STORE_FAILURES.labels(operation="jti").inc()
+            raise StoreUnavailable(f"jti store: {type(exc).__name__}: {_short(exc)}") from None
+        return taken
+
     # ------------------------------------------------------------------ feedback
 
     def store_feedback(self, service: str, items: Sequence[FeedbackItem]) -> tuple[int, int]:
         """Store each new item with its card's rule and topic; return (stored, duplicates)."""
         self.flush()
+        self.check_file()
         stored = duplicates = 0
         now = datetime.now(UTC)
         with Session(self.engine) as session:
@@ -353,7 +522,27 @@ class _SqliteAudit:
                 cursor.close()
 
 
-def _make_engine(url: str) -> Engine:
+def _short(exc: BaseException) -> str:
+    """An exception's first line without SQL parameters (no PHI into the log)."""
+    return str(exc).split("\n", 1)[0][:200]
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite") or ":///" not in url:
+        return None
+    path = url.split(":///", 1)[1].split("?", 1)[0]
+    return Path(path).resolve() if path and path != ":memory:" else None
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _make_engine(url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:":
@@ -365,7 +554,7 @@ def _make_engine(url: str) -> Engine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cursor.close()
 
         return engine

@@ -4,6 +4,7 @@ JWT keys and tokens."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 import warnings
@@ -224,3 +225,39 @@ def store(db_url: str) -> Iterator[Store]:
     s = Store(db_url)
     yield s
     s.close()
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+POSTGRES_ENV = "OSTEOHOOKS_TEST_POSTGRES_URL"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The test PostgreSQL URL. Without one (or unreachable) the test is skipped, except
+    in CI (CI=true, set by .ci/run), where it fails: CI runs the PostgreSQL tests for real."""
+    url = os.environ.get(POSTGRES_ENV)
+    why = None
+    if not url:
+        why = f"set {POSTGRES_ENV} to run against PostgreSQL (.ci/run does)"
+    else:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(url, connect_args={"connect_timeout": 3})
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            why = f"PostgreSQL at {POSTGRES_ENV} is unreachable: {type(exc).__name__}"
+        finally:
+            engine.dispose()
+    if why is not None:
+        if _in_ci():
+            pytest.fail(f"CI=true: {why}")
+        pytest.skip(why)
+    assert url is not None
+    return url

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -146,10 +145,8 @@ def test_feedback_for_unknown_service_is_404(client: TestClient) -> None:
 
 
 @pytest.mark.postgres
-def test_store_on_postgresql() -> None:
-    url = os.environ.get("OSTEOHOOKS_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("set OSTEOHOOKS_TEST_POSTGRES_URL to run against PostgreSQL")
+def test_store_on_postgresql(postgres_url: str) -> None:
+    url = postgres_url
     from datetime import UTC, datetime
 
     from sqlalchemy import text

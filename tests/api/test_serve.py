@@ -223,3 +223,39 @@ def test_failed_reload_keeps_the_last_good_rule_set(
     touch_rules(small_rules)
     assert holder.reload() is True
     assert holder.evaluator.ruleset_version != before.ruleset_version
+
+
+@pytest.mark.subprocess
+def test_sighup_during_start_up_does_not_kill_the_service(tmp_path: Path, rules_copy: Path) -> None:
+    server = Serve(tmp_path, rules_copy)
+    try:
+        # wait for the first handler (before it, Python itself is starting: SIGHUP ends any
+        # program then), but at most 1.5 s: the rules take longer to compile than that
+        deadline = time.monotonic() + 1.5
+        while not _catches_sighup(server.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not _ready(server.base), "already started: the test would prove nothing"
+        for _ in range(3):  # while the rules compile
+            server.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.2)
+            server.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.2)
+        server.wait()
+        assert server.proc.poll() is None
+        assert server.call().status_code == 200
+    finally:
+        server.stop()
+
+
+def _catches_sighup(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGHUP - 1)))
+    return False
+
+
+def _ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/health", timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False

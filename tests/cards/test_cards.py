@@ -76,11 +76,13 @@ def rich_facts() -> list[Fact]:
             significant_loss_on_therapy=True,
             bone_therapy_ever=True,
             antiresorptive_current=True,
+            bisphosphonate_review_open=True,
             oral_bisphosphonate_years=5.5,
             denosumab_used=True,
-            denosumab_days_since_last_dose=276,
+            denosumab_overdue=True,
             denosumab_last_dose_date="2026-02-20",
-            alkaline_phosphatase=25.0,
+            denosumab_overdue_from="2026-09-21",
+            hypophosphatasia_condition=True,
             preliminary=True,
         ),
         vertebrae(1.4, evaluable=3, discordant_vertebra="L3"),
@@ -173,9 +175,10 @@ def test_workup_items_are_the_union_in_priority_order() -> None:
     items = payload(workup)["items"]
     # priority order: hypophosphatasia evaluation (55) before treatment discussion (50)
     assert items[:2] == ["hypophosphatasia-evaluation", "treatment-discussion"]
+    # osteoporosis indicates treatment: no FRAX beside it (CS-6.2 rev 2)
+    assert "fracture-risk-assessment" not in items
     assert {
         "secondary-cause-labs",
-        "fracture-risk-assessment",
         "fall-risk",
         "calcium-vitamin-d",
         "exercise",
@@ -409,7 +412,10 @@ def test_indicators_follow_cs_11_2() -> None:
     for rule in ruleset().active_rules:
         if rule.then.card is not None:
             by_indicator[rule.then.card.indicator].add(rule.id)
-    assert by_indicator["critical"] == {"therapy-safety.denosumab-discontinuation"}
+    assert by_indicator["critical"] == {
+        "therapy-safety.denosumab-discontinuation",
+        "therapy-safety.denosumab-discontinuation.reduced-kidney-function",
+    }
     for rule_id in by_indicator["warning"]:
         assert rule_id.split(".")[0] in ("classification", "artifacts", "change", "order-timing")
     assert "classification.t.osteoporosis" in by_indicator["warning"]

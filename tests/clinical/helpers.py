@@ -6,7 +6,9 @@ everything a test does not set, so a test states only what its boundary is about
 
 from __future__ import annotations
 
+import os
 from datetime import date
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,9 @@ from cds.facts.schema import (
 from cds.rules import RuleSet, load_ruleset
 
 ROOT = Path(__file__).resolve().parents[2]
-RULES = ROOT / "rules"
+# OSTEOHOOKS_TEST_RULES: run these tests against a copy of the rules (the guide's
+# walk-through test, tests/rules/test_walkthrough.py, does so after editing a threshold).
+RULES = Path(os.environ.get("OSTEOHOOKS_TEST_RULES") or ROOT / "rules")
 AS_OF = date(2026, 11, 23)
 EXT = "org.osteohooks"
 
@@ -32,6 +36,18 @@ EXT = "org.osteohooks"
 @cache
 def ruleset() -> RuleSet:
     return load_ruleset(RULES)
+
+
+def param(name: str, offset: str = "0") -> Any:
+    """The rule parameter `name` (rules/*.yaml, the one place a threshold lives) plus
+    `offset`, added exactly in Decimal: `param("osteoporosis_t", "0.1")` is -2.4 while the
+    cut-off is -2.5, and follows the cut-off when an informaticist moves it. An integer
+    parameter with an integer offset stays an int (ages, months, days)."""
+    value = ruleset().parameters[name]
+    exact = Decimal(str(value)) + Decimal(offset)
+    if isinstance(value, int) and exact == exact.to_integral_value():
+        return int(exact)
+    return float(exact)
 
 
 @cache
@@ -108,6 +124,8 @@ def order(months: int | None, **fields: Any) -> DraftOrder:
         "display": "DXA bone density axial",
         "order_date": "2026-11-23",
         "months_since_last_dxa": months,
+        # Medicare counting (CS-8.2 rev 2): the cases give the counted months
+        "coverage_months": months,
         "last_dxa_date": "2025-09-22" if months is not None else None,
         "earliest_date": "2027-08-22" if months is not None else None,
         "scanner": "Hologic Horizon A (Device/dxa1)",

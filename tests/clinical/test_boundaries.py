@@ -19,12 +19,38 @@ from tests.clinical.helpers import (
     contrast,
     lumbar,
     order,
+    param,
     payload,
     structural,
     vertebrae,
 )
 
 ABSENT = object()
+
+# The cut-offs under test, read from the rules (never written here): a case at a boundary
+# is the parameter itself, the case beside it the parameter plus or minus one step of the
+# value's precision, so moving a threshold in rules/*.yaml moves these cases with it.
+NORMAL_T = param("normal_t")
+OSTEOPOROSIS_T = param("osteoporosis_t")
+Z_BELOW = param("z_below_expected")
+MEN_T_AGE = param("t_score_men_min_age")
+DISCORDANCE_T = param("vertebral_discordance_t")
+MIN_VERTEBRAE = param("min_evaluable_vertebrae")
+GAP_T = param("spine_hip_discordance_t")
+GAP_AGE = param("spine_hip_discordance_age")
+LSC_SPINE = param("lsc_lumbar_spine_percent")
+RISE_AGE = param("paradoxical_rise_age")
+TBS_NORMAL_W = param("tbs_normal_min_women")
+TBS_DEGRADED_W = param("tbs_degraded_max_women")
+TBS_NORMAL_M = param("tbs_normal_min_men")
+TBS_DEGRADED_M = param("tbs_degraded_max_men")
+CONTRAST_DAYS = param("recent_contrast_days")
+ALP_BELOW = param("hypophosphatasia_alp_below")
+ORDER_GC_MG = param("order_glucocorticoid_mg_day")
+ORDER_GC_MONTHS = param("order_glucocorticoid_months")
+SCREEN_WOMEN_AGE = param("screening_women_age")
+SCREEN_MEN_AGE = param("screening_men_age")
+SCREEN_RISK_MEN_AGE = param("screening_risk_men_age")
 
 
 @dataclass
@@ -64,7 +90,7 @@ def change(pct: float, significant: bool, direction: str, **kw: Any) -> Fact:
         change_available=True,
         change_comparable=True,
         change_percent=pct,
-        change_lsc=5.3,
+        change_lsc=LSC_SPINE,
         change_significant=significant,
         change_direction=direction,
         change_old_date="2024-01-10",
@@ -92,15 +118,15 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-2.1",
-        "man of 50 uses T",
-        (lumbar(-1.5, sex="male", age=50, lowest_z=-1.0, lowest_z_site="lumbar-spine"),),
+        f"man of {MEN_T_AGE} uses T",
+        (lumbar(-1.5, sex="male", age=MEN_T_AGE, lowest_z=-1.0, lowest_z_site="lumbar-spine"),),
         "bmd-classification",
         {"scoreType": "T"},
     ),
     Case(
         "CS-2.1",
-        "man of 49 uses Z",
-        (lumbar(-1.5, sex="male", age=49, lowest_z=-1.0, lowest_z_site="lumbar-spine"),),
+        f"man of {MEN_T_AGE - 1} uses Z",
+        (lumbar(-1.5, sex="male", age=MEN_T_AGE - 1, lowest_z=-1.0, lowest_z_site="lumbar-spine"),),
         "bmd-classification",
         {"scoreType": "Z", "category": "within-expected-range-for-age"},
     ),
@@ -136,60 +162,60 @@ CASES: list[Case] = [
     # ---------------------------------------------------------------- CS-2.2 WHO categories
     Case(
         "CS-2.2",
-        "T -1.0 is normal",
-        (lumbar(-1.0),),
+        f"T {NORMAL_T} is normal",
+        (lumbar(NORMAL_T),),
         "bmd-classification",
-        {"category": "normal", "value": -1.0, "site": "lumbar-spine"},
+        {"category": "normal", "value": NORMAL_T, "site": "lumbar-spine"},
     ),
     Case(
         "CS-2.2",
-        "T -1.1 is low bone mass",
-        (lumbar(-1.1),),
+        f"T {param('normal_t', '-0.1')} is low bone mass",
+        (lumbar(param("normal_t", "-0.1")),),
         "bmd-classification",
-        {"category": "low-bone-mass", "value": -1.1},
+        {"category": "low-bone-mass", "value": param("normal_t", "-0.1")},
     ),
     Case(
         "CS-2.2",
-        "T -2.4 is low bone mass",
-        (lumbar(-2.4),),
+        f"T {param('osteoporosis_t', '0.1')} is low bone mass",
+        (lumbar(param("osteoporosis_t", "0.1")),),
         "bmd-classification",
-        {"category": "low-bone-mass", "value": -2.4},
+        {"category": "low-bone-mass", "value": param("osteoporosis_t", "0.1")},
     ),
     Case(
         "CS-2.2",
-        "T -2.5 is osteoporosis",
-        (lumbar(-2.5),),
+        f"T {OSTEOPOROSIS_T} is osteoporosis",
+        (lumbar(OSTEOPOROSIS_T),),
         "bmd-classification",
-        {"category": "osteoporosis", "value": -2.5, "indicator": "warning"},
+        {"category": "osteoporosis", "value": OSTEOPOROSIS_T, "indicator": "warning"},
     ),
     # ---------------------------------------------------------------- CS-2.3 Z wording
     Case(
         "CS-2.3",
-        "Z -2.0 below expected range",
+        f"Z {Z_BELOW} below expected range",
         (
             assess(
                 age=40,
                 menopausal_status="premenopausal",
-                lowest_z=-2.0,
+                lowest_z=Z_BELOW,
                 lowest_z_site="lumbar-spine",
             ),
         ),
         "bmd-classification",
-        {"category": "below-expected-range-for-age", "value": -2.0},
+        {"category": "below-expected-range-for-age", "value": Z_BELOW},
     ),
     Case(
         "CS-2.3",
-        "Z -1.9 within expected range",
+        f"Z {param('z_below_expected', '0.1')} within expected range",
         (
             assess(
                 age=40,
                 menopausal_status="premenopausal",
-                lowest_z=-1.9,
+                lowest_z=param("z_below_expected", "0.1"),
                 lowest_z_site="lumbar-spine",
             ),
         ),
         "bmd-classification",
-        {"category": "within-expected-range-for-age", "value": -1.9},
+        {"category": "within-expected-range-for-age", "value": param("z_below_expected", "0.1")},
     ),
     Case(
         "CS-2.3",
@@ -281,32 +307,35 @@ CASES: list[Case] = [
     # ---------------------------------------------------------------- CS-3.1 discordance
     Case(
         "CS-3.1",
-        "adjacent difference 1.1",
-        (lumbar(-1.5), vertebrae(1.1, discordant_vertebra="L3")),
+        f"adjacent difference {param('vertebral_discordance_t', '0.1')}",
+        (
+            lumbar(-1.5),
+            vertebrae(param("vertebral_discordance_t", "0.1"), discordant_vertebra="L3"),
+        ),
         "artifact-warning",
         {"summary_contains": "L3"},
         has={"findings": ["vertebral-level-discordance"]},
     ),
     Case(
         "CS-3.1",
-        "adjacent difference 1.0",
-        (lumbar(-1.5), vertebrae(1.0)),
+        f"adjacent difference {DISCORDANCE_T}",
+        (lumbar(-1.5), vertebrae(DISCORDANCE_T)),
         "artifact-warning",
         None,
     ),
     # ---------------------------------------------------------------- CS-3.2 evaluable
     Case(
         "CS-3.2",
-        "one evaluable vertebra",
-        (lumbar(-1.5), vertebrae(1.6, evaluable=1)),
+        f"{MIN_VERTEBRAE - 1} evaluable vertebrae",
+        (lumbar(-1.5), vertebrae(1.6, evaluable=MIN_VERTEBRAE - 1)),
         "artifact-warning",
         {},
         has={"findings": ["insufficient-vertebrae"]},
     ),
     Case(
         "CS-3.2",
-        "two evaluable vertebrae",
-        (lumbar(-1.5), vertebrae(1.6, evaluable=2)),
+        f"{MIN_VERTEBRAE} evaluable vertebrae",
+        (lumbar(-1.5), vertebrae(1.6, evaluable=MIN_VERTEBRAE)),
         "artifact-warning",
         {},
         lacks={"findings": ["insufficient-vertebrae"]},
@@ -314,16 +343,16 @@ CASES: list[Case] = [
     # ---------------------------------------------------------------- CS-3.3 spine-hip
     Case(
         "CS-3.3",
-        "gap 1.0 at 65",
+        f"gap {GAP_T} at {GAP_AGE}",
         (
             assess(
-                age=65,
+                age=GAP_AGE,
                 lumbar_t=-1.0,
                 lowest_hip_t=-2.0,
                 lowest_hip_site="total-hip",
                 lowest_t=-2.0,
                 lowest_t_site="total-hip",
-                spine_hip_gap=1.0,
+                spine_hip_gap=GAP_T,
             ),
         ),
         "artifact-warning",
@@ -332,16 +361,16 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-3.3",
-        "gap 0.9 at 65",
+        f"gap {param('spine_hip_discordance_t', '-0.1')} at {GAP_AGE}",
         (
             assess(
-                age=65,
+                age=GAP_AGE,
                 lumbar_t=-1.1,
                 lowest_hip_t=-2.0,
                 lowest_hip_site="total-hip",
                 lowest_t=-2.0,
                 lowest_t_site="total-hip",
-                spine_hip_gap=0.9,
+                spine_hip_gap=param("spine_hip_discordance_t", "-0.1"),
             ),
         ),
         "artifact-warning",
@@ -349,16 +378,16 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-3.3",
-        "gap 1.0 at 64 without degeneration",
+        f"gap {GAP_T} at {GAP_AGE - 1} without degeneration",
         (
             assess(
-                age=64,
+                age=GAP_AGE - 1,
                 lumbar_t=-1.0,
                 lowest_hip_t=-2.0,
                 lowest_hip_site="total-hip",
                 lowest_t=-2.0,
                 lowest_t_site="total-hip",
-                spine_hip_gap=1.0,
+                spine_hip_gap=GAP_T,
             ),
         ),
         "artifact-warning",
@@ -366,17 +395,17 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-3.3",
-        "gap 1.0 at 64 with degeneration",
+        f"gap {GAP_T} at {GAP_AGE - 1} with degeneration",
         (
             assess(
-                age=64,
+                age=GAP_AGE - 1,
                 degenerative_spine=True,
                 lumbar_t=-1.0,
                 lowest_hip_t=-2.0,
                 lowest_hip_site="total-hip",
                 lowest_t=-2.0,
                 lowest_t_site="total-hip",
-                spine_hip_gap=1.0,
+                spine_hip_gap=GAP_T,
             ),
         ),
         "artifact-warning",
@@ -423,27 +452,51 @@ CASES: list[Case] = [
     # ---------------------------------------------------------------- CS-3.5 contrast
     Case(
         "CS-3.5",
-        "contrast 7 days before",
-        (lumbar(-1.5), contrast(7)),
+        f"contrast {CONTRAST_DAYS} days before",
+        (lumbar(-1.5), contrast(CONTRAST_DAYS)),
         "artifact-warning",
         {},
         has={"findings": ["recent-contrast"]},
     ),
-    Case("CS-3.5", "contrast 8 days before", (lumbar(-1.5), contrast(8)), "artifact-warning", None),
+    Case(
+        "CS-3.5",
+        f"contrast {CONTRAST_DAYS + 1} days before",
+        (lumbar(-1.5), contrast(CONTRAST_DAYS + 1)),
+        "artifact-warning",
+        None,
+    ),
     Case(
         "CS-3.5", "contrast after the scan", (lumbar(-1.5), contrast(-1)), "artifact-warning", None
     ),
     # ---------------------------------------------------------------- CS-3.6 hypophosphatasia
     Case(
         "CS-3.6",
-        "ALP 29 U/L",
-        (lumbar(-1.5, alkaline_phosphatase=29.0),),
+        f"ALP {ALP_BELOW - 1} U/L off antiresorptives: possible hypophosphatasia (info)",
+        (
+            lumbar(
+                -1.5,
+                untreated_alkaline_phosphatase=float(ALP_BELOW - 1),
+                untreated_alkaline_phosphatase_date="2026-01-05",
+            ),
+        ),
         "artifact-warning",
-        {},
-        has={"findings": ["hypophosphatasia"]},
+        {"indicator": "info"},
+        has={"findings": ["possible-hypophosphatasia"]},
+        lacks={"findings": ["hypophosphatasia"]},
     ),
     Case(
-        "CS-3.6", "ALP 30 U/L", (lumbar(-1.5, alkaline_phosphatase=30.0),), "artifact-warning", None
+        "CS-3.6",
+        f"ALP {ALP_BELOW} U/L",
+        (lumbar(-1.5, untreated_alkaline_phosphatase=float(ALP_BELOW)),),
+        "artifact-warning",
+        None,
+    ),
+    Case(
+        "CS-3.6",
+        f"ALP {ALP_BELOW - 10} U/L measured on therapy is not used",
+        (lumbar(-1.5, alkaline_phosphatase=float(ALP_BELOW - 10)),),
+        "artifact-warning",
+        None,
     ),
     Case(
         "CS-3.6",
@@ -456,16 +509,16 @@ CASES: list[Case] = [
     # ---------------------------------------------------------------- CS-3.7 paradoxical rise
     Case(
         "CS-3.7",
-        "untreated rise at the LSC at 65",
-        (change(5.3, True, "gain", age=65),),
+        f"untreated rise at the LSC at {RISE_AGE}",
+        (change(LSC_SPINE, True, "gain", age=RISE_AGE),),
         "artifact-warning",
         {},
         has={"findings": ["paradoxical-rise"]},
     ),
     Case(
         "CS-3.7",
-        "untreated rise at 64",
-        (change(5.3, True, "gain", age=64),),
+        f"untreated rise at {RISE_AGE - 1}",
+        (change(LSC_SPINE, True, "gain", age=RISE_AGE - 1),),
         "artifact-warning",
         None,
     ),
@@ -479,7 +532,7 @@ CASES: list[Case] = [
     Case(
         "CS-3.7",
         "untreated rise below the LSC",
-        (change(5.2, False, "stable", age=70),),
+        (change(param("lsc_lumbar_spine_percent", "-0.1"), False, "stable", age=RISE_AGE),),
         "artifact-warning",
         None,
     ),
@@ -531,7 +584,7 @@ CASES: list[Case] = [
         {
             "comparable": True,
             "percentChange": -3.3,
-            "lsc": 5.3,
+            "lsc": LSC_SPINE,
             "significant": False,
             "direction": "stable",
         },
@@ -539,21 +592,21 @@ CASES: list[Case] = [
     Case(
         "CS-4.2",
         "loss exactly at the LSC counts",
-        (change(-5.3, True, "loss"),),
+        (change(-LSC_SPINE, True, "loss"),),
         "bmd-change",
         {"significant": True, "direction": "loss", "indicator": "warning"},
     ),
     Case(
         "CS-4.2",
         "loss just below the LSC",
-        (change(-5.2, False, "stable"),),
+        (change(-param("lsc_lumbar_spine_percent", "-0.1"), False, "stable"),),
         "bmd-change",
         {"significant": False, "direction": "stable", "indicator": "info"},
     ),
     Case(
         "CS-4.2",
         "gain exactly at the LSC",
-        (change(5.3, True, "gain"),),
+        (change(LSC_SPINE, True, "gain"),),
         "bmd-change",
         {"significant": True, "direction": "gain"},
     ),
@@ -569,7 +622,7 @@ CASES: list[Case] = [
             ),
         ),
         "bmd-change",
-        {"comparable": False, "lsc": 5.3, "percentChange": ABSENT, "significant": ABSENT},
+        {"comparable": False, "lsc": LSC_SPINE, "percentChange": ABSENT, "significant": ABSENT},
     ),
     Case(
         "CS-4.3",
@@ -586,47 +639,59 @@ CASES: list[Case] = [
         {"direction": "loss", "indicator": "warning", "detail_contains": "adherence"},
     ),
     # ---------------------------------------------------------------- CS-5 TBS
-    Case("CS-5.1", "TBS 1.350 normal", (tbs(1.350),), "tbs", {"tbsCategory": "normal"}),
     Case(
         "CS-5.1",
-        "TBS 1.349 partially degraded",
-        (tbs(1.349),),
-        "tbs",
-        {"tbsCategory": "partially-degraded"},
-    ),
-    Case(
-        "CS-5.1",
-        "TBS 1.201 partially degraded",
-        (tbs(1.201),),
-        "tbs",
-        {"tbsCategory": "partially-degraded"},
-    ),
-    Case("CS-5.1", "TBS 1.200 degraded", (tbs(1.200, t=-0.5),), "tbs", {"tbsCategory": "degraded"}),
-    Case(
-        "CS-5.1",
-        "man TBS 1.326 normal",
-        (tbs(1.326, sex="male"),),
+        f"TBS {TBS_NORMAL_W} normal",
+        (tbs(TBS_NORMAL_W),),
         "tbs",
         {"tbsCategory": "normal"},
     ),
     Case(
         "CS-5.1",
-        "man TBS 1.325 partially degraded",
-        (tbs(1.325, sex="male"),),
+        f"TBS {param('tbs_normal_min_women', '-0.001')} partially degraded",
+        (tbs(param("tbs_normal_min_women", "-0.001")),),
         "tbs",
         {"tbsCategory": "partially-degraded"},
     ),
     Case(
         "CS-5.1",
-        "man TBS 1.232 partially degraded",
-        (tbs(1.232, sex="male"),),
+        f"TBS {param('tbs_degraded_max_women', '0.001')} partially degraded",
+        (tbs(param("tbs_degraded_max_women", "0.001")),),
         "tbs",
         {"tbsCategory": "partially-degraded"},
     ),
     Case(
         "CS-5.1",
-        "man TBS 1.231 degraded",
-        (tbs(1.231, sex="male", t=-0.5),),
+        f"TBS {TBS_DEGRADED_W} degraded",
+        (tbs(TBS_DEGRADED_W, t=-0.5),),
+        "tbs",
+        {"tbsCategory": "degraded"},
+    ),
+    Case(
+        "CS-5.1",
+        f"man TBS {TBS_NORMAL_M} normal",
+        (tbs(TBS_NORMAL_M, sex="male"),),
+        "tbs",
+        {"tbsCategory": "normal"},
+    ),
+    Case(
+        "CS-5.1",
+        f"man TBS {param('tbs_normal_min_men', '-0.001')} partially degraded",
+        (tbs(param("tbs_normal_min_men", "-0.001"), sex="male"),),
+        "tbs",
+        {"tbsCategory": "partially-degraded"},
+    ),
+    Case(
+        "CS-5.1",
+        f"man TBS {param('tbs_degraded_max_men', '0.001')} partially degraded",
+        (tbs(param("tbs_degraded_max_men", "0.001"), sex="male"),),
+        "tbs",
+        {"tbsCategory": "partially-degraded"},
+    ),
+    Case(
+        "CS-5.1",
+        f"man TBS {TBS_DEGRADED_M} degraded",
+        (tbs(TBS_DEGRADED_M, sex="male", t=-0.5),),
         "tbs",
         {"tbsCategory": "degraded"},
     ),
@@ -640,14 +705,14 @@ CASES: list[Case] = [
     Case(
         "CS-5.2",
         "low bone mass with degraded TBS",
-        (tbs(1.180, t=-2.0),),
+        (tbs(param("tbs_degraded_max_women", "-0.020"), t=-2.0),),
         "tbs",
         {"tbsCategory": "degraded", "summary_contains": "TBS-adjusted FRAX"},
     ),
     Case(
         "CS-5.2",
-        "low bone mass with TBS 1.201",
-        (tbs(1.201, t=-2.0),),
+        f"low bone mass with TBS {param('tbs_degraded_max_women', '0.001')}",
+        (tbs(param("tbs_degraded_max_women", "0.001"), t=-2.0),),
         "tbs",
         {"tbsCategory": "partially-degraded"},
     ),
@@ -788,8 +853,8 @@ CASES: list[Case] = [
     Case("CS-6.3", "woman 75 with T -1.0: no imaging", (lumbar(-1.0, age=75),), "workup", None),
     Case(
         "CS-6.4",
-        "T -2.5 treatment discussion",
-        (lumbar(-2.5),),
+        f"T {OSTEOPOROSIS_T} treatment discussion",
+        (lumbar(OSTEOPOROSIS_T),),
         "workup",
         {},
         has={"items": ["treatment-discussion"]},
@@ -868,8 +933,8 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-6.6",
-        "T -2.5 cardiovascular risk",
-        (lumbar(-2.5),),
+        f"T {OSTEOPOROSIS_T} cardiovascular risk",
+        (lumbar(OSTEOPOROSIS_T),),
         "workup",
         {},
         has={"items": ["cardiovascular-risk"]},
@@ -885,15 +950,15 @@ CASES: list[Case] = [
     Case(
         "CS-6.7",
         "low ALP: evaluate hypophosphatasia",
-        (lumbar(-2.6, alkaline_phosphatase=22.0),),
+        (lumbar(-2.6, untreated_alkaline_phosphatase=22.0),),
         "workup",
         {},
         has={"items": ["hypophosphatasia-evaluation"]},
     ),
     Case(
         "CS-6.7",
-        "ALP 30: no evaluation",
-        (lumbar(-2.6, alkaline_phosphatase=30.0),),
+        f"ALP {ALP_BELOW}: no evaluation",
+        (lumbar(-2.6, untreated_alkaline_phosphatase=float(ALP_BELOW)),),
         "workup",
         {},
         lacks={"items": ["hypophosphatasia-evaluation"]},
@@ -1116,16 +1181,30 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-8.2",
-        "glucocorticoid 7.5 mg for 3.1 months",
-        (lumbar(-1.5), order(10, glucocorticoid_mg_day=7.5, glucocorticoid_months=3.1)),
+        f"glucocorticoid {ORDER_GC_MG} mg for {param('order_glucocorticoid_months', '0.1')} months",
+        (
+            lumbar(-1.5),
+            order(
+                10,
+                glucocorticoid_mg_day=float(ORDER_GC_MG),
+                glucocorticoid_months=float(param("order_glucocorticoid_months", "0.1")),
+            ),
+        ),
         "dxa-order-timing",
         {"tooSoon": False, "exception": "glucocorticoid", "indicator": "info"},
         hook="order-sign",
     ),
     Case(
         "CS-8.2",
-        "glucocorticoid 7.5 mg for exactly 3 months is too soon",
-        (lumbar(-1.5), order(10, glucocorticoid_mg_day=7.5, glucocorticoid_months=3.0)),
+        f"glucocorticoid {ORDER_GC_MG} mg for exactly {ORDER_GC_MONTHS} months is too soon",
+        (
+            lumbar(-1.5),
+            order(
+                10,
+                glucocorticoid_mg_day=float(ORDER_GC_MG),
+                glucocorticoid_months=float(ORDER_GC_MONTHS),
+            ),
+        ),
         "dxa-order-timing",
         {"tooSoon": True},
         hook="order-sign",
@@ -1173,12 +1252,12 @@ CASES: list[Case] = [
     # ---------------------------------------------------------------- CS-9 therapy safety
     Case(
         "CS-9.1",
-        "denosumab 211 days ago",
+        "denosumab overdue (more than 7 calendar months)",
         (
             lumbar(
                 -2.0,
                 denosumab_used=True,
-                denosumab_days_since_last_dose=211,
+                denosumab_overdue=True,
                 denosumab_last_dose_date="2026-04-26",
             ),
         ),
@@ -1188,12 +1267,12 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-9.1",
-        "denosumab 210 days ago",
+        "denosumab not yet overdue",
         (
             lumbar(
                 -2.0,
                 denosumab_used=True,
-                denosumab_days_since_last_dose=210,
+                denosumab_overdue=False,
                 denosumab_last_dose_date="2026-04-27",
             ),
         ),
@@ -1202,12 +1281,12 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-9.1",
-        "denosumab 7 months (213 days) ago",
+        "denosumab overdue since yesterday",
         (
             lumbar(
                 -2.0,
                 denosumab_used=True,
-                denosumab_days_since_last_dose=213,
+                denosumab_overdue=True,
                 denosumab_last_dose_date="2026-04-24",
             ),
         ),
@@ -1221,7 +1300,7 @@ CASES: list[Case] = [
             lumbar(
                 -2.0,
                 denosumab_used=True,
-                denosumab_days_since_last_dose=276,
+                denosumab_overdue=True,
                 denosumab_last_dose_date="2026-02-20",
                 bisphosphonate_after_denosumab=True,
             ),
@@ -1232,7 +1311,7 @@ CASES: list[Case] = [
     Case(
         "CS-9.2",
         "oral bisphosphonate 5.0 years, not high risk",
-        (hip(-2.0, antiresorptive_current=True, oral_bisphosphonate_years=5.0),),
+        (hip(-2.0, bisphosphonate_review_open=True, oral_bisphosphonate_years=5.0),),
         "therapy-safety",
         {"indicator": "info", "summary_contains": "drug holiday"},
         has={"findings": ["bisphosphonate-holiday-review"]},
@@ -1240,14 +1319,14 @@ CASES: list[Case] = [
     Case(
         "CS-9.2",
         "oral bisphosphonate 4.9 years",
-        (hip(-2.0, antiresorptive_current=True, oral_bisphosphonate_years=4.9),),
+        (hip(-2.0, bisphosphonate_review_open=True, oral_bisphosphonate_years=4.9),),
         "therapy-safety",
         None,
     ),
     Case(
         "CS-9.2",
         "oral 6 years with hip -2.5: continue",
-        (hip(-2.5, antiresorptive_current=True, oral_bisphosphonate_years=6.2),),
+        (hip(-2.5, bisphosphonate_review_open=True, oral_bisphosphonate_years=6.2),),
         "therapy-safety",
         {"summary_contains": "continue"},
         has={"findings": ["bisphosphonate-holiday-review"]},
@@ -1255,7 +1334,7 @@ CASES: list[Case] = [
     Case(
         "CS-9.2",
         "IV zoledronic 3.0 years",
-        (hip(-2.0, antiresorptive_current=True, iv_bisphosphonate_years=3.0),),
+        (hip(-2.0, bisphosphonate_review_open=True, iv_bisphosphonate_years=3.0),),
         "therapy-safety",
         {},
         has={"findings": ["bisphosphonate-holiday-review"]},
@@ -1263,51 +1342,51 @@ CASES: list[Case] = [
     Case(
         "CS-9.2",
         "IV zoledronic 2.9 years",
-        (hip(-2.0, antiresorptive_current=True, iv_bisphosphonate_years=2.9),),
+        (hip(-2.0, bisphosphonate_review_open=True, iv_bisphosphonate_years=2.9),),
         "therapy-safety",
         None,
     ),
     Case(
         "CS-9.3",
-        "alendronate with ALP 29",
-        (lumbar(-2.0, antiresorptive_current=True, alkaline_phosphatase=29.0),),
+        "alendronate with hypophosphatasia on record",
+        (lumbar(-2.0, antiresorptive_current=True, hypophosphatasia_condition=True),),
         "therapy-safety",
         {},
         has={"findings": ["antiresorptive-with-hypophosphatasia"]},
     ),
     Case(
         "CS-9.3",
-        "alendronate with ALP 30",
-        (lumbar(-2.0, antiresorptive_current=True, alkaline_phosphatase=30.0),),
+        "alendronate with a low ALP but no diagnosis (CS-3.6 rev 2)",
+        (lumbar(-2.0, antiresorptive_current=True, alkaline_phosphatase=float(ALP_BELOW - 10)),),
         "therapy-safety",
         None,
     ),
     # ---------------------------------------------------------------- CS-10 screening
     Case(
         "CS-10.1",
-        "woman 65 without DXA",
-        (assess(age=65, has_dxa=False, last_dxa_date=None),),
+        f"woman {SCREEN_WOMEN_AGE} without DXA",
+        (assess(age=SCREEN_WOMEN_AGE, has_dxa=False, last_dxa_date=None),),
         "screening",
-        {"indicator": "info", "reason_contains": "65"},
+        {"indicator": "info", "reason_contains": str(SCREEN_WOMEN_AGE)},
     ),
     Case(
         "CS-10.1",
-        "woman 64 without DXA",
-        (assess(age=64, has_dxa=False, last_dxa_date=None),),
+        f"woman {SCREEN_WOMEN_AGE - 1} without DXA",
+        (assess(age=SCREEN_WOMEN_AGE - 1, has_dxa=False, last_dxa_date=None),),
         "screening",
         None,
     ),
     Case(
         "CS-10.1",
-        "man 70 without DXA",
-        (assess(age=70, sex="male", has_dxa=False, last_dxa_date=None),),
+        f"man {SCREEN_MEN_AGE} without DXA",
+        (assess(age=SCREEN_MEN_AGE, sex="male", has_dxa=False, last_dxa_date=None),),
         "screening",
         {},
     ),
     Case(
         "CS-10.1",
-        "man 69 without DXA",
-        (assess(age=69, sex="male", has_dxa=False, last_dxa_date=None),),
+        f"man {SCREEN_MEN_AGE - 1} without DXA",
+        (assess(age=SCREEN_MEN_AGE - 1, sex="male", has_dxa=False, last_dxa_date=None),),
         "screening",
         None,
     ),
@@ -1320,10 +1399,10 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-10.1",
-        "man 50 on glucocorticoids 3 months",
+        f"man {SCREEN_RISK_MEN_AGE} on glucocorticoids 3 months",
         (
             assess(
-                age=50,
+                age=SCREEN_RISK_MEN_AGE,
                 sex="male",
                 has_dxa=False,
                 last_dxa_date=None,
@@ -1336,10 +1415,10 @@ CASES: list[Case] = [
     ),
     Case(
         "CS-10.1",
-        "man 49 on glucocorticoids",
+        f"man {SCREEN_RISK_MEN_AGE - 1} on glucocorticoids",
         (
             assess(
-                age=49,
+                age=SCREEN_RISK_MEN_AGE - 1,
                 sex="male",
                 has_dxa=False,
                 last_dxa_date=None,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from cds.pipeline import EvaluationInput, Evaluator
-from tests.clinical.helpers import AS_OF, EXT, ruleset
+from tests.clinical.helpers import AS_OF, EXT, param, ruleset
 
 UCUM = "http://unitsofmeasure.org"
 LOINC = "http://loinc.org"
@@ -90,7 +90,12 @@ def ext(card: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("t", "category"),
-    [(-1.0, "normal"), (-1.1, "low-bone-mass"), (-2.4, "low-bone-mass"), (-2.5, "osteoporosis")],
+    [
+        (param("normal_t"), "normal"),
+        (param("normal_t", "-0.1"), "low-bone-mass"),
+        (param("osteoporosis_t", "0.1"), "low-bone-mass"),
+        (param("osteoporosis_t"), "osteoporosis"),
+    ],
 )
 def test_who_category_from_a_lumbar_observation(t: float, category: str) -> None:
     """CS-2.2 boundaries from FHIR; CS-2.5 the lumbar value and date are shown."""
@@ -108,7 +113,10 @@ def test_menopausal_status_assumed_from_age_is_stated() -> None:
     assert "postmenopausal" in card["detail"]
 
 
-@pytest.mark.parametrize(("z", "category"), [(-2.0, "below"), (-1.9, "within")])
+@pytest.mark.parametrize(
+    ("z", "category"),
+    [(param("z_below_expected"), "below"), (param("z_below_expected", "0.1"), "within")],
+)
 def test_z_wording_for_a_premenopausal_woman(z: float, category: str) -> None:
     """CS-2.3 boundary; CS-2.1 a woman of 40 is classified on the Z-score."""
     got = run(patient(birth="1986-05-01"), device(), lumbar_z(z))
@@ -163,7 +171,11 @@ def test_vertebral_level_difference(l3: float, flagged: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "category"), [(1.200, "degraded"), (1.201, "partially-degraded")]
+    ("value", "category"),
+    [
+        (param("tbs_degraded_max_women"), "degraded"),
+        (param("tbs_degraded_max_women", "0.001"), "partially-degraded"),
+    ],
 )
 def test_tbs_recognised_by_text_at_its_boundary(value: float, category: str) -> None:
     """CS-5.3: a local code whose text says 'trabecular bone score'; CS-5.1 boundary."""
@@ -188,9 +200,10 @@ def _denosumab(last: str) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize(("last", "critical"), [("2026-04-26", True), ("2026-04-27", False)])
+@pytest.mark.parametrize(("last", "critical"), [("2026-04-22", True), ("2026-04-23", False)])
 def test_denosumab_gap(last: str, critical: bool) -> None:
-    """CS-9.1: 211 days since the last dose is more than 6 months + 4 weeks; 210 is not."""
+    """CS-9.1 rev 2: more than 7 calendar months since the last dose (as-of 2026-11-23):
+    2026-04-22 + 7 months = 2026-11-22 is overdue; 2026-04-23 + 7 months is today, not yet."""
     got = run(patient(), device(), lumbar_t(-2.0), _denosumab(last))
     assert ("therapy-safety" in got) is critical
     if critical:
@@ -209,9 +222,11 @@ def _draft(authored: str = "2026-11-23") -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize(("last_scan", "too_soon"), [("2024-12-24", True), ("2024-12-23", False)])
+@pytest.mark.parametrize(("last_scan", "too_soon"), [("2024-12-01", True), ("2024-11-30", False)])
 def test_order_22_vs_23_months(last_scan: str, too_soon: bool) -> None:
-    """CS-8.2: a DXA ordered 22 whole months after the last is too soon; 23 is not.
+    """CS-8.2 rev 2: Medicare counts the months after the last scan's month; an order on
+    2026-11-23 is covered after a scan in 2024-11 (23 months, Dec..Oct, have passed) and too
+    soon after one on 2024-12-01 (covered from 2027-01-01).
     CS-8.1: the draft is recognised by CPT 77080. CS-8.3: the previous scanner is named."""
     got = run(
         patient(),

@@ -98,7 +98,11 @@ def test_lowering_a_t_score_never_lowers_category_or_workup(
     lowered[site] = round(value - drop, 1)
     after = severity(cards(patient(lowered, **extra)))
     assert after[0] >= before[0], (t, lowered)
-    assert after[1] >= before[1], (t, lowered, before[1] - after[1])
+    lost = before[1] - after[1]
+    # FRAX gives way once pharmacologic therapy is indicated (CS-6.2 rev 2, CS-6.4)
+    if "treatment-discussion" in after[1]:
+        lost.discard("fracture-risk-assessment")
+    assert not lost, (t, lowered, lost)
 
 
 @given(seed=st.integers(min_value=0, max_value=10_000), t=scores)

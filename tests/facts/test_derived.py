@@ -4,6 +4,8 @@ DXA and draft orders (CS-8). Boundaries exactly at the values the spec names."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from cds.facts.schema import DraftOrder, VertebraAnalysis
@@ -173,7 +175,7 @@ def test_cs_4_2_just_below_the_lsc_is_not() -> None:
 
 def test_cs_4_2_gain() -> None:
     a = one(*_scans(0.800, 0.850))
-    assert a.change_percent == 6.3
+    assert a.change_percent == 6.25  # exact (CS-1.11): shown rounded only in card text
     assert a.change_direction == "gain"
     assert (a.change_old_bmd, a.change_new_bmd) == (0.8, 0.85)
     assert (a.change_old_date, a.change_new_date) == ("2024-01-10", "2026-01-10")
@@ -267,9 +269,11 @@ def test_cs_3_8_examples(bmd: float, t: float) -> None:
     assert a.manufacturer_assumed is False
 
 
-def test_cs_3_8_two_decimals_half_up() -> None:
-    # (0.9 - 1.065) / 0.122 = -1.352459...
-    assert one(device("d1"), lumbar_bmd(0.9, device="d1")).nhanes_lumbar_t == -1.35
+def test_cs_3_8_not_rounded() -> None:
+    # (0.9 - 1.065) / 0.122 = -1.352459..., kept unrounded (CS-1.11)
+    mean, sd = (Decimal(str(PARAMS[k])) for k in ("nhanes_lumbar_mean_bmd", "nhanes_lumbar_sd"))
+    t = one(device("d1"), lumbar_bmd(0.9, device="d1")).nhanes_lumbar_t
+    assert t == float((Decimal("0.9") - mean) / sd)
 
 
 def test_cs_3_8_not_for_ge_lunar() -> None:
@@ -316,15 +320,17 @@ def test_cs_8_draft_order() -> None:
     assert d.order_date == "2026-11-20"
     assert d.last_dxa_date == "2025-01-31"
     assert d.months_since_last_dxa == 21
-    assert d.earliest_date == "2026-12-31"
-    assert d.scanner == "Horizon A"
+    # CS-8.2 rev 2: Medicare counts the months after the scan's month
+    assert d.earliest_date == "2027-01-01"
+    assert d.coverage_months == 21
+    assert d.scanner == "Hologic Horizon A"  # CS-1.4 rev 2: manufacturer and model
 
 
-def test_draft_order_date_defaults_to_as_of_and_clamps_month_end() -> None:
+def test_draft_order_date_defaults_to_as_of_and_counts_calendar_months() -> None:
     fs = run(lumbar_t(-2.0, date="2024-03-31"), draft_orders=[draft_dxa()])
     [d] = of_type(fs, DraftOrder)
     assert d.order_date == "2026-11-23"
-    assert d.earliest_date == "2026-02-28"
+    assert d.earliest_date == "2026-03-01"
     assert d.months_since_last_dxa == 31
 
 
@@ -378,3 +384,25 @@ def test_cs_2_6_minimum_vertebrae_is_read_from_the_rules_when_set() -> None:
     two = observation("38267-1", -3.0, "{T-score}", body_site={"text": "L1-L2"})
     fs = build_facts([patient(), two, hip_t(-1.2)], {**PARAMS, "min_evaluable_vertebrae": 3}, AS_OF)
     assert assessment(fs).lowest_t_site == "total-hip"
+
+
+@pytest.mark.parametrize(
+    ("order", "coverage", "earliest"),
+    [("2026-06-30", 22, "2026-07-01"), ("2026-07-01", 23, "2026-07-01")],
+)
+def test_cs_8_2_rev2_medicare_month_counting(order: str, coverage: int, earliest: str) -> None:
+    """The spec's example: last scan 2024-07-15, covered from 2026-07-01 (CS-8.2 rev 2)."""
+    fs = run(lumbar_t(-2.0, date="2024-07-15"), draft_orders=[draft_dxa(authored=order)])
+    [d] = of_type(fs, DraftOrder)
+    assert d.earliest_date == earliest
+    assert d.coverage_months == coverage
+
+
+def test_cs_8_2_rev2_forearm_only_exam_is_not_an_axial_dxa() -> None:
+    forearm = observation("38265-5", -2.0, unit="{T-score}", date="2026-01-10")
+    fs = run(
+        lumbar_t(-2.0, date="2024-07-15"), forearm, draft_orders=[draft_dxa(authored="2026-06-01")]
+    )
+    [d] = of_type(fs, DraftOrder)
+    assert d.last_dxa_date == "2024-07-15"
+    assert assessment(fs).dxa_on_record

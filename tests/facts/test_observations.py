@@ -209,7 +209,7 @@ def test_cs_1_4_bad_date_is_a_data_error() -> None:
 
 def test_cs_1_4_scanner_from_device_resource() -> None:
     a = one(device("d1", "Hologic", "Horizon A"), lumbar_t(-2.0, device="d1"))
-    assert a.scanner == "Horizon A"
+    assert a.scanner == "Hologic Horizon A"  # CS-1.4 rev 2: manufacturer and model
     assert a.manufacturer == "hologic"
 
 
@@ -254,10 +254,12 @@ def test_cs_1_7_femoral_neck_by_configured_code_and_by_text() -> None:
     assert one(by_text).femoral_neck_t == -2.7
 
 
-def test_cs_1_7_femur_and_forearm_are_not_category_sites() -> None:
-    a = one(observation("38263-0", -3.1, "{T-score}"), observation("38265-5", -3.5, "{T-score}"))
+def test_cs_1_7_femur_is_not_a_category_site_the_forearm_is() -> None:
+    a = one(observation("38263-0", -3.1, "{T-score}"))
     assert a.lowest_t is None
     assert a.has_dxa is True  # a femur result is still an axial DXA on record
+    b = one(observation("38263-0", -3.1, "{T-score}"), observation("38265-5", -3.5, "{T-score}"))
+    assert (b.lowest_t, b.lowest_t_site) == (-3.5, "forearm")  # CS-2.5 rev 2
 
 
 def test_unknown_code_is_ignored_with_reason() -> None:

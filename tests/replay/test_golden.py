@@ -10,7 +10,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cds.replay.golden import check, compare, golden_path, normalise, render, write_golden
+from cds.replay.golden import (
+    check,
+    compare,
+    describe,
+    format_differences,
+    golden_path,
+    json_differences,
+    normalise,
+    render,
+    word_diff,
+    write_golden,
+)
 from cds.replay.worker import InputResult
 
 
@@ -181,3 +192,69 @@ def test_ruleset_version_is_left_out_of_goldens_and_ignored_in_comparison() -> N
     assert normalise("k", [other], None) == golden
     changed = {**card, "extension": {"org.osteohooks": {"rule": "r", "value": 1.3}}}
     assert normalise("k", [changed], None) != golden
+
+
+# ----------------------------------------------------------------- readable differences
+
+LONG = (
+    "Trabecular bone score 1.200 on 2026-01-15: degraded microarchitecture "
+    "(postmenopausal women: 1.200 or below; CS-5.1). Consider TBS-adjusted FRAX."
+)
+
+
+def test_a_long_text_difference_is_a_word_diff_at_its_path(tmp_path: Path) -> None:
+    write_golden(tmp_path, result([card("tbs", "u", note=LONG)]))
+    changed = LONG.replace("FRAX.", "FRAX with the clinic.")
+    verdict = check(tmp_path, result([card("tbs", "u", note=changed)]))
+    assert verdict.message is not None
+    line = verdict.message.splitlines()[1]
+    assert line == (
+        '  tbs: extension["org.osteohooks"].note: text differs: '
+        "... below; CS-5.1). Consider TBS-adjusted [-FRAX.-] {+FRAX with the clinic.+}"
+    )
+
+
+def test_a_difference_at_the_end_of_a_long_value_is_never_cut_off() -> None:
+    items = [f"item-{n}" for n in range(60)]
+    expected = normalise("a", [card("workup", "u", items=items)], None)
+    got = normalise("a", [card("workup", "u", items=[*items[:-1], "item-changed"])], None)
+    [difference] = compare(expected, got)
+    text = format_differences("a", Path("g.json"), [difference])
+    assert '"item-59"]' in text
+    assert '"item-changed"]' in text
+
+
+def test_lists_of_objects_are_compared_item_by_item_even_of_other_lengths() -> None:
+    one = card("workup", "u")
+    two = card("workup", "u")
+    two["suggestions"] = [*one["suggestions"], {"label": "Second order", "uuid": "s2"}]
+    differences = compare(normalise("a", [one], None), normalise("a", [two], None))
+    assert [(d.field, d.expected is not None) for d in differences] == [("suggestions[1]", True)]
+    assert describe(differences[0]) == (
+        'workup: suggestions[1]: expected (absent), got {"label": "Second order"}'
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "diff"),
+    [
+        ("a b c", "a b c d", "a b c {+d+}"),
+        ("x y", "y", "[-x-] y"),
+        ("one two three", "one 2 three", "one [-two-] {+2+} three"),
+        ("a  b", "a b", 'spacing differs: expected "a  b", got "a b"'),
+        (
+            " ".join(f"w{n}" for n in range(20)),
+            " ".join(f"w{n}" for n in range(19)) + " end",
+            "... w15 w16 w17 w18 [-w19-] {+end+}",
+        ),
+    ],
+)
+def test_word_diff(old: str, new: str, diff: str) -> None:
+    assert word_diff(old, new) == diff
+
+
+def test_any_json_documents_differ_by_path() -> None:
+    old = {"rules": {"r": {"all": [{"$lte": {"tbs": 1.2}}]}}}
+    new = {"rules": {"r": {"all": [{"$lte": {"tbs": 1.23}}]}}}
+    [difference] = json_differences(old, new, "tbs.json")
+    assert describe(difference) == 'tbs.json: rules.r.all[0]["$lte"].tbs: expected 1.2, got 1.23'

@@ -6,10 +6,13 @@ After an intended rule change, regenerate with `make golden`
 
 from __future__ import annotations
 
+import difflib
+import json
 from pathlib import Path
 
 import pytest
 
+from cds.replay.golden import describe, json_differences
 from cds.rules import RuleSet, load_ruleset
 from cds.rules.compiler import compile_file, dumps
 
@@ -30,10 +33,23 @@ def bundled() -> RuleSet:
 def test_compiled_rules_match_golden(bundled: RuleSet, path: Path) -> None:
     golden = GOLDEN / f"{path.stem}.json"
     assert golden.exists(), f"no golden file for {path.name}: run `make golden` and review it"
-    assert dumps(compile_file(bundled, path.name)) == golden.read_text(encoding="utf-8"), (
-        f"{path.name} compiles differently from {golden.name}: if the change is intended, "
-        "run `make golden` and review the diff"
-    )
+    compiled = dumps(compile_file(bundled, path.name))
+    stored = golden.read_text(encoding="utf-8")
+    if compiled != stored:
+        differences = json_differences(json.loads(stored), json.loads(compiled), golden.name)
+        pytest.fail(
+            "\n".join(
+                [
+                    f"{path.name} compiles differently from {golden} (golden: expected; "
+                    "this run: got). If the change is intended, run `make golden` and "
+                    "review the diff:",
+                    *("  " + describe(d) for d in differences),
+                ]
+                if differences
+                else [f"{golden} differs only in layout: run `make golden`"]
+            ),
+            pytrace=False,
+        )
 
 
 def test_generated_rule_docs_are_current(bundled: RuleSet) -> None:
@@ -41,7 +57,13 @@ def test_generated_rule_docs_are_current(bundled: RuleSet) -> None:
     from cds.authoring.docs import render_docs
 
     docs = REPO / "docs" / "rules.md"
-    assert docs.read_text(encoding="utf-8") == render_docs(bundled), (
-        "docs/rules.md is out of date with rules/: run `make golden` (it regenerates the "
-        "compiled goldens and docs/rules.md) and review the diff"
-    )
+    stored, rendered = docs.read_text(encoding="utf-8"), render_docs(bundled)
+    if stored != rendered:
+        diff = difflib.unified_diff(
+            stored.splitlines(), rendered.splitlines(), "docs/rules.md", "rules/", lineterm=""
+        )
+        pytest.fail(
+            "docs/rules.md is out of date with rules/: run `make golden` (it regenerates "
+            "every golden) and review the diff:\n" + "\n".join(diff),
+            pytrace=False,
+        )

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from cds.contracts.cards import TOPIC_PAYLOAD_FIELDS
 from cds.rules import RuleSetError, load_ruleset
 from tests.rules.conftest import ORDER_KEYS, ErrorLister, Loader, write_rules
 
@@ -47,14 +46,16 @@ def test_valid_minimal_rule_loads(load: Loader) -> None:
 
 def test_yaml_syntax_error(errors: ErrorLister) -> None:
     assert errors("rules: [\n  - id: x\n") == [
-        "2:3: YAML: expected the node content, but found '-'"
+        "2:3: YAML: a list item ('- ') inside [ ] or { }. Fix: write the list either in "
+        "brackets [a, b] or as lines starting with '- ', not both"
     ]
 
 
 def test_duplicate_yaml_key(errors: ErrorLister) -> None:
     text = rule(WHEN).replace("    title: A rule\n", "    title: A rule\n    title: Again\n")
     assert errors(text) == [
-        '4:5: YAML: duplicate key "title" with value "Again" (original value: "A rule")'
+        '4:5: YAML: duplicate key "title" with value "Again" (original value: "A rule"). '
+        "Fix: a key appears once per mapping; remove or rename one"
     ]
 
 
@@ -480,7 +481,8 @@ def test_payload_field_not_in_topic(errors: ErrorLister) -> None:
     )
     assert errors(rule(WHEN, then)) == [
         "16:19: payload field 'categry' is not part of topic 'bmd-classification' "
-        "(did you mean 'category'?): " + ", ".join(TOPIC_PAYLOAD_FIELDS["bmd-classification"])
+        "(did you mean 'category'?): category, scoreType, site, value, clinicalOsteoporosis, "
+        "clinicalBasis"
     ]
 
 

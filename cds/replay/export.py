@@ -1,0 +1,329 @@
+"""FHIR Bulk Data exports as replay inputs: one input per patient, grouped out of core.
+
+An export is a folder of NDJSON files of one resource type each (`Patient.ndjson`,
+`Observation.000.ndjson`, `Observation.001.ndjson.gz`, ...), optionally with the
+`manifest.json` of the `$export` that wrote it. `cds replay` reads it as an export when
+the argument is such a folder or its manifest (see `export_folder`).
+
+Grouping (card contract, "Replay inputs", rev 2):
+
+- a resource with a `subject` or `patient` reference to a Patient belongs to that
+  patient; a Patient to itself;
+- a resource without one (Device, Medication, Organization, ...) is kept by `Type/id`
+  and joined to every patient whose resources reference it (`device`,
+  `medicationReference`, or any other top-level reference);
+- a line that cannot be parsed, is not a FHIR resource, or has a `subject`/`patient`
+  reference that names no Patient (or has neither and no id to be referenced by) is an
+  error for that line, naming file and line: an unreadable input of its own
+  (`<file>#L<n>`), counted in the summary, never a patient.
+
+Each patient becomes one `Source` holding a collection Bundle of its resources, named
+`<folder>#Patient/<id>` (key `<folder name>#Patient/<id>`), in patient id order, after
+the line errors in file and line order. The reader then treats it as any Bundle (drafts
+for order hooks per the contract).
+
+Out of core: lines are streamed into an SQLite database in a temporary folder (one row
+per resource), and patients are read back in id order through SQLite's external sort,
+so memory stays bounded whatever the export size; only one patient's resources are held
+at a time.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import sqlite3
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import groupby
+from typing import Any
+from urllib.parse import urlparse
+
+from cds.fhir.read import patient_of
+from cds.jsontext import loads
+from cds.replay.inputs import Source
+
+MANIFEST = "manifest.json"
+#: An export file without a manifest: `<ResourceType>[.<part>...].ndjson[.gz]`.
+EXPORT_FILE = re.compile(r"^[A-Z][A-Za-z]+(\.[A-Za-z0-9_-]+)*\.ndjson(\.gz)?$")
+#: Rows written per SQLite transaction while grouping.
+CHUNK = 20_000
+#: Referenced (shared) resources kept in memory between patients.
+SHARED_CACHE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class ExportFile:
+    """One NDJSON file of an export: its path and the name reports show for it."""
+
+    path: str
+    shown: str
+
+
+def _is_export_name(name: str) -> bool:
+    return EXPORT_FILE.match(name) is not None
+
+
+def export_folder(argument: str) -> str | None:
+    """The export folder an argument names, or None when it is not an export.
+
+    An export is a `manifest.json` file, a folder holding one, or a folder whose files
+    are all NDJSON files named after a resource type, one of them `Patient...`.
+    """
+    if os.path.isfile(argument):
+        return os.path.dirname(argument) or "." if os.path.basename(argument) == MANIFEST else None
+    if not os.path.isdir(argument):
+        return None
+    if os.path.isfile(os.path.join(argument, MANIFEST)):
+        return argument
+    try:
+        names = [
+            entry.name
+            for entry in os.scandir(argument)
+            if entry.is_file() and not entry.name.startswith(".")
+        ]
+    except OSError:
+        return None
+    exported = names and all(_is_export_name(name) for name in names)
+    if exported and any(name.startswith("Patient.") for name in names):
+        return argument
+    return None
+
+
+def _files(folder: str) -> tuple[list[ExportFile], list[Source]]:
+    """The NDJSON files of an export (the manifest's outputs when there is one)."""
+    manifest_path = os.path.join(folder, MANIFEST)
+    base = os.path.basename(os.path.normpath(folder))
+    if not os.path.isfile(manifest_path):
+        names = sorted(
+            entry.name
+            for entry in os.scandir(folder)
+            if entry.is_file() and _is_export_name(entry.name)
+        )
+        return [ExportFile(os.path.join(folder, n), os.path.join(folder, n)) for n in names], []
+    shown_manifest = manifest_path
+    try:
+        with open(manifest_path, "rb") as handle:
+            manifest = loads(handle.read())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        return [], [
+            Source(
+                name=shown_manifest,
+                key=f"{base}/{MANIFEST}",
+                error=f"cannot read the export manifest: {exc}",
+            )
+        ]
+    outputs = manifest.get("output") if isinstance(manifest, dict) else None
+    if not isinstance(outputs, list):
+        return [], [
+            Source(
+                name=shown_manifest,
+                key=f"{base}/{MANIFEST}",
+                error='not a Bulk Data manifest: no "output" list of {"type", "url"} entries',
+            )
+        ]
+    files: list[ExportFile] = []
+    errors: list[Source] = []
+    for number, output in enumerate(outputs):
+        url = output.get("url") if isinstance(output, dict) else None
+        name = os.path.basename(urlparse(url).path) if isinstance(url, str) else ""
+        path = os.path.join(folder, name)
+        if not name or not os.path.isfile(path):
+            errors.append(
+                Source(
+                    name=f"{shown_manifest}#output[{number}]",
+                    key=f"{base}/{MANIFEST}#output[{number}]",
+                    error=f"the manifest lists {url!r}, but the folder has no file "
+                    f"{name or '(no file name in the url)'}: copy the export's files next "
+                    "to its manifest.json",
+                )
+            )
+            continue
+        files.append(ExportFile(path, path))
+    return files, errors
+
+
+def _lines(file: ExportFile) -> Iterator[tuple[int, str | None, str | None]]:
+    """(line number, text, error) for each non-blank line of a plain or gzipped file."""
+    number = 0
+    try:
+        if file.path.endswith(".gz"):
+            handle = gzip.open(file.path, "rt", encoding="utf-8")  # noqa: SIM115 (closed below)
+        else:
+            handle = open(file.path, encoding="utf-8")  # noqa: SIM115 (closed below)
+        with handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    yield number, line, None
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        yield number + 1, None, f"cannot read line {number + 1}: {exc}"
+
+
+def _references(resource: dict[str, Any]) -> list[str]:
+    """`Type/id` of the top-level references of a resource other than to a Patient."""
+    found: list[str] = []
+    for key, value in resource.items():
+        if key in ("subject", "patient"):
+            continue
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if isinstance(item, dict):
+                ref = item.get("reference")
+                if isinstance(ref, str) and not ref.startswith(("#", "urn:", "Patient/")):
+                    parts = [p for p in ref.split("/") if p]
+                    if len(parts) >= 2:
+                        found.append(f"{parts[-2]}/{parts[-1]}")
+    return found
+
+
+def _classify(text: str) -> tuple[str, str, str | None] | str:
+    """("patient", patient id, references) or ("shared", Type/id, None), or an error."""
+    try:
+        resource = loads(text)
+    except (ValueError, RecursionError) as exc:
+        return f"not valid JSON: {exc}"
+    if not isinstance(resource, dict):
+        return f"expected a FHIR resource (a JSON object), found a JSON {type(resource).__name__}"
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str):
+        return "not a FHIR resource (no resourceType)"
+    rid = resource.get("id")
+    if rtype == "Patient":
+        if not isinstance(rid, str) or not rid:
+            return "a Patient without an id cannot be grouped"
+        return "patient", rid, None
+    pid = patient_of(resource)
+    if pid is not None:
+        refs = _references(resource)
+        return "patient", pid, json.dumps(refs) if refs else None
+    if "subject" in resource or "patient" in resource:
+        return (
+            f"{rtype}: its subject/patient reference names no Patient "
+            "(expected Patient/<id>), so it cannot be tied to a patient"
+        )
+    if not isinstance(rid, str) or not rid:
+        return (
+            f"{rtype} has no subject/patient reference and no id: it can be neither tied "
+            "to a patient nor referenced"
+        )
+    return "shared", f"{rtype}/{rid}", None
+
+
+class ExportGrouper:
+    """Group one export folder's resources by patient in an SQLite file under `workdir`."""
+
+    def __init__(self, folder: str, workdir: str) -> None:
+        self.folder = folder.rstrip("/") or folder
+        self.base = os.path.basename(os.path.normpath(folder))
+        self.db = sqlite3.connect(os.path.join(workdir, "export.sqlite"))
+        self.db.executescript(
+            """
+            PRAGMA journal_mode = OFF;
+            PRAGMA synchronous = OFF;
+            PRAGMA temp_store = FILE;
+            PRAGMA cache_size = -32768;
+            CREATE TABLE own (pid TEXT NOT NULL, seq INTEGER NOT NULL, refs TEXT,
+                              body TEXT NOT NULL);
+            CREATE TABLE shared (ref TEXT PRIMARY KEY, body TEXT NOT NULL);
+            CREATE TABLE errors (seq INTEGER NOT NULL, name TEXT, key TEXT, message TEXT);
+            """
+        )
+        self.resources = 0
+        self._seq = 0
+
+    def load(self, files: Iterable[ExportFile]) -> None:
+        """Read every line of the files into the database (the one pass over the export)."""
+        own: list[tuple[str, int, str | None, str]] = []
+        shared: list[tuple[str, str]] = []
+        errors: list[tuple[int, str, str, str]] = []
+
+        def flush() -> None:
+            with self.db:
+                self.db.executemany("INSERT INTO own VALUES (?, ?, ?, ?)", own)
+                self.db.executemany("INSERT OR IGNORE INTO shared VALUES (?, ?)", shared)
+                self.db.executemany("INSERT INTO errors VALUES (?, ?, ?, ?)", errors)
+            own.clear()
+            shared.clear()
+            errors.clear()
+
+        for file in files:
+            rel = os.path.relpath(file.path, self.folder).replace(os.sep, "/")
+            for number, text, error in _lines(file):
+                self._seq += 1
+                if text is not None:
+                    self.resources += 1
+                    kind = _classify(text)
+                    if isinstance(kind, tuple):
+                        if kind[0] == "patient":
+                            own.append((kind[1], self._seq, kind[2], text.strip()))
+                        else:
+                            shared.append((kind[1], text.strip()))
+                        if len(own) + len(shared) >= CHUNK:
+                            flush()
+                        continue
+                    error = kind
+                errors.append(
+                    (
+                        self._seq,
+                        f"{file.shown}#L{number}",
+                        f"{self.base}/{rel}#L{number}",
+                        f"line {number}: {error}",
+                    )
+                )
+        flush()
+
+    def errors(self) -> Iterator[Source]:
+        for name, key, message in self.db.execute(
+            "SELECT name, key, message FROM errors ORDER BY seq"
+        ):
+            yield Source(name=name, key=key, error=message)
+
+    def patients(self) -> Iterator[Source]:
+        """One Source per patient (a collection Bundle of its resources), in id order."""
+
+        @lru_cache(maxsize=SHARED_CACHE)
+        def lookup(ref: str) -> str | None:
+            row = self.db.execute("SELECT body FROM shared WHERE ref = ?", (ref,)).fetchone()
+            return row[0] if row else None
+
+        rows = self.db.execute("SELECT pid, refs, body FROM own ORDER BY pid, seq")
+        for pid, group in groupby(rows, key=lambda row: row[0]):
+            bodies: list[str] = []
+            wanted: dict[str, None] = {}
+            for _, refs, body in group:
+                bodies.append(body)
+                if refs:
+                    wanted.update(dict.fromkeys(json.loads(refs)))
+            for ref in wanted:
+                body = lookup(ref)
+                if body is not None:
+                    bodies.append(body)
+            entries = ",".join(f'{{"resource":{body}}}' for body in bodies)
+            suffix = f"#Patient/{pid}"
+            yield Source(
+                name=self.folder + suffix,
+                key=self.base + suffix,
+                text=f'{{"resourceType":"Bundle","type":"collection","entry":[{entries}]}}',
+            )
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def export_sources(folder: str) -> Iterator[Source]:
+    """Every input of an export: its line errors, then one per patient (see the module)."""
+    files, problems = _files(folder)
+    yield from problems
+    with tempfile.TemporaryDirectory(prefix="osteohooks-export-") as workdir:
+        grouper = ExportGrouper(folder, workdir)
+        try:
+            grouper.load(files)
+            yield from grouper.errors()
+            yield from grouper.patients()
+        finally:
+            grouper.close()

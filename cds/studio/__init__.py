@@ -1,0 +1,1 @@
+"""The rule studio: a local page for rule authors (see cds.studio.app)."""
