@@ -350,21 +350,11 @@ def explain_input(
     hook: str | None = None,
 ) -> Report:
     """Evaluate one input (as named by `cds replay`) and explain the evaluation."""
-    from cds.pipeline import EvaluationError, EvaluationInput
+    from cds.pipeline import EvaluationError
 
     job = resolve(name, hook)
     try:
-        result = evaluator.evaluate(
-            EvaluationInput(
-                hook=job.hook,
-                resources=job.resources,
-                as_of=as_of,
-                patient_id=job.patient_id,
-                draft_orders=job.draft_orders,
-                selections=job.selections,
-                uuid_seed=job.name,
-            )
-        )
+        result = evaluator.evaluate(job.to_input(as_of))
     except EvaluationError as exc:
         raise ExplainError(f"{job.name}: evaluation failed: {exc}") from None
     ruleset = _ruleset_of(evaluator, rules_dir)

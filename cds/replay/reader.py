@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import date
+from typing import TYPE_CHECKING, Any
 
 from cds.jsontext import loads
 from cds.replay.inputs import Source
@@ -27,6 +28,9 @@ from cds.replay.outcome import operation_outcome
 HOOKS = ("patient-view", "order-select", "order-sign")
 ORDER_HOOKS = ("order-select", "order-sign")
 DRAFT_ORDER_TYPES = ("ServiceRequest", "MedicationRequest")
+
+if TYPE_CHECKING:
+    from cds.pipeline import EvaluationInput
 
 JsonObject = dict[str, Any]
 
@@ -42,6 +46,21 @@ class Job:
     patient_id: str | None = None
     draft_orders: list[JsonObject] = field(default_factory=list)
     selections: list[str] = field(default_factory=list)
+
+    def to_input(self, as_of: date) -> EvaluationInput:
+        """The pipeline's input for this job (uuids seeded by its name: reproducible), the
+        one mapping replay, explain and the studio share."""
+        from cds.pipeline import EvaluationInput
+
+        return EvaluationInput(
+            hook=self.hook,
+            resources=self.resources,
+            as_of=as_of,
+            patient_id=self.patient_id,
+            draft_orders=self.draft_orders,
+            selections=self.selections,
+            uuid_seed=self.name,
+        )
 
 
 @dataclass(frozen=True, slots=True)

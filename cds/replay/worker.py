@@ -149,7 +149,7 @@ def init_local(settings: WorkerSettings, evaluator: Evaluator | None = None) -> 
 
 def evaluate_job(job: Job) -> InputResult:
     """Evaluate one job with this process's Evaluator (never raises for bad input)."""
-    from cds.pipeline import EvaluationError, EvaluationInput
+    from cds.pipeline import EvaluationError
 
     assert _evaluator is not None, "init_worker was not called"
     assert _settings is not None, "init_worker was not called"
@@ -160,17 +160,7 @@ def evaluate_job(job: Job) -> InputResult:
             time.sleep(3600)
     started = time.perf_counter()
     try:
-        result = _evaluator.evaluate(
-            EvaluationInput(
-                hook=job.hook,
-                resources=job.resources,
-                as_of=_settings.as_of,
-                patient_id=job.patient_id,
-                draft_orders=job.draft_orders,
-                selections=job.selections,
-                uuid_seed=job.name,
-            )
-        )
+        result = _evaluator.evaluate(job.to_input(_settings.as_of))
     except EvaluationError as exc:
         return InputResult.of(
             job.name,

@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 
 from cds.authoring.explain import ExplainError, build_report, resolve
 from cds.fhir.profiles import load_profiles
-from cds.pipeline import EvaluationError, EvaluationInput, Evaluator
+from cds.pipeline import EvaluationError, Evaluator
 from cds.rules import RuleSetError, load_ruleset
 from cds.rules.source import display_path
 from cds.studio import parameters
@@ -220,17 +220,7 @@ class Studio:
             except ExplainError as exc:
                 raise HTTPException(422, str(exc)) from None
         try:
-            result = evaluator.evaluate(
-                EvaluationInput(
-                    hook=job.hook,
-                    resources=job.resources,
-                    as_of=self.as_of,
-                    patient_id=job.patient_id,
-                    draft_orders=job.draft_orders,
-                    selections=job.selections,
-                    uuid_seed=job.name,
-                )
-            )
+            result = evaluator.evaluate(job.to_input(self.as_of))
         except EvaluationError as exc:
             raise HTTPException(422, f"evaluation failed: {exc}") from None
         facts = list(result.facts)
