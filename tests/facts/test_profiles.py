@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from cds.contracts.cards import CARD_TOPICS
 from cds.facts import build_facts
 from cds.fhir.profiles import ProfileError, load_profiles
 from cds.settings import data_folders
@@ -296,17 +297,9 @@ def test_order_codes_cover_the_cs_6_1_workup_and_imaging() -> None:
 def test_card_topics_match_the_contract() -> None:
     p = load_profiles()
     assert p.card_topic_system == "https://osteohooks.org/fhir/CodeSystem/card-topic"
-    assert set(p.card_topics) == {
-        "bmd-classification",
-        "artifact-warning",
-        "bmd-change",
-        "tbs",
-        "workup",
-        "rescan-interval",
-        "dxa-order-timing",
-        "therapy-safety",
-        "screening",
-    }
+    assert set(p.card_topics) == set(
+        CARD_TOPICS
+    )  # the card contract (cds.contracts.cards) owns the list
     assert p.topic_coding("tbs")["system"] == p.card_topic_system
     with pytest.raises(ProfileError, match=r"card topic 'nope' is not in .*card-topics\.json"):
         p.topic_coding("nope")
