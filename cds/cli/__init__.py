@@ -6,7 +6,15 @@ from typing import Annotated
 
 import typer
 
-from cds.cli import contract_cmd, feedback_cmd, replay_cmd, rules_cmd, serve_cmd, studio_cmd
+from cds.cli import (
+    contract_cmd,
+    feedback_cmd,
+    impact_cmd,
+    replay_cmd,
+    rules_cmd,
+    serve_cmd,
+    studio_cmd,
+)
 
 app = typer.Typer(
     name="cds",
@@ -39,6 +47,7 @@ app.add_typer(rules_cmd.app, name="rules")
 app.add_typer(contract_cmd.app, name="contract")
 app.add_typer(feedback_cmd.app, name="feedback")
 replay_cmd.register(app)
+impact_cmd.register(app)
 serve_cmd.register(app)
 studio_cmd.register(app)
 
