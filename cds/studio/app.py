@@ -8,8 +8,9 @@ in the page, with lint errors at their line as one types, and see the new cards 
 the current ones; or change one parameter in a form (`cds.studio.parameters` writes the
 value's token only, comments and layout kept); save the edit back (only into an existing
 file of the rules folder, after a passing lint, with a backup). The feedback page is
-`cds.feedback_report.build_report` of the configured store; the impact panel answers 501
-until `cds.replay.impact` is part of the build (one implementation of impact).
+`cds.feedback_report.build_report` of the configured store; the impact panel runs the edit
+(rule text or parameter) on every patient of the data folder with `cds.replay.impact`,
+the implementation behind `cds impact`.
 
 Everything runs in this process on the rules folder given; edits are evaluated on a
 temporary copy of it, never on the files until saved. The server binds to 127.0.0.1 only.
@@ -21,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,12 @@ class ParameterRequest(Patient, ParameterEdit):
     pass
 
 
+class ImpactRequest(BaseModel):
+    edits: dict[str, str] = Field(default_factory=dict, description="rule file -> new text")
+    parameter: str | None = Field(None, description="a parameter to set as well")
+    value: str | None = Field(None, description="its new value as typed in the form")
+
+
 class Studio:
     """The state behind the page: the rules folder, the data folder, the current rules."""
 
@@ -84,6 +92,7 @@ class Studio:
         self.evaluator = Evaluator.from_rules_dir(
             self.rules_dir, profiles=self.profiles, deterministic_uuids=True
         )
+        self._impact_lock = threading.Lock()
 
     # ------------------------------------------------------------------ rules
 
@@ -140,14 +149,19 @@ class Studio:
         old.close()
         return {"saved": name, "backup": backup.name}
 
-    def parameter_edit(self, edit: ParameterEdit) -> dict[str, str]:
+    def parameter_edit(
+        self, edit: ParameterEdit, edits: dict[str, str] | None = None
+    ) -> dict[str, str]:
         """The edit (rule file -> new text) that writes `edit.value` as the parameter's
-        value, or a ParameterEditError saying what to type."""
+        value (into the text of `edits` when that file is being edited too), or a
+        ParameterEditError saying what to type."""
         spec = self.evaluator.ruleset.parameter_specs.get(edit.parameter)
         if spec is None:
             raise ParameterEditError(f"{edit.parameter!r} is not a parameter of these rules")
         where = parameters.locate(self.rules_dir, edit.parameter)
-        text = self._rule_path(where.file).read_text(encoding="utf-8")
+        text = (edits or {}).get(where.file)
+        if text is None:
+            text = self._rule_path(where.file).read_text(encoding="utf-8")
         try:
             new = parameters.set_value(text, where, edit.parameter, spec, edit.value)
         except ParameterEditError as exc:
@@ -168,6 +182,50 @@ class Studio:
         finally:
             edited_evaluator.close()
         return {"current": current, "edited": edited, "errors": []}
+
+    # ------------------------------------------------------------------ impact
+
+    def impact(self, request: ImpactRequest) -> dict[str, Any]:
+        """`cds impact` of the edit on every patient of the data folder: the current rules
+        against the edited ones (errors instead when the edit does not lint)."""
+        from cds.replay.impact import ImpactError, ImpactOptions, run_impact
+
+        if self.data_dir is None or not self.data_dir.is_dir():
+            raise HTTPException(422, "no data folder: start the studio with --data DIR")
+        edits = dict(request.edits)
+        if request.parameter is not None and request.value is not None:
+            edit = ParameterEdit(parameter=request.parameter, value=request.value)
+            try:
+                edits.update(self.parameter_edit(edit, edits))
+            except ParameterEditError as exc:
+                return {"impact": None, "errors": [exc.as_error()]}
+        ruleset, errors = self.lint(edits)
+        if ruleset is None:
+            return {"impact": None, "errors": errors}
+        options = ImpactOptions(
+            paths=[str(self.data_dir)],
+            as_of=self.as_of,
+            new_rules=self.rules_dir,
+            base_rules=self.rules_dir,
+            base_label=f"{self.rules_dir} (as saved)",
+            new_label=f"{self.rules_dir} with the edit of {', '.join(sorted(edits)) or 'nothing'}",
+            workers=0,  # in this process: the server's threads must not be forked
+        )
+        edited = Evaluator(ruleset, deterministic_uuids=True)
+        try:
+            with self._impact_lock:  # the replay worker state is per process
+                report = run_impact(options, base_evaluator=self.evaluator, new_evaluator=edited)
+        except ImpactError as exc:
+            raise HTTPException(409, str(exc)) from None
+        finally:
+            edited.close()
+        out = report.as_dict()
+        prefix = str(self.data_dir) + os.sep
+        for group in out["groups"]:
+            for example in group["examples"]:
+                name = example["input"]
+                example["patient"] = name[len(prefix) :] if name.startswith(prefix) else None
+        return {"impact": out, "errors": []}
 
     # ------------------------------------------------------------------ feedback
 
@@ -291,15 +349,6 @@ def _safe_url(url: str) -> str:
         return "(unparsable database URL)"
 
 
-#: Until cds.replay.impact (`cds impact`, another branch) lands, the impact panel says so:
-#: a comparison written here would be a second implementation of it.
-IMPACT_MISSING = (
-    "the impact of an edit on a folder of patients needs cds.replay.impact (`cds impact`), "
-    "which is not in this build yet; meanwhile run `cds replay FOLDER --expect ...` on a "
-    "copy of the rules folder with the edit saved"
-)
-
-
 def _with_html(card: dict[str, Any]) -> dict[str, Any]:
     out = dict(card)
     if isinstance(card.get("detail"), str):
@@ -376,10 +425,8 @@ def create_app(studio: Studio) -> FastAPI:
         return studio.feedback(since)
 
     @app.post("/api/impact")
-    def impact() -> Any:
-        from fastapi.responses import JSONResponse
-
-        return JSONResponse({"detail": IMPACT_MISSING}, 501)
+    def impact(request: ImpactRequest) -> dict[str, Any]:
+        return studio.impact(request)
 
     @app.post("/api/save")
     def save(request: SaveRequest) -> dict[str, Any]:

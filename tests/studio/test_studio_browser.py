@@ -185,3 +185,33 @@ def test_feedback_page_shows_the_store(page: Any, studio: Studio, tmp_path: Path
     assert "not-relevant: Not relevant (1)" in cells[6]
     assert "2026-W46" in cells[7]
     page.locator("#feedback").screenshot(path=str(_shots(tmp_path) / "studio-feedback.png"))
+
+
+def test_impact_panel_shows_the_patients_a_parameter_edit_moves(
+    page: Any, studio: Studio, tmp_path: Path
+) -> None:
+    from tests.studio.test_studio_parameters import _below_patient
+
+    page.select_option("#patient", STORY)
+    _tbs_card(page, "current").wait_for()
+    page.select_option("#param", "tbs_degraded_max_women")
+    page.fill("#param-value", _below_patient(studio))
+    page.wait_for_function(
+        "document.querySelector(\"#cards-edited .card[data-topic='tbs'] .summary\")"
+        "?.textContent.includes('partially degraded')"
+    )
+    page.click("#impact-run")
+    page.locator("#impact-table").wait_for()
+    summary = page.inner_text("#impact-summary")
+    stories = len(list((REPO / "tests" / "fixtures" / "stories").glob("*.json")))
+    assert f"of {stories} patients get a different answer" in summary
+    row = page.locator("#impact-table tr.impact-group", has_text="tbsCategory")
+    assert row.count() == 1
+    assert STORY in row.inner_text()
+    assert "partially-degraded" in row.inner_text()
+    page.locator("#impact").screenshot(path=str(_shots(tmp_path) / "studio-impact.png"))
+    # an example patient opens in the page
+    page.select_option("#patient", "01-normal-postmenopausal.json")
+    page.locator(f"#impact a.impact-patient[data-patient='{STORY}']").first.click()
+    page.wait_for_function(f"document.getElementById('patient').value === '{STORY}'")
+    _tbs_card(page, "current").wait_for()

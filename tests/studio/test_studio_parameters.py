@@ -188,10 +188,66 @@ def test_feedback_errors_say_what_to_do(studio: Studio, tmp_path: Path) -> None:
     assert (bad.status_code, "YYYY-MM-DD" in bad.json()["detail"]) == (422, True)
 
 
-def test_impact_says_it_needs_cds_replay_impact(client: TestClient) -> None:
+def test_impact_of_a_parameter_edit_names_the_patients_it_moves(
+    client: TestClient, studio: Studio
+) -> None:
+    value = _below_patient(studio)
+    response = client.post("/api/impact", json={"parameter": PARAM, "value": value})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["errors"] == []
+    impact = body["impact"]
+    assert impact["inputs"] == len(list(STORIES.glob("*.json")))
+    [group] = [
+        g
+        for g in impact["groups"]
+        if g["kind"] == "payload-changed" and g["field"] == "tbsCategory"
+    ]
+    patients = {e["patient"]: e for e in group["examples"]}
+    assert STORY in patients
+    assert (patients[STORY]["before"], patients[STORY]["after"]) == (
+        _tbs_category(
+            client.post("/api/evaluate", json={"name": STORY}).json()["current"]["cards"]
+        ),
+        _tbs_category(
+            client.post(
+                "/api/parameters/evaluate", json={"name": STORY, "parameter": PARAM, "value": value}
+            ).json()["edited"]["cards"]
+        ),
+    )
+    assert impact["byTopic"]["tbs"] >= group["patients"] >= 1
+    # nothing was written: the rules folder is as it was
+    assert load_ruleset(studio.rules_dir).parameters[PARAM] != float(value)
+
+
+def test_impact_without_an_edit_changes_nothing(client: TestClient) -> None:
+    impact = client.post("/api/impact", json={}).json()["impact"]
+    assert (impact["changed"], impact["groups"]) == (0, [])
+    assert impact["unchanged"] == impact["inputs"] > 0
+
+
+def test_impact_of_an_edit_that_does_not_lint_gives_the_errors(
+    client: TestClient, studio: Studio
+) -> None:
+    text = (studio.rules_dir / "tbs.yaml").read_text(encoding="utf-8")
+    broken = (
+        text.replace("tbs_score", "tbs_scor", 1) if "tbs_score" in text else text + "\nbad: [\n"
+    )
+    body = client.post("/api/impact", json={"edits": {"tbs.yaml": broken}}).json()
+    assert body["impact"] is None
+    assert body["errors"]
+    assert all(e["file"] == "tbs.yaml" for e in body["errors"])
+    bad_value = client.post("/api/impact", json={"parameter": PARAM, "value": "high"}).json()
+    assert bad_value["impact"] is None
+    assert bad_value["errors"]
+
+
+def test_impact_needs_a_data_folder(studio: Studio) -> None:
+    studio.data_dir = None
+    client = TestClient(create_app(studio), client=LOCAL)
     response = client.post("/api/impact", json={})
-    assert response.status_code == 501
-    assert "cds.replay.impact" in response.json()["detail"]
+    assert response.status_code == 422
+    assert "--data DIR" in response.json()["detail"]
 
 
 @pytest.mark.parametrize(
