@@ -8,6 +8,7 @@ id of sections 2-10 appears in some test.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -51,6 +52,13 @@ ORDER_GC_MONTHS = param("order_glucocorticoid_months")
 SCREEN_WOMEN_AGE = param("screening_women_age")
 SCREEN_MEN_AGE = param("screening_men_age")
 SCREEN_RISK_MEN_AGE = param("screening_risk_men_age")
+
+
+def nhanes_bmd(t: float) -> float:
+    """The lumbar BMD whose NHANES T-score (rule parameters, CS-3.8) is `t`, to 3 decimals."""
+    mean = Decimal(str(param("nhanes_lumbar_mean_bmd")))
+    sd = Decimal(str(param("nhanes_lumbar_sd")))
+    return float((mean + Decimal(str(t)) * sd).quantize(Decimal("0.001")))
 
 
 @dataclass
@@ -537,31 +545,47 @@ CASES: list[Case] = [
         None,
     ),
     # ---------------------------------------------------------------- CS-3.8 reference shift
+    # The NHANES T-score is set at the category cut-offs (osteoporosis, normal) and one
+    # step of its two decimals beside them; the BMD shown is the one that recomputes to it.
     Case(
         "CS-3.8",
-        "Hologic 0.760 reported -2.3 vs NHANES -2.50",
-        (lumbar(-2.3, lumbar_bmd=0.760, manufacturer="hologic", nhanes_lumbar_t=-2.5),),
+        "Hologic, reported low bone mass vs NHANES at the osteoporosis cut-off",
+        (
+            lumbar(
+                param("osteoporosis_t", "0.2"),
+                lumbar_bmd=nhanes_bmd(OSTEOPOROSIS_T),
+                manufacturer="hologic",
+                nhanes_lumbar_t=OSTEOPOROSIS_T,
+            ),
+        ),
         "artifact-warning",
-        {"indicator": "info", "summary_contains": "-2.50"},
+        {"indicator": "info", "summary_contains": f"{Decimal(str(OSTEOPOROSIS_T)):.2f}"},
         has={"findings": ["reference-shift"]},
     ),
     Case(
         "CS-3.8",
-        "NHANES agrees (0.943 -> -1.00 with reported -1.0)",
-        (lumbar(-1.0, lumbar_bmd=0.943, manufacturer="hologic", nhanes_lumbar_t=-1.0),),
+        "NHANES agrees (both at the normal cut-off)",
+        (
+            lumbar(
+                NORMAL_T,
+                lumbar_bmd=nhanes_bmd(NORMAL_T),
+                manufacturer="hologic",
+                nhanes_lumbar_t=NORMAL_T,
+            ),
+        ),
         "artifact-warning",
         None,
     ),
     Case(
         "CS-3.8",
-        "unknown manufacturer is stated as assumed",
+        "unknown manufacturer is stated as assumed (NHANES one step below normal)",
         (
             lumbar(
-                -0.9,
-                lumbar_bmd=0.942,
+                param("normal_t", "0.1"),
+                lumbar_bmd=nhanes_bmd(param("normal_t", "-0.01")),
                 manufacturer="unknown",
                 manufacturer_assumed=True,
-                nhanes_lumbar_t=-1.01,
+                nhanes_lumbar_t=param("normal_t", "-0.01"),
             ),
         ),
         "artifact-warning",
@@ -571,7 +595,14 @@ CASES: list[Case] = [
     Case(
         "CS-3.8",
         "never for GE Lunar",
-        (lumbar(-2.3, lumbar_bmd=0.760, manufacturer="ge-lunar", nhanes_lumbar_t=-2.5),),
+        (
+            lumbar(
+                param("osteoporosis_t", "0.2"),
+                lumbar_bmd=nhanes_bmd(OSTEOPOROSIS_T),
+                manufacturer="ge-lunar",
+                nhanes_lumbar_t=OSTEOPOROSIS_T,
+            ),
+        ),
         "artifact-warning",
         None,
     ),

@@ -5,7 +5,8 @@ differences) must land on the same side of each boundary as the rules say.
 
 from __future__ import annotations
 
-from datetime import date
+import calendar
+from datetime import date, timedelta
 from functools import cache
 from typing import Any
 
@@ -200,10 +201,28 @@ def _denosumab(last: str) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize(("last", "critical"), [("2026-04-22", True), ("2026-04-23", False)])
+def _months_before(day: date, months: int) -> date:
+    """The same day of the month `months` calendar months earlier (clamped to the month's
+    last day), as CS-9.1 counts calendar months."""
+    index = day.year * 12 + day.month - 1 - months
+    year, month = divmod(index, 12)
+    return date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
+
+
+_OVERDUE_FROM = _months_before(AS_OF, param("denosumab_overdue_months"))
+
+
+@pytest.mark.parametrize(
+    ("last", "critical"),
+    [
+        ((_OVERDUE_FROM - timedelta(days=1)).isoformat(), True),
+        (_OVERDUE_FROM.isoformat(), False),
+    ],
+)
 def test_denosumab_gap(last: str, critical: bool) -> None:
-    """CS-9.1 rev 2: more than 7 calendar months since the last dose (as-of 2026-11-23):
-    2026-04-22 + 7 months = 2026-11-22 is overdue; 2026-04-23 + 7 months is today, not yet."""
+    """CS-9.1 rev 2: more than `denosumab_overdue_months` calendar months since the last
+    dose: a dose that many months before the as-of date is due today, not yet overdue; one
+    day earlier is overdue."""
     got = run(patient(), device(), lumbar_t(-2.0), _denosumab(last))
     assert ("therapy-safety" in got) is critical
     if critical:
