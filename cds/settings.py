@@ -100,6 +100,11 @@ class Settings(DataFolders):
         description="comma-separated URL prefixes a request's fhirServer may start with",
     )
     database_url: str = Field("sqlite:///./osteohooks.db", description="SQLAlchemy URL")
+    audit_spool: Path | None = Field(
+        None,
+        description="SQLite file where audit rows wait while the store fails (default: "
+        "beside an SQLite database, else ./osteohooks-audit-spool.sqlite)",
+    )
     as_of: date | None = Field(None, description="fixed 'today' (ISO date) for reproducibility")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated origins allowed by CORS (* for any)"

@@ -298,7 +298,7 @@ def create_app(
                 "issuers and their keys); set OSTEOHOOKS_AUTH=none only for development"
             )
         issuers = load_trusted_issuers(settings.trusted_issuers)
-    store = store or Store(settings.database_url)
+    store = store or Store(settings.database_url, spool_path=settings.audit_spool)
     if issuers is not None:
         verifier = JwtVerifier(
             issuers,

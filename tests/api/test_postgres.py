@@ -53,6 +53,7 @@ class Instance:
             OSTEOHOOKS_TRUSTED_ISSUERS=str(keys.issuers_file),
             OSTEOHOOKS_BASE_URL=BASE_URL,
             OSTEOHOOKS_DATABASE_URL=db_url,
+            OSTEOHOOKS_AUDIT_SPOOL=str(tmp_path / f"spool-{self.port}.sqlite"),
         )
         args = [str(CDS), "serve", "--port", str(self.port), "--rules", str(rules), *extra]
         self._out = self.log.open("w")
@@ -139,7 +140,12 @@ def test_a_replayed_token_is_refused_by_every_worker_and_instance(
 
 def test_postgresql_unreachable_at_start_is_a_clear_error(tmp_path: Path) -> None:
     url = f"postgresql+psycopg://nobody:x@127.0.0.1:{free_port()}/none?connect_timeout=2"
-    env = dict(os.environ, OSTEOHOOKS_AUTH="none", OSTEOHOOKS_DATABASE_URL=url)
+    env = dict(
+        os.environ,
+        OSTEOHOOKS_AUTH="none",
+        OSTEOHOOKS_DATABASE_URL=url,
+        OSTEOHOOKS_AUDIT_SPOOL=str(tmp_path / "spool.sqlite"),
+    )
     env.pop("OSTEOHOOKS_SETTINGS_FILE", None)
     rules = ROOT / "tests" / "fixtures" / "rules" / "basic"
     done = subprocess.run(
@@ -168,10 +174,10 @@ def _record(hook_instance: str, card: str) -> AuditRecord:
     )
 
 
-def test_connections_killed_mid_run_lose_nothing(postgres_url: str) -> None:
+def test_connections_killed_mid_run_lose_nothing(postgres_url: str, tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
-    store = Store(postgres_url)
+    store = Store(postgres_url, spool_path=tmp_path / "spool.sqlite")
     admin = create_engine(postgres_url)
     try:
         first = str(uuid.uuid4())
