@@ -26,9 +26,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from cds.cards import CardBuildError, CardContext, build_cards
+from cds.cards import CardBuildError, CardContext, CardRenderer, build_cards
 from cds.engine import Engine, EngineError
-from cds.facts import FactSet, ParameterError, build_facts
+from cds.facts import FactSet, ParameterError, Params, build_facts, read_params
 from cds.facts.schema import Fact
 from cds.fhir.profiles import ProfileError, Profiles, load_profiles
 from cds.fhir.trace import Trace
@@ -168,6 +168,13 @@ class Evaluator:
         deterministic_uuids: bool = False,
     ) -> None:
         self._ruleset = ruleset
+        self._cards = CardRenderer(ruleset)
+        # read once; a bad parameter fails every evaluation with what is wrong
+        self._params: Params | ParameterError
+        try:
+            self._params = read_params(ruleset.parameters)
+        except ParameterError as exc:
+            self._params = exc
         self._profiles = profiles or _default_profiles()
         try:
             self._engine = Engine(ruleset)
@@ -215,10 +222,14 @@ class Evaluator:
                 f"unknown hook {inp.hook!r}: expected one of {', '.join(HOOKS)}", stage="input"
             )
         drafts = _selected(inp.draft_orders, inp.selections) if inp.hook != "patient-view" else ()
+        if isinstance(self._params, ParameterError):
+            raise EvaluationError(
+                f"rule parameters: {self._params}", stage="facts"
+            ) from self._params
         try:
             factset = build_facts(
                 list(inp.resources),
-                params=self._ruleset.parameters,
+                params=self._params,
                 as_of=inp.as_of,
                 patient_id=inp.patient_id,
                 draft_orders=drafts,
@@ -249,7 +260,7 @@ class Evaluator:
             uuid_seed=inp.uuid_seed or (_digest(inp) if deterministic else None),
         )
         try:
-            cards = build_cards(result.firings, self._ruleset, context, profiles=self._profiles)
+            cards = build_cards(result.firings, self._cards, context, profiles=self._profiles)
         except CardBuildError as exc:
             raise EvaluationError(
                 f"building cards failed: {exc}", stage="cards", rule_id=exc.rule_id

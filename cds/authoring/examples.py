@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from cds.cards import CardRenderer
 from cds.contracts.cards import MAX_SUMMARY
 from cds.engine import Engine
 from cds.rules.model import Example, Rule
@@ -75,7 +76,11 @@ def _same(expected: Any, got: Any) -> bool:
 
 
 def _check(
-    ruleset: RuleSet, rule: Rule, example: Example, result: EngineResult, fact: dict[str, Any]
+    cards: CardRenderer,
+    rule: Rule,
+    example: Example,
+    result: EngineResult,
+    fact: dict[str, Any],
 ) -> list[str]:
     problems: list[str] = []
     expect = example.expect
@@ -99,7 +104,7 @@ def _check(
         expect.payload is not None or expect.summary_contains is not None
     ):
         try:
-            card = ruleset.render_card(rule.id, fact, rule.when.fact)
+            card = cards.render_card(rule.id, fact, rule.when.fact)
         except Exception as exc:  # a template error is the example's failure, not a crash
             problems.append(f"rendering the card failed: {type(exc).__name__}: {exc}")
             return problems
@@ -124,6 +129,7 @@ def run_examples(ruleset: RuleSet, engine: Engine | None = None) -> ExampleRepor
     """Run every active rule's examples through the compiled engine and the reference."""
     if engine is None:
         engine = Engine(ruleset)
+    cards = CardRenderer(ruleset)
     report = ExampleReport()
     for rule in ruleset.rules:
         if rule.status != "active":
@@ -149,7 +155,7 @@ def run_examples(ruleset: RuleSet, engine: Engine | None = None) -> ExampleRepor
                     )
                 )
             for who, result in results.items():
-                for problem in _check(ruleset, rule, example, result, fact):
+                for problem in _check(cards, rule, example, result, fact):
                     report.failures.append(
                         ExampleFailure(origin, rule.id, example.name, f"{problem} ({who})")
                     )

@@ -3,7 +3,8 @@
 Public API::
 
     from cds.cards import build_cards, CardContext, CardBuildError
-    cards = build_cards(result.firings, ruleset, CardContext(ruleset_version=ruleset.version,
+    renderer = CardRenderer(ruleset)     # keep it as long as the rule set (plans cached)
+    cards = build_cards(result.firings, renderer, CardContext(ruleset_version=ruleset.version,
                         hook="patient-view", patient_id="123", as_of=date(2026, 11, 23)))
     from cds.cards import contract_problems   # HL7 cds-resp-1..7 + the card contract
 """
@@ -16,6 +17,7 @@ from cds.cards.build import (
     build_cards,
 )
 from cds.cards.invariants import contract_problems, hl7_problems
+from cds.cards.render import CardPlan, CardRenderer
 from cds.contracts.cards import EXTENSION_KEY
 
 __all__ = [
@@ -24,6 +26,8 @@ __all__ = [
     "OVERRIDE_SYSTEM",
     "CardBuildError",
     "CardContext",
+    "CardPlan",
+    "CardRenderer",
     "build_cards",
     "contract_problems",
     "hl7_problems",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from cds.cards.render import CardPlan, CardRenderer
 from cds.contracts.cards import (
     CONTRACT_NULLABLE_FIELDS,
     EXTENSION_KEY,
@@ -76,45 +77,11 @@ class CardContext:
     uuid_seed: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _RuleCard:
-    """What a rule brings to every card it contributes to, worked out once per rule set
-    (kept in the rule's ``CardPlan.extras``): its evidence, its card's links as written,
-    and the (label, url) of its first evidence with a source (None: none has)."""
-
-    rule_id: str
-    priority: int
-    evidence: tuple[str, ...]
-    links: tuple[Mapping[str, Any], ...]
-    source: tuple[str, str] | None
-
-
-_EXTRAS_KEY = "cds.cards.build"
-
-
-def _rule_card(ruleset: RuleSet, rule_id: str) -> _RuleCard:
-    plan = ruleset.card_plan(rule_id)
-    static: _RuleCard | None = plan.extras.get(_EXTRAS_KEY)
-    if static is None:
-        rule = ruleset.rule(rule_id)
-        sources = ruleset.evidence.sources
-        first = next((sources[n] for n in rule.evidence if sources.get(n) is not None), None)
-        static = _RuleCard(
-            rule_id=rule.id,
-            priority=rule.priority,
-            evidence=tuple(rule.evidence),
-            links=plan.links,
-            source=(first.label, first.url) if first is not None else None,
-        )
-        plan.extras[_EXTRAS_KEY] = static
-    return static
-
-
 @dataclass(slots=True)
 class _Contribution:
     """One rendered card of a firing; ``fact`` is the firing's (read, never changed)."""
 
-    rule: _RuleCard
+    rule: CardPlan
     fact_id: str
     card: dict[str, Any]
     fact: Mapping[str, Any]
@@ -161,19 +128,19 @@ def _present(value: Any) -> bool:
     return True
 
 
-def _render(ruleset: RuleSet, firing: Firing) -> _Contribution | None:
-    rule = ruleset.rule(firing.rule_id)
+def _render(renderer: CardRenderer, firing: Firing) -> _Contribution | None:
+    rule = renderer.ruleset.rule(firing.rule_id)
     if rule.then.card is None:
         return None
     try:
-        card = ruleset.render_card(firing.rule_id, firing.fact, firing.fact_type)
+        card = renderer.render_card(firing.rule_id, firing.fact, firing.fact_type)
     except Exception as exc:  # jinja errors, absent values in filters: name the rule
         raise CardBuildError(
             f"rule {firing.rule_id}: card template failed for fact {firing.fact_id}: {exc}",
             firing.rule_id,
         ) from exc
     # The fact is not copied: the merge only reads it, within this build_cards call.
-    return _Contribution(_rule_card(ruleset, rule.id), firing.fact_id, card, firing.fact)
+    return _Contribution(renderer.plan(rule.id), firing.fact_id, card, firing.fact)
 
 
 def _union(lists: Iterable[Iterable[Any]]) -> list[Any]:
@@ -221,7 +188,7 @@ def _notes(topic: str, contributions: Sequence[_Contribution], ruleset: RuleSet)
     return notes
 
 
-def _source(rule: _RuleCard, profiles: Profiles, topic: str) -> dict[str, Any]:
+def _source(rule: CardPlan, profiles: Profiles, topic: str) -> dict[str, Any]:
     if rule.source is not None:
         label, url = rule.source
         return {"label": label, "url": url, "topic": profiles.topic_coding(topic)}
@@ -232,7 +199,7 @@ def _source(rule: _RuleCard, profiles: Profiles, topic: str) -> dict[str, Any]:
     )
 
 
-def _links(rules: Sequence[_RuleCard], ruleset: RuleSet) -> list[dict[str, Any]]:
+def _links(rules: Sequence[CardPlan], ruleset: RuleSet) -> list[dict[str, Any]]:
     links: list[dict[str, Any]] = []
     seen: set[str] = set()
     for rule in rules:
@@ -442,20 +409,22 @@ _TOPIC_POSITION: dict[str, int] = {name: index for index, name in enumerate(TOPI
 
 def build_cards(
     firings: Sequence[Firing],
-    ruleset: RuleSet,
+    renderer: CardRenderer,
     context: CardContext,
     *,
     profiles: Profiles | None = None,
 ) -> list[dict[str, Any]]:
-    """One CDS Hooks card per topic from the firings (those of card-less rules are skipped).
+    """One CDS Hooks card per topic from the firings (those of card-less rules are skipped),
+    rendered by `renderer` (`CardRenderer(ruleset)`, kept for as long as the rule set).
 
     Cards are listed most severe first, then in :data:`TOPIC_ORDER`. Raises
     :class:`CardBuildError` (naming the rule) when a card cannot be built.
     """
     cat = profiles or load_profiles()
+    ruleset = renderer.ruleset
     topics: dict[str, list[_Contribution]] = {}
     for firing in firings:
-        contribution = _render(ruleset, firing)
+        contribution = _render(renderer, firing)
         if contribution is None:
             continue
         name = str(contribution.card.get("topic"))

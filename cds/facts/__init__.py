@@ -4,6 +4,20 @@ from cds.facts import build_facts, FactSet
 fs = build_facts(resources, params=ruleset.parameters, as_of=date(2026, 11, 23))
 """
 
-from cds.facts.build import REQUIRED_PARAMS, FactSet, ParameterError, build_facts
+from cds.facts.build import (
+    REQUIRED_PARAMS,
+    FactSet,
+    ParameterError,
+    Params,
+    build_facts,
+    read_params,
+)
 
-__all__ = ["REQUIRED_PARAMS", "FactSet", "ParameterError", "build_facts"]
+__all__ = [
+    "REQUIRED_PARAMS",
+    "FactSet",
+    "ParameterError",
+    "Params",
+    "build_facts",
+    "read_params",
+]

@@ -10,7 +10,6 @@ compare with the exact value; cards round for display only (the ``against`` filt
 from __future__ import annotations
 
 import itertools
-import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -149,34 +148,6 @@ class Params:
     min_vertebrae: int = 2
 
 
-_PARAM_NAMES = (*REQUIRED_PARAMS, "min_evaluable_vertebrae")
-_ABSENTS = (object(),) * len(_PARAM_NAMES)  # the default of params.get: not present
-_PARAMS_CACHE_SIZE = 8
-#: id(mapping) -> (mapping, its values of _PARAM_NAMES, the Params read from them)
-_PARAMS_CACHE: dict[int, tuple[Mapping[str, Any], tuple[Any, ...], Params]] = {}
-
-
-def _cached_params(params: Mapping[str, Any]) -> Params:
-    """``read_params(params)``, read once per parameter mapping (an Evaluator passes the same
-    rule set's dict on every call).
-
-    A hit needs the very same mapping object holding the very same value objects (``is``)
-    under every name read_params looks at, so the result is what read_params would return;
-    a mapping changed in place, or another mapping, is read again. The entries keep the
-    mapping and values alive, so an ``id`` cannot be reused while cached; at most
-    _PARAMS_CACHE_SIZE mappings are kept. Errors are never cached (they are raised again).
-    """
-    values = tuple(map(params.get, _PARAM_NAMES, _ABSENTS))
-    hit = _PARAMS_CACHE.get(id(params))
-    if hit is not None and hit[0] is params and all(map(operator.is_, hit[1], values)):
-        return hit[2]
-    out = read_params(params)
-    if len(_PARAMS_CACHE) >= _PARAMS_CACHE_SIZE:
-        _PARAMS_CACHE.clear()
-    _PARAMS_CACHE[id(params)] = (params, values, out)
-    return out
-
-
 def read_params(params: Mapping[str, Any]) -> Params:
     """Read the parameters by name; ParameterError names every missing or bad one."""
     missing = [n for n in REQUIRED_PARAMS if n not in params]
@@ -260,7 +231,7 @@ def _iso(d: date | None) -> str | None:
 
 def build_facts(
     resources: Iterable[Any],
-    params: Mapping[str, Any],
+    params: Params | Mapping[str, Any],
     as_of: date,
     patient_id: str | None = None,
     draft_orders: Any = (),
@@ -269,8 +240,11 @@ def build_facts(
     validation: Validation = "fast",
 ) -> FactSet:
     """Map raw FHIR JSON to facts. Never raises on bad data (only on bad parameters or
-    profile files): unusable resources become issues and the rest is used."""
-    p = _cached_params(params)
+    profile files): unusable resources become issues and the rest is used.
+
+    `params`: the rule set's parameters, or `read_params` of them (an Evaluator reads them
+    once, at load)."""
+    p = params if isinstance(params, Params) else read_params(params)
     prof = profiles or load_profiles()
     data = Reader(prof, as_of, validation).read(resources, patient_id, draft_orders)
     return _Builder(data, p, as_of, prof).build()

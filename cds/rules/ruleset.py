@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ from cds.rules.facttypes import FactType, input_fact_types
 from cds.rules.model import DerivedFact, EvidenceRegistry, Parameter, Rule, RuleFile
 from cds.rules.source import Loc, Source, display_path, read_yaml
 from cds.rules.structure import validate_structure
-from cds.rules.templates import MARKDOWN_KEYS, Renderer, TemplateCache
+from cds.rules.templates import MARKDOWN_KEYS, TemplateCache
 from cds.rules.validate import (
     Context,
     build_derived,
@@ -25,8 +25,6 @@ from cds.settings import data_folders
 
 EVIDENCE_FILE = "evidence.yaml"
 ParamValue = bool | int | float | str
-#: Keys of a fact that are never template fields (see `RuleSet.template_fact`).
-INTERNAL_FACT_KEYS = ("t", "sid")
 
 
 def default_rules_dir() -> Path:
@@ -65,102 +63,23 @@ class RuleSet:
     compiled: dict[str, Any] = field(default_factory=dict)
     #: The order keys suggestions may name (None: not checked).
     order_keys: frozenset[str] | None = None
-    # Evaluation-time lookups, built on first use (filling them twice is harmless).
-    _index: tuple[int, int, dict[str, Rule]] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
-    _card_plans: dict[str, CardPlan] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
-    _fields: dict[str, tuple[str, ...]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    #: Rules by id (the first of a rejected duplicate id), made once: `rules` is not
+    #: changed after load.
+    _by_id: dict[str, Rule] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for rule in self.rules:
+            self._by_id.setdefault(rule.id, rule)
 
     @property
     def active_rules(self) -> list[Rule]:
         return [r for r in self.rules if r.status == "active"]
 
     def rule(self, rule_id: str) -> Rule:
-        index = self._index
-        if index is None or index[0] != id(self.rules) or index[1] != len(self.rules):
-            by_id: dict[str, Rule] = {}
-            for rule in self.rules:
-                by_id.setdefault(rule.id, rule)  # the first of a (rejected) duplicate id
-            index = (id(self.rules), len(self.rules), by_id)
-            self._index = index
         try:
-            return index[2][rule_id]
+            return self._by_id[rule_id]
         except KeyError:
             raise KeyError(rule_id) from None
-
-    def render(self, value: Any, fact: Mapping[str, Any], fact_type: str) -> Any:
-        """Render a template value of a rule with `fact` (all fields of its type, absent None)."""
-        return self.templates.render_value(
-            value, self.template_fact(fact, fact_type), self.parameters
-        )
-
-    def template_fact(self, fact: Mapping[str, Any], fact_type: str) -> dict[str, Any]:
-        """The `fact` template variable: every field of the type, absent ones None."""
-        names = self._fields.get(fact_type)
-        if names is None:
-            names = tuple(self.fact_types[fact_type].fields)
-            self._fields[fact_type] = names
-        out: dict[str, Any] = dict.fromkeys(names)
-        out.update(fact)
-        for internal in INTERNAL_FACT_KEYS:  # never template fields: as if never copied
-            if internal in fact:
-                if internal in names:
-                    out[internal] = None
-                else:
-                    del out[internal]
-        return out
-
-    def card_plan(self, rule_id: str) -> CardPlan:
-        """The rule's card, prepared once (raises ValueError for a rule without a card)."""
-        plan = self._card_plans.get(rule_id)
-        if plan is None:
-            rule = self.rule(rule_id)
-            card = rule.then.card
-            if card is None:
-                raise ValueError(f"rule '{rule_id}' has no card")
-            data = card.model_dump(by_alias=True, exclude_none=True)
-            plan = CardPlan(
-                rule_id=rule.id,
-                fact_type=rule.when.fact,
-                render=self.templates.plan(data),
-                links=tuple(link.model_dump() for link in card.links),
-            )
-            self._card_plans[rule_id] = plan
-        return plan
-
-    def render_card(self, rule_id: str, fact: Mapping[str, Any], fact_type: str) -> dict[str, Any]:
-        """The rule's card with every template rendered for `fact` (suggestions included),
-        by the Jinja templates from `template_fact`."""
-        plan = self.card_plan(rule_id)
-        result: dict[str, Any] = plan.render(self.template_fact(fact, fact_type), self.parameters)
-        return result
-
-    def card_links(self, rule_id: str) -> list[dict[str, Any]]:
-        """The rule's card links as plain dicts (a fresh list of fresh dicts per call)."""
-        return [dict(link) for link in self.card_plan(rule_id).links]
-
-
-@dataclass(frozen=True)
-class CardPlan:
-    """What a rule's card is, decided once per rule set.
-
-    ``render`` renders the card data (every template) from the template fact.
-    ``links`` are the card's links as
-    plain dicts, unrendered: shared, never to be changed (`RuleSet.card_links` copies).
-    ``extras`` holds what users of the plan derive from it once (e.g. cds.cards.build's
-    static parts of the rule's cards), keyed by the user: it lives as long as the plan.
-    """
-
-    rule_id: str
-    fact_type: str
-    render: Renderer
-    links: tuple[dict[str, Any], ...]
-    extras: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def _version(paths: list[Path]) -> str:

@@ -16,6 +16,7 @@ from cds.cards import (
     OVERRIDE_REASONS,
     CardBuildError,
     CardContext,
+    CardRenderer,
     build_cards,
     contract_problems,
     hl7_problems,
@@ -36,6 +37,7 @@ from tests.clinical.helpers import (
     lumbar,
     order,
     payload,
+    renderer,
     ruleset,
     structural,
     vertebrae,
@@ -98,7 +100,7 @@ def all_cards(hook: str = "patient-view", seed: str | None = "s") -> list[dict[s
     result = engine().evaluate(rich_facts())
     return build_cards(
         result.firings,
-        rs,
+        renderer(),
         CardContext(
             ruleset_version=rs.version, hook=hook, patient_id="p1", as_of=AS_OF, uuid_seed=seed
         ),
@@ -305,8 +307,8 @@ def test_deterministic_uuids_repeat_and_random_ones_do_not() -> None:
 def test_engine_and_reference_give_the_same_cards() -> None:
     rs = ruleset()
     context = CardContext(ruleset_version=rs.version, patient_id="p1", as_of=AS_OF, uuid_seed="x")
-    by_engine = build_cards(engine().evaluate(rich_facts()).firings, rs, context)
-    by_reference = build_cards(evaluate_ruleset(rs, rich_facts()).firings, rs, context)
+    by_engine = build_cards(engine().evaluate(rich_facts()).firings, renderer(), context)
+    by_reference = build_cards(evaluate_ruleset(rs, rich_facts()).firings, renderer(), context)
     assert by_engine == by_reference
 
 
@@ -352,12 +354,14 @@ def test_a_too_long_summary_is_a_build_error_naming_the_rule(tmp_path: Path) -> 
     facts = [lumbar(-2.6, scanner="x" * 130)]
     firings = Engine(rs).evaluate(facts).firings
     with pytest.raises(CardBuildError) as info:
-        build_cards(firings, rs, CardContext(ruleset_version=rs.version))
+        build_cards(firings, CardRenderer(rs), CardContext(ruleset_version=rs.version))
     assert info.value.rule_id == "test.long-summary"
     assert "test.long-summary" in str(info.value)
     short = [lumbar(-2.6, scanner="Hologic")]
     (card,) = build_cards(
-        Engine(rs).evaluate(short).firings, rs, CardContext(ruleset_version=rs.version)
+        Engine(rs).evaluate(short).firings,
+        CardRenderer(rs),
+        CardContext(ruleset_version=rs.version),
     )
     assert card["summary"] == "Osteoporosis at Hologic"
 

@@ -15,7 +15,7 @@ from markdown_it import MarkdownIt
 
 from cds.pipeline import EvaluationInput
 from cds.rules.templates import MARKDOWN_KEYS, markdown_text
-from tests.clinical.helpers import AS_OF, ruleset
+from tests.clinical.helpers import AS_OF, renderer, ruleset
 from tests.clinical.test_fhir_boundaries import evaluator, obs, patient
 
 HOSTILE = (
@@ -99,11 +99,12 @@ def test_every_detail_escapes_hostile_text(rule_id: str) -> None:
     """Every card detail, rendered with hostile text in each free-text string field,
     shows it literally: no link, no image (the one renderer is Jinja's, MD_ENV)."""
     rs = ruleset()
-    plan = rs.card_plan(rule_id)
+    cards = renderer()
+    plan = cards.plan(rule_id)
     fields = rs.fact_types[plan.fact_type].fields
     fact = {n: HOSTILE for n, spec in fields.items() if spec.kind == "string" and not spec.enum}
     try:
-        card = plan.render(rs.template_fact(fact, plan.fact_type), rs.parameters)
+        card = plan.render(cards.template_fact(fact, plan.fact_type), rs.parameters)
     except Exception:  # a template that needs another type for some string field
         pytest.skip("the hostile fact does not render for this card")
     for key in MARKDOWN_KEYS:

@@ -19,7 +19,7 @@ from cds.facts.schema import (
     StructuralFindingFact,
     VertebraAnalysis,
 )
-from tests.clinical.helpers import AS_OF, engine, ruleset
+from tests.clinical.helpers import AS_OF, engine, renderer, ruleset
 
 DATES = st.sampled_from(["2020-02-29", "2024-01-31", "2025-12-31", "2026-01-15"])
 TEXT = st.text(
@@ -76,5 +76,5 @@ def test_any_schema_facts_give_contract_cards(assessment: Assessment, extra: lis
     rs = ruleset()
     result = engine().evaluate([assessment, *extra])
     context = CardContext(ruleset_version=rs.version, patient_id="p1", as_of=AS_OF, uuid_seed="r")
-    for card in build_cards(result.firings, rs, context):
+    for card in build_cards(result.firings, renderer(), context):
         assert contract_problems(card) == [], card["summary"]

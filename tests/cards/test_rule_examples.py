@@ -11,7 +11,7 @@ import pytest
 from cds.authoring.examples import example_fact
 from cds.cards import CardContext, build_cards, contract_problems
 from cds.rules.reference import evaluate_ruleset
-from tests.clinical.helpers import AS_OF, ruleset
+from tests.clinical.helpers import AS_OF, renderer, ruleset
 
 EXAMPLES = [
     (rule.id, index)
@@ -30,7 +30,7 @@ def test_every_firing_example_builds_a_contract_card(rule_id: str, index: int) -
     firings = [f for f in evaluate_ruleset(rs, [fact]).firings if f.rule_id == rule_id]
     assert firings, "the example should fire"
     context = CardContext(ruleset_version=rs.version, patient_id="p1", as_of=AS_OF, uuid_seed="e")
-    (card,) = build_cards(firings, rs, context)
+    (card,) = build_cards(firings, renderer(), context)
     problems = contract_problems(card)
     assert problems == [], problems
     data: dict[str, Any] = card["extension"]["org.osteohooks"]

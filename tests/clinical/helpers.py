@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from cds.cards import CardContext, build_cards
+from cds.cards import CardContext, CardRenderer, build_cards
 from cds.engine import Engine
 from cds.facts.schema import (
     Assessment,
@@ -48,6 +48,11 @@ def param(name: str, offset: str = "0") -> Any:
     if isinstance(value, int) and exact == exact.to_integral_value():
         return int(exact)
     return float(exact)
+
+
+@cache
+def renderer() -> CardRenderer:
+    return CardRenderer(ruleset())
 
 
 @cache
@@ -142,7 +147,7 @@ def cards(
     result = engine().evaluate(list(facts))
     built = build_cards(
         result.firings,
-        rs,
+        renderer(),
         CardContext(
             ruleset_version=rs.version, hook=hook, patient_id="p1", as_of=AS_OF, uuid_seed=seed
         ),
