@@ -174,7 +174,7 @@ class Evaluator:
         try:
             self._params = read_params(ruleset.parameters)
         except ParameterError as exc:
-            self._params = exc
+            self._params = exc.with_traceback(None)  # no frame (and self) kept alive
         self._profiles = profiles or _default_profiles()
         try:
             self._engine = Engine(ruleset)
