@@ -45,8 +45,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check cds tests benchmarks tools
 	$(BIN)/lint-imports --no-cache
 
+# mypy strict on cds/ and on tests/ (the files of [tool.mypy] in pyproject.toml)
 typecheck: $(STAMP)
-	$(BIN)/mypy cds
+	$(BIN)/mypy
 
 # The coverage floor (percent of cds/ lines run by the tests; subprocess tests not counted).
 COVERAGE_FLOOR ?= 90

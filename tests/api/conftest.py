@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 with warnings.catch_warnings():  # starlette deprecates its httpx-based TestClient
     warnings.simplefilter("ignore")
-    from fastapi.testclient import TestClient
+    from fastapi.testclient import TestClient as TestClient
 
 from cds.api import create_app
 from cds.api.auth import JwtVerifier, load_trusted_issuers

@@ -421,10 +421,10 @@ def test_replay_cache_is_bounded() -> None:
 
     cache = _ReplayCache(max_entries=10)
     for i in range(100):
-        cache.add(("iss", str(i)), 1000.0 + i, now=0.0)
+        cache.add(f"iss|{i}", 1000.0 + i, now=0.0)
     assert len(cache) <= 10
-    assert cache.seen(("iss", "99"), now=0.0)
-    cache.add(("iss", "late"), 5000.0, now=4000.0)  # expired entries are dropped
+    assert cache.seen("iss|99", now=0.0)
+    cache.add("iss|late", 5000.0, now=4000.0)  # expired entries are dropped
     assert len(cache) == 1
 
 

@@ -45,7 +45,8 @@ def run(coro: Any) -> Any:
 
 def _call(client: TestClient, signed: str, **headers: str) -> int:
     auth = {"Authorization": f"Bearer {signed}", **headers}
-    return client.post(PV, json=patient_view_request(), headers=auth).status_code
+    status: int = client.post(PV, json=patient_view_request(), headers=auth).status_code
+    return status
 
 
 # --------------------------------------------------------------------------- number claims
@@ -58,7 +59,8 @@ NON_FINITE = [float("nan"), float("inf"), float("-inf")]
 def test_non_finite_time_claims_are_refused_every_time(
     jwt_client: TestClient, keys: Keys, claim: str, value: float
 ) -> None:
-    signed = token(keys, PV_AUD, **{claim: value})  # PyJWT writes NaN / Infinity literally
+    claims: dict[str, Any] = {claim: value}
+    signed = token(keys, PV_AUD, **claims)  # PyJWT writes NaN / Infinity literally
     assert _call(jwt_client, signed) == 401
     assert _call(jwt_client, signed) == 401
 

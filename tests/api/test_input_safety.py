@@ -62,7 +62,7 @@ def outcome(response: Any, status: int) -> dict[str, Any]:
     return body
 
 
-SURROGATE_FIELDS: list[tuple[str, ...]] = [
+SURROGATE_FIELDS: list[tuple[str | int, ...]] = [
     ("context", "userId"),
     ("hookInstance",),
     ("prefetch", "patient", "gender"),

@@ -39,7 +39,7 @@ def fetching_request(fhir_server: str, *keep: str) -> dict[str, Any]:
 
 
 def types_of(resources: list[dict[str, Any]]) -> list[str]:
-    out = []
+    out: list[str] = []
     for r in resources:
         if r["resourceType"] == "Bundle":
             out.extend(e["resource"]["resourceType"] for e in r.get("entry", []))

@@ -64,7 +64,7 @@ def test_a_replaced_evaluator_is_closed_only_after_the_grace_period(
 
     clock = [1000.0]
     monkeypatch.setattr(ruleset, "load_evaluator", fake_load)
-    monkeypatch.setattr(ruleset.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr("cds.api.ruleset.time.monotonic", lambda: clock[0])
     first = _Counted()
     holder = RuleSetHolder(first, tmp_path)
     assert holder.reload()

@@ -59,16 +59,18 @@ def _holds(test: dict[str, Any], value: Any) -> bool:
     if op == "ne":
         return bool(value != want)
     if op == "in":
-        return value in want
+        return bool(value in want)
     if op in ("gt", "ge", "lt", "le"):
         if isinstance(value, bool) or not isinstance(value, int | float):
             return False
-        return {
-            "gt": value > want,
-            "ge": value >= want,
-            "lt": value < want,
-            "le": value <= want,
-        }[op]
+        return bool(
+            {
+                "gt": value > want,
+                "ge": value >= want,
+                "lt": value < want,
+                "le": value <= want,
+            }[op]
+        )
     if op in ("contains", "lacks"):
         if isinstance(value, list):
             found = want in value

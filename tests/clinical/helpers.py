@@ -106,7 +106,7 @@ def vertebrae(diff: float, evaluable: int = 4, **fields: Any) -> VertebraAnalysi
 def structural(finding: str, n: int = 1) -> StructuralFindingFact:
     return StructuralFindingFact(
         id=f"structural_finding:{n}",
-        finding=finding,  # type: ignore[arg-type]
+        finding=finding,
         resource=f"Condition/c{n}",
         display=finding.replace("-", " "),
     )

@@ -169,7 +169,7 @@ def test_holiday_review_beside_recorded_hypophosphatasia_carries_the_warning() -
     """Found by the 10,000-patient run in CI (CS-9.2 beside CS-3.6/9.3): a girl of 15 with
     hypophosphatasia on record and 15 years of alendronate, now stopped, was told to
     'consider a drug holiday' with no word of the contraindication."""
-    resources = [
+    resources: list[dict[str, Any]] = [
         {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "2011-03-14"},
         {
             "resourceType": "Condition",

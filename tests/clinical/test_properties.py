@@ -24,7 +24,7 @@ scores = st.integers(min_value=-50, max_value=20).map(lambda i: i / 10)
 
 def patient(t: dict[str, float | None], **fields: Any) -> Assessment:
     """An assessment whose derived T-score fields follow from the per-site T-scores."""
-    present = {site: value for site, value in t.items() if value is not None}
+    present: dict[str, float] = {site: value for site, value in t.items() if value is not None}
     derived: dict[str, Any] = {}
     if present:
         site = min(present, key=lambda s: (present[s], SITES.index(s)))
@@ -33,8 +33,9 @@ def patient(t: dict[str, float | None], **fields: Any) -> Assessment:
     if hips:
         hip_site = min(hips, key=lambda s: (hips[s], SITES.index(s)))
         derived.update(lowest_hip_t=hips[hip_site], lowest_hip_site=hip_site)
-        if t.get("lumbar-spine") is not None:
-            derived["spine_hip_gap"] = round(t["lumbar-spine"] - hips[hip_site], 1)
+        lumbar = t.get("lumbar-spine")
+        if lumbar is not None:
+            derived["spine_hip_gap"] = round(lumbar - hips[hip_site], 1)
     return assess(
         lumbar_t=t.get("lumbar-spine"),
         lumbar_t_date="2026-01-15" if t.get("lumbar-spine") is not None else None,

@@ -35,7 +35,8 @@ class RandomChooser:
         self.rng = rng
 
     def pick(self, options: Sequence[T]) -> T:
-        return options[self.rng.randrange(len(options))]
+        choice: T = options[self.rng.randrange(len(options))]
+        return choice
 
     def integer(self, low: int, high: int) -> int:
         return int(self.rng.randint(low, high))

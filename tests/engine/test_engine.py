@@ -83,7 +83,7 @@ def test_session_deleted_so_the_same_facts_fire_again(
     facts = [assessment(lowest_t=-2.7), assessment("assessment:2", sex="male", age=40)]
     first = engine.evaluate(facts)
     sid = uuid.UUID("00000000-0000-4000-8000-000000000001")
-    monkeypatch.setattr(engine_module.uuid, "uuid4", lambda: sid)
+    monkeypatch.setattr("cds.engine.uuid.uuid4", lambda: sid)
     assert engine.evaluate(facts) == first
     assert engine.evaluate(facts) == first  # same session id again: it was deleted
     host = engine._host

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.facts.helpers import ignored, one, run
@@ -19,7 +21,7 @@ from tests.fhir_factory import ATC, RXNORM, med_admin, med_request, med_statemen
         {"name": "FOSAMAX 70mg"},
     ],
 )
-def test_cs_1_8_alendronate_by_rxnorm_atc_or_name(kw: dict[str, str]) -> None:
+def test_cs_1_8_alendronate_by_rxnorm_atc_or_name(kw: dict[str, Any]) -> None:
     a = one(med_statement(**kw))
     assert a.bone_therapy_ever
     assert a.antiresorptive_current
@@ -46,7 +48,7 @@ def test_cs_1_8_name_in_a_coding_display() -> None:
         ({"name": "Tymlos pen"}, "anabolic_started_months_ago"),
     ],
 )
-def test_cs_1_8_classes(kw: dict[str, str], field: str) -> None:
+def test_cs_1_8_classes(kw: dict[str, Any], field: str) -> None:
     a = one(med_statement(**kw))
     assert getattr(a, field) not in (None, False)
 

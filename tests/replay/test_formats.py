@@ -119,7 +119,9 @@ def test_junit_is_parsed_back_with_failures_errors_and_output(tmp_path: Path) ->
     assert suite.get("tests") == "4"
     assert suite.get("failures") == "1"
     assert suite.get("errors") == "2"
-    assert suite.find("properties/property").attrib == {"name": "as-of", "value": "2026-11-23"}
+    prop = suite.find("properties/property")
+    assert prop is not None
+    assert prop.attrib == {"name": "as-of", "value": "2026-11-23"}
     cases = suite.findall("testcase")
     assert [c.get("name") for c in cases] == [r.name for r in (OK, DATA, BAD, CRASHED)]
     assert cases[0].get("classname") == "replay"

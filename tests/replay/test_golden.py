@@ -177,7 +177,7 @@ def test_ruleset_version_is_left_out_of_goldens_and_ignored_in_comparison() -> N
     """A rule edit changes the hash on every card; goldens must show only real changes."""
     from cds.replay.golden import normalise
 
-    card = {
+    card: dict[str, Any] = {
         "uuid": "u1",
         "summary": "s",
         "indicator": "info",

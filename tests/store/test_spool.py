@@ -68,7 +68,7 @@ def _child(code: str, *args: str) -> subprocess.CompletedProcess[str]:
 # ------------------------------------------------------------------ DiskSpool
 
 
-text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+text = st.text(st.characters(exclude_categories=["Cs"]), max_size=20)
 
 
 @given(

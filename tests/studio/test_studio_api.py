@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import warnings
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -25,8 +26,8 @@ def client(studio: Studio) -> TestClient:
     return TestClient(create_app(studio), client=LOCAL)
 
 
-def _tbs(cards: list[dict[str, object]]) -> dict[str, object]:
-    [card] = [c for c in cards if c["source"]["topic"]["code"] == "tbs"]  # type: ignore[index]
+def _tbs(cards: list[dict[str, Any]]) -> dict[str, Any]:
+    [card] = [c for c in cards if c["source"]["topic"]["code"] == "tbs"]
     return card
 
 
