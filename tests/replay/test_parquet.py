@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -55,22 +54,11 @@ def column_types(path: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, Any]], Path]:
-    """The stories plus the replay fixture cases (a split Bundle, an NDJSON file, requests,
-    a data error, unreadable inputs), as NDJSON and as Parquet."""
-    root = tmp_path_factory.mktemp("parquet")
-    cases = root / "cases"
-    shutil.copytree(FIXTURES / "stories", cases / "stories")
-    shutil.copytree(FIXTURES / "replay" / "cases", cases / "replay")
-    (cases / "broken.json").write_text("{not json", encoding="utf-8")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        ndjson = replay("cases", "--format", "ndjson")
-        parquet = replay("cases", "--format", "parquet", "--out", "results")
-    assert ndjson.exit_code == parquet.exit_code == 1  # the broken input
-    assert parquet.stdout == ""
-    records = [json.loads(line) for line in ndjson.stdout.splitlines()]
-    return records, root / "results"
+def run(replay_results: tuple[Path, Path]) -> tuple[list[dict[str, Any]], Path]:
+    """The NDJSON records and the Parquet folder of one run (conftest `replay_results`)."""
+    ndjson, folder = replay_results
+    records = [json.loads(line) for line in ndjson.read_text(encoding="utf-8").splitlines()]
+    return records, folder
 
 
 def _same(parquet_value: Any, json_value: Any) -> bool:
