@@ -63,6 +63,22 @@ class InputRecord:
     issues: list[tuple[str, str]]  # (severity, code)
 
 
+#: The payload fields `Tally.add` reads (a Parquet folder is read for these columns only).
+TALLIED_FIELDS = (
+    "rule",
+    "rules",
+    "rulesetVersion",
+    "category",
+    "site",
+    "findings",
+    "comparable",
+    "direction",
+    "significant",
+    "dueFrom",
+    "basis",
+)
+
+
 @dataclass
 class Tally:
     """Counters over a run's inputs (flat memory)."""
@@ -182,14 +198,16 @@ def read_ndjson(path: Path) -> Iterator[InputRecord]:
             )
 
 
-def _rows(path: Path) -> Iterator[dict[str, Any]]:
+def _rows(path: Path, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     try:
         file = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several kinds for a file that is not Parquet
         raise ReportError(f"{path}: not a Parquet file ({exc})") from None
-    for batch in file.iter_batches(batch_size=4096):
+    if columns is not None:
+        columns = [c for c in columns if c in file.schema_arrow.names]
+    for batch in file.iter_batches(batch_size=4096, columns=columns):
         yield from batch.to_pylist()
 
 
@@ -210,8 +228,8 @@ def read_parquet(folder: Path) -> Iterator[InputRecord]:
                 "DIR` wrote (or an NDJSON results file)"
             )
     own = {f.name for f in CARD_COLUMNS}
-    cards = _rows(folder / CARDS_FILE)
-    errors = _rows(folder / DATA_ERRORS_FILE)
+    cards = _rows(folder / CARDS_FILE, ["input", "topic", "indicator", *TALLIED_FIELDS])
+    errors = _rows(folder / DATA_ERRORS_FILE, ["input", "severity", "code"])
     card = next(cards, None)
     error = next(errors, None)
     for row in _rows(folder / INPUTS_FILE):
