@@ -195,3 +195,19 @@ def test_cli_says_what_is_wrong_with_results(tmp_path: Path) -> None:
     (tmp_path / "other.ndjson").write_text('{"resourceType": "Patient"}\n', encoding="utf-8")
     with pytest.raises(ReportError, match="expected a replay result line"):
         list(read_results(tmp_path / "other.ndjson"))
+
+
+def test_rescan_windows_are_bucketed_by_month_quarter_or_year() -> None:
+    from cds.replay.population import _periods
+
+    months, of = _periods(["2027-03", "2027-01"])
+    assert months == ["2027-01", "2027-02", "2027-03"]  # gaps filled
+    assert of("2027-02") == "2027-02"
+    quarters, of = _periods(["2027-01", "2030-12"])  # 48 months
+    assert quarters[:2] == ["2027-Q1", "2027-Q2"]
+    assert len(quarters) == 16
+    assert of("2027-05") == "2027-Q2"
+    years, of = _periods(["2027-01", "2040-06"])
+    assert years == [str(y) for y in range(2027, 2041)]
+    assert of("2031-07") == "2031"
+    assert _periods([])[0] == []
