@@ -235,3 +235,21 @@ def test_parquet_needs_a_folder(tmp_path: Path) -> None:
     result = replay(story, "--format", "parquet", "--out", str(tmp_path / "new" / "dir"))
     assert result.exit_code == 0, result.output
     assert len(rows(tmp_path / "new" / "dir" / CARDS_FILE)) >= 1
+
+
+def test_the_guides_duckdb_queries_run_on_the_results(
+    run: tuple[list[dict[str, Any]], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/qa-replay.md's SQL, pasted as is, against a results folder named `results`."""
+    import re
+
+    _, folder = run
+    assert folder.name == "results"
+    guide = (Path(__file__).parents[2] / "docs" / "qa-replay.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```sql\n(.*?)```", guide, re.S)
+    statements = [s for block in blocks for s in block.split(";") if s.strip()]
+    assert len(statements) >= 3
+    monkeypatch.chdir(folder.parent)
+    answers = [duckdb.sql(statement).fetchall() for statement in statements]
+    assert answers[0], "patients by category and site"
+    assert answers[1], "rescans per month"
