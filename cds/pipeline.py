@@ -87,6 +87,8 @@ class EvaluationResult:
     firings: list[Firing] = field(default_factory=list)
     emitted: list[dict[str, Any]] = field(default_factory=list)
     ruleset_version: str = ""
+    #: The Patient the cards are about (the requested one, else the one evaluated).
+    patient_id: str | None = None
 
 
 def _draft_resources(draft_orders: Any) -> list[Any]:
@@ -252,10 +254,11 @@ class Evaluator:
                 f"rule engine failed: {type(exc).__name__}: {exc}", stage="engine"
             ) from exc
         deterministic = inp.deterministic or self.deterministic_uuids
+        patient_id = _patient_id(factset, inp.patient_id)
         context = CardContext(
             ruleset_version=self._ruleset.version,
             hook=inp.hook,
-            patient_id=_patient_id(factset, inp.patient_id),
+            patient_id=patient_id,
             as_of=inp.as_of,
             uuid_seed=inp.uuid_seed or (_digest(inp) if deterministic else None),
         )
@@ -278,4 +281,5 @@ class Evaluator:
             firings=list(result.firings),
             emitted=list(result.emitted),
             ruleset_version=self._ruleset.version,
+            patient_id=patient_id,
         )

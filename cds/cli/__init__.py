@@ -11,6 +11,7 @@ from cds.cli import (
     feedback_cmd,
     impact_cmd,
     replay_cmd,
+    report_cmd,
     rules_cmd,
     serve_cmd,
     studio_cmd,
@@ -48,6 +49,7 @@ app.add_typer(contract_cmd.app, name="contract")
 app.add_typer(feedback_cmd.app, name="feedback")
 replay_cmd.register(app)
 impact_cmd.register(app)
+report_cmd.register(app)
 serve_cmd.register(app)
 studio_cmd.register(app)
 

@@ -36,6 +36,7 @@ class ReplayFormat(StrEnum):
     text = "text"
     ndjson = "ndjson"
     junit = "junit"
+    parquet = "parquet"
 
 
 class ExplainFormat(StrEnum):
@@ -156,7 +157,11 @@ def replay(
         ),
     ] = 3,
     out: Annotated[
-        Path | None, typer.Option(help="Write the report to this file instead of stdout.")
+        Path | None,
+        typer.Option(
+            help="Write the report to this file instead of stdout (--format parquet: the "
+            "folder of cards.parquet, data_errors.parquet and inputs.parquet)."
+        ),
     ] = None,
     progress: Annotated[
         bool | None,
@@ -173,6 +178,18 @@ def replay(
 
     if update_expect and expect is None:
         raise typer.BadParameter("--update-expect needs --expect DIR", param_hint="--update-expect")
+    parquet = format is ReplayFormat.parquet
+    if parquet and out is None:
+        raise typer.BadParameter(
+            "--format parquet writes a folder of Parquet files: give --out DIR "
+            "(e.g. --out results/)",
+            param_hint="--out",
+        )
+    if parquet and out is not None and out.exists() and not out.is_dir():
+        raise typer.BadParameter(
+            f"{out} is a file; --format parquet writes a folder: give a folder path",
+            param_hint="--out",
+        )
     day = parse_as_of(as_of)
     rules_dir = rules or default_rules_dir()
     evaluator = _load_evaluator(rules_dir)
@@ -190,6 +207,7 @@ def replay(
         max_tries=max_tries,
         progress=interactive,
         summary_in_report=out is not None or not interactive,
+        out_dir=out if parquet else None,
         properties={
             "as-of": day.isoformat(),
             "rules": str(rules_dir),
@@ -200,7 +218,14 @@ def replay(
     # soft_wrap: report lines printed above the bar keep their length (no re-wrapping)
     console = Console(stderr=True, soft_wrap=True) if interactive else None
     stream: IO[str] | _Stdout
-    if out is not None:
+    if out is not None and parquet:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            typer.echo(f"error: cannot create the folder {out}: {exc.strerror}", err=True)
+            raise typer.Exit(EXIT_USAGE) from None
+        stream = _Stdout()  # nothing is written to it: the Parquet files are the report
+    elif out is not None:
         try:
             stream = open(out, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
         except OSError as exc:

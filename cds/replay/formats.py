@@ -1,4 +1,5 @@
-"""Report formats: NDJSON (one object per input), text (for people), JUnit XML (for CI).
+"""Report formats: NDJSON (one object per input), text (for people), JUnit XML (for CI);
+Parquet (for analysts) is `cds.replay.parquet`.
 
 Every writer streams: one input at a time, nothing kept but counters (JUnit needs the
 totals in its first element, so test cases go to a temporary file first).
@@ -17,7 +18,7 @@ from cds.replay.summary import Summary
 from cds.replay.worker import InputResult
 from cds.replay.worker import card_topic as _topic
 
-FORMATS = ("text", "ndjson", "junit")
+FORMATS = ("text", "ndjson", "junit", "parquet")  # parquet: cds.replay.parquet
 
 
 class Sink(Protocol):

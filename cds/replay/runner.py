@@ -48,6 +48,8 @@ class ReplayOptions:
     progress: bool = False
     summary_in_report: bool = True
     properties: dict[str, str] = field(default_factory=dict)
+    #: The results folder of `--format parquet` (the other formats write to a stream).
+    out_dir: Path | None = None
 
 
 def _writer(options: ReplayOptions, stream: Sink) -> Writer:
@@ -55,6 +57,12 @@ def _writer(options: ReplayOptions, stream: Sink) -> Writer:
         return NdjsonWriter(stream)
     if options.format == "junit":
         return JunitWriter(stream, options.properties)
+    if options.format == "parquet":
+        from cds.replay.parquet import ParquetWriter  # pyarrow: imported only when asked for
+
+        if options.out_dir is None:
+            raise ValueError("--format parquet writes a folder: give --out DIR")
+        return ParquetWriter(options.out_dir)
     return TextWriter(stream, closing_summary=options.summary_in_report)
 
 

@@ -51,6 +51,10 @@ class InputResult:
     topics: tuple[str, ...]
     data_errors: int
     seconds: float = 0.0
+    #: The hook evaluated and the Patient the cards are about ("" / None when the input
+    #: could not be read that far): the Parquet results carry them, NDJSON does not.
+    hook: str = ""
+    patient_id: str | None = None
 
     @classmethod
     def of(
@@ -61,6 +65,9 @@ class InputResult:
         outcome: dict[str, Any] | None,
         status: Status,
         seconds: float = 0.0,
+        *,
+        hook: str = "",
+        patient_id: str | None = None,
     ) -> InputResult:
         return cls(
             name,
@@ -71,6 +78,8 @@ class InputResult:
             tuple(card_topic(card) for card in cards),
             error_count(outcome) if status == "ok" else 0,
             seconds,
+            hook,
+            patient_id,
         )
 
     @property
@@ -169,6 +178,8 @@ def evaluate_job(job: Job) -> InputResult:
             operation_outcome(f"{job.name}: evaluation failed: {exc}", code="processing"),
             "failed",
             time.perf_counter() - started,
+            hook=job.hook,
+            patient_id=job.patient_id,
         )
     except Exception as exc:  # a bug must not end a 100,000-input run: report and go on
         return internal_error(job.name, job.key, exc)
@@ -177,7 +188,14 @@ def evaluate_job(job: Job) -> InputResult:
     # evaluated at all: that is an input that cannot be read, not "nothing to say".
     status: Status = "unreadable" if _fatal(result.outcome) else "ok"
     return InputResult.of(
-        job.name, job.key, cards, result.outcome, status, time.perf_counter() - started
+        job.name,
+        job.key,
+        cards,
+        result.outcome,
+        status,
+        time.perf_counter() - started,
+        hook=job.hook,
+        patient_id=result.patient_id,
     )
 
 

@@ -32,3 +32,35 @@ def shared_evaluator(bundled_evaluator: Any, monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(replay_cmd, "_load_evaluator", load)
     return bundled_evaluator
+
+
+@pytest.fixture(scope="session")
+def replay_results(
+    bundled_evaluator: Any, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """One replay run of the stories plus the replay fixture cases (a split Bundle, NDJSON
+    lines, requests of every hook, a data error) and an unreadable file, written as NDJSON
+    (`results.ndjson`) and as Parquet (`results/`): (ndjson file, parquet folder)."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from cds.cli import app, replay_cmd
+
+    fixtures = Path(__file__).parent.parent / "fixtures"
+    root = tmp_path_factory.mktemp("replay-results")
+    cases = root / "cases"
+    shutil.copytree(fixtures / "stories", cases / "stories")
+    shutil.copytree(fixtures / "replay" / "cases", cases / "replay")
+    (cases / "broken.json").write_text("{not json", encoding="utf-8")
+    common = ["--as-of", "2026-11-23", "--workers", "0"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setattr(replay_cmd, "_load_evaluator", lambda rules_dir: bundled_evaluator)
+        for args in (
+            ["--format", "ndjson", "--out", "results.ndjson"],
+            ["--format", "parquet", "--out", "results"],
+        ):
+            result = CliRunner().invoke(app, ["replay", "cases", *args, *common])
+            assert result.exit_code == 1, result.output  # the broken input, only
+    return root / "results.ndjson", root / "results"
