@@ -70,7 +70,7 @@ def _same(parquet_value: Any, json_value: Any) -> bool:
     if isinstance(json_value, str):
         if isinstance(parquet_value, dt.date):
             return parquet_value.isoformat() == json_value
-        return bool(parquet_value == json_value)
+        return isinstance(parquet_value, str) and parquet_value == json_value
     if isinstance(json_value, list):
         return isinstance(parquet_value, list) and all(
             _same(p, j) for p, j in zip(parquet_value, json_value, strict=True)
