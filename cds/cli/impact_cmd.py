@@ -30,6 +30,7 @@ from cds.cli.replay_cmd import (
 class ImpactFormat(StrEnum):
     text = "text"
     json = "json"
+    html = "html"
 
 
 def impact(
@@ -65,9 +66,10 @@ def impact(
         str | None,
         typer.Option("--as-of", help="'Today' as an ISO date, for reproducible results."),
     ] = None,
-    format: Annotated[ImpactFormat, typer.Option("--format", help="Report format.")] = (
-        ImpactFormat.text
-    ),
+    format: Annotated[
+        ImpactFormat,
+        typer.Option("--format", help="Report format (html: a self-contained page, use --out)."),
+    ] = (ImpactFormat.text),
     examples: Annotated[
         int, typer.Option(min=0, help="Example patients shown per group of changes.")
     ] = 3,
@@ -86,6 +88,7 @@ def impact(
     from cds.replay.impact import (
         ImpactError,
         ImpactOptions,
+        render_html,
         render_text,
         rules_at_revision,
         run_impact,
@@ -135,6 +138,8 @@ def impact(
         import json
 
         text = json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n"
+    elif format is ImpactFormat.html:
+        text = render_html(result)
     else:
         text = render_text(result)
     if out is not None:

@@ -372,6 +372,54 @@ def render_text(impact: Impact) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_html(impact: Impact) -> str:
+    """The report as a self-contained page (`cds.replay.report.Page`): the totals, charts of
+    the changed answers by topic, by rule and by kind, and a table of every group with its
+    examples."""
+    from cds.replay.report import BarChart, Page, Table
+
+    share = f" ({100 * impact.changed / impact.inputs:.1f}%)" if impact.inputs else ""
+    page = Page(
+        "Impact of a rule change",
+        subtitle=f"{impact.new} against {impact.base}, as of {impact.as_of.isoformat()}",
+        footer="cds impact: answers compared as golden results are (uuids, card order and "
+        "rulesetVersion ignored); a patient counts once per group.",
+    )
+    page.add_fact("inputs", impact.inputs)
+    page.add_fact("changed answers", f"{impact.changed}{share}")
+    page.add_fact("unchanged", impact.unchanged)
+    if impact.base_failed or impact.new_failed:
+        page.add_fact("not evaluated (base / new)", f"{impact.base_failed} / {impact.new_failed}")
+    for title, counter in (
+        ("Changed answers by topic", impact.by_topic),
+        ("Changed answers by rule", impact.by_rule),
+        ("Changed answers by kind of change", impact.by_kind),
+    ):
+        ordered = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+        page.add_section(
+            title,
+            BarChart([k for k, _ in ordered], {"patients": [v for _, v in ordered]}, annotate=True),
+            note="patients whose answer changed this way" if ordered else "no answer changes",
+        )
+    rows = [
+        [
+            group.topic,
+            group.rule,
+            f"{group.kind} {group.field}" if group.field else group.kind,
+            str(group.patients),
+            " • ".join(f"{e.input}: {_change_text(e.before, e.after)}" for e in group.examples),
+        ]
+        for group in impact.sorted_groups()
+    ]
+    page.add_section(
+        "Every group of changes",
+        Table(["topic", "rule", "change", "patients", "examples"], rows, numeric=(3,)),
+        note="most patients first; examples show the value before and after, or the words "
+        "that changed",
+    )
+    return page.render()
+
+
 def _counts(counter: Counter[str]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
 

@@ -9,7 +9,9 @@ osteoporosis cut-off up to just below the normal one).
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import shutil
 import subprocess
 from decimal import Decimal
@@ -360,3 +362,26 @@ def test_base_rules_and_base_rev_together_are_a_usage_error() -> None:
     )
     assert result.exit_code == 2
     assert "not both" in result.output
+
+
+@pytest.mark.usefixtures("shared_evaluator")
+def test_the_html_report_is_a_self_contained_page_of_the_same_groups(tmp_path: Path) -> None:
+    rules, _value = _edited_rules(tmp_path)
+    common = ["--rules", str(rules), "--base-rules", str(REPO / "rules"), "--as-of", AS_OF]
+    out = tmp_path / "impact.html"
+    html_run = CliRunner().invoke(
+        app,
+        ["impact", str(STORIES), *common, "--workers", "0", "--format", "html", "--out", str(out)],
+    )
+    assert html_run.exit_code == 0, html_run.output
+    page = out.read_text(encoding="utf-8")
+    json_run = CliRunner().invoke(
+        app, ["impact", str(STORIES), *common, "--workers", "0", "--format", "json"]
+    )
+    report = json.loads(json_run.output)
+    assert "Impact of a rule change" in page
+    assert page.count("<svg") >= 3  # by topic, by rule, by kind
+    assert not re.search(r"""(src|href)=["']https?://""", page)
+    for group in report["groups"]:
+        assert html.escape(group["rule"]) in page
+    assert f"{report['changed']} (" in page
