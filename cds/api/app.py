@@ -62,6 +62,7 @@ from cds.api.models import (
 from cds.api.ruleset import EvaluatorLike, RuleSetHolder, load_evaluator
 from cds.cards.invariants import empty_elements
 from cds.contracts.cards import EXTENSION_KEY
+from cds.contracts.hooks import HookCall, RequestError, request_call
 from cds.fhir.profiles import load_profiles
 from cds.jsontext import dumps, loads, lone_surrogate
 from cds.settings import Settings
@@ -617,13 +618,7 @@ async def _answer(
     if data.fetched:
         metrics.FALLBACK_FETCHES.inc(len(data.fetched))
     _check_patient(data.resources, context.patientId)
-    draft_orders: list[dict[str, Any]] = []
-    selections: list[str] = []
-    if isinstance(context, OrderSignContext):
-        draft_orders = context.draftOrders.resources()
-    if isinstance(context, OrderSelectContext):
-        selections = list(context.selections)
-    assert isinstance(context, PatientViewContext | OrderSignContext)
+    call = _call_of(request, data.resources)
 
     evaluator = state.holder.evaluator
     version: str | None = None
@@ -631,16 +626,7 @@ async def _answer(
     as_of = state.settings.as_of or state.today()
 
     def evaluate() -> tuple[Any, list[dict[str, Any]], str]:
-        result = evaluator.evaluate(
-            _evaluation_input(
-                hook=hook,
-                resources=data.resources,
-                as_of=as_of,
-                patient_id=context.patientId,
-                draft_orders=draft_orders,
-                selections=selections,
-            )
-        )
+        result = evaluator.evaluate(call.to_input(as_of))
         cards: list[dict[str, Any]] = list(result.cards)
         CdsResponse.model_validate({"cards": cards})
         cards_json = dumps(cards)
@@ -751,10 +737,13 @@ def _entries(resources: list[dict[str, Any]]) -> int:
     return total
 
 
-def _evaluation_input(**kwargs: Any) -> Any:
-    from cds.pipeline import EvaluationInput
-
-    return EvaluationInput(**kwargs)
+def _call_of(request: CdsRequest, resources: list[dict[str, Any]]) -> HookCall:
+    """The validated request and its resolved prefetch as one `HookCall`: the mapping
+    replay uses for request files (`cds.contracts.hooks.request_call`)."""
+    try:
+        return request_call({"hook": request.hook, "context": request.context}, resources=resources)
+    except RequestError as exc:  # the context models accept nothing it refuses
+        raise ApiError(400, str(exc), expression=[exc.expression]) from None
 
 
 def _fatal(outcome: Any) -> bool:
