@@ -63,6 +63,7 @@ from cds.api.ruleset import EvaluatorLike, RuleSetHolder, load_evaluator
 from cds.cards.invariants import empty_elements
 from cds.contracts.cards import EXTENSION_KEY
 from cds.contracts.hooks import HookCall, RequestError, request_call
+from cds.contracts.outcome import is_fatal
 from cds.fhir.profiles import load_profiles
 from cds.jsontext import dumps, loads, lone_surrogate
 from cds.settings import Settings
@@ -551,7 +552,7 @@ def _validate(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
         return model.model_validate(data)
     except ValidationError as exc:
         issues = validation_issues(exc, prefix)
-        raise ApiError(400, issues[0]["diagnostics"], issues=issues) from None
+        raise ApiError(400, issues[0].diagnostics or "", issues=issues) from None
     except RecursionError:
         raise ApiError(400, "The body nests JSON too deeply to read.") from None
 
@@ -571,7 +572,7 @@ async def _call(state: ServiceState, service_id: str, body: bytes) -> Response:
                 "service": service_id,
                 "hookInstance": request.hookInstance,
                 "status": exc.status,
-                "reason": [e for i in exc.issues for e in i.get("expression", [])] or None,
+                "reason": exc.expressions() or None,
             },
         )
         raise
@@ -669,7 +670,7 @@ async def _answer(
     metrics.STAGE.labels(stage="evaluate").observe(eval_ms / 1000)
     outcome = getattr(result, "outcome", None)
     fired = [str(r) for r in getattr(result, "fired", [])]
-    if _fatal(outcome):
+    if is_fatal(outcome):
         # nothing could be evaluated (no usable Patient, no birth date...): 422, not "no cards"
         assert outcome is not None
         _audit(state, service_id, hook, hook_instance, version, 422, fired, [], started)
@@ -744,15 +745,6 @@ def _call_of(request: CdsRequest, resources: list[dict[str, Any]]) -> HookCall:
         return request_call({"hook": request.hook, "context": request.context}, resources=resources)
     except RequestError as exc:  # the context models accept nothing it refuses
         raise ApiError(400, str(exc), expression=[exc.expression]) from None
-
-
-def _fatal(outcome: Any) -> bool:
-    """An OperationOutcome with a fatal issue: the data could not be evaluated at all."""
-    if not isinstance(outcome, dict):
-        return False
-    return any(
-        isinstance(i, dict) and i.get("severity") == "fatal" for i in outcome.get("issue") or []
-    )
 
 
 def _check_patient(resources: list[dict[str, Any]], patient_id: str) -> None:

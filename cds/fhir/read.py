@@ -16,9 +16,9 @@ from typing import Any, Literal, NamedTuple, TypeVar
 
 from pydantic import ValidationError
 
+from cds.contracts.outcome import DataIssue, issue_sort_key
 from cds.fhir import models as m
 from cds.fhir.dates import When, parse_when
-from cds.fhir.issues import DataIssue, issue_sort_key
 from cds.fhir.profiles import (
     ATC,
     ICD10CM,

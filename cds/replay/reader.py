@@ -29,9 +29,9 @@ from cds.contracts.hooks import (
     flatten,
     request_call,
 )
+from cds.contracts.outcome import error_outcome
 from cds.jsontext import loads
 from cds.replay.inputs import Source
-from cds.replay.outcome import operation_outcome
 
 __all__ = ["Job", "Unreadable", "flatten", "read_source"]
 
@@ -84,7 +84,7 @@ class Unreadable:
 
 
 def _unreadable(source: Source, message: str, code: str = "structure") -> Unreadable:
-    return Unreadable(source.name, source.key, operation_outcome(message, code=code))
+    return Unreadable(source.name, source.key, error_outcome(message, code=code))
 
 
 def _parse(source: Source) -> JsonObject | Unreadable:
