@@ -33,7 +33,7 @@ def test_the_stories_hold_request_files_of_both_order_hooks() -> None:
 
 
 def _replayed(path: Path) -> EvaluationInput:
-    items = read_source(Source(name=path.name, key=path.name, path=path), None)
+    items = read_source(Source(name=path.name, key=path.name, path=str(path)), None)
     (job,) = items
     assert isinstance(job, Job), job
     return job.to_input(date.fromisoformat(AS_OF))
