@@ -22,20 +22,17 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from cds.cards import CardBuildError, CardContext, CardRenderer, build_cards
+from cds.contracts.hooks import HOOKS, EvaluationInput
 from cds.engine import Engine, EngineError
 from cds.facts import FactSet, ParameterError, Params, build_facts, read_params
 from cds.facts.schema import Fact
 from cds.fhir.profiles import ProfileError, Profiles, load_profiles
 from cds.fhir.trace import Trace
 from cds.rules import Firing, RuleSet, load_ruleset
-
-Hook = Literal["patient-view", "order-select", "order-sign"]
-HOOKS: tuple[str, ...] = ("patient-view", "order-select", "order-sign")
 
 __all__ = [
     "HOOKS",
@@ -57,22 +54,6 @@ class EvaluationError(RuntimeError):
         super().__init__(message)
         self.stage = stage
         self.rule_id = rule_id
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvaluationInput:
-    """One evaluation: the hook, raw FHIR JSON and the as-of date ("today")."""
-
-    hook: str = "patient-view"
-    resources: Sequence[Any] = ()
-    as_of: date
-    patient_id: str | None = None
-    draft_orders: Sequence[Any] | Any = ()
-    selections: Sequence[str] = ()
-    deterministic: bool = False
-    #: Seed for name-based card and suggestion uuids (e.g. replay's input name): reruns
-    #: with the same seed, rules and input give the same uuids. Implies deterministic.
-    uuid_seed: str | None = None
 
 
 @dataclass

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ValidationError
 from starlette.responses import Response
 
-Severity = Literal["fatal", "error", "warning", "information"]
+from cds.contracts.outcome import OperationOutcome, OutcomeIssue, Severity
 
 # FHIR IssueType codes used here (http://hl7.org/fhir/issue-type).
 STATUS_ISSUE_CODE: dict[int, str] = {
@@ -40,16 +40,9 @@ def issue(
     code: str,
     severity: Severity = "error",
     expression: Sequence[str] = (),
-) -> dict[str, Any]:
+) -> OutcomeIssue:
     """One OperationOutcome.issue; absent fields omitted (never null or empty)."""
-    out: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": diagnostics}
-    if expression:
-        out["expression"] = list(expression)
-    return out
-
-
-def operation_outcome(issues: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    return {"resourceType": "OperationOutcome", "issue": [dict(i) for i in issues]}
+    return OutcomeIssue.of(diagnostics, code=code, severity=severity, expression=expression)
 
 
 class ApiError(Exception):
@@ -61,13 +54,13 @@ class ApiError(Exception):
         diagnostics: str,
         *,
         expression: Sequence[str] = (),
-        issues: Sequence[Mapping[str, Any]] | None = None,
+        issues: Sequence[OutcomeIssue] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(diagnostics)
         self.status = status
         code = STATUS_ISSUE_CODE.get(status, "processing")
-        self.issues: list[Mapping[str, Any]] = (
+        self.issues: list[OutcomeIssue] = (
             list(issues) if issues else [issue(diagnostics, code=code, expression=expression)]
         )
         self.headers = dict(headers or {})
@@ -75,14 +68,20 @@ class ApiError(Exception):
     def response(self) -> Response:
         return outcome_response(self.status, self.issues, headers=self.headers)
 
+    def expressions(self) -> list[str]:
+        """The elements the issues name (for the log: where, never what)."""
+        return [e for i in self.issues for e in i.expression or []]
+
 
 def outcome_response(
     status: int,
-    issues: Iterable[Mapping[str, Any]],
+    issues: Iterable[OutcomeIssue | Mapping[str, Any]],
     *,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
-    body = json.dumps(operation_outcome(issues), separators=(",", ":")).encode()
+    """An OperationOutcome answer (issues as models, or as JSON, e.g. the pipeline's)."""
+    outcome = OperationOutcome.of(issues).to_json()
+    body = json.dumps(outcome, separators=(",", ":")).encode()
     return Response(body, status_code=status, media_type=FHIR_JSON, headers=dict(headers or {}))
 
 
@@ -115,9 +114,9 @@ def _location(loc: Sequence[int | str], prefix: str) -> str:
     return path or "(body)"
 
 
-def validation_issues(exc: ValidationError, prefix: str = "") -> list[dict[str, Any]]:
+def validation_issues(exc: ValidationError, prefix: str = "") -> list[OutcomeIssue]:
     """Pydantic errors as OperationOutcome issues: element path and what to send instead."""
-    issues: list[dict[str, Any]] = []
+    issues: list[OutcomeIssue] = []
     for err in exc.errors(include_url=False, include_input=False):
         where = _location([p for p in err["loc"] if not _is_union_tag(p)], prefix)
         message = str(err["msg"])

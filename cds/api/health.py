@@ -19,7 +19,7 @@ import cds
 from cds import metrics
 
 if TYPE_CHECKING:
-    from cds.api.app import ServiceState
+    from cds.api.state import ServiceState
 
 READY_STORE_SECONDS = 1.0
 OPEN_PATHS = ("/health", "/ready", "/metrics")

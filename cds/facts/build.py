@@ -16,6 +16,7 @@ from datetime import date, timedelta
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+from cds.contracts.outcome import DataIssue, data_outcome
 from cds.facts.schema import (
     Assessment,
     ContrastStudy,
@@ -26,7 +27,6 @@ from cds.facts.schema import (
     fact_type_name,
 )
 from cds.fhir.dates import add_months, fractional_months, whole_months
-from cds.fhir.issues import DataIssue, operation_outcome
 from cds.fhir.profiles import Profiles, load_profiles
 from cds.fhir.read import (
     FractureRecord,
@@ -116,7 +116,7 @@ class FactSet:
 
     def outcome(self) -> dict[str, Any] | None:
         """OperationOutcome JSON of the data errors, None when there are none."""
-        return operation_outcome(self.issues)
+        return data_outcome(self.issues)
 
 
 @dataclass(frozen=True)

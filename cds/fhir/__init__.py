@@ -1,7 +1,8 @@
 """cds.fhir: reading FHIR input, code lists from fhir_profiles/, data errors and the trace
 (see docs/architecture.md and docs/fhir-inputs.md)."""
 
-from cds.fhir.issues import DataIssue, operation_outcome
+from cds.contracts.outcome import DataIssue
+from cds.contracts.outcome import data_outcome as operation_outcome
 from cds.fhir.profiles import ProfileError, Profiles, load_profiles
 from cds.fhir.read import split_by_patient
 from cds.fhir.trace import Trace

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -37,6 +38,7 @@ UCUM = "http://unitsofmeasure.org"
 PREFIX_SYSTEMS = frozenset({ICD10CM, CPT})
 
 M = TypeVar("M", bound=BaseModel)
+_D = TypeVar("_D")
 
 DxaSite = Literal["lumbar-spine", "total-hip", "femoral-neck", "femur", "forearm"]
 ScoreType = Literal["T", "Z", "BMD"]
@@ -472,6 +474,19 @@ class Profiles:
     structure_definitions: dict[str, dict[str, Any]]
 
     observation_codes: tuple[str, ...]
+    #: What readers build from these profiles (indexes), by builder: see `derived`.
+    _derived: dict[Callable[[Profiles], Any], Any] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def derived(self, build: Callable[[Profiles], _D]) -> _D:
+        """`build(self)`, built once for this object and kept by it (the FHIR reader's
+        code indexes): the cache lives and dies with the profiles it was built from."""
+        try:
+            value: _D = self._derived[build]
+        except KeyError:
+            value = self._derived[build] = build(self)
+        return value
 
     @property
     def order_keys(self) -> frozenset[str]:

@@ -8,17 +8,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple
 
 from pydantic import ValidationError
 
+from cds.contracts.outcome import DataIssue, issue_sort_key
 from cds.fhir import models as m
 from cds.fhir.dates import When, parse_when
-from cds.fhir.issues import DataIssue, issue_sort_key
 from cds.fhir.profiles import (
     ATC,
     ICD10CM,
@@ -1699,28 +1699,12 @@ def _display(cc: m.CodeableConcept, hit: tuple[CodeEntry, m.Coding] | None) -> s
 
 
 ObsKind = tuple[str, str | None, str, str | None]
-_T = TypeVar("_T")
-#: (id of a Profiles object, builder) -> (that object, what the builder made of it). An
-#: entry holds its Profiles, so the id is not reused while it is cached; one entry per
-#: builder for each Profiles object loaded (load_profiles loads each folder once).
-_DERIVED: dict[tuple[int, Callable[[Profiles], Any]], tuple[Profiles, Any]] = {}
-
-
-def _derived(profiles: Profiles, build: Callable[[Profiles], _T]) -> _T:
-    """`build(profiles)`, built once per Profiles object."""
-    key = (id(profiles), build)
-    hit = _DERIVED.get(key)
-    if hit is None or hit[0] is not profiles:
-        hit = (profiles, build(profiles))
-        _DERIVED[key] = hit
-    value: _T = hit[1]
-    return value
 
 
 def _lab_order_index(profiles: Profiles) -> dict[tuple[str, str], str]:
     """(system, code) -> order key of the laboratory orders a recent result leaves out
     (`skip_if_recent`, CS-6.1), built once."""
-    return _derived(profiles, _build_lab_order_index)
+    return profiles.derived(_build_lab_order_index)
 
 
 def _build_lab_order_index(profiles: Profiles) -> dict[tuple[str, str], str]:
@@ -1733,7 +1717,7 @@ def _build_lab_order_index(profiles: Profiles) -> dict[tuple[str, str], str]:
 
 def _obs_index(profiles: Profiles) -> dict[tuple[str, str], ObsKind]:
     """(system, code) -> (kind, site, score, side) for every Observation code, built once."""
-    return _derived(profiles, _build_obs_index)
+    return profiles.derived(_build_obs_index)
 
 
 def _build_obs_index(profiles: Profiles) -> dict[tuple[str, str], ObsKind]:
@@ -1763,7 +1747,7 @@ def _unit_factors(p: Profiles) -> dict[str, dict[str, Decimal]]:
     ``table[score].get(unit)`` is the factor (None: the unit is not accepted) for every
     score of _WHAT, and ``table[score]`` lists the accepted units.
     """
-    return _derived(p, _build_unit_factors)
+    return p.derived(_build_unit_factors)
 
 
 def _build_unit_factors(p: Profiles) -> dict[str, dict[str, Decimal]]:
@@ -1803,7 +1787,7 @@ class _CodeIndex:
 
 def _code_index(p: Profiles) -> _CodeIndex:
     """The code lists of a Profiles object indexed for `_CodeIndex.hits`, built once."""
-    return _derived(p, _build_code_index)
+    return p.derived(_build_code_index)
 
 
 def _build_code_index(p: Profiles) -> _CodeIndex:
@@ -1840,7 +1824,7 @@ def _build_code_index(p: Profiles) -> _CodeIndex:
 
 def _compiled(profiles: Profiles) -> dict[str, CompiledProfile]:
     """The StructureDefinitions of a Profiles object, compiled once."""
-    return _derived(profiles, _compile_all)
+    return profiles.derived(_compile_all)
 
 
 def _compile_all(profiles: Profiles) -> dict[str, CompiledProfile]:

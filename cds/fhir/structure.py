@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cds.fhir.issues import DataIssue
+from cds.contracts.outcome import DataIssue
 
 
 @dataclass(frozen=True, slots=True)

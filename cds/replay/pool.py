@@ -32,8 +32,8 @@ from itertools import islice
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
+from cds.contracts.outcome import error_outcome
 from cds.replay import worker
-from cds.replay.outcome import operation_outcome
 from cds.replay.worker import InputResult, WorkerSettings
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def crash_result(name: str, key: str, tries: int) -> InputResult:
         name,
         key,
         [],
-        operation_outcome(
+        error_outcome(
             f"{name}: the worker process evaluating this input died {tries} times (a native "
             "crash such as SIGSEGV in the rule engine, or killed by the operating system); "
             "the input is marked failed and the run went on. Reproduce it alone with "
@@ -71,7 +71,7 @@ def hung_result(name: str, key: str, tries: int, deadline: float) -> InputResult
         name,
         key,
         [],
-        operation_outcome(
+        error_outcome(
             f"{name}: evaluating this input took longer than {deadline:g} s, {tries} times; "
             "its worker was stopped and replaced, the input is marked failed and the run "
             f"went on. Reproduce it alone with `cds explain {name}`, or raise --deadline.",

@@ -2,9 +2,9 @@
 
 Runs in the worker processes, so JSON parsing is spread over the workers. A document is
 
-- a CDS Hooks request (a JSON object with `hook` and `context`): its own hook,
-  `context.patientId`, the prefetch values as resources, `context.draftOrders` and
-  `context.selections`;
+- a CDS Hooks request (a JSON object with `hook` and `context`): mapped as the service
+  maps it, by `cds.contracts.hooks.request_call` (its hook, `context.patientId`, the
+  prefetch values as resources, `context.draftOrders` and `context.selections`);
 - a FHIR Bundle of any type: evaluated as `--hook` (default patient-view); a Bundle with
   several Patients is split into one job per patient (name `...#Patient/<id>`); with
   order-select / order-sign its ServiceRequests and MedicationRequests with status
@@ -17,50 +17,61 @@ Anything else cannot be read: an `Unreadable` with an OperationOutcome saying wh
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from cds.contracts.hooks import (
+    ORDER_HOOKS,
+    EvaluationInput,
+    HookCall,
+    RequestError,
+    flatten,
+    request_call,
+)
+from cds.contracts.outcome import error_outcome
 from cds.jsontext import loads
 from cds.replay.inputs import Source
-from cds.replay.outcome import operation_outcome
 
-HOOKS = ("patient-view", "order-select", "order-sign")
-ORDER_HOOKS = ("order-select", "order-sign")
+__all__ = ["Job", "Unreadable", "flatten", "read_source"]
+
 DRAFT_ORDER_TYPES = ("ServiceRequest", "MedicationRequest")
-
-if TYPE_CHECKING:
-    from cds.pipeline import EvaluationInput
 
 JsonObject = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One evaluation: the arguments of `cds.pipeline.EvaluationInput` plus the names."""
+    """One evaluation: a `HookCall` (`cds.contracts.hooks`) plus the input's names."""
 
     name: str
     key: str
-    hook: str
-    resources: list[JsonObject]
-    patient_id: str | None = None
-    draft_orders: list[JsonObject] = field(default_factory=list)
-    selections: list[str] = field(default_factory=list)
+    call: HookCall
+
+    @property
+    def hook(self) -> str:
+        return self.call.hook
+
+    @property
+    def resources(self) -> list[JsonObject]:
+        return self.call.resources
+
+    @property
+    def patient_id(self) -> str | None:
+        return self.call.patient_id
+
+    @property
+    def draft_orders(self) -> list[JsonObject]:
+        return self.call.draft_orders
+
+    @property
+    def selections(self) -> list[str]:
+        return self.call.selections
 
     def to_input(self, as_of: date) -> EvaluationInput:
         """The pipeline's input for this job (uuids seeded by its name: reproducible), the
         one mapping replay, explain and the studio share."""
-        from cds.pipeline import EvaluationInput
-
-        return EvaluationInput(
-            hook=self.hook,
-            resources=self.resources,
-            as_of=as_of,
-            patient_id=self.patient_id,
-            draft_orders=self.draft_orders,
-            selections=self.selections,
-            uuid_seed=self.name,
-        )
+        return self.call.to_input(as_of, uuid_seed=self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +84,7 @@ class Unreadable:
 
 
 def _unreadable(source: Source, message: str, code: str = "structure") -> Unreadable:
-    return Unreadable(source.name, source.key, operation_outcome(message, code=code))
+    return Unreadable(source.name, source.key, error_outcome(message, code=code))
 
 
 def _parse(source: Source) -> JsonObject | Unreadable:
@@ -110,27 +121,6 @@ def _parse(source: Source) -> JsonObject | Unreadable:
     return document
 
 
-def flatten(bundle: JsonObject) -> list[JsonObject]:
-    """The resources of a Bundle's entries (nested Bundles flattened), in entry order.
-
-    Entries without a resource object are left to the FHIR stage, which reports them:
-    this only looks for Patients and draft orders.
-    """
-    resources: list[JsonObject] = []
-    entries = bundle.get("entry")
-    if not isinstance(entries, list):
-        return resources
-    for entry in entries:
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if not isinstance(resource, dict):
-            continue
-        if resource.get("resourceType") == "Bundle":
-            resources.extend(flatten(resource))
-        else:
-            resources.append(resource)
-    return resources
-
-
 def _patient_ids(resources: list[JsonObject]) -> list[str]:
     ids: list[str] = []
     for resource in resources:
@@ -165,13 +155,13 @@ def _bundle_job(
         # Hand over the Bundle itself when it is whole: the FHIR stage reports malformed
         # entries with their position, which a flattened list would have lost.
         given = [original] if original is not None else resources
-        return Job(name, key, hook, given, patient_id)
+        return Job(name, key, HookCall(hook, given, patient_id))
     drafts = [r for r in resources if _is_draft_order(r)]
     rest = [r for r in resources if not _is_draft_order(r)]
     selections = (
         [f"{r.get('resourceType')}/{r.get('id')}" for r in drafts] if hook == "order-select" else []
     )
-    return Job(name, key, hook, rest, patient_id, drafts, selections)
+    return Job(name, key, HookCall(hook, rest, patient_id, drafts, selections))
 
 
 def _bundle_jobs(source: Source, document: JsonObject, hook: str) -> list[Job]:
@@ -192,60 +182,12 @@ def _bundle_jobs(source: Source, document: JsonObject, hook: str) -> list[Job]:
     return jobs
 
 
-def _draft_orders(value: Any) -> list[JsonObject] | str:
-    if value is None:
-        return []
-    if isinstance(value, dict) and value.get("resourceType") == "Bundle":
-        return flatten(value)
-    if isinstance(value, list) and all(isinstance(v, dict) for v in value):
-        return list(value)
-    return "context.draftOrders must be a FHIR Bundle"
-
-
 def _request_job(source: Source, document: JsonObject) -> Job | Unreadable:
-    hook = document.get("hook")
-    if hook not in HOOKS:
-        return _unreadable(
-            source,
-            f"{source.name}: hook {hook!r} is not one this service answers "
-            f"(use one of {', '.join(HOOKS)})",
-            "not-supported",
-        )
-    context = document.get("context")
-    if not isinstance(context, dict):
-        return _unreadable(source, f"{source.name}: context must be a JSON object")
-    patient_id = context.get("patientId")
-    if patient_id is not None and not isinstance(patient_id, str):
-        return _unreadable(source, f"{source.name}: context.patientId must be a string")
-    prefetch = document.get("prefetch")
-    if prefetch is None:
-        prefetch = {}
-    if not isinstance(prefetch, dict):
-        return _unreadable(source, f"{source.name}: prefetch must be a JSON object")
-    resources: list[JsonObject] = []
-    for prefetch_key, value in prefetch.items():
-        if value is None:
-            continue
-        if not isinstance(value, dict):
-            return _unreadable(
-                source,
-                f"{source.name}: prefetch.{prefetch_key} must be a FHIR resource or Bundle "
-                f"(or null), found a JSON {type(value).__name__}",
-            )
-        resources.append(value)
-    drafts: list[JsonObject] = []
-    selections: list[str] = []
-    if hook in ORDER_HOOKS:
-        found = _draft_orders(context.get("draftOrders"))
-        if isinstance(found, str):
-            return _unreadable(source, f"{source.name}: {found}")
-        drafts = found
-    if hook == "order-select":
-        raw = context.get("selections") or []
-        if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
-            return _unreadable(source, f"{source.name}: context.selections must be strings")
-        selections = list(raw)
-    return Job(source.name, source.key, hook, resources, patient_id, drafts, selections)
+    try:
+        call = request_call(document)
+    except RequestError as exc:
+        return _unreadable(source, f"{source.name}: {exc}", exc.code)
+    return Job(source.name, source.key, call)
 
 
 def read_source(source: Source, default_hook: str | None) -> list[Job | Unreadable]:

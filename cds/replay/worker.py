@@ -23,8 +23,8 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from cds.contracts.outcome import error_count, error_outcome, is_fatal
 from cds.jsontext import dumps
-from cds.replay.outcome import error_count, operation_outcome
 from cds.replay.reader import Job, Unreadable, read_source
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ def evaluate_job(job: Job) -> InputResult:
             job.name,
             job.key,
             [],
-            operation_outcome(f"{job.name}: evaluation failed: {exc}", code="processing"),
+            error_outcome(f"{job.name}: evaluation failed: {exc}", code="processing"),
             "failed",
             time.perf_counter() - started,
             hook=job.hook,
@@ -186,7 +186,7 @@ def evaluate_job(job: Job) -> InputResult:
     cards = result.cards
     # A `fatal` issue (no usable Patient, no birth date) means the data could not be
     # evaluated at all: that is an input that cannot be read, not "nothing to say".
-    status: Status = "unreadable" if _fatal(result.outcome) else "ok"
+    status: Status = "unreadable" if is_fatal(result.outcome) else "ok"
     return InputResult.of(
         job.name,
         job.key,
@@ -196,13 +196,6 @@ def evaluate_job(job: Job) -> InputResult:
         time.perf_counter() - started,
         hook=job.hook,
         patient_id=result.patient_id,
-    )
-
-
-def _fatal(outcome: dict[str, Any] | None) -> bool:
-    issues = (outcome or {}).get("issue")
-    return isinstance(issues, list) and any(
-        isinstance(issue, dict) and issue.get("severity") == "fatal" for issue in issues
     )
 
 
@@ -238,7 +231,7 @@ def internal_error(name: str, key: str, exc: BaseException) -> InputResult:
         name,
         key,
         [],
-        operation_outcome(
+        error_outcome(
             f"{name}: internal error {type(exc).__name__}: {exc} "
             "(please report it with this input)",
             code="exception",

@@ -63,6 +63,8 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -197,7 +199,6 @@ class Store:
         self.url = url
         self.engine = _make_engine(url, busy_timeout_ms or BUSY_TIMEOUT_MS)
         Base.metadata.create_all(self.engine)
-        self._sqlite = _SqliteAudit(self.engine) if self.engine.dialect.name == "sqlite" else None
         self._path = _sqlite_path(url)
         self._identity = _identity(self._path) if self._path else None
         disk = spool_path or default_spool_path(url)
@@ -415,7 +416,8 @@ class Store:
 
     def _write(self, batch: Iterable[AuditRecord]) -> None:
         """One transaction, two executemany inserts (Core: the ORM unit of work cost ~2 ms
-        of GIL per request)."""
+        of GIL per request), the same statements on SQLite and PostgreSQL; a card uuid
+        seen before (deterministic uuids) keeps its first row (ON CONFLICT DO NOTHING)."""
         audits: list[dict[str, Any]] = []
         cards: list[dict[str, Any]] = []
         for rec in batch:
@@ -445,22 +447,13 @@ class Store:
                 for card in rec.cards
             )
         self.check_file()
-        if self._sqlite is not None:
-            self._sqlite.write(self.engine, audits, cards)
-            return
         with self.engine.begin() as conn:
             conn.execute(insert(AuditRow), audits)
             if cards:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(insert(IssuedCardRow), cards)
-                except IntegrityError:  # a card uuid seen before (deterministic uuids): one by one
-                    for card in cards:
-                        try:
-                            with conn.begin_nested():
-                                conn.execute(insert(IssuedCardRow), card)
-                        except IntegrityError:
-                            pass
+                new_cards = self._upsert(IssuedCardRow).on_conflict_do_nothing(
+                    index_elements=[IssuedCardRow.card_uuid]
+                )
+                conn.execute(new_cards, cards)
 
     def audit_rows(self, hook_instance: str | None = None) -> list[AuditRow]:
         self.flush()
@@ -476,11 +469,7 @@ class Store:
         """Take a jti key for good until `expires` (epoch seconds): True when it was free
         (never seen, or its earlier token expired), False for a replay. One statement, so
         two workers or two instances racing on one key cannot both win."""
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as upsert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
-        values = upsert(JtiRow).values(key=key, expires=expires)
+        values = self._upsert(JtiRow).values(key=key, expires=expires)
         # a row comes back when inserted or taken over (rowcount is not reliable for
         # ON CONFLICT on every driver)
         statement = values.on_conflict_do_update(
@@ -498,6 +487,12 @@ class Store:
             metrics.STORE_FAILURES.labels(operation="jti").inc()
             raise StoreUnavailable(f"jti store: {type(exc).__name__}: {_short(exc)}") from None
         return taken
+
+    def _upsert(self, row: type[Base]) -> Any:
+        """The dialect's INSERT with ON CONFLICT (SQLite and PostgreSQL spell it alike)."""
+        if self.engine.dialect.name == "postgresql":
+            return postgresql_insert(row)
+        return sqlite_insert(row)
 
     # ------------------------------------------------------------------ feedback
 
@@ -561,49 +556,6 @@ class Store:
         if self._disk is not None:
             self._disk.close()
         self.engine.dispose()
-
-
-class _SqliteAudit:
-    """The audit insert on SQLite without SQLAlchemy's per-statement machinery (statement
-    compilation, parameter construction, result setup: ~0.1 ms of GIL per record, taken
-    from the request thread): two precompiled `executemany` on the DBAPI cursor, values
-    converted by the columns' own bind processors (so the rows read back exactly as the
-    ORM wrote them), `INSERT OR IGNORE` for a card uuid seen before (the generic path's
-    one-by-one savepoints keep the first row the same way)."""
-
-    def __init__(self, engine: Engine) -> None:
-        dialect = engine.dialect
-        self.audit = self._statement(AuditRow, dialect, "INSERT")
-        self.card = self._statement(IssuedCardRow, dialect, "INSERT OR IGNORE")
-
-    @staticmethod
-    def _statement(row: type[Base], dialect: Any, verb: str) -> tuple[str, list[tuple[str, Any]]]:
-        table = row.__table__
-        columns = [c for c in table.columns if not (c.primary_key and c.autoincrement is True)]
-        names = ", ".join(c.name for c in columns)
-        marks = ", ".join("?" for _ in columns)
-        sql = f"{verb} INTO {table.name} ({names}) VALUES ({marks})"  # type: ignore[attr-defined]
-        return sql, [
-            (c.name, c.type.dialect_impl(dialect).bind_processor(dialect)) for c in columns
-        ]
-
-    @staticmethod
-    def _rows(
-        columns: list[tuple[str, Any]], values: list[dict[str, Any]]
-    ) -> list[tuple[Any, ...]]:
-        return [tuple(v[name] if p is None else p(v[name]) for name, p in columns) for v in values]
-
-    def write(
-        self, engine: Engine, audits: list[dict[str, Any]], cards: list[dict[str, Any]]
-    ) -> None:
-        with engine.begin() as conn:
-            cursor = conn.connection.cursor()
-            try:
-                cursor.executemany(self.audit[0], self._rows(self.audit[1], audits))
-                if cards:
-                    cursor.executemany(self.card[0], self._rows(self.card[1], cards))
-            finally:
-                cursor.close()
 
 
 def _short(exc: BaseException) -> str:

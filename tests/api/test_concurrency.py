@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from cds.api.app import EVALUATE_IN_THREAD_ENTRIES
+from cds.api.hooks import EVALUATE_IN_THREAD_ENTRIES
 from tests.api.conftest import FakeEvaluator, FakeResult, TestClient, patient_view_request
 
 PV = "/cds-services/bmd-patient-view"

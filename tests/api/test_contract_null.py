@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cds.api.app import _no_empty
+from cds.api.hooks import _no_empty
 
 
 def card(topic: str, **payload: Any) -> dict[str, Any]:

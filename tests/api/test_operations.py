@@ -109,7 +109,7 @@ def test_cds_version() -> None:
 def test_audit_records_500_when_the_client_got_500(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cds.api import app as app_mod
+    from cds.api import hooks as app_mod
 
     def broken(_card: Any) -> Any:
         raise RuntimeError("issued-card bookkeeping failed")

@@ -1,20 +1,25 @@
-"""The audit store: the SQLite fast path writes exactly the rows the generic path writes."""
+"""The audit store: one write path (SQLAlchemy Core, ON CONFLICT DO NOTHING for a card uuid
+seen before) writes the same rows on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import select
 
 from cds.store import AuditRecord, IssuedCard, Store
+from cds.store.db import AuditRow, IssuedCardRow
+
+AT = datetime(2026, 11, 23, 10, 5, 31, 123456, tzinfo=UTC)
 
 
 def _records() -> list[AuditRecord]:
     seen = str(uuid.uuid4())
-    at = datetime(2026, 11, 23, 10, 5, 31, 123456, tzinfo=UTC)
     records = [
         AuditRecord(
             service="bmd-patient-view",
@@ -23,9 +28,12 @@ def _records() -> list[AuditRecord]:
             ruleset_version=version,
             status=status,
             rules_fired=["change.loss", "ü"],
-            cards=[IssuedCard(seen, "rule.a", None), IssuedCard(str(uuid.uuid4()), None, "t")],
+            cards=[
+                IssuedCard(seen, f"rule.{status}", None),
+                IssuedCard(str(uuid.uuid4()), None, "t"),
+            ],
             latency_ms=3.25,
-            at=at,
+            at=AT,
         )
         for version, status in (("v1", 200), (None, 500), ("v2", 422))
     ]
@@ -33,7 +41,7 @@ def _records() -> list[AuditRecord]:
         AuditRecord(
             service="bmd-order-sign",
             hook="order-sign",
-            hook_instance="x",
+            hook_instance=str(uuid.uuid4()),
             ruleset_version=None,
             status=400,
             rules_fired=[],
@@ -44,31 +52,72 @@ def _records() -> list[AuditRecord]:
     return records
 
 
-def _dump(store: Store) -> list[list[Any]]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'audit.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")  # skipped without one (not in CI)
+    opened = Store(url)
+    yield opened
+    opened.close()
+
+
+def _rows(store: Store, records: list[AuditRecord]) -> tuple[list[Any], list[Any]]:
+    """This test's rows only (the PostgreSQL database may hold other runs' rows)."""
+    instances = [r.hook_instance for r in records]
     with store.engine.connect() as conn:
-        return [
-            [tuple(row) for row in conn.execute(text(f"SELECT * FROM {table} ORDER BY 1, 2"))]
-            for table in ("audit", "issued_card")
-        ]
+        audit = conn.execute(
+            select(
+                AuditRow.hook_instance,
+                AuditRow.status,
+                AuditRow.ruleset_version,
+                AuditRow.rules_fired,
+                AuditRow.card_topics,
+                AuditRow.latency_ms,
+            )
+            .where(AuditRow.hook_instance.in_(instances))
+            .order_by(AuditRow.id)
+        ).all()
+        cards = conn.execute(
+            select(IssuedCardRow.card_uuid, IssuedCardRow.hook_instance, IssuedCardRow.rule)
+            .where(IssuedCardRow.hook_instance.in_(instances))
+            .order_by(IssuedCardRow.issued_at, IssuedCardRow.card_uuid)
+        ).all()
+    return [tuple(r) for r in audit], [tuple(r) for r in cards]
 
 
-def test_sqlite_fast_path_writes_the_generic_paths_rows(tmp_path: Path) -> None:
-    fast = Store(f"sqlite:///{tmp_path / 'fast.db'}")
-    generic = Store(f"sqlite:///{tmp_path / 'generic.db'}")
-    assert fast._sqlite is not None
-    generic._sqlite = None  # the SQLAlchemy Core path every other database takes
+@pytest.mark.parametrize("batches", [(2, 4), (4,)], ids=["two-batches", "one-batch"])
+def test_one_write_path_keeps_the_first_row_of_a_card_seen_again(
+    store: Store, batches: tuple[int, ...]
+) -> None:
     records = _records()
-    try:
-        for store in (fast, generic):
-            store._write(records[:2])
-            store._write(records[2:])  # the first card uuid again: kept once, first row wins
-        assert _dump(fast) == _dump(generic)
-        audit, cards = _dump(fast)
-        assert len(audit) == 4
-        assert len(cards) == 4
-        rows = fast.audit_rows(records[0].hook_instance)
-        assert rows[0].at.replace(tzinfo=UTC) == records[0].at
-        assert rows[0].rules_fired == ["change.loss", "ü"]
-    finally:
-        fast.close()
-        generic.close()
+    start = 0
+    for end in batches:
+        store._write(records[start:end])  # the first card uuid again: kept once, first row wins
+        start = end
+    audit, cards = _rows(store, records)
+    assert audit == [
+        (
+            r.hook_instance,
+            r.status,
+            r.ruleset_version,
+            list(r.rules_fired),
+            [c.topic for c in r.cards if c.topic],
+            r.latency_ms,
+        )
+        for r in records
+    ]
+    seen = records[0].cards[0].uuid
+    assert sorted(c for c in cards if c[0] == seen) == [
+        (seen, records[0].hook_instance, "rule.200")
+    ]
+    assert len(cards) == 4  # one repeated uuid, three other cards
+
+
+def test_rows_read_back_as_written(store: Store) -> None:
+    records = _records()
+    store._write(records)
+    rows = store.audit_rows(records[0].hook_instance)
+    assert rows[0].at.replace(tzinfo=UTC) == AT
+    assert rows[0].rules_fired == ["change.loss", "ü"]

@@ -8,9 +8,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from cds.contracts.outcome import error_outcome
 from cds.replay.formats import JunitWriter, NdjsonWriter, TextWriter, ndjson_line
 from cds.replay.golden import check, write_golden
-from cds.replay.outcome import operation_outcome
 from cds.replay.summary import Summary
 from cds.replay.worker import InputResult
 
@@ -38,11 +38,11 @@ BAD = InputResult.of(
     "cases/c.json",
     "c.json",
     [],
-    operation_outcome("cases/c.json: not valid JSON <&>"),
+    error_outcome("cases/c.json: not valid JSON <&>"),
     "unreadable",
 )
 CRASHED = InputResult.of(
-    "cases/d.json", "d.json", [], operation_outcome("cases/d.json: worker died"), "failed"
+    "cases/d.json", "d.json", [], error_outcome("cases/d.json: worker died"), "failed"
 )
 
 
