@@ -12,15 +12,10 @@ from cds.contracts.cards import (
     CARD_TOPICS,
     CONTRACT_NULLABLE_FIELDS,
     EXTENSION_KEY,
-    INDICATORS,
-    LINK_TYPES,
-    MAX_SUMMARY,
+    card_errors,
     payload_problems,
 )
 
-SELECTION_BEHAVIORS = frozenset({"at-most-one", "any"})
-ACTION_SELECTION_BEHAVIORS = frozenset({"all", "any", "at-most-one"})
-ACTION_TYPES = frozenset({"create", "update", "delete"})
 ABSOLUTE_URL = re.compile(r"^https?://[^\s/]+\S*$")
 
 
@@ -49,52 +44,10 @@ def _empties(value: Any, path: str, nullable: frozenset[str] = frozenset()) -> l
 
 
 def hl7_problems(card: dict[str, Any]) -> list[str]:
-    """The HL7 CDS Hooks invariants cds-resp-1..7 (and the required Card fields)."""
-    problems: list[str] = []
-    for key in ("summary", "indicator", "source"):
-        if key not in card:
-            problems.append(f"card lacks required '{key}'")
-    if card.get("indicator") not in INDICATORS:
-        problems.append(f"indicator {card.get('indicator')!r} is not info|warning|critical")
-    source = card.get("source") or {}
-    if not source.get("label"):
-        problems.append("source.label is required")
-    suggestions = card.get("suggestions") or []
-    behavior = card.get("selectionBehavior")
-    if suggestions and behavior is None:
-        problems.append("cds-resp-6: suggestions present but no selectionBehavior")
-    if behavior is not None and behavior not in SELECTION_BEHAVIORS:
-        problems.append(f"selectionBehavior {behavior!r} is not at-most-one|any")
-    if behavior == "at-most-one" and sum(1 for s in suggestions if s.get("isRecommended")) > 1:
-        problems.append("cds-resp-1: at-most-one allows one recommended suggestion")
-    for index, suggestion in enumerate(suggestions):
-        where = f"suggestions[{index}]"
-        if not suggestion.get("label"):
-            problems.append(f"{where}.label is required")
-        asb = suggestion.get("actionSelectionBehavior")
-        if asb is not None and asb not in ACTION_SELECTION_BEHAVIORS:
-            problems.append(f"cds-resp-7: {where}.actionSelectionBehavior {asb!r}")
-        for aindex, action in enumerate(suggestion.get("actions") or []):
-            awhere = f"{where}.actions[{aindex}]"
-            if action.get("type") not in ACTION_TYPES:
-                problems.append(f"{awhere}.type {action.get('type')!r}")
-            if not action.get("description"):
-                problems.append(f"cds-resp-5: {awhere} has no description")
-            if action.get("type") == "delete" and (
-                "resourceId" not in action or "resource" in action
-            ):
-                problems.append(f"cds-resp-2: {awhere} delete needs resourceId, no resource")
-    for index, reason in enumerate(card.get("overrideReasons") or []):
-        if not reason.get("display"):
-            problems.append(f"cds-resp-4: overrideReasons[{index}] has no display")
-    for index, link in enumerate(card.get("links") or []):
-        if link.get("type") not in LINK_TYPES:
-            problems.append(f"links[{index}].type {link.get('type')!r}")
-        if link.get("type") != "smart" and "appContext" in link:
-            problems.append(f"cds-resp-3: links[{index}] has appContext but is not smart")
-        if not link.get("label") or not link.get("url"):
-            problems.append(f"links[{index}] needs label and url")
-    return problems
+    """The HL7 CDS Hooks invariants cds-resp-1..7 and the required Card fields: the errors
+    of the one typed `Card` model (`cds.contracts.cards.card_errors`), which the service
+    also validates every answer with."""
+    return card_errors(card)
 
 
 def empty_elements(card: dict[str, Any]) -> list[str]:
@@ -118,9 +71,6 @@ def contract_problems(card: dict[str, Any]) -> list[str]:
         uuid.UUID(str(card.get("uuid")))
     except ValueError:
         problems.append(f"uuid {card.get('uuid')!r} is not a UUID")
-    summary = card.get("summary")
-    if not isinstance(summary, str) or len(summary) >= MAX_SUMMARY:
-        problems.append(f"summary must be a string under {MAX_SUMMARY} characters: {summary!r}")
     source = card.get("source") or {}
     if not ABSOLUTE_URL.match(str(source.get("url", ""))):
         problems.append(f"source.url {source.get('url')!r} is not an absolute URL")

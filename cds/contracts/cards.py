@@ -264,6 +264,15 @@ TOPIC_PAYLOAD_VALUES: dict[str, dict[str, tuple[str, ...]]] = {
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 
 
+def _invariant(name: str) -> Any:
+    """Field metadata naming the HL7 CDS Hooks invariant a constraint enforces (reported
+    with the error by `card_errors`)."""
+    return {"invariant": name}
+
+
+ActionSelectionBehavior = Literal["all", "any", "at-most-one"]
+
+
 class _Open(BaseModel):
     """CDS Hooks response objects: unknown keys allowed (the spec lets services add them)."""
 
@@ -290,7 +299,7 @@ class Source(_Open):
 
 class Action(_Open):
     type: Literal["create", "update", "delete"]
-    description: NonEmpty  # cds-resp-5
+    description: NonEmpty = Field(json_schema_extra=_invariant("cds-resp-5"))
     resource: dict[str, Any] | None = None
     resourceId: NonEmpty | None = None
 
@@ -307,6 +316,9 @@ class Suggestion(_Open):
     label: NonEmpty
     uuid: NonEmpty | None = None
     isRecommended: bool | None = None
+    actionSelectionBehavior: ActionSelectionBehavior | None = Field(
+        None, json_schema_extra=_invariant("cds-resp-7")
+    )
     actions: list[Action] | None = Field(None, min_length=1)
 
 
@@ -325,7 +337,7 @@ class Link(_Open):
 
 
 class OverrideReasonCoding(Coding):
-    display: NonEmpty  # cds-resp-4: required for override reasons given by the service
+    display: NonEmpty = Field(json_schema_extra=_invariant("cds-resp-4"))
 
 
 class Card(_Open):
@@ -333,8 +345,8 @@ class Card(_Open):
 
     uuid: NonEmpty | None = None
     summary: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SUMMARY - 1)]
-    detail: NonEmpty | None = None
     indicator: Indicator
+    detail: NonEmpty | None = None
     source: Source
     suggestions: list[Suggestion] | None = Field(None, min_length=1)
     selectionBehavior: Literal["at-most-one", "any"] | None = None
@@ -351,6 +363,55 @@ class Card(_Open):
             if recommended > 1:
                 raise ValueError("cds-resp-1: at-most-one allows one recommended suggestion")
         return self
+
+
+def _field_invariant(model: type[BaseModel], loc: tuple[int | str, ...]) -> str | None:
+    """The invariant named on the field at `loc` of `model` (None: none is)."""
+    current: Any = model
+    found: str | None = None
+    for part in loc:
+        if isinstance(part, int) or not (
+            isinstance(current, type) and issubclass(current, BaseModel)
+        ):
+            continue
+        info = current.model_fields.get(part)
+        if info is None:
+            return None
+        extra = info.json_schema_extra
+        found = extra.get("invariant") if isinstance(extra, dict) else None  # type: ignore[assignment]
+        current = _model_in(info.annotation)
+    return found
+
+
+def _model_in(annotation: Any) -> Any:
+    """The BaseModel class inside an annotation (`list[X] | None` -> X), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def card_errors(card: Any) -> list[str]:
+    """Why `card` is not a CDS Hooks 2.0.1 Card as this service answers it: the `Card`
+    model's validation errors, each as `path: message`, prefixed by the HL7 invariant
+    (cds-resp-1..7) its constraint enforces. Empty: a valid card."""
+    try:
+        Card.model_validate(card)
+    except ValidationError as exc:
+        out = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+            message = str(error["msg"]).removeprefix("Value error, ")
+            invariant = _field_invariant(Card, loc)
+            if invariant is not None and not message.startswith(invariant):
+                message = f"{invariant}: {message}"
+            out.append(f"{path or 'card'}: {message}")
+        return out
+    return []
 
 
 def _nullable_required(model: type[Payload]) -> tuple[str, ...]:
