@@ -159,7 +159,7 @@ async def resolve(
             continue
         result.resources.append(value)
     if missing:
-        raise _precondition(missing, fhir_server, allowlist)
+        raise _precondition(missing, fhir_server)
     if not usable:
         lacking = _missing_devices(result.resources)
         _devices_unavailable(result, lacking, "not in the prefetch, no allowlisted fhirServer")
@@ -294,9 +294,7 @@ async def _fetch_devices(fetcher: _Fetcher, result: PrefetchResult) -> None:
             _devices_unavailable(result, [device_id], "the FHIR server answered no Device")
 
 
-def _precondition(
-    missing: list[str], fhir_server: str | None, allowlist: Sequence[str]
-) -> ApiError:
+def _precondition(missing: list[str], fhir_server: str | None) -> ApiError:
     keys = ", ".join(missing)
     if not fhir_server:
         why = "the request names no fhirServer to fetch them from"

@@ -45,10 +45,10 @@ class NdjsonWriter:
     def __init__(self, stream: Sink) -> None:
         self.stream = stream
 
-    def write(self, result: InputResult, golden: GoldenCheck | None) -> None:
+    def write(self, result: InputResult, _golden: GoldenCheck | None) -> None:
         self.stream.write(ndjson_line(result))
 
-    def close(self, summary: Summary) -> None:
+    def close(self, _summary: Summary) -> None:
         self.stream.flush()
 
 

@@ -266,7 +266,7 @@ class ParquetWriter:
         self.errors = _Table(folder / DATA_ERRORS_FILE, DATA_ERROR_SCHEMA, rows_per_group)
         self.inputs = _Table(folder / INPUTS_FILE, INPUT_SCHEMA, rows_per_group)
 
-    def write(self, result: InputResult, golden: GoldenCheck | None) -> None:
+    def write(self, result: InputResult, _golden: GoldenCheck | None) -> None:
         cards = result.cards
         for card in cards:
             self.cards.add(card_row(result, card))
@@ -285,6 +285,6 @@ class ParquetWriter:
             }
         )
 
-    def close(self, summary: Summary) -> None:
+    def close(self, _summary: Summary) -> None:
         for table in (self.cards, self.errors, self.inputs):
             table.close()

@@ -325,12 +325,12 @@ def _lookup(scope: str, name: str) -> Renderer | None:
         return None  # the sandbox would answer with the dict's attribute
     if scope == "fact":
 
-        def from_fact(fact: Mapping[str, Any], param: Mapping[str, Any]) -> Any:
+        def from_fact(fact: Mapping[str, Any], _param: Mapping[str, Any]) -> Any:
             return fact.get(name, _MISS)
 
         return from_fact
 
-    def from_param(fact: Mapping[str, Any], param: Mapping[str, Any]) -> Any:
+    def from_param(_fact: Mapping[str, Any], param: Mapping[str, Any]) -> Any:
         return param.get(name, _MISS)
 
     return from_param
@@ -475,7 +475,7 @@ class TemplateCache:
         return value
 
 
-def _constant(value: Any, fact: Mapping[str, Any], param: Mapping[str, Any]) -> Any:
+def _constant(value: Any, _fact: Mapping[str, Any], _param: Mapping[str, Any]) -> Any:
     return value
 
 

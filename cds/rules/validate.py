@@ -219,7 +219,7 @@ def check_condition(
             if kind == "all" and sub is not None and (child.field is not None or child.all):
                 tests.extend(sub)
         if kind == "all":
-            check_satisfiable(src, (*loc, kind), tests, ctx)
+            check_satisfiable(src, tests, ctx)
         return tests
     # a test
     if node.field is None:
@@ -367,7 +367,7 @@ def satisfiable(spec: FieldSpec, tests: list[_Test]) -> bool:
     return True  # a non-empty real interval holds more values than any exclusion
 
 
-def check_satisfiable(src: Source, loc: Loc, tests: list[_Test], ctx: Context) -> None:
+def check_satisfiable(src: Source, tests: list[_Test], ctx: Context) -> None:
     by_field: dict[str, list[_Test]] = {}
     for test in tests:
         by_field.setdefault(test.field.name, []).append(test)
