@@ -1,7 +1,7 @@
 """Grouping a FHIR Bulk Data export by patient (a benchmark, never a test).
 
-Writes a deterministic synthetic export (seeded; the 20-resource patients of
-`replay_bench.make_bundle`: two DXA visits with their Device, conditions, medications) in
+Writes a deterministic synthetic export (`tools/synthetic_export.py`, seeded: DXA
+histories on shared scanners, therapies, conditions, labs; ~15 resources per patient) in
 the Bulk Data layout (one NDJSON file per type, Observations split in parts, a
 manifest), then times `cds.replay.export.export_sources` over it: resources/s through the
 SQLite grouping and patients/s out, and this process's peak RSS. Target: >= 50,000
@@ -14,61 +14,23 @@ resources/s, memory flat in the number of patients.
 from __future__ import annotations
 
 import argparse
-import json
-import random
 import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
-from replay_bench import make_bundle
+import synthetic_export
 
 from cds.replay.export import export_sources
 
-PART = 100_000  # Observation lines per file part
-
 
 def write_export(folder: Path, patients: int, seed: int) -> int:
-    """The synthetic export; returns the number of resources (lines) written."""
-    rng = random.Random(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    handles: dict[str, Any] = {}
-    counts: dict[str, int] = {}
-    names: list[str] = []
-    seen_shared: set[str] = set()
-    total = 0
-    for index in range(patients):
-        for entry in make_bundle(index, rng)["entry"]:
-            res = entry["resource"]
-            rtype = res["resourceType"]
-            if rtype == "Device":
-                ref = f"Device/{res['id']}"
-                if ref in seen_shared:
-                    continue
-                seen_shared.add(ref)
-            part = counts.get(rtype, 0) // PART if rtype == "Observation" else None
-            name = f"{rtype}.{part:03d}.ndjson" if part is not None else f"{rtype}.ndjson"
-            if name not in handles:
-                handles[name] = open(folder / name, "w", encoding="utf-8")  # noqa: SIM115
-                names.append(name)
-            handles[name].write(json.dumps(res) + "\n")
-            counts[rtype] = counts.get(rtype, 0) + 1
-            total += 1
-    for handle in handles.values():
-        handle.close()
-    manifest = {
-        "transactionTime": "2026-11-20T00:00:00Z",
-        "request": "https://ehr.example/fhir/$export",
-        "requiresAccessToken": False,
-        "output": [{"type": n.split(".")[0], "url": f"https://ehr.example/{n}"} for n in names],
-        "error": [],
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    return total
+    """The synthetic export (`tools/synthetic_export.py`); returns the resources written."""
+    written: int = synthetic_export.write_export(folder, patients, seed)
+    return written
 
 
 def main() -> None:
