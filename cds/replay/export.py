@@ -165,20 +165,24 @@ def _lines(file: ExportFile) -> Iterator[tuple[int, str | None, str | None]]:
 
 
 def _references(resource: dict[str, Any]) -> list[str]:
-    """`Type/id` of the top-level references of a resource other than to a Patient."""
-    found: list[str] = []
-    for key, value in resource.items():
-        if key in ("subject", "patient"):
-            continue
-        values = value if isinstance(value, list) else [value]
-        for item in values:
-            if isinstance(item, dict):
-                ref = item.get("reference")
-                if isinstance(ref, str) and not ref.startswith(("#", "urn:", "Patient/")):
-                    parts = [p for p in ref.split("/") if p]
-                    if len(parts) >= 2:
-                        found.append(f"{parts[-2]}/{parts[-1]}")
-    return found
+    """`Type/id` of every reference in a resource, at any depth (`device`,
+    `medicationReference`, `performer[].actor`, `hasMember[]`, ...), other than to a
+    Patient, in order of first appearance."""
+    found: dict[str, None] = {}
+    stack: list[Any] = [v for k, v in resource.items() if k not in ("subject", "patient")]
+    stack.reverse()
+    while stack:
+        value = stack.pop()
+        if isinstance(value, list):
+            stack.extend(reversed(value))
+        elif isinstance(value, dict):
+            ref = value.get("reference")
+            if isinstance(ref, str) and not ref.startswith(("#", "urn:", "Patient/")):
+                parts = [p for p in ref.split("/") if p]
+                if len(parts) >= 2:
+                    found[f"{parts[-2]}/{parts[-1]}"] = None
+            stack.extend(reversed(list(value.values())))
+    return list(found)
 
 
 def _classify(text: str) -> tuple[str, str, str | None] | str:
@@ -199,7 +203,7 @@ def _classify(text: str) -> tuple[str, str, str | None] | str:
         return "patient", rid, None
     pid = patient_of(resource)
     if pid is not None:
-        refs = _references(resource)
+        refs = _references(resource) if '"reference"' in text else []
         return "patient", pid, json.dumps(refs) if refs else None
     if "subject" in resource or "patient" in resource:
         return (
@@ -217,9 +221,9 @@ def _classify(text: str) -> tuple[str, str, str | None] | str:
 class ExportGrouper:
     """Group one export folder's resources by patient in an SQLite file under `workdir`."""
 
-    def __init__(self, folder: str, workdir: str) -> None:
+    def __init__(self, folder: str, workdir: str, key: str | None = None) -> None:
         self.folder = folder.rstrip("/") or folder
-        self.base = os.path.basename(os.path.normpath(folder))
+        self.base = key if key is not None else os.path.basename(os.path.normpath(folder))
         self.db = sqlite3.connect(os.path.join(workdir, "export.sqlite"))
         self.db.executescript(
             """
@@ -315,12 +319,14 @@ class ExportGrouper:
         self.db.close()
 
 
-def export_sources(folder: str) -> Iterator[Source]:
-    """Every input of an export: its line errors, then one per patient (see the module)."""
+def export_sources(folder: str, key: str | None = None) -> Iterator[Source]:
+    """Every input of an export: its line errors, then one per patient (see the module).
+    Golden keys start with `key` (default: the folder's name; an export found inside a
+    folder argument: its path relative to that argument)."""
     files, problems = _files(folder)
     yield from problems
     with tempfile.TemporaryDirectory(prefix="osteohooks-export-") as workdir:
-        grouper = ExportGrouper(folder, workdir)
+        grouper = ExportGrouper(folder, workdir, key)
         try:
             grouper.load(files)
             yield from grouper.errors()

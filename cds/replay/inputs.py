@@ -52,12 +52,15 @@ def _is_replayable(filename: str) -> bool:
 FileId = tuple[int, int]
 
 
-def _walk(folder: str, rel: str = "") -> Iterator[tuple[str, str, FileId]]:
+def _walk(folder: str, rel: str = "") -> Iterator[tuple[str, str, FileId | None]]:
     """Replayable files under folder, recursively, in name order (folders and files
     sorted together, like a sorted list of paths); hidden names are skipped. Each with
     its path relative to the folder first walked (`rel` is the prefix so far: the same
     as os.path.relpath, without its per-path system calls) and its (device, inode), read
-    from the directory listing (no extra system call)."""
+    from the directory listing (no extra system call). A Bulk Data export inside the
+    folder comes as one item with no file id (its files are not read one by one)."""
+    from cds.replay.export import export_folder
+
     try:
         device = os.stat(folder).st_dev
         entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
@@ -68,6 +71,9 @@ def _walk(folder: str, rel: str = "") -> Iterator[tuple[str, str, FileId]]:
         if name.startswith("."):
             continue
         if entry.is_dir():
+            if export_folder(entry.path) is not None:
+                yield entry.path, rel + name, None
+                continue
             yield from _walk(entry.path, f"{rel}{name}/")
         elif _is_replayable(name):
             yield entry.path, rel + name, (device, entry.inode())
@@ -126,12 +132,19 @@ def discover(arguments: Iterable[str]) -> Iterator[Source]:
     from cds.replay.export import export_folder, export_sources
 
     seen: set[FileId] = set()
+    exports: set[str] = set()
 
     def first_time(file_id: FileId) -> bool:
         if file_id in seen:
             return False
         seen.add(file_id)
         return True
+
+    def export_once(folder: str, key: str | None = None) -> Iterator[Source]:
+        real = os.path.realpath(folder)
+        if real not in exports:  # an export named twice (folder and manifest) is read once
+            exports.add(real)
+            yield from export_sources(folder, key)
 
     for argument in arguments:
         if glob.has_magic(argument):
@@ -143,7 +156,9 @@ def discover(arguments: Iterable[str]) -> Iterator[Source]:
                     prefix = "" if prefix == "." else prefix + "/"
                     for path, rel, file_id in _walk(match):
                         matched = True
-                        if first_time(file_id):
+                        if file_id is None:
+                            yield from export_once(path, prefix + rel)
+                        elif first_time(file_id):
                             yield from _file_sources(path, prefix + rel)
                 elif os.path.isfile(match):
                     matched = True
@@ -156,10 +171,12 @@ def discover(arguments: Iterable[str]) -> Iterator[Source]:
                     error="no file matches this pattern",
                 )
         elif (folder := export_folder(argument)) is not None:
-            yield from export_sources(folder)
+            yield from export_once(folder)
         elif os.path.isdir(argument):
             for path, rel, file_id in _walk(argument):
-                if first_time(file_id):
+                if file_id is None:
+                    yield from export_once(path, rel)
+                elif first_time(file_id):
                     yield from _file_sources(path, rel)
         elif os.path.exists(argument):
             if first_time(_file_id(argument)):

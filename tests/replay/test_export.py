@@ -219,3 +219,41 @@ def test_a_manifest_naming_a_missing_file_is_an_error_for_that_entry(tmp_path: P
     _, records = replay("export", cwd=tmp_path)
     assert records[0]["input"] == "export/manifest.json#output[0]"
     assert names[0] in records[0]["outcome"]["issue"][0]["diagnostics"]
+
+
+def test_an_export_inside_a_folder_is_read_as_an_export_beside_other_inputs(
+    tmp_path: Path,
+) -> None:
+    groups = patients()
+    data = tmp_path / "data"
+    write_export(data / "site-a" / "export", groups)
+    (data / "one.json").write_text(json.dumps(f.bundle(*copy.deepcopy(groups["p2"]))))
+    _, alone = replay("data/site-a/export", cwd=tmp_path)
+    code, mixed = replay("data", "data/site-a/export/manifest.json", cwd=tmp_path)
+    assert code == 0
+    names = [r["input"] for r in mixed]
+    nested = [f"data/site-a/export#Patient/{pid}" for pid in sorted(groups)]
+    # no line read as its own patient; the export named twice is read once
+    assert names == ["data/one.json", *nested]
+    by_name = {r["input"]: comparable(r) for r in mixed}
+    for record in alone:
+        assert by_name[record["input"]] == comparable(record)
+    golden = tmp_path / "golden"
+    assert replay("data", "--expect", str(golden), "--update-expect", cwd=tmp_path)[0] == 0
+    assert (golden / "site-a" / "export#Patient-p1.json").is_file()
+
+
+def test_references_at_any_depth_are_joined(tmp_path: Path) -> None:
+    """A Practitioner named only inside `performer[].actor` reaches its patient's input."""
+    practitioner = {"resourceType": "Practitioner", "id": "dr1", "name": [{"family": "Roe"}]}
+    procedure = f.procedure("22513", subject="p9", id="proc-deep")
+    procedure["performer"] = [{"actor": {"reference": "Practitioner/dr1"}}]
+    groups = {"p9": [f.patient("p9", birth_date="1950-01-15"), procedure, practitioner]}
+    write_export(tmp_path / "export", groups)
+    from cds.replay.export import export_sources
+
+    [source] = list(export_sources(str(tmp_path / "export")))
+    assert source.text is not None
+    bundle = json.loads(source.text)
+    types = [e["resource"]["resourceType"] for e in bundle["entry"]]
+    assert sorted(types) == ["Patient", "Practitioner", "Procedure"]
