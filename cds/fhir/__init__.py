@@ -1,9 +1,9 @@
 """cds.fhir: reading FHIR input, code lists from fhir_profiles/, data errors and the trace
 (see docs/architecture.md and docs/fhir-inputs.md)."""
 
+from cds.fhir.bundle import split_by_patient
 from cds.fhir.issues import DataIssue, operation_outcome
 from cds.fhir.profiles import ProfileError, Profiles, load_profiles
-from cds.fhir.read import split_by_patient
 from cds.fhir.trace import Trace
 
 __all__ = [

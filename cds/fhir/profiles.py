@@ -23,6 +23,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from cds.fhir.models import CodeableConcept, Coding
+from cds.fhir.structure import CompiledProfile, compile_profile
 from cds.settings import data_folders
 
 LOINC = "http://loinc.org"
@@ -473,6 +474,27 @@ class Profiles:
 
     observation_codes: tuple[str, ...]
 
+    # -- the lookup indexes of the FHIR read, built once from the fields above
+    #: (system, code) -> (kind, site, score, side) of every Observation code
+    obs_kinds: dict[tuple[str, str], ObsKind] = field(init=False, repr=False, compare=False)
+    #: every Condition/Procedure code list at once
+    code_index: CodeIndex = field(init=False, repr=False, compare=False)
+    #: score -> accepted unit -> factor to the normalised unit
+    unit_factors: dict[str, dict[str, Decimal]] = field(init=False, repr=False, compare=False)
+    #: (system, code) -> order key of the laboratory orders a recent result leaves out (CS-6.1)
+    lab_orders: dict[tuple[str, str], str] = field(init=False, repr=False, compare=False)
+    #: the StructureDefinitions, compiled
+    compiled_profiles: dict[str, CompiledProfile] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        setattr_ = object.__setattr__  # frozen: the indexes are set once, here
+        setattr_(self, "obs_kinds", _obs_kinds(self))
+        setattr_(self, "code_index", _code_index(self))
+        setattr_(self, "unit_factors", _unit_factors(self))
+        setattr_(self, "lab_orders", _lab_orders(self))
+        compiled = {sid: compile_profile(sd) for sid, sd in self.structure_definitions.items()}
+        setattr_(self, "compiled_profiles", compiled)
+
     @property
     def order_keys(self) -> frozenset[str]:
         """The order keys of order-codes.json (what rule suggestions may name)."""
@@ -721,6 +743,110 @@ def _build(folder: Path) -> Profiles:
         structure_definitions=sds,
         observation_codes=_observation_codes(documents),
     )
+
+
+# ---------------------------------------------------------------------------- read indexes
+
+#: (kind, site, score, side) of an Observation code
+ObsKind = tuple[str, str | None, str, str | None]
+#: category of a code list -> (its entry, the Coding that matched)
+Hits = dict[str, tuple[CodeEntry, Coding]]
+_ONE = Decimal(1)
+
+
+@dataclass(frozen=True)
+class CodeIndex:
+    """Every Condition/Procedure code list at once: category -> first (longest) match."""
+
+    exact: dict[tuple[str, str], list[tuple[str, CodeEntry]]]
+    prefix: dict[tuple[str, str], list[tuple[str, str, CodeEntry]]]
+    #: the structural findings of the Profiles, in order, with their category in hits
+    structural: tuple[tuple[StructuralFindingProfile, str], ...]
+
+    def hits(self, cc: CodeableConcept) -> Hits:
+        out: Hits = {}
+        for coding in cc.coding:
+            if not coding.code:
+                continue
+            key = _norm(coding.system, coding.code)
+            for cat, entry in self.exact.get(key, ()):
+                out.setdefault(cat, (entry, coding))
+            for pre, cat, entry in self.prefix.get((key[0], key[1][:3]), ()):
+                if cat not in out and key[1].startswith(pre):
+                    out[cat] = (entry, coding)
+        return out
+
+
+def _lab_orders(profiles: Profiles) -> dict[tuple[str, str], str]:
+    return {
+        (o.system, o.code): key
+        for key, o in profiles.order_codes.items()
+        if o.category == "laboratory" and o.skip_if_recent
+    }
+
+
+def _obs_kinds(profiles: Profiles) -> dict[tuple[str, str], ObsKind]:
+    index: dict[tuple[str, str], ObsKind] = {}
+    for e in profiles.height.entries:
+        index[(e.system, e.code)] = ("height", None, "HEIGHT", None)
+    for e in profiles.alp.entries:
+        index[(e.system, e.code)] = ("alp", None, "ALP", None)
+    for e in profiles.egfr.entries:
+        index[(e.system, e.code)] = ("egfr", None, "EGFR", None)
+    for e in profiles.tbs.entries:
+        index[(e.system, e.code)] = ("tbs", None, "TBS", None)
+    for key, fn in profiles.femoral_neck.items():
+        index[key] = ("dxa", "femoral-neck", fn.score, fn.side)
+    for key, d in profiles.dxa.items():
+        index[key] = ("dxa", d.site, d.score, d.side)
+    return index
+
+
+def _unit_factors(p: Profiles) -> dict[str, dict[str, Decimal]]:
+    """The score units (T, Z, TBS) are sets in Profiles and map to 1 here, so
+    ``table[score].get(unit)`` is the factor (None: the unit is not accepted) for every
+    score, and ``table[score]`` lists the accepted units."""
+    return {
+        "BMD": dict(p.bmd_units),
+        "T": dict.fromkeys(p.t_units, _ONE),
+        "Z": dict.fromkeys(p.z_units, _ONE),
+        "TBS": dict.fromkeys(p.tbs_units, _ONE),
+        "ALP": dict(p.alp_units),
+        "HEIGHT": dict(p.height_units),
+        "EGFR": dict(p.egfr_units),
+    }
+
+
+def _code_index(p: Profiles) -> CodeIndex:
+    lists: list[tuple[str, CodeList]] = [
+        ("fx-self", p.fracture_self_reported),
+        ("fx-vertebral", p.fracture_vertebral),
+        ("fx-hip", p.fracture_hip),
+        ("fx-other", p.fracture_other),
+        ("post", p.postmenopausal),
+        ("pre", p.premenopausal),
+        ("hpt", p.hyperparathyroidism),
+        ("hpp", p.hypophosphatasia),
+        ("hpp-if-named", p.hypophosphatasia_if_named),
+        ("ckd", p.advanced_ckd),
+        ("cv", p.mi_or_stroke),
+        ("fx-augmentation", p.fracture_augmentation),
+        ("contrast", p.contrast),
+        *((f"sf:{sf.finding}", sf.codes) for sf in p.structural),
+    ]
+    exact: dict[tuple[str, str], list[tuple[str, CodeEntry]]] = {}
+    prefix: dict[tuple[str, str], list[tuple[str, str, CodeEntry]]] = {}
+    for cat, cl in lists:
+        for e in cl.entries:
+            key = _norm(e.system, e.code)
+            if e.system in PREFIX_SYSTEMS:
+                prefix.setdefault((key[0], key[1][:3]), []).append((key[1], cat, e))
+            else:
+                exact.setdefault(key, []).append((cat, e))
+    for v in prefix.values():
+        v.sort(key=lambda t: -len(t[0]))  # longest prefix first
+    structural = tuple((sf, f"sf:{sf.finding}") for sf in p.structural)
+    return CodeIndex(exact, prefix, structural)
 
 
 _CACHE: dict[Path, Profiles] = {}
