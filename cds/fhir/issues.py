@@ -319,3 +319,55 @@ def dose_timing_unreadable(ref: str, expression: str) -> DataIssue:
         expression,
         "glucocorticoid dose timing cannot be read as a daily frequency: the dose is unknown",
     )
+
+
+# -- profile checks (fhir_profiles/ StructureDefinitions, cds.fhir.structure)
+
+
+def profile_choice_missing(ref: str, expression: str, profile: str, choices: str) -> DataIssue:
+    """A required choice element (value[x]) absent (`choices`: its allowed names)."""
+    return _error(
+        "required",
+        ref,
+        expression,
+        f"{expression} is required by profile {profile} (one of: {choices})",
+    )
+
+
+def profile_choice_type(ref: str, expression: str, profile: str, key: str, send: str) -> DataIssue:
+    """A choice element of a type the profile does not allow (`send`: the allowed ones)."""
+    return _error(
+        "structure", ref, expression, f"{key} is not allowed by profile {profile}; send {send}"
+    )
+
+
+def profile_missing(ref: str, expression: str, profile: str) -> DataIssue:
+    """An element the profile requires is absent or empty."""
+    return _error(
+        "required", ref, expression, f"{expression} is required by profile {profile} but is missing"
+    )
+
+
+def profile_forbidden(ref: str, expression: str, profile: str) -> DataIssue:
+    """An element the profile forbids (max 0) is present."""
+    return _error("structure", ref, expression, f"{expression} is not allowed by profile {profile}")
+
+
+def profile_target(ref: str, expression: str, profile: str, targets: str, target: str) -> DataIssue:
+    """A Reference to a resource type the profile does not allow."""
+    return _error(
+        "structure",
+        ref,
+        f"{expression}.reference",
+        f"{expression} must reference {targets}, not {target!r} (profile {profile})",
+    )
+
+
+def profile_code(ref: str, expression: str, profile: str, shown: str, allowed: str) -> DataIssue:
+    """A code outside the profile's required value set."""
+    return _error(
+        "code-invalid",
+        ref,
+        expression,
+        f"{expression} {shown!r} is not allowed by profile {profile} (allowed: {allowed})",
+    )
