@@ -12,7 +12,7 @@ from cds.fhir import models as m
 from cds.fhir.common import ReadContext, after, when, why
 from cds.fhir.dates import When
 from cds.fhir.issues import DataIssue
-from cds.fhir.profiles import ObsKind, _norm
+from cds.fhir.profiles import ObsCode, ObsKind, _norm
 from cds.fhir.records import Measurement, Scanner
 from cds.fhir.scanners import scanner
 from cds.fhir.structure import check
@@ -41,12 +41,13 @@ _NOT_NUMERIC = ("valueString", "valueCodeableConcept", "valueBoolean")
 def read_observation(ctx: ReadContext, raw: dict[str, Any], obs: m.Observation, ref: str) -> None:
     """One Observation: a result, a result's components, menopausal status, or a lab
     result of an orderable test; anything else is traced as ignored."""
-    preliminary = _status(ctx, obs, ref)
+    preliminary = OBS_USED.get(obs.status) if obs.status is not None else None
     if preliminary is None:
+        _status_unused(ctx, obs, ref)
         return
     trace = ctx.data.trace
-    lab = _lab_result(ctx, obs, ref)
-    kind = classify(ctx, obs.code)
+    kind, lab_key = lookup(ctx, obs.code)
+    lab = _lab_result(ctx, obs, ref, lab_key) if lab_key is not None else None
     if kind is None:
         meno = menopause(ctx, obs.code) or menopause(ctx, obs.valueCodeableConcept)
         if meno is not None:
@@ -64,21 +65,18 @@ def read_observation(ctx: ReadContext, raw: dict[str, Any], obs: m.Observation, 
     _result(ctx, raw, obs, ref, kind, preliminary)
 
 
-def _status(ctx: ReadContext, obs: m.Observation, ref: str) -> bool | None:
-    """Whether the result is preliminary; None: not used for its status (traced)."""
+def _status_unused(ctx: ReadContext, obs: m.Observation, ref: str) -> None:
+    """An Observation not used for its status: traced, a data error unless the status
+    says it is not a result (entered-in-error, cancelled, ...)."""
     trace = ctx.data.trace
     if obs.status is None:
         ctx.data.issues.append(di.status_missing(ref))
         trace.ignore(ref, "no status")
-        return None
-    if obs.status in OBS_IGNORED:
+    elif obs.status in OBS_IGNORED:
         trace.ignore(ref, f"status {obs.status}")
-        return None
-    if obs.status not in OBS_USED:
+    else:
         ctx.data.issues.append(di.status_invalid(ref, obs.status))
         trace.ignore(ref, f"unknown status {obs.status}")
-        return None
-    return OBS_USED[obs.status]
 
 
 def _dated(ctx: ReadContext, obs: m.Observation, ref: str) -> When | None:
@@ -99,7 +97,7 @@ def _components(ctx: ReadContext, obs: m.Observation, ref: str, preliminary: boo
     made = 0
     device = scanner(ctx, obs.device)
     for i, comp in enumerate(obs.component):
-        ckind = classify(ctx, comp.code)
+        ckind = lookup(ctx, comp.code)[0]
         if ckind is None:
             continue
         where = f"Observation.component[{i}]"
@@ -151,9 +149,9 @@ def describe(mm: Measurement) -> str:
         where += f" {mm.vertebra}"
     if mm.side:
         where += f" ({mm.side})"
-    # !s: str() is what format(x, "") gives for a date and a finite Decimal, without
-    # their __format__ (which parses the empty format spec: ~0.5 us more per result)
-    return f"{where} {mm.score} {mm.value!s} on {mm.when.date!s}"
+    # !s: str() is what format(x, "") gives for a finite Decimal, without its __format__
+    # (which parses the empty format spec); the date's text is made once per date
+    return f"{where} {mm.score} {mm.value!s} on {mm.when.day}"
 
 
 def obs_date(obs: m.Observation) -> str | None:
@@ -190,32 +188,38 @@ def menopause(ctx: ReadContext, cc: m.CodeableConcept | None) -> str | None:
     return None
 
 
-def _lab_result(ctx: ReadContext, obs: m.Observation, ref: str) -> str | None:
-    """CS-6.1 rev 2: the date of a laboratory test a card may order, by its order code
-    (fhir_profiles/order-codes.json); the trace words, None when it is not one."""
-    if obs.code is None:
+def _lab_result(ctx: ReadContext, obs: m.Observation, ref: str, key: str) -> str | None:
+    """CS-6.1 rev 2: the date of a laboratory test a card may order (`key`, by its order
+    code in fhir_profiles/order-codes.json); the trace words, None when it has no usable
+    date up to the as-of date."""
+    at = when(obs_date(obs), "Observation.effective[x]", ref, [], False)
+    if at is None or at.date > ctx.as_of:
         return None
-    for c in obs.code.coding:
-        key = ctx.p.lab_orders.get((c.system or "", c.code or ""))
-        if key is None:
-            continue
-        at = when(obs_date(obs), "Observation.effective[x]", ref, [], False)
-        if at is None or at.date > ctx.as_of:
-            return None
-        ctx.data.lab_results.append((key, at.date, ref))
-        return f"result of {key} on {at.date} (CS-6.1: not ordered again while recent)"
-    return None
+    ctx.data.lab_results.append((key, at.date, ref))
+    return f"result of {key} on {at.date} (CS-6.1: not ordered again while recent)"
 
 
-def classify(ctx: ReadContext, cc: m.CodeableConcept | None) -> ObsKind | None:
-    """(kind, site, score, side) of an Observation code, or None."""
+def lookup(ctx: ReadContext, cc: m.CodeableConcept | None) -> ObsCode:
+    """(kind, laboratory order key) of an Observation code: each the first coding's that
+    has one; the kind by the profile's text patterns when no coding has one."""
     if cc is None:
-        return None
-    index = ctx.p.obs_kinds
+        return None, None
+    kind: ObsKind | None = None
+    lab: str | None = None
+    index = ctx.p.obs_codes
     for c in cc.coding:
         hit = index.get((c.system or "", c.code or ""))
         if hit is not None:
-            return hit
+            kind = kind or hit[0]
+            lab = lab or hit[1]
+            if kind is not None and lab is not None:
+                break
+    if kind is None:
+        kind = _by_text(ctx, cc)
+    return kind, lab
+
+
+def _by_text(ctx: ReadContext, cc: m.CodeableConcept) -> ObsKind | None:
     words = cc.words()
     if words:
         for pattern in ctx.p.tbs_text:

@@ -475,23 +475,21 @@ class Profiles:
     observation_codes: tuple[str, ...]
 
     # -- the lookup indexes of the FHIR read, built once from the fields above
-    #: (system, code) -> (kind, site, score, side) of every Observation code
-    obs_kinds: dict[tuple[str, str], ObsKind] = field(init=False, repr=False, compare=False)
+    #: (system, code) -> (its ObsKind, its laboratory order key) of every Observation code
+    #: the read knows, one lookup per coding for both (either may be None)
+    obs_codes: dict[tuple[str, str], ObsCode] = field(init=False, repr=False, compare=False)
     #: every Condition/Procedure code list at once
     code_index: CodeIndex = field(init=False, repr=False, compare=False)
     #: score -> accepted unit -> factor to the normalised unit
     unit_factors: dict[str, dict[str, Decimal]] = field(init=False, repr=False, compare=False)
-    #: (system, code) -> order key of the laboratory orders a recent result leaves out (CS-6.1)
-    lab_orders: dict[tuple[str, str], str] = field(init=False, repr=False, compare=False)
     #: the StructureDefinitions, compiled
     compiled_profiles: dict[str, CompiledProfile] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         setattr_ = object.__setattr__  # frozen: the indexes are set once, here
-        setattr_(self, "obs_kinds", _obs_kinds(self))
+        setattr_(self, "obs_codes", _obs_codes(self))
         setattr_(self, "code_index", _code_index(self))
         setattr_(self, "unit_factors", _unit_factors(self))
-        setattr_(self, "lab_orders", _lab_orders(self))
         compiled = {sid: compile_profile(sd) for sid, sd in self.structure_definitions.items()}
         setattr_(self, "compiled_profiles", compiled)
 
@@ -749,6 +747,8 @@ def _build(folder: Path) -> Profiles:
 
 #: (kind, site, score, side) of an Observation code
 ObsKind = tuple[str, str | None, str, str | None]
+#: what an Observation code is: (its ObsKind or None, its laboratory order key or None)
+ObsCode = tuple[ObsKind | None, str | None]
 #: category of a code list -> (its entry, the Coding that matched)
 Hits = dict[str, tuple[CodeEntry, Coding]]
 _ONE = Decimal(1)
@@ -777,12 +777,16 @@ class CodeIndex:
         return out
 
 
-def _lab_orders(profiles: Profiles) -> dict[tuple[str, str], str]:
-    return {
+def _obs_codes(profiles: Profiles) -> dict[tuple[str, str], ObsCode]:
+    """The Observation codes: result kinds, and the laboratory orders a recent result
+    leaves out (`skip_if_recent`, CS-6.1)."""
+    kinds = _obs_kinds(profiles)
+    labs = {
         (o.system, o.code): key
         for key, o in profiles.order_codes.items()
         if o.category == "laboratory" and o.skip_if_recent
     }
+    return {code: (kinds.get(code), labs.get(code)) for code in {*kinds, *labs}}
 
 
 def _obs_kinds(profiles: Profiles) -> dict[tuple[str, str], ObsKind]:
