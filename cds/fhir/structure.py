@@ -31,6 +31,10 @@ class _Check:
     target_types: tuple[str, ...]
     valueset: frozenset[tuple[str, str]] | None  # (system, code); system "" = any
     codes: frozenset[str]  # the codes of valueset, for plain code elements
+    codes_ok: frozenset[str]  # codes, when a code in them is all that is checked
+    last: str  # steps[-1]
+    #: only presence is checked (not forbidden, no target types, no value set)
+    presence_only: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,11 @@ def compile_profile(sd: dict[str, Any]) -> CompiledProfile:
                 target_types=targets,
                 valueset=vs,
                 codes=frozenset(code for _, code in vs or ()),
+                codes_ok=frozenset()
+                if str(el.get("max", "*")) == "0"
+                else frozenset(code for _, code in vs or ()),
+                last=steps[-1],
+                presence_only=not targets and vs is None and str(el.get("max", "*")) != "0",
             )
         )
     return CompiledProfile(
@@ -104,7 +113,11 @@ def _upper_first(s: str) -> str:
 
 
 def check(profile: CompiledProfile, resource: dict[str, Any], ref: str) -> list[DataIssue]:
-    """Check one resource (raw JSON) against a compiled profile."""
+    """Check one resource (raw JSON) against a compiled profile.
+
+    The common outcomes (a choice element present with an allowed type, a present
+    element whose presence is all that is checked, a code in its value set) are decided
+    here; everything else, and every finding, by _check_choice and _check_element."""
     issues: list[DataIssue] = []
     for c in profile.checks:
         node: Any = resource
@@ -115,19 +128,23 @@ def check(profile: CompiledProfile, resource: dict[str, Any], ref: str) -> list[
         if not isinstance(node, dict):
             continue  # the parent is absent: its own element reports it
         if c.choice:
-            _check_choice(profile, c, node, ref, issues)
-        else:
-            _check_element(profile, c, node, ref, issues)
+            # present with an allowed type (looking up the few allowed keys in node, where
+            # allowed_keys.isdisjoint(node) would walk every key of node)
+            if not any(map(node.__contains__, c.allowed_keys)):
+                _check_choice(profile, c, node, ref, issues)
+            continue
+        value = node.get(c.last)
+        present = value or (value is not None and value != [] and value != "")
+        if present and (c.presence_only or (type(value) is str and value in c.codes_ok)):
+            continue
+        _check_element(profile, c, node, ref, issues)
     return issues
 
 
 def _check_choice(
     profile: CompiledProfile, c: _Check, node: dict[str, Any], ref: str, issues: list[DataIssue]
 ) -> None:
-    # present with an allowed type (looking up the few allowed keys in node, where
-    # allowed_keys.isdisjoint(node) would walk every key of node)
-    if any(map(node.__contains__, c.allowed_keys)):
-        return
+    """A choice element (value[x]) without an allowed type: absent, or of another type."""
     stem = c.steps[-1][:-3]
     keys = [k for k in node if k.startswith(stem) and k[len(stem) : len(stem) + 1].isupper()]
     if not keys:
