@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from cds.fhir import issues as di
@@ -131,8 +132,7 @@ def _visit_bundle(
         _visit(res, f"{bref} entry[{i}]", url, depth + 1, out, issues, trace)
 
 
-def _entry_ref(e: Entry) -> str:
-    return e.ref
+_entry_ref = attrgetter("ref")
 
 
 def dedupe(entries: list[Entry], trace: Trace) -> list[Entry]:

@@ -97,11 +97,3 @@ def status_code(cc: m.CodeableConcept | None) -> str | None:
         if c.code:
             return c.code
     return cc.text.lower() if cc.text else None
-
-
-def after(ctx: ReadContext, ref: str, day: date) -> bool:
-    """Whether `day` is after the as-of date (then the resource is ignored, traced)."""
-    if day > ctx.as_of:
-        ctx.data.trace.ignore(ref, f"dated {day} after the as-of date {ctx.as_of}")
-        return True
-    return False

@@ -9,7 +9,7 @@ from typing import Any
 
 from cds.fhir import issues as di
 from cds.fhir import models as m
-from cds.fhir.common import ReadContext, after, when, why
+from cds.fhir.common import ReadContext, when, why
 from cds.fhir.dates import When
 from cds.fhir.issues import DataIssue
 from cds.fhir.profiles import ObsCode, ObsKind, _norm
@@ -85,7 +85,10 @@ def _dated(ctx: ReadContext, obs: m.Observation, ref: str) -> When | None:
     if at is None:
         ctx.data.trace.ignore(ref, why(ctx.data.issues, ref))
         return None
-    return None if after(ctx, ref, at.date) else at
+    if at.date > ctx.as_of:
+        ctx.data.trace.ignore(ref, f"dated {at.date} after the as-of date {ctx.as_of}")
+        return None
+    return at
 
 
 def _components(ctx: ReadContext, obs: m.Observation, ref: str, preliminary: bool) -> None:

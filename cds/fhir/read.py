@@ -60,8 +60,7 @@ class Reader:
         issues, trace = data.issues, data.trace
         entries = dedupe(flatten(resources, issues, trace), trace)
         ctx.urls = url_map(entries)
-        parsed = _parse(entries, ctx)
-        patients = {ref: res for ref, (e, res) in parsed.items() if e.rtype == "Patient"}
+        parsed, patients = _parse(entries, ctx)
         chosen = choose_patient(patients, patient_id, issues)
         if chosen is not None:
             data.patient_ref = chosen
@@ -111,13 +110,16 @@ class Reader:
                 trace.ignore(ref, why(issues, ref))
 
 
-def _parse(entries: list[Entry], ctx: ReadContext) -> dict[str, tuple[Entry, m.Resource]]:
-    """The entries of a type read, validated (data errors for the others), by ref; the
-    Devices and Medications go to the context."""
+def _parse(
+    entries: list[Entry], ctx: ReadContext
+) -> tuple[dict[str, tuple[Entry, m.Resource]], dict[str, m.Resource]]:
+    """The entries of a type read, validated (data errors for the others), by ref, and
+    the Patients among them; the Devices and Medications go to the context."""
     issues, trace = ctx.data.issues, ctx.data.trace
     parsed: dict[str, tuple[Entry, m.Resource]] = {}
     # by resourceType: a validated model is an instance of exactly MODELS[rtype] (no model
     # there subclasses another), so these are isinstance filters of `parsed`
+    patients: dict[str, m.Resource] = {}
     devices: dict[str, m.Resource] = {}
     medications: dict[str, m.Resource] = {}
     for e in entries:
@@ -133,13 +135,15 @@ def _parse(entries: list[Entry], ctx: ReadContext) -> dict[str, tuple[Entry, m.R
             trace.ignore(e.ref, why(issues, e.ref))
             continue
         parsed[e.ref] = (e, res)
-        if rtype == "Device":
+        if rtype == "Patient":
+            patients[e.ref] = res
+        elif rtype == "Device":
             devices[e.ref] = res
         elif rtype == "Medication":
             medications[e.ref] = res
     ctx.devices = devices
     ctx.medications = medications
-    return parsed
+    return parsed, patients
 
 
 def _full_ok(e: Entry, ref: str, issues: list[DataIssue], trace: Trace) -> bool:
