@@ -25,6 +25,10 @@ class Entry(NamedTuple):
     full_url: str | None
 
 
+#: Entry(...) without the NamedTuple's Python-level __new__ (one Entry per resource)
+_new_entry = tuple.__new__
+
+
 def _content_ref(rtype: str, raw: dict[str, Any]) -> str:
     try:
         blob = json.dumps(raw, sort_keys=True, default=str)
@@ -115,9 +119,10 @@ def _visit_bundle(
                     # for it, without building the entry's `where` text (only used to name
                     # bad entries) or a recursive call
                     fu = e.get("fullUrl")
-                    out.append(
-                        Entry(res, rt, _ref_of(res, rt), fu if isinstance(fu, str) else None)
-                    )
+                    rid = res.get("id")  # _ref_of(res, rt), without the call
+                    ref = f"{rt}/{rid}" if isinstance(rid, str) and rid else _content_ref(rt, res)
+                    url = fu if isinstance(fu, str) else None
+                    out.append(_new_entry(Entry, (res, rt, ref, url)))
                     continue
         if bref is None:
             bref = _ref_of(bundle, "Bundle")

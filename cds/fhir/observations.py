@@ -36,6 +36,7 @@ _SINGLE = re.compile(
 )
 _RANGE = re.compile(r"\bL\s*([1-5])\s*(?:-|–|to)\s*L?\s*([1-5])\b", re.IGNORECASE)
 _NOT_NUMERIC = ("valueString", "valueCodeableConcept", "valueBoolean")
+_new_measurement = tuple.__new__
 
 
 def read_observation(ctx: ReadContext, raw: dict[str, Any], obs: m.Observation, ref: str) -> None:
@@ -287,18 +288,11 @@ def measure(
     vert, count = (None, None)
     if kname == "dxa" and site == "lumbar-spine":
         vert, count = vertebra(ctx, body_site)
-    return Measurement(
-        ref=ref,
-        kind=kname,  # type: ignore[arg-type]
-        site=site,
-        score=score,
-        side=side,
-        vertebra=vert,
-        vertebra_count=count,
-        value=norm,
-        when=at,
-        preliminary=preliminary,
-        scanner=device,
+    # Measurement(ref=ref, kind=kname, ...) in field order, without the NamedTuple's
+    # Python-level __new__ (one Measurement per result)
+    return _new_measurement(
+        Measurement,
+        (ref, kname, site, score, side, vert, count, norm, at, preliminary, device),
     )
 
 
