@@ -12,7 +12,7 @@ from cds.fhir import models as m
 from cds.fhir.common import ReadContext, when, why
 from cds.fhir.dates import When
 from cds.fhir.issues import DataIssue
-from cds.fhir.profiles import ObsCode, ObsKind, _norm
+from cds.fhir.profiles import TBS_KIND, ObsCode, ObsKind, _norm
 from cds.fhir.records import Measurement, Scanner
 from cds.fhir.scanners import scanner
 from cds.fhir.structure import check
@@ -124,13 +124,12 @@ def _result(
 ) -> None:
     """One result: its profile check (lumbar BMD/score, TBS), date, value and scanner."""
     data, trace = ctx.data, ctx.data.trace
-    sd_id = profile_for(kind)
-    compiled = ctx.p.compiled_profiles
-    if sd_id is not None and sd_id in compiled:
-        found = check(compiled[sd_id], raw, ref)
+    profile = ctx.p.kind_profiles.get(kind)
+    if profile is not None:
+        found = check(profile, raw, ref)
         if found:
             data.issues.extend(found)
-            trace.ignore(ref, f"does not conform to profile {sd_id}: {found[0].message}")
+            trace.ignore(ref, f"does not conform to profile {profile.id}: {found[0].message}")
             return
     at = _dated(ctx, obs, ref)
     if at is None:
@@ -228,19 +227,10 @@ def _by_text(ctx: ReadContext, cc: m.CodeableConcept) -> ObsKind | None:
     if words:
         for pattern in ctx.p.tbs_text:
             if pattern in words:
-                return ("tbs", None, "TBS", None)
+                return TBS_KIND
         for needles, score in ctx.p.femoral_neck_text:
             if all(n in words for n in needles):
                 return ("dxa", "femoral-neck", score, None)
-    return None
-
-
-def profile_for(kind: ObsKind) -> str | None:
-    """The StructureDefinition a result of this kind must conform to, if any."""
-    if kind[0] == "tbs":
-        return "osteohooks-tbs"
-    if kind[0] == "dxa" and kind[1] == "lumbar-spine":
-        return "osteohooks-lumbar-bmd" if kind[2] == "BMD" else "osteohooks-lumbar-score"
     return None
 
 

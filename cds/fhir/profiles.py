@@ -484,6 +484,8 @@ class Profiles:
     unit_factors: dict[str, dict[str, Decimal]] = field(init=False, repr=False, compare=False)
     #: the StructureDefinitions, compiled
     compiled_profiles: dict[str, CompiledProfile] = field(init=False, repr=False, compare=False)
+    #: the compiled profile a result of each kind must conform to (kinds without one absent)
+    kind_profiles: dict[ObsKind, CompiledProfile] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         setattr_ = object.__setattr__  # frozen: the indexes are set once, here
@@ -492,6 +494,7 @@ class Profiles:
         setattr_(self, "unit_factors", _unit_factors(self))
         compiled = {sid: compile_profile(sd) for sid, sd in self.structure_definitions.items()}
         setattr_(self, "compiled_profiles", compiled)
+        setattr_(self, "kind_profiles", _kind_profiles(self.obs_codes, compiled))
 
     @property
     def order_keys(self) -> frozenset[str]:
@@ -804,6 +807,32 @@ def _obs_kinds(profiles: Profiles) -> dict[tuple[str, str], ObsKind]:
     for key, d in profiles.dxa.items():
         index[key] = ("dxa", d.site, d.score, d.side)
     return index
+
+
+#: the kind of a result recognised by its text as TBS (the other text kinds, femoral neck
+#: scores, have no profile)
+TBS_KIND: ObsKind = ("tbs", None, "TBS", None)
+
+
+def profile_for(kind: ObsKind) -> str | None:
+    """The id of the StructureDefinition a result of this kind must conform to, if any."""
+    if kind[0] == "tbs":
+        return "osteohooks-tbs"
+    if kind[0] == "dxa" and kind[1] == "lumbar-spine":
+        return "osteohooks-lumbar-bmd" if kind[2] == "BMD" else "osteohooks-lumbar-score"
+    return None
+
+
+def _kind_profiles(
+    codes: dict[tuple[str, str], ObsCode], compiled: dict[str, CompiledProfile]
+) -> dict[ObsKind, CompiledProfile]:
+    kinds = {kind for kind, _ in codes.values() if kind is not None} | {TBS_KIND}
+    out: dict[ObsKind, CompiledProfile] = {}
+    for kind in kinds:
+        sd_id = profile_for(kind)
+        if sd_id is not None and sd_id in compiled:
+            out[kind] = compiled[sd_id]
+    return out
 
 
 def _unit_factors(p: Profiles) -> dict[str, dict[str, Decimal]]:
