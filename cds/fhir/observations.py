@@ -272,8 +272,20 @@ def measure(
     got = _value(holder, prefix, ref, _WHAT[score], ctx.data.issues)
     if got is None:
         return None
-    norm = _normalised(ctx, got, score, holder, prefix, ref)
-    if norm is None:
+    value, unit = got
+    factor = ctx.p.unit_factors[score].get(unit)
+    if factor is None:
+        _unit_rejected(ctx, holder, prefix, ref, score, unit)
+        return None
+    try:
+        norm = value * factor
+    except InvalidOperation:
+        return None
+    lo, hi = ctx.p.ranges[_RANGE_KEY.get(score, score)]
+    if not (lo <= norm <= hi):
+        q = holder.valueQuantity
+        vexpr = f"{prefix}.valueQuantity.value" if q is not None else f"{prefix}.valueInteger"
+        ctx.data.issues.append(di.value_implausible(ref, vexpr, _WHAT[score], value, lo, hi))
         return None
     vert, count = (None, None)
     if kname == "dxa" and site == "lumbar-spine":
@@ -317,38 +329,22 @@ def _value(
     return None
 
 
-def _normalised(
+def _unit_rejected(
     ctx: ReadContext,
-    got: tuple[Decimal, str],
-    score: str,
     holder: m.Observation | m.ObservationComponent,
     prefix: str,
     ref: str,
-) -> Decimal | None:
-    """The value in the normalised unit, None (with a data error) for a unit not accepted
-    or a value outside the plausible range."""
-    value, unit = got
-    what = _WHAT[score]
+    score: str,
+    unit: str,
+) -> None:
+    """The data error of a unit not accepted for the score, naming the accepted ones."""
     q = holder.valueQuantity
+    if q is None:
+        uexpr = f"{prefix}.valueInteger"
+    elif q.code is not None:
+        uexpr = f"{prefix}.valueQuantity.code"
+    else:
+        uexpr = f"{prefix}.valueQuantity.unit"
     factors = ctx.p.unit_factors[score]
-    factor = factors.get(unit)
-    if factor is None:
-        if q is None:
-            uexpr = f"{prefix}.valueInteger"
-        elif q.code is not None:
-            uexpr = f"{prefix}.valueQuantity.code"
-        else:
-            uexpr = f"{prefix}.valueQuantity.unit"
-        allowed = ", ".join(sorted(u or "no unit" for u in factors))
-        ctx.data.issues.append(di.unit_not_accepted(ref, uexpr, what, unit, allowed))
-        return None
-    try:
-        norm = value * factor
-    except InvalidOperation:
-        return None
-    lo, hi = ctx.p.ranges[_RANGE_KEY.get(score, score)]
-    if not (lo <= norm <= hi):
-        vexpr = f"{prefix}.valueQuantity.value" if q is not None else f"{prefix}.valueInteger"
-        ctx.data.issues.append(di.value_implausible(ref, vexpr, what, value, lo, hi))
-        return None
-    return norm
+    allowed = ", ".join(sorted(u or "no unit" for u in factors))
+    ctx.data.issues.append(di.unit_not_accepted(ref, uexpr, _WHAT[score], unit, allowed))
