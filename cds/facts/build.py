@@ -28,12 +28,12 @@ from cds.facts.schema import (
 )
 from cds.fhir.dates import add_months, fractional_months, whole_months
 from cds.fhir.profiles import Profiles, load_profiles
-from cds.fhir.read import (
+from cds.fhir.read import Reader
+from cds.fhir.records import (
     FractureRecord,
     Measurement,
     MedRecord,
     PatientData,
-    Reader,
     Scanner,
     Validation,
 )

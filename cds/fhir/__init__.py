@@ -3,8 +3,8 @@
 
 from cds.contracts.outcome import DataIssue
 from cds.contracts.outcome import data_outcome as operation_outcome
+from cds.fhir.bundle import split_by_patient
 from cds.fhir.profiles import ProfileError, Profiles, load_profiles
-from cds.fhir.read import split_by_patient
 from cds.fhir.trace import Trace
 
 __all__ = [

@@ -37,6 +37,12 @@ class When:
     instant: datetime  # earliest instant, UTC
     precision: Precision
     text: str
+    #: the date as YYYY-MM-DD (str(date), made once per parsed text: traces print it)
+    day: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.day:
+            object.__setattr__(self, "day", self.date.isoformat())
 
     @property
     def partial(self) -> bool:

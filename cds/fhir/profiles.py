@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from cds.fhir.models import CodeableConcept, Coding
+from cds.fhir.structure import CompiledProfile, compile_profile
 from cds.settings import data_folders
 
 LOINC = "http://loinc.org"
@@ -38,7 +38,6 @@ UCUM = "http://unitsofmeasure.org"
 PREFIX_SYSTEMS = frozenset({ICD10CM, CPT})
 
 M = TypeVar("M", bound=BaseModel)
-_D = TypeVar("_D")
 
 DxaSite = Literal["lumbar-spine", "total-hip", "femoral-neck", "femur", "forearm"]
 ScoreType = Literal["T", "Z", "BMD"]
@@ -474,19 +473,28 @@ class Profiles:
     structure_definitions: dict[str, dict[str, Any]]
 
     observation_codes: tuple[str, ...]
-    #: What readers build from these profiles (indexes), by builder: see `derived`.
-    _derived: dict[Callable[[Profiles], Any], Any] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
 
-    def derived(self, build: Callable[[Profiles], _D]) -> _D:
-        """`build(self)`, built once for this object and kept by it (the FHIR reader's
-        code indexes): the cache lives and dies with the profiles it was built from."""
-        try:
-            value: _D = self._derived[build]
-        except KeyError:
-            value = self._derived[build] = build(self)
-        return value
+    # -- the lookup indexes of the FHIR read, built once from the fields above
+    #: (system, code) -> (its ObsKind, its laboratory order key) of every Observation code
+    #: the read knows, one lookup per coding for both (either may be None)
+    obs_codes: dict[tuple[str, str], ObsCode] = field(init=False, repr=False, compare=False)
+    #: every Condition/Procedure code list at once
+    code_index: CodeIndex = field(init=False, repr=False, compare=False)
+    #: score -> accepted unit -> factor to the normalised unit
+    unit_factors: dict[str, dict[str, Decimal]] = field(init=False, repr=False, compare=False)
+    #: the StructureDefinitions, compiled
+    compiled_profiles: dict[str, CompiledProfile] = field(init=False, repr=False, compare=False)
+    #: the compiled profile a result of each kind must conform to (kinds without one absent)
+    kind_profiles: dict[ObsKind, CompiledProfile] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        setattr_ = object.__setattr__  # frozen: the indexes are set once, here
+        setattr_(self, "obs_codes", _obs_codes(self))
+        setattr_(self, "code_index", _code_index(self))
+        setattr_(self, "unit_factors", _unit_factors(self))
+        compiled = {sid: compile_profile(sd) for sid, sd in self.structure_definitions.items()}
+        setattr_(self, "compiled_profiles", compiled)
+        setattr_(self, "kind_profiles", _kind_profiles(self.obs_codes, compiled))
 
     @property
     def order_keys(self) -> frozenset[str]:
@@ -736,6 +744,142 @@ def _build(folder: Path) -> Profiles:
         structure_definitions=sds,
         observation_codes=_observation_codes(documents),
     )
+
+
+# ---------------------------------------------------------------------------- read indexes
+
+#: (kind, site, score, side) of an Observation code
+ObsKind = tuple[str, str | None, str, str | None]
+#: what an Observation code is: (its ObsKind or None, its laboratory order key or None)
+ObsCode = tuple[ObsKind | None, str | None]
+#: category of a code list -> (its entry, the Coding that matched)
+Hits = dict[str, tuple[CodeEntry, Coding]]
+_ONE = Decimal(1)
+
+
+@dataclass(frozen=True)
+class CodeIndex:
+    """Every Condition/Procedure code list at once: category -> first (longest) match."""
+
+    exact: dict[tuple[str, str], list[tuple[str, CodeEntry]]]
+    prefix: dict[tuple[str, str], list[tuple[str, str, CodeEntry]]]
+    #: the structural findings of the Profiles, in order, with their category in hits
+    structural: tuple[tuple[StructuralFindingProfile, str], ...]
+
+    def hits(self, cc: CodeableConcept) -> Hits:
+        out: Hits = {}
+        for coding in cc.coding:
+            if not coding.code:
+                continue
+            key = _norm(coding.system, coding.code)
+            for cat, entry in self.exact.get(key, ()):
+                out.setdefault(cat, (entry, coding))
+            for pre, cat, entry in self.prefix.get((key[0], key[1][:3]), ()):
+                if cat not in out and key[1].startswith(pre):
+                    out[cat] = (entry, coding)
+        return out
+
+
+def _obs_codes(profiles: Profiles) -> dict[tuple[str, str], ObsCode]:
+    """The Observation codes: result kinds, and the laboratory orders a recent result
+    leaves out (`skip_if_recent`, CS-6.1)."""
+    kinds = _obs_kinds(profiles)
+    labs = {
+        (o.system, o.code): key
+        for key, o in profiles.order_codes.items()
+        if o.category == "laboratory" and o.skip_if_recent
+    }
+    return {code: (kinds.get(code), labs.get(code)) for code in {*kinds, *labs}}
+
+
+def _obs_kinds(profiles: Profiles) -> dict[tuple[str, str], ObsKind]:
+    index: dict[tuple[str, str], ObsKind] = {}
+    for e in profiles.height.entries:
+        index[(e.system, e.code)] = ("height", None, "HEIGHT", None)
+    for e in profiles.alp.entries:
+        index[(e.system, e.code)] = ("alp", None, "ALP", None)
+    for e in profiles.egfr.entries:
+        index[(e.system, e.code)] = ("egfr", None, "EGFR", None)
+    for e in profiles.tbs.entries:
+        index[(e.system, e.code)] = ("tbs", None, "TBS", None)
+    for key, fn in profiles.femoral_neck.items():
+        index[key] = ("dxa", "femoral-neck", fn.score, fn.side)
+    for key, d in profiles.dxa.items():
+        index[key] = ("dxa", d.site, d.score, d.side)
+    return index
+
+
+#: the kind of a result recognised by its text as TBS (the other text kinds, femoral neck
+#: scores, have no profile)
+TBS_KIND: ObsKind = ("tbs", None, "TBS", None)
+
+
+def profile_for(kind: ObsKind) -> str | None:
+    """The id of the StructureDefinition a result of this kind must conform to, if any."""
+    if kind[0] == "tbs":
+        return "osteohooks-tbs"
+    if kind[0] == "dxa" and kind[1] == "lumbar-spine":
+        return "osteohooks-lumbar-bmd" if kind[2] == "BMD" else "osteohooks-lumbar-score"
+    return None
+
+
+def _kind_profiles(
+    codes: dict[tuple[str, str], ObsCode], compiled: dict[str, CompiledProfile]
+) -> dict[ObsKind, CompiledProfile]:
+    kinds = {kind for kind, _ in codes.values() if kind is not None} | {TBS_KIND}
+    out: dict[ObsKind, CompiledProfile] = {}
+    for kind in kinds:
+        sd_id = profile_for(kind)
+        if sd_id is not None and sd_id in compiled:
+            out[kind] = compiled[sd_id]
+    return out
+
+
+def _unit_factors(p: Profiles) -> dict[str, dict[str, Decimal]]:
+    """The score units (T, Z, TBS) are sets in Profiles and map to 1 here, so
+    ``table[score].get(unit)`` is the factor (None: the unit is not accepted) for every
+    score, and ``table[score]`` lists the accepted units."""
+    return {
+        "BMD": dict(p.bmd_units),
+        "T": dict.fromkeys(p.t_units, _ONE),
+        "Z": dict.fromkeys(p.z_units, _ONE),
+        "TBS": dict.fromkeys(p.tbs_units, _ONE),
+        "ALP": dict(p.alp_units),
+        "HEIGHT": dict(p.height_units),
+        "EGFR": dict(p.egfr_units),
+    }
+
+
+def _code_index(p: Profiles) -> CodeIndex:
+    lists: list[tuple[str, CodeList]] = [
+        ("fx-self", p.fracture_self_reported),
+        ("fx-vertebral", p.fracture_vertebral),
+        ("fx-hip", p.fracture_hip),
+        ("fx-other", p.fracture_other),
+        ("post", p.postmenopausal),
+        ("pre", p.premenopausal),
+        ("hpt", p.hyperparathyroidism),
+        ("hpp", p.hypophosphatasia),
+        ("hpp-if-named", p.hypophosphatasia_if_named),
+        ("ckd", p.advanced_ckd),
+        ("cv", p.mi_or_stroke),
+        ("fx-augmentation", p.fracture_augmentation),
+        ("contrast", p.contrast),
+        *((f"sf:{sf.finding}", sf.codes) for sf in p.structural),
+    ]
+    exact: dict[tuple[str, str], list[tuple[str, CodeEntry]]] = {}
+    prefix: dict[tuple[str, str], list[tuple[str, str, CodeEntry]]] = {}
+    for cat, cl in lists:
+        for e in cl.entries:
+            key = _norm(e.system, e.code)
+            if e.system in PREFIX_SYSTEMS:
+                prefix.setdefault((key[0], key[1][:3]), []).append((key[1], cat, e))
+            else:
+                exact.setdefault(key, []).append((cat, e))
+    for v in prefix.values():
+        v.sort(key=lambda t: -len(t[0]))  # longest prefix first
+    structural = tuple((sf, f"sf:{sf.finding}") for sf in p.structural)
+    return CodeIndex(exact, prefix, structural)
 
 
 _CACHE: dict[Path, Profiles] = {}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cds.contracts.outcome import DataIssue
+from cds.fhir import issues as di
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,10 @@ class _Check:
     target_types: tuple[str, ...]
     valueset: frozenset[tuple[str, str]] | None  # (system, code); system "" = any
     codes: frozenset[str]  # the codes of valueset, for plain code elements
+    codes_ok: frozenset[str]  # codes, when a code in them is all that is checked
+    last: str  # steps[-1]
+    #: only presence is checked (not forbidden, no target types, no value set)
+    presence_only: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +96,11 @@ def compile_profile(sd: dict[str, Any]) -> CompiledProfile:
                 target_types=targets,
                 valueset=vs,
                 codes=frozenset(code for _, code in vs or ()),
+                codes_ok=frozenset()
+                if str(el.get("max", "*")) == "0"
+                else frozenset(code for _, code in vs or ()),
+                last=steps[-1],
+                presence_only=not targets and vs is None and str(el.get("max", "*")) != "0",
             )
         )
     return CompiledProfile(
@@ -103,9 +113,12 @@ def _upper_first(s: str) -> str:
 
 
 def check(profile: CompiledProfile, resource: dict[str, Any], ref: str) -> list[DataIssue]:
-    """Check one resource (raw JSON) against a compiled profile."""
+    """Check one resource (raw JSON) against a compiled profile.
+
+    The common outcomes (a choice element present with an allowed type, a present
+    element whose presence is all that is checked, a code in its value set) are decided
+    here; everything else, and every finding, by _check_choice and _check_element."""
     issues: list[DataIssue] = []
-    name = profile.id
     for c in profile.checks:
         node: Any = resource
         for step in c.parents:
@@ -114,112 +127,77 @@ def check(profile: CompiledProfile, resource: dict[str, Any], ref: str) -> list[
                 break
         if not isinstance(node, dict):
             continue  # the parent is absent: its own element reports it
-        last = c.steps[-1]
-        expr = c.expr
         if c.choice:
             # present with an allowed type (looking up the few allowed keys in node, where
             # allowed_keys.isdisjoint(node) would walk every key of node)
-            if any(map(node.__contains__, c.allowed_keys)):
-                continue
-            stem = last[:-3]
-            keys = [
-                k for k in node if k.startswith(stem) and k[len(stem) : len(stem) + 1].isupper()
-            ]
-            if not keys:
-                if c.required:
-                    issues.append(
-                        DataIssue(
-                            severity="error",
-                            code="required",
-                            resource=ref,
-                            expression=expr,
-                            message=f"{expr} is required by profile {name} "
-                            f"(one of: {', '.join(stem + _upper_first(t) for t in c.types)})",
-                        )
-                    )
-                continue
-            allowed = {stem + _upper_first(t) for t in c.types}
-            for k in keys:
-                if allowed and k not in allowed:
-                    issues.append(
-                        DataIssue(
-                            severity="error",
-                            code="structure",
-                            resource=ref,
-                            expression=f"{profile.type}.{'.'.join((*c.steps[:-1], k))}",
-                            message=f"{k} is not allowed by profile {name}; send "
-                            f"{' or '.join(sorted(allowed))}",
-                        )
-                    )
+            if not any(map(node.__contains__, c.allowed_keys)):
+                _check_choice(profile, c, node, ref, issues)
             continue
-        value = node.get(last)
-        if value is None or value == [] or value == "":
-            if c.required:
-                issues.append(
-                    DataIssue(
-                        severity="error",
-                        code="required",
-                        resource=ref,
-                        expression=expr,
-                        message=f"{expr} is required by profile {name} but is missing",
-                    )
-                )
+        value = node.get(c.last)
+        present = value or (value is not None and value != [] and value != "")
+        if present and (c.presence_only or (type(value) is str and value in c.codes_ok)):
             continue
-        if c.forbidden:
-            issues.append(
-                DataIssue(
-                    severity="error",
-                    code="structure",
-                    resource=ref,
-                    expression=expr,
-                    message=f"{expr} is not allowed by profile {name}",
-                )
-            )
-            continue
-        if c.target_types and isinstance(value, dict):
-            target = value.get("reference")
-            if isinstance(target, str) and "/" in target and not target.startswith("urn:"):
-                rtype = target.rstrip("/").split("/")[-2]
-                if rtype not in c.target_types:
-                    issues.append(
-                        DataIssue(
-                            severity="error",
-                            code="structure",
-                            resource=ref,
-                            expression=f"{expr}.reference",
-                            message=f"{expr} must reference {' or '.join(c.target_types)}, "
-                            f"not {target!r} (profile {name})",
-                        )
-                    )
-        if c.valueset is not None:
-            codes = c.valueset
-            ok = False
-            shown = ""
-            if isinstance(value, str):
-                ok = value in c.codes
-                shown = value
-            elif isinstance(value, dict):
-                codings = value.get("coding") or []
-                for cd in codings if isinstance(codings, list) else []:
-                    if isinstance(cd, dict):
-                        key = (str(cd.get("system") or ""), str(cd.get("code") or ""))
-                        if key in codes:
-                            ok = True
-                            break
-                if not ok:  # only the message shows it
-                    shown = str(value.get("text") or codings)
-            else:
-                ok = True  # a wrong type is reported by the parser
-            if not ok:
-                allowed_codes = ", ".join(sorted(code for _, code in codes))
-                issues.append(
-                    DataIssue(
-                        severity="error",
-                        code="code-invalid",
-                        resource=ref,
-                        expression=expr,
-                        message=f"{expr} {shown!r} is not allowed by profile {name} "
-                        f"(allowed: {allowed_codes})",
-                    )
-                )
+        _check_element(profile, c, node, ref, issues)
     return issues
+
+
+def _check_choice(
+    profile: CompiledProfile, c: _Check, node: dict[str, Any], ref: str, issues: list[DataIssue]
+) -> None:
+    """A choice element (value[x]) without an allowed type: absent, or of another type."""
+    stem = c.steps[-1][:-3]
+    keys = [k for k in node if k.startswith(stem) and k[len(stem) : len(stem) + 1].isupper()]
+    if not keys:
+        if c.required:
+            choices = ", ".join(stem + _upper_first(t) for t in c.types)
+            issues.append(di.profile_choice_missing(ref, c.expr, profile.id, choices))
+        return
+    allowed = {stem + _upper_first(t) for t in c.types}
+    for k in keys:
+        if allowed and k not in allowed:
+            expr = f"{profile.type}.{'.'.join((*c.steps[:-1], k))}"
+            send = " or ".join(sorted(allowed))
+            issues.append(di.profile_choice_type(ref, expr, profile.id, k, send))
+
+
+def _check_element(
+    profile: CompiledProfile, c: _Check, node: dict[str, Any], ref: str, issues: list[DataIssue]
+) -> None:
+    expr, name = c.expr, profile.id
+    value = node.get(c.steps[-1])
+    if value is None or value == [] or value == "":
+        if c.required:
+            issues.append(di.profile_missing(ref, expr, name))
+        return
+    if c.forbidden:
+        issues.append(di.profile_forbidden(ref, expr, name))
+        return
+    if c.target_types and isinstance(value, dict):
+        target = value.get("reference")
+        if isinstance(target, str) and "/" in target and not target.startswith("urn:"):
+            rtype = target.rstrip("/").split("/")[-2]
+            if rtype not in c.target_types:
+                targets = " or ".join(c.target_types)
+                issues.append(di.profile_target(ref, expr, name, targets, target))
+    if c.valueset is not None:
+        shown = _not_in_valueset(c, value)
+        if shown is not None:
+            allowed_codes = ", ".join(sorted(code for _, code in c.valueset))
+            issues.append(di.profile_code(ref, expr, name, shown, allowed_codes))
+
+
+def _not_in_valueset(c: _Check, value: Any) -> str | None:
+    """The value shown in the message when it is not in the check's value set, else None
+    (a wrong type is reported by the parser)."""
+    codes = c.valueset or frozenset()
+    if isinstance(value, str):
+        return None if value in c.codes else value
+    if not isinstance(value, dict):
+        return None
+    codings = value.get("coding") or []
+    for cd in codings if isinstance(codings, list) else []:
+        if isinstance(cd, dict):
+            key = (str(cd.get("system") or ""), str(cd.get("code") or ""))
+            if key in codes:
+                return None
+    return str(value.get("text") or codings)

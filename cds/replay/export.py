@@ -44,7 +44,7 @@ from itertools import groupby
 from typing import Any
 from urllib.parse import urlparse
 
-from cds.fhir.read import patient_of
+from cds.fhir.bundle import patient_of
 from cds.jsontext import loads
 from cds.replay.inputs import Source
 

@@ -1,4 +1,5 @@
-"""CS-1.5 age and sex, CS-1.6 menopausal status, patient selection, split_by_patient."""
+"""CS-1.5 age and sex, CS-1.6 menopausal status, patient selection (split_by_patient:
+tests/fhir/test_bundle.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from datetime import date
 import pytest
 
 from cds.facts import build_facts
-from cds.fhir import split_by_patient
 from tests.facts.helpers import assessment, errors, ignored, one
 from tests.fhir_factory import (
     AS_OF,
@@ -167,48 +167,3 @@ def test_absolute_reference_resolves() -> None:
     obs = lumbar_t(-2.3)
     obs["subject"] = {"reference": "https://ehr.example.org/fhir/Patient/p1"}
     assert one(obs).lumbar_t == -2.3
-
-
-def test_split_by_patient() -> None:
-    b = bundle(
-        patient("p1"),
-        patient("p2"),
-        lumbar_t(-1.0, id="a", subject="p1"),
-        lumbar_t(-2.0, id="b", subject="p2"),
-        lumbar_t(-3.0, id="c", subject="p3"),
-        {"resourceType": "Device", "id": "d1"},
-    )
-    groups = split_by_patient([b, None])
-    assert list(groups) == ["p1", "p2", "p3"]
-    ids = {k: sorted(r["id"] for r in v) for k, v in groups.items()}
-    assert ids == {"p1": ["a", "d1", "p1"], "p2": ["b", "d1", "p2"], "p3": ["c", "d1"]}
-    fs = build_facts(groups["p2"], PARAMS, AS_OF)
-    assert assessment(fs).lumbar_t == -2.0
-
-
-def test_split_groups_are_self_contained_when_references_are_urns() -> None:
-    def urn(res: dict[str, object], target: str) -> dict[str, object]:
-        res["subject"] = {"reference": f"urn:uuid:{target}"}
-        return res
-
-    dev = {"resourceType": "Device", "id": "d1", "manufacturer": "Hologic"}
-    o1 = urn(lumbar_t(-1.0, id="a", subject=None), "pat-1")
-    o1["device"] = {"reference": "urn:uuid:dev-1"}
-    o2 = urn(lumbar_t(-2.0, id="b", subject=None), "pat-2")
-    b = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {"fullUrl": "urn:uuid:pat-1", "resource": patient("p1")},
-            {"fullUrl": "urn:uuid:pat-2", "resource": patient("p2")},
-            {"fullUrl": "urn:uuid:dev-1", "resource": dev},
-            {"fullUrl": "urn:uuid:o1", "resource": o1},
-            {"fullUrl": "urn:uuid:o2", "resource": o2},
-        ],
-    }
-    groups = split_by_patient([b])
-    assert o1["subject"] == {"reference": "urn:uuid:pat-1"}  # the input is not modified
-    a1 = assessment(build_facts(groups["p1"], PARAMS, AS_OF))
-    a2 = assessment(build_facts(groups["p2"], PARAMS, AS_OF))
-    assert (a1.lumbar_t, a2.lumbar_t) == (-1.0, -2.0)
-    assert a1.manufacturer == "hologic"

@@ -1,0 +1,56 @@
+"""Draft orders (order-sign's context.draftOrders): the DXA orders being signed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from cds.fhir import models as m
+from cds.fhir.bundle import Entry, flatten, ref_target, subject_of, url_map
+from cds.fhir.common import ReadContext, display, errors_to_issues, when, why
+from cds.fhir.records import DraftRecord
+
+DRAFT_USED = {"draft", "active"}
+
+
+def read_drafts(ctx: ReadContext, draft_orders: Any, chosen: str | None) -> None:
+    """Every DXA ServiceRequest of the draft orders for the patient evaluated."""
+    if draft_orders is None or (isinstance(draft_orders, list | tuple) and not draft_orders):
+        return  # none (patient-view): nothing below would happen
+    data = ctx.data
+    items: list[Any] = (
+        list(draft_orders) if isinstance(draft_orders, list | tuple) else [draft_orders]
+    )
+    entries = flatten(items, data.issues, data.trace, label="draftOrders")
+    urls = url_map(entries)
+    for e in sorted(entries, key=lambda x: x.ref):
+        _draft(ctx, e, urls, chosen)
+
+
+def _draft(ctx: ReadContext, e: Entry, urls: dict[str, str], chosen: str | None) -> None:
+    data = ctx.data
+    if e.rtype != "ServiceRequest":
+        data.trace.ignore(e.ref, f"draft {e.rtype} is not a DXA order")
+        return
+    try:
+        sr = m.ServiceRequest.model_validate(e.raw)
+    except ValidationError as exc:
+        data.issues.extend(errors_to_issues(exc, e.rtype, e.ref))
+        data.trace.ignore(e.ref, why(data.issues, e.ref))
+        return
+    if sr.status is not None and sr.status not in DRAFT_USED:
+        data.trace.ignore(e.ref, f"status {sr.status}")
+        return
+    subject = subject_of(e.raw)
+    if isinstance(subject, str) and chosen is not None and ref_target(subject, urls) != chosen:
+        data.trace.ignore(e.ref, f"not this patient (subject {subject})")
+        return
+    hit = ctx.p.dxa_orders.match(sr.code)
+    if hit is None or sr.code is None:
+        label = sr.code.label() if sr.code else "no code"
+        data.trace.ignore(e.ref, f"not a DXA order ({label})")
+        return
+    authored = when(sr.authoredOn, "ServiceRequest.authoredOn", e.ref, data.issues, False)
+    data.drafts.append(DraftRecord(ref=e.ref, display=display(sr.code, hit), authored=authored))
+    data.trace.use(e.ref, "draft DXA order")
