@@ -37,6 +37,8 @@ class ReadContext:
     medications: Mapping[str, m.Resource] = field(default_factory=dict)
     #: one scanner is referenced by many results: read once
     scanners: dict[ScannerKey, Scanner] = field(default_factory=dict)
+    #: Devices referenced but absent (each noted once in the trace)
+    missing_devices: set[str] = field(default_factory=set)
 
 
 def errors_to_issues(exc: ValidationError, rtype: str, ref: str) -> list[DataIssue]:

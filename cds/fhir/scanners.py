@@ -40,6 +40,15 @@ def read_scanner(ctx: ReadContext, device: m.Reference) -> Scanner:
         dev = ctx.devices.get(identity)
         if isinstance(dev, m.Device):
             label = _device_label(dev, texts) or label
+        elif identity.startswith("Device/") and identity not in ctx.missing_devices:
+            # the contract (rev 2): the trace says the Device was not available
+            ctx.missing_devices.add(identity)
+            named = "the reference's display" if label else "no name (scanner not identified)"
+            ctx.data.trace.ignore(
+                identity,
+                f"referenced by a DXA result but not in the data (not available): the "
+                f"scanner is named by {named}",
+            )
     elif device.identifier is not None and device.identifier.value:
         identity = f"{device.identifier.system or ''}|{device.identifier.value}"
     elif display is not None and any(p.search(display) for p in ctx.p.device_identifiers):

@@ -37,3 +37,20 @@ def test_an_identifier_is_an_identity() -> None:
     (mm,) = read(obs).measurements
     assert mm.scanner is not None
     assert (mm.scanner.identity, mm.scanner.manufacturer) == ("urn:serial|123", "unknown")
+
+
+def test_a_referenced_device_that_is_not_in_the_data_is_traced_as_not_available_once() -> None:
+    """Card contract rev 2: the cards name the scanner by the reference's display, and the
+    trace says the Device was not available."""
+    data = read(
+        lumbar_t(-1.0, device="gone", device_display="Hologic Horizon A SN 123"),
+        lumbar_t(-1.5, device="gone", device_display="Hologic Horizon A SN 123", id="b"),
+    )
+    (reason,) = ignored(data, "Device/gone")
+    assert "not available" in reason
+    assert "reference's display" in reason
+    assert {mm.scanner.label for mm in data.measurements if mm.scanner} == {
+        "Hologic Horizon A SN 123"
+    }
+    present = read(device("d1"), lumbar_t(-1.0, device="d1"))
+    assert not [i for i in present.trace.ignored if "not available" in i.reason]
