@@ -32,6 +32,7 @@
 from __future__ import annotations
 
 import copy
+import heapq
 import json
 import re
 import threading
@@ -268,10 +269,21 @@ class _Evaluation:
     facts: dict[str, tuple[str, dict[str, Any]]]
     firings: dict[tuple[str, str], Firing] = field(default_factory=dict)
     emitted: list[dict[str, Any]] = field(default_factory=list)
-    #: messages waiting for each chunk (by index); chunks whose session exists
-    pending: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
-    started: list[int] = field(default_factory=list)
+    #: the JSON text of the messages waiting for each chunk (by index), and those indexes
+    #: as a heap (a chunk's batch runs before any later chunk's); chunks whose session
+    #: exists. Each fact is encoded once and its text sent to every chunk of its type.
+    pending: dict[int, list[str]] = field(default_factory=dict)
+    order: list[int] = field(default_factory=list)
+    started: set[int] = field(default_factory=set)
     running: int = -1
+
+    def queue(self, index: int, text: str) -> None:
+        waiting = self.pending.get(index)
+        if waiting is None:
+            self.pending[index] = [text]
+            heapq.heappush(self.order, index)
+        else:
+            waiting.append(text)
 
 
 class Engine:
@@ -371,13 +383,14 @@ class Engine:
             raise FactError(f"emitted fact {new['id']} has too many properties")
         ev.facts[new["id"]] = (target, new)
         ev.emitted.append({**new, "t": target})
+        text = _encode(message)
         for index in self._routes.get(target, ()):
             if index != ev.running:
-                ev.pending.setdefault(index, []).append(message)
+                ev.queue(index, text)
                 continue
             # forward chaining: the actions it queues run in this session's action loop;
             # code 1 (not handled) only says that no rule matches the derived fact
-            code, _ = durable_rules_engine.assert_fact(self._chunks[index].handle, _encode(message))
+            code, _ = durable_rules_engine.assert_fact(self._chunks[index].handle, text)
             if code == 2:
                 raise FactError(f"durable_rules saw the emitted fact {new['id']} already")
 
@@ -390,7 +403,7 @@ class Engine:
                 message[name] = value
         return message
 
-    def _run_batch(self, ev: _Evaluation, index: int, messages: list[dict[str, Any]]) -> None:
+    def _run_batch(self, ev: _Evaluation, index: int, texts: list[str]) -> None:
         """Assert a batch into one chunk, then run the actions it queued (and theirs).
 
         The C engine is driven directly, as durable's `Ruleset.do_actions` does, without
@@ -406,7 +419,9 @@ class Engine:
         handle = self._chunks[index].handle
         ev.running = index
         try:
-            code, state_handle = durable_rules_engine.assert_facts(handle, _encode(messages))
+            code, state_handle = durable_rules_engine.assert_facts(
+                handle, "[" + ",".join(texts) + "]"
+            )
         except Exception as exc:
             raise EngineError(f"durable_rules refused the facts: {exc}") from exc
         if code == 2:
@@ -434,14 +449,15 @@ class Engine:
 
     def _drain(self, ev: _Evaluation) -> None:
         """Run every chunk's waiting messages until none is left (chunks in order)."""
-        while ev.pending:
-            index = min(ev.pending)
-            messages = ev.pending.pop(index)
+        sentinel = _encode({"id": SESSION_FACT_ID, "t": SESSION_TYPE, "sid": ev.sid})
+        while ev.order:
+            index = heapq.heappop(ev.order)
+            texts = ev.pending.pop(index)
             if index not in ev.started:
                 # every session starts with the sentinel: see SESSION_TYPE
-                messages.insert(0, {"id": SESSION_FACT_ID, "t": SESSION_TYPE, "sid": ev.sid})
-                ev.started.append(index)
-            self._run_batch(ev, index, messages)
+                texts.insert(0, sentinel)
+                ev.started.add(index)
+            self._run_batch(ev, index, texts)
 
     def evaluate(self, facts: Sequence[FactInput]) -> EngineResult:
         """Run every rule over `facts` (Fact models, or mappings with `t` and `id`)."""
@@ -466,17 +482,17 @@ class Engine:
             for ftype, data in normalized:
                 routes = self._routes.get(ftype, ())
                 if routes:
-                    message = self._message(ftype, data, ev.sid)
+                    text = _encode(self._message(ftype, data, ev.sid))
                     for index in routes:
-                        ev.pending.setdefault(index, []).append(message)
+                        ev.queue(index, text)
             failed = True
             try:
                 self._drain(ev)
                 failed = False
             finally:
-                for index in ev.started:
+                for index in sorted(ev.started):
                     try:
-                        self._host.delete_state(self._chunks[index].name, ev.sid)
+                        durable_rules_engine.delete_state(self._chunks[index].handle, ev.sid)
                     except durable_rules_engine.error:
                         if not failed:
                             raise
