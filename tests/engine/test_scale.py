@@ -220,3 +220,35 @@ def test_result_bound_is_an_upper_bound(monkeypatch: pytest.MonkeyPatch) -> None
         finally:
             engine.close()
     assert several > 0  # the bound is exercised where branches do hold together
+
+
+def test_each_fact_is_encoded_once_whatever_the_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fact's message text is made once per evaluation and sent to every chunk of its
+    type (encoding it again per chunk was half of a 5,000-rule evaluation)."""
+    import cds.engine as engine_module
+    from cds.facts.schema import Assessment
+
+    encoded: list[object] = []
+    encode = engine_module._encode
+
+    def counting(value: object) -> str:
+        encoded.append(value)
+        return encode(value)
+
+    monkeypatch.setattr(engine_module, "_encode", counting)
+    engine = Engine(_distinct_first_tests(40), bounds=SplitBounds(results=4))
+    try:
+        assert engine.chunk_count == 10
+        fact = Assessment(
+            id="a",
+            age=70,
+            sex="female",
+            menopausal_status="postmenopausal",
+            menopausal_assumed=False,
+            has_dxa=False,
+        )
+        assert len(engine.evaluate([fact]).fired) == 40
+        # the fact and the session sentinel, each once for all 10 chunks
+        assert len(encoded) == 2
+    finally:
+        engine.close()
