@@ -35,6 +35,8 @@
 from __future__ import annotations
 
 import copy
+import ctypes
+import ctypes.util
 import heapq
 import json
 import re
@@ -250,6 +252,50 @@ def partition(patterns: Mapping[str, _Pattern], bounds: SplitBounds) -> list[lis
     ]
 
 
+#: glibc's M_TRIM_THRESHOLD and M_MMAP_THRESHOLD (malloc.h) and the values the engine
+#: sets: see `_keep_freed_heap` (32 MiB is glibc's largest mmap threshold on 64 bits)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+TRIM_THRESHOLD = 256 * 1024 * 1024
+MMAP_THRESHOLD = 32 * 1024 * 1024
+_heap_kept = False
+
+
+def _keep_freed_heap() -> bool:
+    """Keep up to `TRIM_THRESHOLD` bytes of freed heap in the process (glibc `mallopt`),
+    and take blocks of up to `MMAP_THRESHOLD` bytes from the heap, not from fresh mmaps.
+
+    Each evaluation creates one durable session per chunk, and each session allocates
+    and zeroes tables for every rule of its chunk (~8 kB a rule: ~40 MB at 5,000 rules),
+    all freed when the sessions are deleted at the end (one chunk's block of rule tables
+    is ~0.5 MB). With glibc's defaults that memory goes back to the kernel after every
+    evaluation (heap trimmed, blocks above the mmap threshold unmapped; setting one
+    value also stops glibc's own adjustment of the other) and the next one faults it in
+    again: in a service-sized process ~10,000 page faults and ~13 ms of
+    system time per 5,000-rule evaluation, more than the rules themselves. Kept, the
+    next evaluation reuses it (peak RSS is unchanged: the memory is in use at every
+    evaluation's peak anyway). Process-wide and set once; a no-op where the C library is
+    not glibc. Returns whether it was set.
+    """
+    global _heap_kept
+    if _heap_kept:
+        return True
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    _heap_kept = (
+        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+        and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    )
+    return _heap_kept
+
+
 class _QuietHost(Host):  # type: ignore[misc]
     """A durable Host without the two background timer threads."""
 
@@ -335,6 +381,7 @@ class Engine:
         self._routes = {t: tuple(i) for t, i in routes.items()}
         if definitions:
             with _LOCK:
+                _keep_freed_heap()
                 self._host = _QuietHost(definitions)
                 for index, rule_ids in enumerate(groups):
                     name = self._chunk_name(index, len(groups))

@@ -252,3 +252,38 @@ def test_each_fact_is_encoded_once_whatever_the_split(monkeypatch: pytest.Monkey
         assert len(encoded) == 2
     finally:
         engine.close()
+
+
+FAULTS = """
+    import json, resource
+    import cds.engine
+    from tests.engine.test_scale import _distinct_first_tests
+    from cds.engine import Engine
+    from cds.facts.schema import Assessment
+    cds.engine._heap_kept = {skip}  # True: as if already set, so it is not
+    ballast = [bytearray(1 << 16) for _ in range(2000)]  # a service-sized heap below
+    engine = Engine(_distinct_first_tests(3000))
+    fact = Assessment(id="a", age=70, sex="female", menopausal_status="postmenopausal",
+                      menopausal_assumed=False, has_dxa=False)
+    engine.evaluate([fact])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(10):
+        engine.evaluate([fact])
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10
+    print(json.dumps({{"faults": faults}}))
+"""
+
+
+@pytest.mark.subprocess
+def test_sessions_reuse_the_heap_instead_of_faulting_it_in_again() -> None:
+    """Sessions of thousands of rules free tens of MB at the end of every evaluation; the
+    engine keeps that heap (`_keep_freed_heap`), so the next evaluation does not fault
+    it in again from the kernel (page faults are counted, not timed)."""
+    import cds.engine
+
+    if not cds.engine._keep_freed_heap():
+        pytest.skip("not glibc: malloc's trim threshold cannot be set")
+    kept = _child(FAULTS.format(skip=False))
+    default = _child(FAULTS.format(skip=True))
+    assert float(str(default["faults"])) > 1000  # what the setting avoids
+    assert float(str(kept["faults"])) < 100
