@@ -289,10 +289,8 @@ def _keep_freed_heap() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    _heap_kept = (
-        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-        and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-    )
+    kept = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1)
+    _heap_kept = kept and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
     return _heap_kept
 
 
