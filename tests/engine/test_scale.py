@@ -136,7 +136,7 @@ UNSPLIT = """
 
 @pytest.mark.subprocess
 def test_upstream_one_fact_may_match_at_most_64_rules_of_a_ruleset() -> None:
-    """Why `SplitBounds.results` is 64: unsplit, 64 results work and 65 abort the process."""
+    """Why `SplitBounds.results` is 64: unsplit, 64 results work and 65 break the session."""
     assert _child(UNSPLIT.format(n=64)) == {"fired": 64}
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(UNSPLIT.format(n=65))],
@@ -146,7 +146,10 @@ def test_upstream_one_fact_may_match_at_most_64_rules_of_a_ruleset() -> None:
         timeout=60,
         check=False,
     )
-    assert done.returncode < 0, "durable-rules no longer aborts: revisit SplitBounds.results"
+    # the 65th result overruns a fixed table: the process dies (SIGABRT or SIGSEGV,
+    # depending on the heap's layout) or, with other layouts, durable reports error 303
+    broken = done.returncode < 0 or "error code: 303" in done.stderr
+    assert broken, "durable-rules takes 65 results now: revisit SplitBounds.results"
 
 
 def test_partition_is_deterministic_and_keeps_types_apart() -> None:
