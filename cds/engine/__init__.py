@@ -198,7 +198,8 @@ class SplitBounds:
     """How much of one fact type's rules one durable ruleset may hold (module docstring).
 
     - `results`: durable-rules 2.0.28 corrupts its heap (`free(): invalid size`, the
-      process aborts; with other heap layouts SIGSEGV, or durable's error 303) when one fact makes more than 64 results in one ruleset's session
+      process aborts; with other heap layouts SIGSEGV, or durable's error 303) when
+      one fact makes more than 64 results in one ruleset's session
       (`tests/engine/test_scale.py` shows 64 and 65 in a child process). A fact makes one
       result per rule it matches, or more where `$or` branches hold together (a rule of
       the bundled set makes 20 for one fact with many absent fields). A chunk keeps the
