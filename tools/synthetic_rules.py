@@ -51,16 +51,21 @@ def _always_true_field(
     extends: dict[str, str],
     avoid: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> tuple[str, str]:
-    """(field, kind) of a required int or free-text field of `fact_type` (or what it
-    extends), preferring one that is not in `avoid` (the fields the rule already tests)."""
+    """(field, kind) of an int or free-text field every fact of `fact_type` (or what it
+    extends) has, preferring one that is not in `avoid` (the fields the rule already
+    tests: a never-holding test on one of those is refused by the loader as
+    unsatisfiable, e.g. `ge 40 and le 90 and ge 1000077`)."""
     from cds.facts.schema import FACT_TYPES
 
     while fact_type not in FACT_TYPES:
         fact_type = extends[fact_type]
+    # required fields, and plain int/str fields with a default: every fact has them
     fields = [
         (name, info)
         for name, info in FACT_TYPES[fact_type].model_fields.items()
-        if name != "id" and info.is_required() and not info.metadata
+        if name != "id"
+        and (info.is_required() or info.annotation in (int, str))
+        and not info.metadata
     ]
     ranked = sorted(fields, key=lambda item: item[0] in avoid)
     for kind, annotation in (("int", int), ("str", str)):

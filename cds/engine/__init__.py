@@ -21,8 +21,11 @@
   at ~800 rules); and one fact making more than 64 results in one ruleset corrupts the
   heap. So a chunk holds, per fact type, rules whose result bound, distinct tests and
   rule count stay within `SplitBounds`. Each chunk costs one more session per
-  evaluation (~0.08 ms), so chunks are as full as allowed.
-  A fact goes to every chunk with rules for its type; a fact emitted in one chunk is
+  evaluation (~0.15M instructions: the sentinel's action, parsing the fact, deleting the
+  session), so chunks are as full as allowed; creating a session also zeroes durable's
+  per-rule tables (~11,000 instructions a rule, whatever the split: at 5,000 rules 60%
+  of an evaluation). A fact is encoded once per evaluation and that text goes to every
+  chunk with rules for its type; a fact emitted in one chunk is
   asserted at once into that chunk and queued for the others, until no chunk has work
   (forward chaining across chunks). Each chunk gets its own session per evaluation (with
   the sentinel fact), all deleted at the end. Results do not depend on the split: firings
@@ -32,6 +35,9 @@
 from __future__ import annotations
 
 import copy
+import ctypes
+import ctypes.util
+import heapq
 import json
 import re
 import threading
@@ -192,7 +198,8 @@ class SplitBounds:
     """How much of one fact type's rules one durable ruleset may hold (module docstring).
 
     - `results`: durable-rules 2.0.28 corrupts its heap (`free(): invalid size`, the
-      process aborts) when one fact makes more than 64 results in one ruleset's session
+      process aborts; with other heap layouts SIGSEGV, or durable's error 303) when
+      one fact makes more than 64 results in one ruleset's session
       (`tests/engine/test_scale.py` shows 64 and 65 in a child process). A fact makes one
       result per rule it matches, or more where `$or` branches hold together (a rule of
       the bundled set makes 20 for one fact with many absent fields). A chunk keeps the
@@ -246,6 +253,48 @@ def partition(patterns: Mapping[str, _Pattern], bounds: SplitBounds) -> list[lis
     ]
 
 
+#: glibc's M_TRIM_THRESHOLD and M_MMAP_THRESHOLD (malloc.h) and the values the engine
+#: sets: see `_keep_freed_heap` (32 MiB is glibc's largest mmap threshold on 64 bits)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+TRIM_THRESHOLD = 256 * 1024 * 1024
+MMAP_THRESHOLD = 32 * 1024 * 1024
+_heap_kept = False
+
+
+def _keep_freed_heap() -> bool:
+    """Keep up to `TRIM_THRESHOLD` bytes of freed heap in the process (glibc `mallopt`),
+    and take blocks of up to `MMAP_THRESHOLD` bytes from the heap, not from fresh mmaps.
+
+    Each evaluation creates one durable session per chunk, and each session allocates
+    and zeroes tables for every rule of its chunk (~8 kB a rule: ~40 MB at 5,000 rules),
+    all freed when the sessions are deleted at the end (one chunk's block of rule tables
+    is ~0.5 MB). With glibc's defaults that memory goes back to the kernel after every
+    evaluation (heap trimmed, blocks above the mmap threshold unmapped; setting one
+    value also stops glibc's own adjustment of the other) and the next one faults it in
+    again: in a service-sized process ~10,000 page faults and ~13 ms of
+    system time per 5,000-rule evaluation, more than the rules themselves. Kept, the
+    next evaluation reuses it (peak RSS is unchanged: the memory is in use at every
+    evaluation's peak anyway). Process-wide and set once; a no-op where the C library is
+    not glibc. Returns whether it was set.
+    """
+    global _heap_kept
+    if _heap_kept:
+        return True
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    kept = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1)
+    _heap_kept = kept and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
+    return _heap_kept
+
+
 class _QuietHost(Host):  # type: ignore[misc]
     """A durable Host without the two background timer threads."""
 
@@ -268,10 +317,21 @@ class _Evaluation:
     facts: dict[str, tuple[str, dict[str, Any]]]
     firings: dict[tuple[str, str], Firing] = field(default_factory=dict)
     emitted: list[dict[str, Any]] = field(default_factory=list)
-    #: messages waiting for each chunk (by index); chunks whose session exists
-    pending: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
-    started: list[int] = field(default_factory=list)
+    #: the JSON text of the messages waiting for each chunk (by index), and those indexes
+    #: as a heap (a chunk's batch runs before any later chunk's); chunks whose session
+    #: exists. Each fact is encoded once and its text sent to every chunk of its type.
+    pending: dict[int, list[str]] = field(default_factory=dict)
+    order: list[int] = field(default_factory=list)
+    started: set[int] = field(default_factory=set)
     running: int = -1
+
+    def queue(self, index: int, text: str) -> None:
+        waiting = self.pending.get(index)
+        if waiting is None:
+            self.pending[index] = [text]
+            heapq.heappush(self.order, index)
+        else:
+            waiting.append(text)
 
 
 class Engine:
@@ -320,6 +380,7 @@ class Engine:
         self._routes = {t: tuple(i) for t, i in routes.items()}
         if definitions:
             with _LOCK:
+                _keep_freed_heap()
                 self._host = _QuietHost(definitions)
                 for index, rule_ids in enumerate(groups):
                     name = self._chunk_name(index, len(groups))
@@ -371,13 +432,14 @@ class Engine:
             raise FactError(f"emitted fact {new['id']} has too many properties")
         ev.facts[new["id"]] = (target, new)
         ev.emitted.append({**new, "t": target})
+        text = _encode(message)
         for index in self._routes.get(target, ()):
             if index != ev.running:
-                ev.pending.setdefault(index, []).append(message)
+                ev.queue(index, text)
                 continue
             # forward chaining: the actions it queues run in this session's action loop;
             # code 1 (not handled) only says that no rule matches the derived fact
-            code, _ = durable_rules_engine.assert_fact(self._chunks[index].handle, _encode(message))
+            code, _ = durable_rules_engine.assert_fact(self._chunks[index].handle, text)
             if code == 2:
                 raise FactError(f"durable_rules saw the emitted fact {new['id']} already")
 
@@ -390,7 +452,7 @@ class Engine:
                 message[name] = value
         return message
 
-    def _run_batch(self, ev: _Evaluation, index: int, messages: list[dict[str, Any]]) -> None:
+    def _run_batch(self, ev: _Evaluation, index: int, texts: list[str]) -> None:
         """Assert a batch into one chunk, then run the actions it queued (and theirs).
 
         The C engine is driven directly, as durable's `Ruleset.do_actions` does, without
@@ -406,7 +468,9 @@ class Engine:
         handle = self._chunks[index].handle
         ev.running = index
         try:
-            code, state_handle = durable_rules_engine.assert_facts(handle, _encode(messages))
+            code, state_handle = durable_rules_engine.assert_facts(
+                handle, "[" + ",".join(texts) + "]"
+            )
         except Exception as exc:
             raise EngineError(f"durable_rules refused the facts: {exc}") from exc
         if code == 2:
@@ -434,14 +498,15 @@ class Engine:
 
     def _drain(self, ev: _Evaluation) -> None:
         """Run every chunk's waiting messages until none is left (chunks in order)."""
-        while ev.pending:
-            index = min(ev.pending)
-            messages = ev.pending.pop(index)
+        sentinel = _encode({"id": SESSION_FACT_ID, "t": SESSION_TYPE, "sid": ev.sid})
+        while ev.order:
+            index = heapq.heappop(ev.order)
+            texts = ev.pending.pop(index)
             if index not in ev.started:
                 # every session starts with the sentinel: see SESSION_TYPE
-                messages.insert(0, {"id": SESSION_FACT_ID, "t": SESSION_TYPE, "sid": ev.sid})
-                ev.started.append(index)
-            self._run_batch(ev, index, messages)
+                texts.insert(0, sentinel)
+                ev.started.add(index)
+            self._run_batch(ev, index, texts)
 
     def evaluate(self, facts: Sequence[FactInput]) -> EngineResult:
         """Run every rule over `facts` (Fact models, or mappings with `t` and `id`)."""
@@ -466,17 +531,17 @@ class Engine:
             for ftype, data in normalized:
                 routes = self._routes.get(ftype, ())
                 if routes:
-                    message = self._message(ftype, data, ev.sid)
+                    text = _encode(self._message(ftype, data, ev.sid))
                     for index in routes:
-                        ev.pending.setdefault(index, []).append(message)
+                        ev.queue(index, text)
             failed = True
             try:
                 self._drain(ev)
                 failed = False
             finally:
-                for index in ev.started:
+                for index in sorted(ev.started):
                     try:
-                        self._host.delete_state(self._chunks[index].name, ev.sid)
+                        durable_rules_engine.delete_state(self._chunks[index].handle, ev.sid)
                     except durable_rules_engine.error:
                         if not failed:
                             raise
