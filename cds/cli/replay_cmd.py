@@ -38,6 +38,11 @@ class ReplayFormat(StrEnum):
     junit = "junit"
 
 
+class Engine(StrEnum):
+    local = "local"
+    dask = "dask"
+
+
 class ExplainFormat(StrEnum):
     text = "text"
     json = "json"
@@ -158,6 +163,21 @@ def replay(
     out: Annotated[
         Path | None, typer.Option(help="Write the report to this file instead of stdout.")
     ] = None,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            help="local: a process pool on this machine; dask: a dask.distributed cluster "
+            "(pip install 'osteohooks[dask]'), local worker processes unless --scheduler.",
+        ),
+    ] = Engine.local,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            metavar="tcp://HOST:PORT",
+            help="With --engine dask: the scheduler of an existing cluster (--workers is "
+            "then ignored).",
+        ),
+    ] = None,
     progress: Annotated[
         bool | None,
         typer.Option(
@@ -169,10 +189,24 @@ def replay(
     """Evaluate FHIR Bundles or CDS Hooks requests offline, reproducibly, in parallel."""
     from rich.console import Console
 
-    from cds.replay.runner import ReplayOptions, run_replay
+    from cds.replay.pool import EngineError
+    from cds.replay.runner import ReplayOptions, check_engine, run_replay
 
     if update_expect and expect is None:
         raise typer.BadParameter("--update-expect needs --expect DIR", param_hint="--update-expect")
+    if scheduler is not None and engine is not Engine.dask:
+        raise typer.BadParameter("--scheduler needs --engine dask", param_hint="--scheduler")
+    if engine is Engine.dask and workers == 0:
+        raise typer.BadParameter(
+            "--engine dask runs in worker processes: give --workers 1 or more "
+            "(--workers 0 is for --engine local)",
+            param_hint="--workers",
+        )
+    try:
+        check_engine(engine.value)
+    except EngineError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
     day = parse_as_of(as_of)
     rules_dir = rules or default_rules_dir()
     evaluator = _load_evaluator(rules_dir)
@@ -188,6 +222,8 @@ def replay(
         workers=workers if workers is not None else default_workers(),
         deadline=deadline,
         max_tries=max_tries,
+        engine=engine.value,
+        scheduler=scheduler,
         progress=interactive,
         summary_in_report=out is not None or not interactive,
         properties={
@@ -210,6 +246,9 @@ def replay(
         stream = _Stdout()
     try:
         summary = run_replay(options, stream, evaluator=evaluator, console=console)
+    except EngineError as exc:  # the engine cannot run at all (e.g. no Dask scheduler there)
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
     except KeyboardInterrupt:
         typer.echo("interrupted: the report is incomplete", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None

@@ -50,7 +50,13 @@ from distributed import Client, Future, LocalCluster, WorkerPlugin
 from distributed.scheduler import KilledWorker
 
 from cds.replay import worker
-from cds.replay.pool import DEFAULT_DEADLINE, DEFAULT_MAX_TRIES, crash_result, hung_result
+from cds.replay.pool import (
+    DEFAULT_DEADLINE,
+    DEFAULT_MAX_TRIES,
+    EngineError,
+    crash_result,
+    hung_result,
+)
 from cds.replay.worker import InputResult, WorkerSettings
 
 if TYPE_CHECKING:
@@ -70,7 +76,7 @@ LOCAL_CLUSTER_CONFIG = {
 Unit = tuple[int, int | None]
 
 
-class DaskSetupError(RuntimeError):
+class DaskSetupError(EngineError):
     """The cluster cannot run this replay (unreachable, wrong rule set); says how to fix."""
 
 
