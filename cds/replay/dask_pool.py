@@ -35,6 +35,7 @@ version differs from this process's stops the run before any input is evaluated.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import queue
 import signal
@@ -80,23 +81,48 @@ class DaskSetupError(EngineError):
     """The cluster cannot run this replay (unreachable, wrong rule set); says how to fix."""
 
 
+def start_local_cluster(workers: int) -> LocalCluster:
+    """A LocalCluster for replay: `workers` nanny-supervised processes of one thread each,
+    on loopback only, no dashboard, set up for exact retry counting (module docstring)."""
+    with dask.config.set(LOCAL_CLUSTER_CONFIG):
+        return LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            # The scheduler's HTTP routes (health, metrics) on a free loopback port,
+            # without the dashboard: nothing listens beyond 127.0.0.1.
+            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+            scheduler_port=0,
+            silence_logs=40,  # logging.ERROR: a killed worker is reported by the run
+        )
+
+
 class ReplayPlugin(WorkerPlugin):
     """Builds the worker process's Evaluator once, when the worker starts."""
 
-    name = "osteohooks-replay"
+    #: A cluster reused by several runs keeps the Evaluators it built.
+    idempotent = True
 
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
+        # One plugin per settings: a cluster shared by runs of other settings keeps each.
+        digest = hashlib.sha256(repr(settings).encode()).hexdigest()[:16]
+        self.name = f"osteohooks-replay-{digest}"
 
     def setup(self, worker: Any) -> None:
         from cds.replay import worker as replay_worker
 
-        replay_worker.init_worker(self.settings)
+        replay_worker.ensure_worker(self.settings)
 
 
-def evaluate_units(units: list[tuple[Source, int | None]]) -> list[list[InputResult]]:
+def evaluate_units(
+    settings: WorkerSettings, units: list[tuple[Source, int | None]]
+) -> list[list[InputResult]]:
     """A task: the results of each (source, index) unit, exactly as the local pool's
     workers make them (index None: every input of the source)."""
+    worker.ensure_worker(settings)  # a no-op but on a worker that other runs set up
     out: list[list[InputResult]] = []
     for source, index in units:
         items = worker.read_items(source)
@@ -197,19 +223,7 @@ class DaskPool:
                     "local cluster"
                 ) from None
             return self._client
-        with dask.config.set(LOCAL_CLUSTER_CONFIG):
-            self._cluster = LocalCluster(
-                n_workers=self.workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=None,
-                # The scheduler's HTTP routes (health, metrics) on a free loopback port,
-                # without the dashboard: nothing listens beyond 127.0.0.1.
-                scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
-                scheduler_port=0,
-                silence_logs=40,  # logging.ERROR: a killed worker is reported by the run
-            )
+        self._cluster = start_local_cluster(self.workers)
         self._client = Client(self._cluster, direct_to_workers=True)
         return self._client
 
@@ -271,7 +285,7 @@ class DaskPool:
             self._count += 1
             key = f"osteohooks-replay-{self._run_id}-{self._count}"
             payload = [(slots[seq].source, index) for seq, index in units]
-            future = client.submit(evaluate_units, payload, key=key, pure=False)
+            future = client.submit(evaluate_units, self.settings, payload, key=key, pure=False)
             tasks[key] = _Task(units, future)
             future.add_done_callback(done.put)
 
@@ -464,7 +478,8 @@ class DaskPool:
                 self._retry(task, 1, slots, submit, hung=True)
 
     def _kill(self, client: Client, addr: str) -> None:
-        """Stop a hung worker (its nanny starts a new one)."""
+        """Stop a hung worker (its nanny starts a new one): SIGKILL for the workers of our
+        own LocalCluster, else through its nanny (which kills it when it does not stop)."""
         self._dead.add(addr)
         self.restarts = len(self._dead)
         if self._cluster is not None:

@@ -141,6 +141,17 @@ def init_worker(settings: WorkerSettings) -> None:
     init_local(settings, _evaluator)
 
 
+def ensure_worker(settings: WorkerSettings) -> None:
+    """`init_worker`, unless this process is set up with these settings already (a worker
+    of a cluster that several runs share); the Evaluator is kept for the same rules folder."""
+    global _evaluator
+    if _in_pool and _settings == settings:
+        return
+    if _settings is not None and _settings.rules_dir != settings.rules_dir:
+        _evaluator = None
+    init_worker(settings)
+
+
 def ruleset_version() -> str | None:
     """The rule-set version of this process's Evaluator (None before init)."""
     return _evaluator.ruleset_version if _evaluator is not None else None
