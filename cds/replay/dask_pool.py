@@ -45,6 +45,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import dask
 from distributed import Client, Future, LocalCluster, WorkerPlugin
@@ -72,6 +73,8 @@ LOCAL_CLUSTER_CONFIG = {
     "distributed.scheduler.allowed-failures": 0,
     "distributed.scheduler.worker-saturation": 1.0,
 }
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 #: (source sequence number, index of the input within the source or None for all).
 Unit = tuple[int, int | None]
@@ -478,16 +481,17 @@ class DaskPool:
                 self._retry(task, 1, slots, submit, hung=True)
 
     def _kill(self, client: Client, addr: str) -> None:
-        """Stop a hung worker (its nanny starts a new one): SIGKILL for the workers of our
-        own LocalCluster, else through its nanny (which kills it when it does not stop)."""
+        """Stop a hung worker (its nanny starts a new one): SIGKILL when it runs on this
+        machine (loopback address), else through its nanny, which kills it when it does
+        not stop."""
         self._dead.add(addr)
         self.restarts = len(self._dead)
-        if self._cluster is not None:
-            info = client.scheduler_info(n_workers=-1)["workers"].get(addr, {})
-            pid = info.get("pid")
-            if pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
+        info = client.scheduler_info(n_workers=-1)["workers"].get(addr, {})
+        pid = info.get("pid")
+        host = urlsplit(addr).hostname or ""
+        if pid and host in LOOPBACK:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(pid), signal.SIGKILL)
                 return
         with contextlib.suppress(Exception):
             client.restart_workers([addr], raise_for_error=False)
