@@ -68,6 +68,8 @@ if TYPE_CHECKING:
 #: Sources per task: enough that the scheduler's per-task cost and the worker's wait
 #: for its next task (one task at a time per worker) stay small against the evaluation.
 DEFAULT_BATCH = 32
+#: Seconds to wait for the results of finished tasks (they are on the workers already).
+GATHER_TIMEOUT = 5.0
 #: The scheduler settings of the LocalCluster (see the module docstring).
 LOCAL_CLUSTER_CONFIG = {
     "distributed.scheduler.allowed-failures": 0,
@@ -198,8 +200,10 @@ class DaskPool:
         self._own_client = client is None
         self._cluster: LocalCluster | None = None
         self._dead: set[str] = set()
+        self._pids: dict[str, int] = {}  # worker address -> process id (to stop a hung one)
         self._tries: dict[Unit, int] = {}
         self._timeouts: dict[Unit, int] = {}
+        self._done: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
         self._run_id = uuid.uuid4().hex[:8]
         self._count = 0
 
@@ -209,8 +213,8 @@ class DaskPool:
         """Process ids of the live workers (for tests that kill them)."""
         if self._client is None:
             return []
-        info = self._client.scheduler_info(n_workers=-1)
-        return [int(w["pid"]) for w in info["workers"].values() if w.get("pid")]
+        pids: dict[str, int] = self._client.run(os.getpid, on_error="ignore")
+        return list(pids.values())
 
     def _connect(self) -> Client:
         if self._client is not None:
@@ -276,7 +280,7 @@ class DaskPool:
         # itself (one at a time per worker, "root-ish" tasks), and hides its round trip.
         tasks_out = max(8, 4 * threads)
         window = self.window or tasks_out * self.batch_size
-        done: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
+        done = self._done = queue.SimpleQueue()
         slots: dict[int, _Slot] = {}
         tasks: dict[str, _Task] = {}
         next_seq = next_out = 0
@@ -343,9 +347,12 @@ class DaskPool:
         for future in finished:
             task = tasks.get(str(future.key))
             if task is None or task.future is not future:
-                continue  # replaced already (overran its deadline)
+                continue  # replaced already (overran its deadline, or its result was lost)
             if future.status == "finished":
                 ok.append(task)
+                continue
+            if future.status not in ("error", "cancelled"):  # its result was lost with its
+                future.add_done_callback(self._done.put)  # worker: Dask computes it again
                 continue
             del tasks[str(future.key)]
             exc = future.exception() if future.status == "error" else None
@@ -363,9 +370,10 @@ class DaskPool:
             future.release()
         if not ok:
             return
+        futures = [task.future for task in ok]
         try:
-            values = client.gather([task.future for task in ok])
-        except Exception:  # one died with its worker after finishing: take them one by one
+            values = client.sync(client._gather, futures, callback_timeout=GATHER_TIMEOUT)
+        except Exception:  # one went with its worker after finishing: take them one by one
             for task in ok:
                 self._settle_one(task, tasks, slots, submit)
             return
@@ -380,11 +388,17 @@ class DaskPool:
     ) -> None:
         del tasks[str(task.future.key)]
         try:
-            value = task.future.result()
+            value = task.future.result(timeout=GATHER_TIMEOUT)
         except KilledWorker as exc:
             self._dead.add(exc.last_worker.address)
             self.restarts = len(self._dead)
             self._retry(task, exc.allowed_failures + 1, slots, submit, hung=False)
+            return
+        except TimeoutError:
+            # Its result went with a dead worker and Dask has not brought it back: compute
+            # it again as a new task (results are deterministic; the old one is dropped,
+            # so nothing is written twice). No try is charged: no worker died running it.
+            submit(task.units)
             return
         except Exception as exc:
             for seq, index in task.units:
@@ -465,6 +479,10 @@ class DaskPool:
         except Exception:  # the scheduler is busy or a worker is leaving: next time
             return
         on: dict[str, str] = {key: addr for addr, keys in processing.items() for key in keys}
+        new = [addr for addr in processing if addr not in self._pids]
+        if new:  # asked once per worker, while it answers
+            with contextlib.suppress(Exception):
+                self._pids.update(client.run(os.getpid, workers=new, on_error="ignore"))
         for key, task in list(tasks.items()):
             addr = on.get(key)
             if addr is None:
@@ -486,8 +504,7 @@ class DaskPool:
         not stop."""
         self._dead.add(addr)
         self.restarts = len(self._dead)
-        info = client.scheduler_info(n_workers=-1)["workers"].get(addr, {})
-        pid = info.get("pid")
+        pid = self._pids.get(addr)
         host = urlsplit(addr).hostname or ""
         if pid and host in LOOPBACK:
             with contextlib.suppress(ProcessLookupError, PermissionError):
