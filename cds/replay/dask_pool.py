@@ -68,6 +68,8 @@ if TYPE_CHECKING:
 #: Sources per task: enough that the scheduler's per-task cost and the worker's wait
 #: for its next task (one task at a time per worker) stay small against the evaluation.
 DEFAULT_BATCH = 32
+#: Seconds the LocalCluster may be short of workers before a nanny that gave up is replaced.
+HEAL_AFTER = 15.0
 #: Seconds to wait for the results of finished tasks (they are on the workers already).
 GATHER_TIMEOUT = 5.0
 #: The scheduler settings of the LocalCluster (see the module docstring).
@@ -184,7 +186,7 @@ class DaskPool:
         evaluator: Evaluator | None = None,
         deadline: float = DEFAULT_DEADLINE,
         max_tries: int = DEFAULT_MAX_TRIES,
-        client: Client | None = None,
+        cluster: LocalCluster | None = None,
     ) -> None:
         self.settings = settings
         self.workers = max(1, workers)
@@ -196,14 +198,15 @@ class DaskPool:
         self.max_tries = max(1, max_tries)
         #: Worker processes that died (or were killed for overrunning) during the run.
         self.restarts = 0
-        self._client: Client | None = client
-        self._own_client = client is None
-        self._cluster: LocalCluster | None = None
+        self._client: Client | None = None
+        #: The LocalCluster replay watches over (its own, or one given to share).
+        self._cluster: LocalCluster | None = cluster
+        self._own_cluster = cluster is None
+        self._short_since: float | None = None
         self._dead: set[str] = set()
         self._pids: dict[str, int] = {}  # worker address -> process id (to stop a hung one)
         self._tries: dict[Unit, int] = {}
         self._timeouts: dict[Unit, int] = {}
-        self._done: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
         self._run_id = uuid.uuid4().hex[:8]
         self._count = 0
 
@@ -230,7 +233,8 @@ class DaskPool:
                     "local cluster"
                 ) from None
             return self._client
-        self._cluster = start_local_cluster(self.workers)
+        if self._cluster is None:
+            self._cluster = start_local_cluster(self.workers)
         self._client = Client(self._cluster, direct_to_workers=True)
         return self._client
 
@@ -251,11 +255,11 @@ class DaskPool:
             )
 
     def _close(self) -> None:
-        if self._own_client and self._client is not None:
+        if self._client is not None:
             with contextlib.suppress(Exception):
                 self._client.close()
             self._client = None
-        if self._cluster is not None:
+        if self._cluster is not None and self._own_cluster:
             with contextlib.suppress(Exception):
                 self._cluster.close()
             self._cluster = None
@@ -280,7 +284,7 @@ class DaskPool:
         # itself (one at a time per worker, "root-ish" tasks), and hides its round trip.
         tasks_out = max(8, 4 * threads)
         window = self.window or tasks_out * self.batch_size
-        done = self._done = queue.SimpleQueue()
+        done: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
         slots: dict[int, _Slot] = {}
         tasks: dict[str, _Task] = {}
         next_seq = next_out = 0
@@ -329,6 +333,7 @@ class DaskPool:
                 if now - last_poll >= poll:
                     last_poll = now
                     self._watch(client, tasks, slots, submit, now)
+                    self._heal(client, now)
         finally:
             for task in tasks.values():
                 task.future.release()
@@ -351,10 +356,11 @@ class DaskPool:
             if future.status == "finished":
                 ok.append(task)
                 continue
-            if future.status not in ("error", "cancelled"):  # its result was lost with its
-                future.add_done_callback(self._done.put)  # worker: Dask computes it again
-                continue
             del tasks[str(future.key)]
+            if future.status not in ("error", "cancelled"):  # "lost": its result went with
+                future.release()  # its worker; compute it again as a new task (no try is
+                submit(task.units)  # charged: no worker died running it)
+                continue
             exc = future.exception() if future.status == "error" else None
             if isinstance(exc, KilledWorker):
                 self._dead.add(exc.last_worker.address)
@@ -464,6 +470,30 @@ class DaskPool:
             else crash_result(name, key, tries)
         )
         self._store(slots, unit, [result])
+
+    def _heal(self, client: Client, now: float) -> None:
+        """Our LocalCluster short of workers for HEAL_AFTER seconds: a nanny whose new
+        worker was killed while it started gives up on it; start a new nanny instead."""
+        cluster = self._cluster
+        if cluster is None:
+            return
+        alive = set(client.nthreads())
+        if len(alive) >= len(cluster.worker_spec):
+            self._short_since = None
+            return
+        if self._short_since is None:
+            self._short_since = now
+            return
+        if now - self._short_since < HEAL_AFTER:
+            return
+        self._short_since = None
+        for name, nanny in list(cluster.workers.items()):
+            if getattr(nanny, "worker_address", None) not in alive:
+                del cluster.workers[name]
+                with contextlib.suppress(Exception):
+                    cluster.sync(nanny.close, timeout=5)
+        with contextlib.suppress(Exception):
+            cluster.sync(cluster._correct_state)
 
     def _watch(
         self,

@@ -71,16 +71,16 @@ def live(pids: list[int]) -> list[int]:
 
 
 def test_the_dask_engine_gives_the_local_engines_results_in_input_order(
-    client: Client, bundled_evaluator: Any, reference: dict[str, InputResult]
+    cluster: LocalCluster, client: Client, bundled_evaluator: Any, reference: dict[str, InputResult]
 ) -> None:
-    pool = DaskPool(settings(), 2, batch_size=4, client=client, evaluator=bundled_evaluator)
+    pool = DaskPool(settings(), 2, batch_size=4, cluster=cluster, evaluator=bundled_evaluator)
     results = list(pool.run(sources(120)))
     assert check(results, reference) == 0
     assert pool.restarts == 0
 
 
 def test_workers_killed_at_random_points_lose_and_duplicate_nothing(
-    client: Client, bundled_evaluator: Any, reference: dict[str, InputResult]
+    cluster: LocalCluster, client: Client, bundled_evaluator: Any, reference: dict[str, InputResult]
 ) -> None:
     rng = random.Random(13)
     kills = 0
@@ -88,7 +88,7 @@ def test_workers_killed_at_random_points_lose_and_duplicate_nothing(
     rounds = 0
     while kills < 50 and rounds < 40:  # bounded: a kill loop that kills nothing fails
         rounds += 1
-        pool = DaskPool(settings(), 2, batch_size=4, client=client, evaluator=bundled_evaluator)
+        pool = DaskPool(settings(), 2, batch_size=4, cluster=cluster, evaluator=bundled_evaluator)
         results: list[InputResult] = []
         next_kill = rng.randint(1, 12)
         for result in pool.run(sources(120)):
@@ -110,14 +110,14 @@ def test_workers_killed_at_random_points_lose_and_duplicate_nothing(
 
 
 def test_an_input_that_kills_every_worker_fails_after_max_tries_and_the_rest_is_whole(
-    client: Client, bundled_evaluator: Any, reference: dict[str, InputResult]
+    cluster: LocalCluster, client: Client, bundled_evaluator: Any, reference: dict[str, InputResult]
 ) -> None:
     client.wait_for_workers(2, timeout=60)
     pool = DaskPool(
         settings(crash_input="in7"),
         2,
         batch_size=4,
-        client=client,
+        cluster=cluster,
         evaluator=bundled_evaluator,
         max_tries=2,
     )
@@ -131,14 +131,14 @@ def test_an_input_that_kills_every_worker_fails_after_max_tries_and_the_rest_is_
 
 
 def test_a_hung_worker_is_replaced_after_the_deadline_and_its_input_fails(
-    client: Client, bundled_evaluator: Any, reference: dict[str, InputResult]
+    cluster: LocalCluster, client: Client, bundled_evaluator: Any, reference: dict[str, InputResult]
 ) -> None:
     client.wait_for_workers(2, timeout=60)
     pool = DaskPool(
         settings(hang_input="in3"),
         2,
         batch_size=4,
-        client=client,
+        cluster=cluster,
         evaluator=bundled_evaluator,
         deadline=1.0,
         max_tries=2,
@@ -153,7 +153,7 @@ def test_a_hung_worker_is_replaced_after_the_deadline_and_its_input_fails(
 
 
 def test_a_crash_in_a_bundle_of_several_patients_fails_that_patient_only(
-    client: Client, bundled_evaluator: Any
+    cluster: LocalCluster, client: Client, bundled_evaluator: Any
 ) -> None:
     """A source of several inputs is split per input when it kills its worker, so the
     other patients of the Bundle keep their own results (as on the local engine)."""
@@ -176,7 +176,7 @@ def test_a_crash_in_a_bundle_of_several_patients_fails_that_patient_only(
         settings(crash_input="family#Patient/mother"),
         2,
         batch_size=4,
-        client=client,
+        cluster=cluster,
         evaluator=bundled_evaluator,
         max_tries=2,
     )
