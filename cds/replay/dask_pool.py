@@ -106,6 +106,18 @@ def start_local_cluster(workers: int) -> LocalCluster:
         )
 
 
+def restore_workers(cluster: LocalCluster, alive: set[str]) -> None:
+    """Replace the nannies of `cluster` whose worker is not among `alive` (addresses):
+    a nanny whose new worker process was killed while it started does not try again."""
+    for name, nanny in list(cluster.workers.items()):
+        if getattr(nanny, "worker_address", None) not in alive:
+            del cluster.workers[name]
+            with contextlib.suppress(Exception):
+                cluster.sync(nanny.close, timeout=5)
+    with contextlib.suppress(Exception):
+        cluster.sync(cluster._correct_state)
+
+
 class ReplayPlugin(WorkerPlugin):
     """Builds the worker process's Evaluator once, when the worker starts."""
 
@@ -487,13 +499,7 @@ class DaskPool:
         if now - self._short_since < HEAL_AFTER:
             return
         self._short_since = None
-        for name, nanny in list(cluster.workers.items()):
-            if getattr(nanny, "worker_address", None) not in alive:
-                del cluster.workers[name]
-                with contextlib.suppress(Exception):
-                    cluster.sync(nanny.close, timeout=5)
-        with contextlib.suppress(Exception):
-            cluster.sync(cluster._correct_state)
+        restore_workers(cluster, alive)
 
     def _watch(
         self,

@@ -23,7 +23,7 @@ pytest.importorskip("distributed")
 import psutil
 from distributed import Client, LocalCluster
 
-from cds.replay.dask_pool import DaskPool, start_local_cluster
+from cds.replay.dask_pool import DaskPool, restore_workers, start_local_cluster
 from cds.replay.worker import InputResult
 from tests.replay.test_export import patients, write_export
 from tests.replay.test_pool import check, settings, sources
@@ -55,6 +55,15 @@ def reference(bundled_evaluator: Any) -> dict[str, InputResult]:
 
     pool = ReplayPool(settings(), 0, evaluator=bundled_evaluator)
     return {r.name: r for r in pool.run(sources(120))}
+
+
+def whole(cluster: LocalCluster, client: Client) -> None:
+    """Both workers up (a nanny whose worker was killed while it started is replaced)."""
+    try:
+        client.wait_for_workers(2, timeout=20)
+    except Exception:
+        restore_workers(cluster, set(client.nthreads()))
+        client.wait_for_workers(2, timeout=60)
 
 
 def live(pids: list[int]) -> list[int]:
@@ -106,13 +115,13 @@ def test_workers_killed_at_random_points_lose_and_duplicate_nothing(
     assert kills >= 50, (kills, rounds)
     # A few innocents may be hit max_tries times in a row; nearly all must come through.
     assert failed <= rounds * 3, (failed, kills)
-    client.wait_for_workers(2, timeout=60)
+    whole(cluster, client)
 
 
 def test_an_input_that_kills_every_worker_fails_after_max_tries_and_the_rest_is_whole(
     cluster: LocalCluster, client: Client, bundled_evaluator: Any, reference: dict[str, InputResult]
 ) -> None:
-    client.wait_for_workers(2, timeout=60)
+    whole(cluster, client)
     pool = DaskPool(
         settings(crash_input="in7"),
         2,
@@ -133,7 +142,7 @@ def test_an_input_that_kills_every_worker_fails_after_max_tries_and_the_rest_is_
 def test_a_hung_worker_is_replaced_after_the_deadline_and_its_input_fails(
     cluster: LocalCluster, client: Client, bundled_evaluator: Any, reference: dict[str, InputResult]
 ) -> None:
-    client.wait_for_workers(2, timeout=60)
+    whole(cluster, client)
     pool = DaskPool(
         settings(hang_input="in3"),
         2,
@@ -171,7 +180,7 @@ def test_a_crash_in_a_bundle_of_several_patients_fails_that_patient_only(
     from cds.replay.pool import ReplayPool
 
     want = list(ReplayPool(settings(), 0, evaluator=bundled_evaluator).run(items))
-    client.wait_for_workers(2, timeout=60)
+    whole(cluster, client)
     pool = DaskPool(
         settings(crash_input="family#Patient/mother"),
         2,
