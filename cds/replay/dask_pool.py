@@ -68,6 +68,8 @@ if TYPE_CHECKING:
 #: Sources per task: enough that the scheduler's per-task cost and the worker's wait
 #: for its next task (one task at a time per worker) stay small against the evaluation.
 DEFAULT_BATCH = 32
+#: Seconds to try reaching the scheduler given by --scheduler.
+CONNECT_TIMEOUT = 30.0
 #: Seconds the LocalCluster may be short of workers before a nanny that gave up is replaced.
 HEAL_AFTER = 15.0
 #: Seconds to wait for the results of finished tasks (they are on the workers already).
@@ -236,7 +238,7 @@ class DaskPool:
             return self._client
         if self.scheduler is not None:
             try:
-                self._client = Client(self.scheduler, timeout=30)
+                self._client = Client(self.scheduler, timeout=CONNECT_TIMEOUT)
             except (OSError, TimeoutError) as exc:
                 raise DaskSetupError(
                     f"cannot reach the Dask scheduler at {self.scheduler}: {exc}. Start one "
