@@ -269,8 +269,11 @@ def test_engine_usage_errors_exit_2(args: list[str], message: str, shared_evalua
 
 
 def test_an_unreachable_scheduler_is_an_error_saying_what_to_start(
-    shared_evaluator: Any,
+    shared_evaluator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from cds.replay import dask_pool
+
+    monkeypatch.setattr(dask_pool, "CONNECT_TIMEOUT", 2.0)
     # A loopback port nothing listens on (bound and closed at once).
     import socket
 
