@@ -45,7 +45,7 @@ AS_OF = date(2026, 11, 23)
 MIB = 1024 * 1024
 
 
-def child(engine: str, export: str, workers: int, out: str) -> None:
+def child(engine: str, export: str, workers: int, out: str, batch: int | None) -> None:
     """One replay of the export in this process; prints the stage times as JSON."""
     from cds.pipeline import Evaluator
     from cds.replay.formats import NdjsonWriter
@@ -61,7 +61,9 @@ def child(engine: str, export: str, workers: int, out: str) -> None:
     if engine == "dask":
         from cds.replay.dask_pool import DaskPool
 
-        pool = DaskPool(settings, workers, evaluator=evaluator)
+        pool = DaskPool(
+            settings, workers, evaluator=evaluator, **({"batch_size": batch} if batch else {})
+        )
     else:
         pool = ReplayPool(settings, workers, evaluator=evaluator)
     marks: dict[str, float] = {}
@@ -92,7 +94,9 @@ def child(engine: str, export: str, workers: int, out: str) -> None:
     )
 
 
-def measure(engine: str, export: Path, workers: int, out: Path) -> dict[str, Any]:
+def measure(
+    engine: str, export: Path, workers: int, out: Path, batch: int | None = None
+) -> dict[str, Any]:
     """Run `child` in a child process, sampling the RSS of its process tree."""
     import psutil
 
@@ -106,6 +110,7 @@ def measure(engine: str, export: Path, workers: int, out: Path) -> dict[str, Any
         str(workers),
         "--out",
         str(out),
+        *(["--dask-batch", str(batch)] if batch else []),
     ]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     parent = psutil.Process(proc.pid)
@@ -139,11 +144,12 @@ def main() -> None:
     parser.add_argument("--engines", default="local,dask")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--dask-batch", type=int, help="sources per Dask task (default 128)")
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs=2, metavar=("ENGINE", "EXPORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], args.workers, args.out)
+        child(args.child[0], args.child[1], args.workers, args.out, args.dask_batch)
         return
     from export_bench import write_export
 
@@ -161,7 +167,9 @@ def main() -> None:
                 flush=True,
             )
             for engine in engines:
-                stats = measure(engine, export, args.workers, Path(tmp) / f"{engine}.ndjson")
+                stats = measure(
+                    engine, export, args.workers, Path(tmp) / f"{engine}.ndjson", args.dask_batch
+                )
                 rows.append((size, resources, engine, stats))
                 print(f"  {engine}: {stats['total']:.1f} s", flush=True)
             for engine in engines:

@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 
 #: Sources per task: enough that the scheduler's per-task cost and the worker's wait
 #: for its next task (one task at a time per worker) stay small against the evaluation.
-DEFAULT_BATCH = 32
+DEFAULT_BATCH = 128
 #: Seconds to try reaching the scheduler given by --scheduler.
 CONNECT_TIMEOUT = 30.0
 #: Seconds the LocalCluster may be short of workers before a nanny that gave up is replaced.
