@@ -218,6 +218,7 @@ class DaskPool:
         self._own_cluster = cluster is None
         self._short_since: float | None = None
         self._dead: set[str] = set()
+        self._stopped: set[str] = set()  # workers stopped here for overrunning the deadline
         self._pids: dict[str, int] = {}  # worker address -> process id (to stop a hung one)
         self._tries: dict[Unit, int] = {}
         self._timeouts: dict[Unit, int] = {}
@@ -377,9 +378,7 @@ class DaskPool:
                 continue
             exc = future.exception() if future.status == "error" else None
             if isinstance(exc, KilledWorker):
-                self._dead.add(exc.last_worker.address)
-                self.restarts = len(self._dead)
-                self._retry(task, exc.allowed_failures + 1, slots, submit, hung=False)
+                self._killed(task, exc, slots, submit)
             else:  # a bug, or cancelled from outside: every input of it fails, with why
                 error = exc or RuntimeError(f"Dask task {future.key} was {future.status}")
                 for seq, index in task.units:
@@ -410,9 +409,7 @@ class DaskPool:
         try:
             value = task.future.result(timeout=GATHER_TIMEOUT)
         except KilledWorker as exc:
-            self._dead.add(exc.last_worker.address)
-            self.restarts = len(self._dead)
-            self._retry(task, exc.allowed_failures + 1, slots, submit, hung=False)
+            self._killed(task, exc, slots, submit)
             return
         except TimeoutError:
             # Its result went with a dead worker and Dask has not brought it back: compute
@@ -431,6 +428,15 @@ class DaskPool:
             task.future.release()
         for unit, results in zip(task.units, value, strict=True):
             self._store(slots, unit, results)
+
+    def _killed(self, task: _Task, exc: KilledWorker, slots: dict[int, _Slot], submit: Any) -> None:
+        """A task's worker died under it. A worker we stopped for overrunning may have been
+        handed new tasks before the scheduler saw it go: those are tried again uncharged."""
+        addr = exc.last_worker.address
+        deaths = 0 if addr in self._stopped else exc.allowed_failures + 1
+        self._dead.add(addr)
+        self.restarts = len(self._dead)
+        self._retry(task, deaths, slots, submit, hung=False)
 
     def _store(self, slots: dict[int, _Slot], unit: Unit, results: list[InputResult]) -> None:
         seq, index = unit
@@ -541,6 +547,7 @@ class DaskPool:
         machine (loopback address), else through its nanny, which kills it when it does
         not stop."""
         self._dead.add(addr)
+        self._stopped.add(addr)
         self.restarts = len(self._dead)
         pid = self._pids.get(addr)
         host = urlsplit(addr).hostname or ""
