@@ -39,6 +39,11 @@ class ReplayFormat(StrEnum):
     parquet = "parquet"
 
 
+class Engine(StrEnum):
+    local = "local"
+    dask = "dask"
+
+
 class ExplainFormat(StrEnum):
     text = "text"
     json = "json"
@@ -163,6 +168,21 @@ def replay(
             "folder of cards.parquet, data_errors.parquet and inputs.parquet)."
         ),
     ] = None,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            help="local: a process pool on this machine; dask: a dask.distributed cluster "
+            "(pip install 'osteohooks[dask]'), local worker processes unless --scheduler.",
+        ),
+    ] = Engine.local,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            metavar="tcp://HOST:PORT",
+            help="With --engine dask: the scheduler of an existing cluster (--workers is "
+            "then ignored).",
+        ),
+    ] = None,
     progress: Annotated[
         bool | None,
         typer.Option(
@@ -174,7 +194,8 @@ def replay(
     """Evaluate FHIR Bundles or CDS Hooks requests offline, reproducibly, in parallel."""
     from rich.console import Console
 
-    from cds.replay.runner import ReplayOptions, run_replay
+    from cds.replay.pool import EngineError
+    from cds.replay.runner import ReplayOptions, check_engine, run_replay
 
     if update_expect and expect is None:
         raise typer.BadParameter("--update-expect needs --expect DIR", param_hint="--update-expect")
@@ -190,6 +211,19 @@ def replay(
             f"{out} is a file; --format parquet writes a folder: give a folder path",
             param_hint="--out",
         )
+    if scheduler is not None and engine is not Engine.dask:
+        raise typer.BadParameter("--scheduler needs --engine dask", param_hint="--scheduler")
+    if engine is Engine.dask and workers == 0:
+        raise typer.BadParameter(
+            "--engine dask runs in worker processes: give --workers 1 or more "
+            "(--workers 0 is for --engine local)",
+            param_hint="--workers",
+        )
+    try:
+        check_engine(engine.value)
+    except EngineError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
     day = parse_as_of(as_of)
     rules_dir = rules or default_rules_dir()
     evaluator = _load_evaluator(rules_dir)
@@ -205,6 +239,8 @@ def replay(
         workers=workers if workers is not None else default_workers(),
         deadline=deadline,
         max_tries=max_tries,
+        engine=engine.value,
+        scheduler=scheduler,
         progress=interactive,
         summary_in_report=out is not None or not interactive,
         out_dir=out if parquet else None,
@@ -235,6 +271,9 @@ def replay(
         stream = _Stdout()
     try:
         summary = run_replay(options, stream, evaluator=evaluator, console=console)
+    except EngineError as exc:  # the engine cannot run at all (e.g. no Dask scheduler there)
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
     except KeyboardInterrupt:
         typer.echo("interrupted: the report is incomplete", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None

@@ -48,6 +48,11 @@ DEFAULT_DEADLINE = 120.0
 DEFAULT_MAX_TRIES = 3
 
 
+class EngineError(RuntimeError):
+    """An engine cannot run the replay at all (not installed, cluster unreachable, other
+    rules on its workers); the message says what to do. `cds replay` exits 2."""
+
+
 def crash_result(name: str, key: str, tries: int) -> InputResult:
     """The result of an input whose worker process died each time it evaluated it."""
     return InputResult.of(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from cds.replay import golden as golden_files
 from cds.replay.formats import JunitWriter, NdjsonWriter, Sink, TextWriter, Writer
 from cds.replay.inputs import discover
-from cds.replay.pool import DEFAULT_DEADLINE, DEFAULT_MAX_TRIES, ReplayPool
+from cds.replay.pool import DEFAULT_DEADLINE, DEFAULT_MAX_TRIES, EngineError, ReplayPool
 from cds.replay.summary import Summary
 from cds.replay.worker import WorkerSettings
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from cds.pipeline import Evaluator
+    from cds.replay.dask_pool import DaskPool
 
 #: TEST ONLY: name of one input whose worker process kills itself with SIGSEGV, to test
 #: that a native crash is contained (see cds.replay.worker.WorkerSettings.crash_input).
@@ -46,6 +47,10 @@ class ReplayOptions:
     deadline: float = DEFAULT_DEADLINE
     max_tries: int = DEFAULT_MAX_TRIES
     progress: bool = False
+    #: "local" (ReplayPool, the default) or "dask" (cds.replay.dask_pool.DaskPool).
+    engine: str = "local"
+    #: With engine "dask": the address of an existing scheduler (else a LocalCluster).
+    scheduler: str | None = None
     summary_in_report: bool = True
     properties: dict[str, str] = field(default_factory=dict)
     #: The results folder of `--format parquet` (the other formats write to a stream).
@@ -131,14 +136,7 @@ def run_replay(
         crash_input=os.environ.get(TEST_CRASH_ENV) or None,
         hang_input=os.environ.get(TEST_HANG_ENV) or None,
     )
-    pool = ReplayPool(
-        settings,
-        options.workers,
-        batch_size=options.batch_size,
-        evaluator=evaluator,
-        deadline=options.deadline,
-        max_tries=options.max_tries,
-    )
+    pool = make_pool(options, settings, evaluator)
     writer = _writer(options, stream)
     summary = Summary()
     with _progress(console, options) as advance:
@@ -162,6 +160,54 @@ def run_replay(
     if console is not None and options.progress:
         console.print(summary_table(summary))
     return summary
+
+
+class EngineUnavailable(EngineError):
+    """The engine asked for is not installed (the message says how to install it)."""
+
+
+DASK_MISSING = (
+    "--engine dask needs Dask, which is not installed: pip install 'osteohooks[dask]' "
+    "(or pip install 'dask[distributed]'), or use --engine local"
+)
+
+
+def check_engine(engine: str) -> None:
+    """Raise EngineUnavailable when `engine` cannot run here."""
+    if engine != "dask":
+        return
+    try:
+        import cds.replay.dask_pool  # noqa: F401
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] in ("dask", "distributed"):
+            raise EngineUnavailable(DASK_MISSING) from None
+        raise
+
+
+def make_pool(
+    options: ReplayOptions, settings: WorkerSettings, evaluator: Evaluator | None
+) -> ReplayPool | DaskPool:
+    """The pool of the chosen engine (same `run(sources)` contract)."""
+    if options.engine == "dask":
+        check_engine("dask")
+        from cds.replay.dask_pool import DaskPool
+
+        return DaskPool(
+            settings,
+            options.workers,
+            scheduler=options.scheduler,
+            evaluator=evaluator,
+            deadline=options.deadline,
+            max_tries=options.max_tries,
+        )
+    return ReplayPool(
+        settings,
+        options.workers,
+        batch_size=options.batch_size,
+        evaluator=evaluator,
+        deadline=options.deadline,
+        max_tries=options.max_tries,
+    )
 
 
 def summary_table(summary: Summary) -> object:

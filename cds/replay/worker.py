@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -135,7 +136,8 @@ _in_pool = False
 
 
 def init_worker(settings: WorkerSettings) -> None:
-    """ProcessPoolExecutor initializer: this process's Evaluator, built once.
+    """A worker process's set-up (the local pool's workers, the Dask engine's plugin):
+    this process's Evaluator, built once.
 
     Under the `fork` start method the Evaluator built in the parent is inherited (no
     start-up cost, instant restarts after a crash); otherwise it is built here.
@@ -143,8 +145,25 @@ def init_worker(settings: WorkerSettings) -> None:
     global _in_pool
     _in_pool = True
     # Ctrl-C is the parent's to handle: it stops the pool and reports what was done.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     init_local(settings, _evaluator)
+
+
+def ensure_worker(settings: WorkerSettings) -> None:
+    """`init_worker`, unless this process is set up with these settings already (a worker
+    of a cluster that several runs share); the Evaluator is kept for the same rules folder."""
+    global _evaluator
+    if _in_pool and _settings == settings:
+        return
+    if _settings is not None and _settings.rules_dir != settings.rules_dir:
+        _evaluator = None
+    init_worker(settings)
+
+
+def ruleset_version() -> str | None:
+    """The rule-set version of this process's Evaluator (None before init)."""
+    return _evaluator.ruleset_version if _evaluator is not None else None
 
 
 def init_local(settings: WorkerSettings, evaluator: Evaluator | None = None) -> None:
