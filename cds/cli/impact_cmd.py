@@ -20,6 +20,7 @@ from cds.cli.replay_cmd import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    Engine,
     Hook,
     default_rules_dir,
     default_workers,
@@ -77,6 +78,16 @@ def impact(
         int | None,
         typer.Option(min=0, help="Worker processes (default: one per CPU).", show_default=False),
     ] = None,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            help="local: a process pool on this machine; dask: a dask.distributed cluster."
+        ),
+    ] = Engine.local,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(metavar="tcp://HOST:PORT", help="With --engine dask: an existing cluster."),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the report to this file.")] = None,
     fail_on_change: Annotated[
         bool,
@@ -93,7 +104,18 @@ def impact(
         rules_at_revision,
         run_impact,
     )
+    from cds.replay.pool import EngineError
+    from cds.replay.runner import check_engine
 
+    if scheduler is not None and engine is not Engine.dask:
+        raise typer.BadParameter("--scheduler needs --engine dask", param_hint="--scheduler")
+    if engine is Engine.dask and workers == 0:
+        raise typer.BadParameter("--engine dask needs --workers 1 or more", param_hint="--workers")
+    try:
+        check_engine(engine.value)
+    except EngineError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
     if base_rules is not None and base_rev is not None:
         raise typer.BadParameter(
             "give --base-rules or --base-rev, not both", param_hint="--base-rev"
@@ -125,12 +147,17 @@ def impact(
             hook=hook.value if hook is not None else None,
             workers=workers if workers is not None else default_workers(),
             examples=examples,
+            engine=engine.value,
+            scheduler=scheduler,
         )
         try:
             result = run_impact(options, base_evaluator=base_evaluator, new_evaluator=new_evaluator)
         except ImpactError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(EXIT_FAILED) from None
+        except EngineError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(EXIT_USAGE) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: no report", err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None

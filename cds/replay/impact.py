@@ -1,8 +1,8 @@
 """`cds impact`: what a rule change does to a population, before it ships.
 
-The population is evaluated twice with the replay machinery (`cds.replay.pool`, the
-same discovery, reading and evaluation as `cds replay`): once with the base rules, once
-with the new ones. The base run's results go to a temporary NDJSON file; the new run is
+The population is evaluated twice with the replay machinery (the pool of `cds replay`'s
+engine, local processes or Dask, with the same discovery, reading and evaluation): once
+with the base rules, once with the new ones. The base run's results go to a temporary NDJSON file; the new run is
 then read beside it in input order, so memory stays flat whatever the population size.
 
 Two answers are compared as golden results are (`cds.replay.golden.normalise`: uuids and
@@ -42,7 +42,7 @@ from cds.contracts.cards import EXTENSION_KEY
 from cds.jsontext import dumps
 from cds.replay.golden import normalise, word_diff
 from cds.replay.inputs import discover
-from cds.replay.pool import DEFAULT_DEADLINE, DEFAULT_MAX_TRIES, ReplayPool
+from cds.replay.pool import DEFAULT_DEADLINE, DEFAULT_MAX_TRIES
 from cds.replay.worker import InputResult, WorkerSettings
 
 if TYPE_CHECKING:
@@ -443,21 +443,30 @@ class ImpactOptions:
     deadline: float = DEFAULT_DEADLINE
     max_tries: int = DEFAULT_MAX_TRIES
     examples: int = DEFAULT_EXAMPLES
+    #: "local" (the replay process pool) or "dask" (`cds replay --engine dask`'s pool)
+    engine: str = "local"
+    scheduler: str | None = None
 
 
 def _results(
     options: ImpactOptions, rules_dir: Path, evaluator: Evaluator | None
 ) -> Iterator[InputResult]:
+    from cds.replay.runner import ReplayOptions, make_pool
+
     settings = WorkerSettings(rules_dir=rules_dir, as_of=options.as_of, hook=options.hook)
-    pool = ReplayPool(
-        settings,
-        options.workers,
+    replay = ReplayOptions(
+        paths=options.paths,
+        as_of=options.as_of,
+        rules_dir=rules_dir,
+        hook=options.hook,
+        workers=options.workers,
         batch_size=options.batch_size,
-        evaluator=evaluator,
         deadline=options.deadline,
         max_tries=options.max_tries,
+        engine=options.engine,
+        scheduler=options.scheduler,
     )
-    return pool.run(discover(options.paths))
+    return make_pool(replay, settings, evaluator).run(discover(options.paths))
 
 
 def _spill(results: Iterable[InputResult], out: IO[bytes]) -> None:

@@ -385,3 +385,20 @@ def test_the_html_report_is_a_self_contained_page_of_the_same_groups(tmp_path: P
     for group in report["groups"]:
         assert html.escape(group["rule"]) in page
     assert f"{report['changed']} (" in page
+
+
+def test_impact_on_dask_gives_the_local_engines_report(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    rules, _value = _edited_rules(tmp_path)
+    story_dir = tmp_path / "some"
+    story_dir.mkdir()
+    for name in sorted(p.name for p in STORIES.glob("*.json"))[:12]:
+        shutil.copy(STORIES / name, story_dir / name)
+    common = ["impact", str(story_dir), "--rules", str(rules), "--base-rules", str(REPO / "rules")]
+    common += ["--as-of", AS_OF, "--format", "json", "--examples", "100"]
+    local = CliRunner().invoke(app, [*common, "--workers", "0"])
+    dask = CliRunner().invoke(app, [*common, "--workers", "2", "--engine", "dask"])
+    assert local.exit_code == 0, local.output
+    assert dask.exit_code == 0, dask.output
+    assert json.loads(dask.output) == json.loads(local.output)
+    assert json.loads(local.output)["changed"] > 0
