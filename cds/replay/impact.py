@@ -2,8 +2,9 @@
 
 The population is evaluated twice with the replay machinery (the pool of `cds replay`'s
 engine, local processes or Dask, with the same discovery, reading and evaluation): once
-with the base rules, once with the new ones. The base run's results go to a temporary NDJSON file; the new run is
-then read beside it in input order, so memory stays flat whatever the population size.
+with the base rules, once with the new ones. The base run's results go to a temporary
+NDJSON file; the new run is then read beside it in input order, so memory stays flat
+whatever the population size.
 
 Two answers are compared as golden results are (`cds.replay.golden.normalise`: uuids and
 `rulesetVersion` ignored). Cards are paired per topic (by their rule first), and every
