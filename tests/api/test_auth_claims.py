@@ -215,6 +215,32 @@ def test_the_service_keeps_jti_in_its_store(jwt_client: TestClient, keys: Keys) 
     assert _call(jwt_client, signed) == 401
 
 
+def test_a_jti_the_store_cannot_check_is_a_503_never_let_through(
+    jwt_client: TestClient, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the store down the replay guard cannot say whether the token was used before:
+    the answer is 503 with Retry-After (the token may be fine: not 401), and no call is
+    evaluated."""
+    from cds.store.db import StoreUnavailable
+
+    store: Store = jwt_client.app.state.service.store  # type: ignore[attr-defined]
+
+    def down(key: str, expires: float, now: float) -> bool:
+        raise StoreUnavailable("jti store: OperationalError: database is locked")
+
+    monkeypatch.setattr(store, "claim_jti", down)
+    response = jwt_client.post(
+        PV,
+        json=patient_view_request(),
+        headers={"Authorization": f"Bearer {token(keys, PV_AUD)}"},
+    )
+    assert response.status_code == 503
+    assert response.headers["retry-after"].isdigit()
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert "cards" not in body
+
+
 def test_two_stores_on_one_sqlite_file_share_the_replay_guard(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     first, second = Store(url), Store(url)
