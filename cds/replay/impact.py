@@ -39,12 +39,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
-from cds.contracts.cards import EXTENSION_KEY
 from cds.jsontext import dumps
 from cds.replay.golden import normalise, word_diff
 from cds.replay.inputs import discover
 from cds.replay.pool import DEFAULT_DEADLINE, DEFAULT_MAX_TRIES
-from cds.replay.worker import InputResult, WorkerSettings
+from cds.replay.worker import InputResult, WorkerSettings, card_payload, card_topic
 
 if TYPE_CHECKING:
     from cds.pipeline import Evaluator
@@ -77,26 +76,13 @@ class Change:
     after: Any
 
 
-def _payload(card: dict[str, Any]) -> dict[str, Any]:
-    extension = card.get("extension")
-    payload = extension.get(EXTENSION_KEY) if isinstance(extension, dict) else None
-    return payload if isinstance(payload, dict) else {}
-
-
-def _topic(card: dict[str, Any]) -> str:
-    source = card.get("source")
-    topic = source.get("topic") if isinstance(source, dict) else None
-    code = topic.get("code") if isinstance(topic, dict) else None
-    return code if isinstance(code, str) else "(no topic)"
-
-
 def _rule(card: dict[str, Any]) -> str:
-    rule = _payload(card).get("rule")
+    rule = card_payload(card).get("rule")
     return rule if isinstance(rule, str) else "(no rule)"
 
 
 def _rules(card: dict[str, Any]) -> list[str]:
-    payload = _payload(card)
+    payload = card_payload(card)
     rules = payload.get("rules")
     if isinstance(rules, list):
         return [r for r in rules if isinstance(r, str)]
@@ -143,7 +129,7 @@ def _card_changes(topic: str, before: dict[str, Any], after: dict[str, Any]) -> 
                 after.get("indicator"),
             )
         )
-    old_payload, new_payload = _payload(before), _payload(after)
+    old_payload, new_payload = card_payload(before), card_payload(after)
     for key in sorted(set(old_payload) | set(new_payload)):
         if key in _RULE_KEYS:
             continue
@@ -200,9 +186,9 @@ def compare_answers(
         )
     by_topic: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
     for card in base["cards"]:
-        by_topic.setdefault(_topic(card), ([], []))[0].append(card)
+        by_topic.setdefault(card_topic(card), ([], []))[0].append(card)
     for card in new["cards"]:
-        by_topic.setdefault(_topic(card), ([], []))[1].append(card)
+        by_topic.setdefault(card_topic(card), ([], []))[1].append(card)
     for topic in sorted(by_topic):
         old_cards, new_cards_ = by_topic[topic]
         for before, after in _pair(old_cards, new_cards_):

@@ -31,11 +31,10 @@ import pyarrow.parquet as pq
 from cds.contracts.cards import (
     CARD_TOPICS,
     COMMON_PAYLOAD_FIELDS,
-    EXTENSION_KEY,
     PAYLOAD_MODELS,
     payload_schema,
 )
-from cds.replay.worker import InputResult, card_topic
+from cds.replay.worker import InputResult, card_payload, card_topic
 
 if TYPE_CHECKING:
     from cds.replay.golden import GoldenCheck
@@ -170,12 +169,9 @@ def card_row(result: InputResult, card: dict[str, Any]) -> dict[str, Any]:
         "summary": card.get("summary"),
         "uuid": card.get("uuid"),
     }
-    extension = card.get("extension")
-    payload = extension.get(EXTENSION_KEY) if isinstance(extension, dict) else None
-    if isinstance(payload, dict):
-        convert = _converters()
-        for name, value in payload.items():
-            row[name] = convert[name](value) if name in convert else value
+    convert = _converters()
+    for name, value in card_payload(card).items():
+        row[name] = convert[name](value) if name in convert else value
     return row
 
 

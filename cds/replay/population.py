@@ -23,7 +23,6 @@ from typing import Any, get_args
 
 from cds.contracts.cards import (
     CARD_TOPICS,
-    EXTENSION_KEY,
     INDICATORS,
     Category,
     Direction,
@@ -31,7 +30,7 @@ from cds.contracts.cards import (
 )
 from cds.jsontext import loads
 from cds.replay.report import INDICATOR_COLOURS, BarChart, Page, Table
-from cds.replay.worker import card_topic
+from cds.replay.worker import card_payload, card_topic
 
 #: How many of the slowest inputs the report lists.
 SLOWEST = 20
@@ -143,13 +142,7 @@ class Tally:
 def _card_view(card: Any) -> CardView | None:
     if not isinstance(card, dict):
         return None
-    extension = card.get("extension")
-    payload = extension.get(EXTENSION_KEY) if isinstance(extension, dict) else None
-    return CardView(
-        card_topic(card),
-        str(card.get("indicator") or "?"),
-        payload if isinstance(payload, dict) else {},
-    )
+    return CardView(card_topic(card), str(card.get("indicator") or "?"), card_payload(card))
 
 
 def _issues(outcome: Any) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from cds.contracts.cards import EXTENSION_KEY
 from cds.contracts.outcome import error_count, error_outcome, is_fatal
 from cds.jsontext import dumps
 from cds.replay.reader import Job, Unreadable, read_source
@@ -112,6 +113,13 @@ def card_topic(card: dict[str, Any]) -> str:
     topic = source.get("topic") if isinstance(source, dict) else None
     code = topic.get("code") if isinstance(topic, dict) else None
     return code if isinstance(code, str) else "(no topic)"
+
+
+def card_payload(card: dict[str, Any]) -> dict[str, Any]:
+    """The card's payload (`extension[EXTENSION_KEY]`; empty when it has none)."""
+    extension = card.get("extension")
+    payload = extension.get(EXTENSION_KEY) if isinstance(extension, dict) else None
+    return payload if isinstance(payload, dict) else {}
 
 
 @dataclass(frozen=True, slots=True)

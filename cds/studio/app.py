@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field
 from cds.authoring.explain import ExplainError, build_report, resolve
 from cds.fhir.profiles import load_profiles
 from cds.pipeline import EvaluationError, Evaluator
+from cds.replay.worker import card_payload, card_topic
 from cds.rules import RuleSetError, load_ruleset
 from cds.rules.source import display_path
 from cds.studio import parameters
@@ -325,8 +326,8 @@ def dxa_history(
     )
     window = None
     for card in cards:
-        payload = (card.get("extension") or {}).get("org.osteohooks") or {}
-        if card.get("source", {}).get("topic", {}).get("code") == "rescan-interval":
+        payload = card_payload(card)
+        if card_topic(card) == "rescan-interval":
             window = {"from": payload.get("dueFrom"), "to": payload.get("dueTo")}
     return {
         "points": points,
