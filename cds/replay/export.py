@@ -203,7 +203,7 @@ def _classify(text: str) -> tuple[str, str, str | None] | str:
         return "patient", rid, None
     pid = patient_of(resource)
     if pid is not None:
-        refs = _references(resource) if '"reference"' in text else []
+        refs = _references(resource)
         return "patient", pid, json.dumps(refs) if refs else None
     if "subject" in resource or "patient" in resource:
         return (
