@@ -134,8 +134,10 @@ def test_an_input_that_kills_every_worker_fails_after_max_tries_and_the_rest_is_
     assert [r.name for r in results] == list(reference)
     crashed = next(r for r in results if r.name == "in7")
     assert crashed.status == "failed"
-    assert "died 2 times" in crashed.outcome_json
-    assert pool.restarts == 2
+    assert "died 2 times" in crashed.outcome_json  # exactly max_tries deaths charged to it
+    # every worker it killed was replaced (more when the cluster also lost a worker to
+    # start-up under load: seen once in a full suite on the 2-core machine)
+    assert pool.restarts >= 2
     assert check(results, {**reference, "in7": crashed}) == 0
 
 
