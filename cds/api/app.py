@@ -40,6 +40,7 @@ from cds.api.models import (
     Discovery,
     FeedbackReceipt,
 )
+from cds.api.offload import Offload
 from cds.api.openapi import ERROR_DOCS, add_openapi, body_doc
 from cds.api.ruleset import EvaluatorLike, RuleSetHolder, load_evaluator
 from cds.api.state import JSON, ServiceState
@@ -88,6 +89,8 @@ def create_app(
     )
     if today is not None:
         state.today = today
+    if holder.rules_dir is not None and settings.eval_processes > 0:
+        state.offload = Offload(settings, holder.rules_dir, templates)
     return _app(state)
 
 

@@ -47,6 +47,8 @@ def lifespan_of(
                 task.cancel()
             if sighup:
                 loop.remove_signal_handler(signal.SIGHUP)
+            if state.offload is not None:
+                await anyio.to_thread.run_sync(state.offload.close)
             await anyio.to_thread.run_sync(state.store.close)
 
     return lifespan
