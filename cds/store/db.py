@@ -255,10 +255,13 @@ class Store:
                 self._closing_log()
                 return
             batch = [first]
-            deadline = time.monotonic() + BATCH_WINDOW
+            # gather for BATCH_WINDOW by sleeping, not by waiting on the queue: a waiting
+            # writer is woken (and takes the GIL from the request thread) by every record
+            # put while it waits; asleep, it costs the requests nothing until it drains
+            time.sleep(BATCH_WINDOW)
             while len(batch) < 500:
                 try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is _STOP:
