@@ -117,11 +117,11 @@ def _finish(
 ) -> Response:
     """Audit, metrics and log of a computed call, then its answer."""
     if answered.fetch_ms is not None:
-        metrics.STAGE.labels(stage="fetch").observe(answered.fetch_ms / 1000)
+        metrics.child(metrics.STAGE, "fetch").observe(answered.fetch_ms / 1000)
     if answered.fetched:
         metrics.FALLBACK_FETCHES.inc(len(answered.fetched))
     if answered.eval_ms is not None:
-        metrics.STAGE.labels(stage="evaluate").observe(answered.eval_ms / 1000)
+        metrics.child(metrics.STAGE, "evaluate").observe(answered.eval_ms / 1000)
     state.store.record(
         AuditRecord(
             service=service_id,
@@ -136,9 +136,7 @@ def _finish(
     )
     if answered.status == 200:
         for origin, indicator in zip(answered.cards, answered.indicators, strict=True):
-            metrics.CARDS.labels(
-                service=service_id, topic=origin.topic or "none", indicator=indicator
-            ).inc()
+            metrics.child(metrics.CARDS, service_id, origin.topic or "none", indicator).inc()
         _log_answer(service_id, hook, started, answered)
         return Response(answered.payload, media_type=JSON)
     if answered.status < 500:  # a refused call is logged (status and elements only)

@@ -68,10 +68,13 @@ def test_a_big_body_is_computed_in_a_worker_process_while_discovery_is_answered(
         with TestClient(app) as client:
             offload = app.state.service.offload
             assert offload is not None
+            assert client.portal is not None
             (pid,) = client.portal.call(offload.warm)  # started, rule set loaded
             os.kill(pid, signal.SIGSTOP)
             try:
-                call = threading.Thread(target=lambda: answers.append(client.post(PV, content=body)))
+                call = threading.Thread(
+                    target=lambda: answers.append(client.post(PV, content=body))
+                )
                 call.start()
                 discovery = client.get("/cds-services")
                 big_still_running = call.is_alive()
