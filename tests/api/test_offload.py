@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -21,7 +22,8 @@ import pytest
 from cds.api import create_app, hooks
 from cds.api.hooks import Answered
 from cds.api.state import CallEnv
-from cds.settings import Settings
+from cds.contracts.cards import EXTENSION_KEY
+from cds.settings import DataFolders, Settings
 from tests.api.conftest import TestClient
 from tests.api.test_end_to_end import AS_OF, STORIES, as_request
 
@@ -34,13 +36,14 @@ def _story_request() -> dict[str, Any]:
     return as_request(json.loads((STORIES / "24-loss-on-alendronate.json").read_text()))
 
 
-def _settings(tmp_path: Path, name: str, process_body_bytes: int) -> Settings:
+def _settings(tmp_path: Path, name: str, process_body_bytes: int, **more: Any) -> Settings:
     return Settings(
         auth="none",
         database_url=f"sqlite:///{tmp_path / name}.db",
         as_of=AS_OF,
         process_body_bytes=process_body_bytes,
         eval_processes=1,
+        **more,
     )
 
 
@@ -103,3 +106,27 @@ def test_a_malformed_big_body_is_the_same_400_as_in_process(tmp_path: Path) -> N
             answers.append(client.post(PV, content=body))
     assert [a.status_code for a in answers] == [400, 400]
     assert answers[0].json() == answers[1].json()
+
+
+def test_after_a_reload_the_worker_process_answers_with_the_new_rule_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hooks, "compute", _not_here)  # only the worker process computes
+    rules = tmp_path / "rules"
+    shutil.copytree(DataFolders().rules, rules)
+    body = json.dumps(_story_request()).encode()
+    app = create_app(_settings(tmp_path, "reload", len(body) // 2, rules=rules))
+    holder = app.state.service.holder
+    with TestClient(app) as client:
+        assert app.state.service.offload is not None
+        before = client.post(PV, content=body)
+        first = sorted(rules.glob("*.yaml"))[0]
+        first.write_text(first.read_text() + "\n# edited: a new rule-set version\n")
+        assert holder.reload()  # what SIGHUP does in the service process
+        after = client.post(PV, content=body)
+    assert (before.status_code, after.status_code) == (200, 200)
+    old = {c["extension"][EXTENSION_KEY]["rulesetVersion"] for c in before.json()["cards"]}
+    new = {c["extension"][EXTENSION_KEY]["rulesetVersion"] for c in after.json()["cards"]}
+    assert len(old) == 1
+    assert new == {holder.evaluator.ruleset_version}
+    assert new != old
