@@ -130,3 +130,26 @@ def test_after_a_reload_the_worker_process_answers_with_the_new_rule_set(
     assert len(old) == 1
     assert new == {holder.evaluator.ruleset_version}
     assert new != old
+
+
+def test_a_worker_process_that_dies_fails_its_call_and_the_next_big_body_gets_a_fresh_one(
+    tmp_path: Path,
+) -> None:
+    body = json.dumps(_story_request()).encode()
+    app = create_app(_settings(tmp_path, "killed", len(body) // 2))
+    answers: list[httpx.Response] = []
+    with TestClient(app, raise_server_exceptions=False) as client:
+        offload = app.state.service.offload
+        assert offload is not None
+        assert client.portal is not None
+        (pid,) = client.portal.call(offload.warm)
+        os.kill(pid, signal.SIGSTOP)  # it takes the call but cannot answer it
+        call = threading.Thread(target=lambda: answers.append(client.post(PV, content=body)))
+        call.start()
+        os.kill(pid, signal.SIGKILL)  # out of memory, say
+        call.join(60)
+        again = client.post(PV, content=body)
+    assert [a.status_code for a in answers] == [500]
+    assert answers[0].json()["resourceType"] == "OperationOutcome"
+    assert again.status_code == 200
+    assert again.json()["cards"]
