@@ -89,7 +89,8 @@ def create_app(
     )
     if today is not None:
         state.today = today
-    if holder.rules_dir is not None and settings.eval_processes > 0:
+    if holder.rules_dir is not None and settings.eval_processes > 0 and fhir_transport is None:
+        # (a FHIR transport given here cannot travel to another process)
         state.offload = Offload(settings, holder.rules_dir, templates)
     return _app(state)
 

@@ -17,9 +17,10 @@ holding another version (the service reloaded on SIGHUP or a folder change) load
 folder again before computing, so a call is always answered with the rule set the service
 had when the call arrived. If the folder has changed again in between, the call is
 computed in the service process instead (logged). A service whose evaluator was not loaded
-from a folder (tests' doubles) has no pool: its big bodies are parsed and evaluated in
-threads as before. A worker process that dies (out of memory) fails its call with a 500
-and the next big body starts a fresh pool.
+from a folder (tests' doubles), or that was given its own FHIR transport
+(`create_app(fhir_transport=...)`, which cannot travel to another process), has no pool:
+its big bodies are parsed and evaluated in threads as before. A worker process that dies
+(out of memory) fails its call with a 500 and the next big body starts a fresh pool.
 """
 
 from __future__ import annotations
