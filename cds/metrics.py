@@ -76,6 +76,18 @@ RULES = Gauge(
 )
 
 _FIXED_SERVICES: frozenset[str] = frozenset()
+_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Counter | Histogram, *values: str) -> Any:
+    """`metric.labels(*values)`, looked up once per label values (the hot path's metrics:
+    `labels()` takes a lock and builds its key on every call). Label values come from
+    fixed vocabularies, so the cache stays small."""
+    key = (id(metric), values)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*values)
+    return found
 
 
 def set_services(services: frozenset[str]) -> None:
@@ -136,6 +148,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, sending)
         finally:
-            labels: dict[str, Any] = {"service": _service_label(path), "status": str(status[0])}
-            CALLS.labels(**labels).inc()
-            LATENCY.labels(**labels).observe(time.perf_counter() - started)
+            service, code = _service_label(path), str(status[0])
+            child(CALLS, service, code).inc()
+            child(LATENCY, service, code).observe(time.perf_counter() - started)

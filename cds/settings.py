@@ -123,6 +123,18 @@ class Settings(DataFolders):
     eval_threads: int = Field(
         4, ge=1, description="worker threads per process for evaluation and big JSON bodies"
     )
+    process_body_bytes: int = Field(
+        1024 * 1024,
+        gt=0,
+        description="hook call bodies above this many bytes are parsed and evaluated in a "
+        "worker process (the event loop and the GIL stay free meanwhile)",
+    )
+    eval_processes: int = Field(
+        1,
+        ge=0,
+        description="worker processes per service process for bodies above "
+        "process_body_bytes (started with the first; 0: such bodies use threads)",
+    )
     jwt_leeway: int = Field(30, ge=0, le=300, description="clock skew allowed on exp/iat, s")
     jwt_max_lifetime: int = Field(
         300, ge=1, le=3600, description="longest JWT lifetime (exp - iat) accepted, s"

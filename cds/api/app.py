@@ -40,6 +40,7 @@ from cds.api.models import (
     Discovery,
     FeedbackReceipt,
 )
+from cds.api.offload import Offload
 from cds.api.openapi import ERROR_DOCS, add_openapi, body_doc
 from cds.api.ruleset import EvaluatorLike, RuleSetHolder, load_evaluator
 from cds.api.state import JSON, ServiceState
@@ -88,6 +89,9 @@ def create_app(
     )
     if today is not None:
         state.today = today
+    if holder.rules_dir is not None and settings.eval_processes > 0 and fhir_transport is None:
+        # (a FHIR transport given here cannot travel to another process)
+        state.offload = Offload(settings, holder.rules_dir, templates)
     return _app(state)
 
 

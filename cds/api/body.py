@@ -13,7 +13,6 @@ from cds.api.errors import (
     ApiError,
     validation_issues,
 )
-from cds.api.state import ServiceState
 from cds.jsontext import loads, lone_surrogate
 
 
@@ -56,13 +55,15 @@ def _json_object(body: bytes, what: str) -> dict[str, Any]:
 PARSE_IN_THREAD_BYTES = 64 * 1024
 
 
-async def parsed(state: ServiceState, model: type[BaseModel], body: bytes, what: str) -> Any:
+async def parsed(
+    limiter: anyio.CapacityLimiter | None, model: type[BaseModel], body: bytes, what: str
+) -> Any:
     def parse() -> Any:
         return validated(model, _json_object(body, what))
 
     if len(body) <= PARSE_IN_THREAD_BYTES:
         return parse()
-    return await anyio.to_thread.run_sync(parse, limiter=state.eval_limiter)
+    return await anyio.to_thread.run_sync(parse, limiter=limiter)
 
 
 def validated(model: type[BaseModel], data: Any, prefix: str = "") -> Any:

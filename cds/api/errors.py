@@ -65,12 +65,22 @@ class ApiError(Exception):
         )
         self.headers = dict(headers or {})
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Picklable: a worker process for big bodies (`cds.api.offload`) raises it too."""
+        return (_api_error, (self.status, str(self), self.issues, self.headers))
+
     def response(self) -> Response:
         return outcome_response(self.status, self.issues, headers=self.headers)
 
     def expressions(self) -> list[str]:
         """The elements the issues name (for the log: where, never what)."""
         return [e for i in self.issues for e in i.expression or []]
+
+
+def _api_error(
+    status: int, diagnostics: str, issues: list[OutcomeIssue], headers: dict[str, str]
+) -> ApiError:
+    return ApiError(status, diagnostics, issues=issues, headers=headers)
 
 
 def outcome_response(

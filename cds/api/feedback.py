@@ -26,7 +26,9 @@ FEEDBACK_SECONDS = 2.0  # feedback not committed by then: 503 with Retry-After
 
 async def answer_feedback(state: ServiceState, service_id: str, body: bytes) -> Response:
     service_of(service_id)
-    request: FeedbackRequest = await parsed(state, FeedbackRequest, body, "feedback object")
+    request: FeedbackRequest = await parsed(
+        state.eval_limiter, FeedbackRequest, body, "feedback object"
+    )
     items = [
         FeedbackItem(
             card=f.card,

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -31,8 +30,7 @@ from cds.api.models import (
     PatientViewContext,
 )
 from cds.api.prefetch import PrefetchResult
-from cds.api.ruleset import EvaluatorLike
-from cds.api.state import JSON, ServiceState
+from cds.api.state import JSON, CallEnv, ServiceState
 from cds.cards.invariants import empty_elements
 from cds.contracts.cards import EXTENSION_KEY
 from cds.contracts.hooks import HookCall, RequestError, request_call
@@ -47,155 +45,210 @@ EVALUATE_IN_THREAD_ENTRIES = 200
 
 
 @dataclass(frozen=True)
-class _Call:
-    """One call of a CDS service in progress: what its audit row and log lines name."""
+class Answered:
+    """One computed call, for its answer, audit row, metrics and log line (picklable: a
+    worker process returns it). `payload` is the 200 body; other statuses carry `issues`
+    (OperationOutcome issues, as models or the pipeline's JSON) and `headers`."""
 
-    state: ServiceState
-    service_id: str
-    hook: str
     hook_instance: str
-    started: float
-
-    def audit(
-        self,
-        version: str | None,
-        status: int,
-        fired: Sequence[str] = (),
-        cards: Sequence[IssuedCard] = (),
-    ) -> None:
-        """The call's audit row (cards without a uuid are not recorded)."""
-        self.state.store.record(
-            AuditRecord(
-                service=self.service_id,
-                hook=self.hook,
-                hook_instance=self.hook_instance,
-                ruleset_version=version,
-                status=status,
-                rules_fired=list(fired),
-                cards=[c for c in cards if c.uuid != "None"],
-                latency_ms=round((time.perf_counter() - self.started) * 1000, 3),
-            )
-        )
+    status: int
+    version: str | None = None
+    payload: bytes = b""
+    issues: list[Any] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    reason: list[str] = field(default_factory=list)
+    fired: list[str] = field(default_factory=list)
+    cards: list[IssuedCard] = field(default_factory=list)
+    indicators: list[str] = field(default_factory=list)
+    fetched: list[str] = field(default_factory=list)
+    no_data: list[str] = field(default_factory=list)
+    fetch_ms: float | None = None
+    eval_ms: float | None = None
 
 
 async def answer_call(state: ServiceState, service_id: str, body: bytes) -> Response:
     """`POST /cds-services/{id}`: parse -> resolve the prefetch -> evaluate -> respond, with
-    every answer (refusals and failures included) audited."""
+    every answer (refusals and failures included) audited. Bodies above
+    `settings.process_body_bytes` are computed in a worker process (`cds.api.offload`)."""
     started = time.perf_counter()
     hook, _title, _desc = service_of(service_id)
-    request: CdsRequest = await parsed(state, CdsRequest, body, "CDS Hooks request")
-    call = _Call(state, service_id, hook, request.hookInstance, started)
+    env = state.env()
+    answered = None
+    if state.offload is not None and len(body) > state.settings.process_body_bytes:
+        answered = await state.offload.compute(env, service_id, body)
+    if answered is None:
+        answered = await compute(env, service_id, body)
+    return _finish(state, service_id, hook, started, answered)
+
+
+async def compute(env: CallEnv, service_id: str, body: bytes) -> Answered:
+    """The call computed: parse (400 before the hookInstance is known raises ApiError),
+    then every other answer as an `Answered`."""
+    hook, _title, _desc = service_of(service_id)
+    request: CdsRequest = await parsed(env.limiter, CdsRequest, body, "CDS Hooks request")
     try:
-        return await _answer(call, request)
-    except ApiError as exc:  # a refused call is audited and logged (status and elements only)
-        call.audit(None, exc.status)
-        log.info(
-            "hook refused",
+        return await _answer(env, service_id, hook, request)
+    except ApiError as exc:
+        return Answered(
+            request.hookInstance,
+            exc.status,
+            issues=exc.issues,
+            headers=exc.headers,
+            reason=exc.expressions(),
+        )
+    except Exception:
+        log.exception(
+            "hook call failed",
             extra={
-                "event": "refused",
-                "service": service_id,
+                "event": "internal-error",
                 "hookInstance": request.hookInstance,
-                "status": exc.status,
-                "reason": exc.expressions() or None,
+                "service": service_id,
             },
         )
-        raise
-    except Exception:  # answered 500 by the crash handler: the audit says 500 too
-        call.audit(None, 500)
-        raise
+        return Answered(
+            request.hookInstance,
+            500,
+            issues=[issue("Internal error; the service log has the details.", code="exception")],
+        )
 
 
-def _context(call: _Call, request: CdsRequest) -> PatientViewContext | OrderSignContext:
+def _finish(
+    state: ServiceState, service_id: str, hook: str, started: float, answered: Answered
+) -> Response:
+    """Audit, metrics and log of a computed call, then its answer."""
+    if answered.fetch_ms is not None:
+        metrics.child(metrics.STAGE, "fetch").observe(answered.fetch_ms / 1000)
+    if answered.fetched:
+        metrics.FALLBACK_FETCHES.inc(len(answered.fetched))
+    if answered.eval_ms is not None:
+        metrics.child(metrics.STAGE, "evaluate").observe(answered.eval_ms / 1000)
+    state.store.record(
+        AuditRecord(
+            service=service_id,
+            hook=hook,
+            hook_instance=answered.hook_instance,
+            ruleset_version=answered.version,
+            status=answered.status,
+            rules_fired=answered.fired,
+            cards=[c for c in answered.cards if c.uuid != "None"],
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+    )
+    if answered.status == 200:
+        for origin, indicator in zip(answered.cards, answered.indicators, strict=True):
+            metrics.child(metrics.CARDS, service_id, origin.topic or "none", indicator).inc()
+        _log_answer(service_id, hook, started, answered)
+        return Response(answered.payload, media_type=JSON)
+    if answered.status < 500:  # a refused call is logged (status and elements only)
+        unusable = answered.status == 422 and not answered.reason  # the pipeline's outcome
+        log.info(
+            "unusable FHIR data" if unusable else "hook refused",
+            extra={
+                "event": "hook" if unusable else "refused",
+                "service": service_id,
+                "hookInstance": answered.hook_instance,
+                "status": answered.status,
+                "reason": answered.reason or None,
+            },
+        )
+    return outcome_response(answered.status, answered.issues, headers=answered.headers)
+
+
+def _context(
+    service_id: str, hook: str, request: CdsRequest
+) -> PatientViewContext | OrderSignContext:
     """The request's context, validated for its hook (400 naming the element)."""
-    if request.hook != call.hook:
+    if request.hook != hook:
         raise ApiError(
             400,
-            f"hook is {request.hook!r} but service {call.service_id!r} answers {call.hook!r}; "
+            f"hook is {request.hook!r} but service {service_id!r} answers {hook!r}; "
             "call the service whose discovery entry names your hook",
             expression=["hook"],
         )
     context: PatientViewContext | OrderSignContext = validated(
-        CONTEXT_MODELS[call.hook], request.context, "context"
+        CONTEXT_MODELS[hook], request.context, "context"
     )
     auth = request.fhirAuthorization
     if auth is not None and auth.patient_scope_without_patient():
         log.warning(
             "cds-r-2: fhirAuthorization has patient/ scopes but no patient",
-            extra={"hookInstance": call.hook_instance, "service": call.service_id},
+            extra={"hookInstance": request.hookInstance, "service": service_id},
         )
     return context
 
 
-async def _resolve(state: ServiceState, request: CdsRequest, patient_id: str) -> PrefetchResult:
+async def _resolve(env: CallEnv, request: CdsRequest, patient_id: str) -> PrefetchResult:
     """The prefetch, and what it lacks fetched from an allowlisted fhirServer (412 else)."""
     auth = request.fhirAuthorization
+    settings = env.settings
     return await prefetch_mod.resolve(
-        templates=state.templates,
+        templates=env.templates,
         prefetch=request.prefetch,
         patient_id=patient_id,
         fhir_server=request.fhirServer,
         access_token=auth.access_token if auth else None,
-        allowlist=state.settings.fhir_server_allowlist,
-        timeout=state.settings.fhir_timeout,
-        max_pages=state.settings.fhir_max_pages,
-        deadline=state.settings.fhir_deadline_ms / 1000,
-        max_bytes=state.settings.fhir_max_bytes,
-        transport=state.fhir_transport,
+        allowlist=settings.fhir_server_allowlist,
+        timeout=settings.fhir_timeout,
+        max_pages=settings.fhir_max_pages,
+        deadline=settings.fhir_deadline_ms / 1000,
+        max_bytes=settings.fhir_max_bytes,
+        transport=env.fhir_transport,
     )
 
 
-async def _answer(call: _Call, request: CdsRequest) -> Response:
-    state = call.state
-    context = _context(call, request)
+async def _answer(env: CallEnv, service_id: str, hook: str, request: CdsRequest) -> Answered:
+    context = _context(service_id, hook, request)
     fetch_started = time.perf_counter()
-    data = await _resolve(state, request, context.patientId)
+    data = await _resolve(env, request, context.patientId)
     fetch_ms = (time.perf_counter() - fetch_started) * 1000
-    metrics.STAGE.labels(stage="fetch").observe(fetch_ms / 1000)
-    if data.fetched:
-        metrics.FALLBACK_FETCHES.inc(len(data.fetched))
     _check_patient(data.resources, context.patientId)
     hook_call = _call_of(request, data.resources)
-    evaluator = state.holder.evaluator
+    evaluator = env.evaluator
     version: str | None = None
     eval_started = time.perf_counter()
-    as_of = state.settings.as_of or state.today()
     try:
         version = evaluator.ruleset_version
-        result, cards, cards_json = await _evaluate(state, evaluator, hook_call, as_of)
+        result, cards, cards_json = await _evaluate(env, hook_call)
     except Exception:
-        return _failed(call, version)
+        return _failed(service_id, request.hookInstance, version, fetch_ms)
     eval_ms = (time.perf_counter() - eval_started) * 1000
-    metrics.STAGE.labels(stage="evaluate").observe(eval_ms / 1000)
     outcome = getattr(result, "outcome", None)
     fired = [str(r) for r in getattr(result, "fired", [])]
     if is_fatal(outcome):
         # nothing could be evaluated (no usable Patient, no birth date...): 422, not "no cards"
         assert outcome is not None
-        call.audit(version, 422, fired)
-        log.info(
-            "unusable FHIR data",
-            extra={
-                "event": "hook",
-                "service": call.service_id,
-                "hookInstance": call.hook_instance,
-                "status": 422,
-            },
+        issues = outcome.get("issue") or []
+        return Answered(
+            request.hookInstance,
+            422,
+            version,
+            issues=issues,
+            fired=fired,
+            fetch_ms=fetch_ms,
+            eval_ms=eval_ms,
         )
-        return outcome_response(422, outcome.get("issue") or [])
-    issued = _respond(call, cards, cards_json, outcome, data)
-    call.audit(version, 200, fired, issued.cards)
-    _log_answer(call, data, issued, fired, version, fetch_ms, eval_ms)
-    return Response(issued.payload, media_type=JSON)
+    issued = [_issued(card) for card in cards]
+    return Answered(
+        request.hookInstance,
+        200,
+        version,
+        payload=_payload(cards_json, outcome, data),
+        fired=fired,
+        cards=issued,
+        indicators=[str(card.get("indicator")) for card in cards],
+        fetched=data.fetched,
+        no_data=data.no_data,
+        fetch_ms=fetch_ms,
+        eval_ms=eval_ms,
+    )
 
 
-async def _evaluate(
-    state: ServiceState, evaluator: EvaluatorLike, hook_call: HookCall, as_of: date
-) -> tuple[Any, list[dict[str, Any]], str]:
+async def _evaluate(env: CallEnv, hook_call: HookCall) -> tuple[Any, list[dict[str, Any]], str]:
     """The pipeline's result, its cards checked against the CDS Hooks card model and
     their compact JSON (raises on any failure: the caller answers 500)."""
 
     def evaluate() -> tuple[Any, list[dict[str, Any]], str]:
-        result = evaluator.evaluate(hook_call.to_input(as_of))
+        result = env.evaluator.evaluate(hook_call.to_input(env.as_of))
         cards: list[dict[str, Any]] = list(result.cards)
         CdsResponse.model_validate({"cards": cards})
         cards_json = dumps(cards)
@@ -206,51 +259,35 @@ async def _evaluate(
     if _entries(hook_call.resources) > EVALUATE_IN_THREAD_ENTRIES:
         # off the event loop (the engine serialises its own access): discovery and
         # other calls are answered while a big patient is evaluated
-        return await anyio.to_thread.run_sync(evaluate, limiter=state.eval_limiter)
+        return await anyio.to_thread.run_sync(evaluate, limiter=env.limiter)
     return evaluate()  # a typical patient (~1.5 ms) costs less on the loop than a thread hop
 
 
-def _failed(call: _Call, version: str | None) -> Response:
+def _failed(service_id: str, hook_instance: str, version: str | None, fetch_ms: float) -> Answered:
     """500 for a failed evaluation: logged with the hookInstance, never "no cards"."""
     log.exception(
         "evaluation failed",
-        extra={
-            "event": "evaluation-failed",
-            "hookInstance": call.hook_instance,
-            "service": call.service_id,
-        },
+        extra={"event": "evaluation-failed", "hookInstance": hook_instance, "service": service_id},
     )
-    call.audit(version, 500)
-    return outcome_response(
+    return Answered(
+        hook_instance,
         500,
-        [
+        version,
+        issues=[
             issue(
-                f"Internal error while evaluating hookInstance {call.hook_instance}; no "
+                f"Internal error while evaluating hookInstance {hook_instance}; no "
                 "decision support was computed (this is not 'no cards'). The service log has "
                 "the details under this hookInstance.",
                 code="exception",
             )
         ],
+        fetch_ms=fetch_ms,
     )
 
 
-@dataclass(frozen=True)
-class _Answer:
-    """The body sent (encoded before the audit: the audit records what the client gets)
-    and the cards it issued."""
-
-    payload: bytes
-    cards: list[IssuedCard]
-
-
-def _respond(
-    call: _Call,
-    cards: list[dict[str, Any]],
-    cards_json: str,
-    outcome: dict[str, Any] | None,
-    data: PrefetchResult,
-) -> _Answer:
-    """The 200 body: the cards, and the data errors and prefetch notes in the extension."""
+def _payload(cards_json: str, outcome: dict[str, Any] | None, data: PrefetchResult) -> bytes:
+    """The 200 body: the cards, and the data errors and prefetch notes in the extension
+    (encoded before the audit: the audit records what the client gets)."""
     body = '{"cards":' + cards_json
     notes = data.notes
     if outcome or notes:
@@ -261,43 +298,27 @@ def _respond(
             ext["prefetch"] = notes
         body += ',"extension":' + dumps({EXTENSION_KEY: ext})
     body += "}"
-    payload = body.encode()
-    issued = [_issued(card) for card in cards]
-    for card, origin in zip(cards, issued, strict=True):
-        metrics.CARDS.labels(
-            service=call.service_id,
-            topic=origin.topic or "none",
-            indicator=str(card.get("indicator")),
-        ).inc()
-    return _Answer(payload, issued)
+    return body.encode()
 
 
-def _log_answer(
-    call: _Call,
-    data: PrefetchResult,
-    answer: _Answer,
-    fired: list[str],
-    version: str | None,
-    fetch_ms: float,
-    eval_ms: float,
-) -> None:
+def _log_answer(service_id: str, hook: str, started: float, answered: Answered) -> None:
     log.info(
         "hook answered",
         extra={
             "event": "hook",
-            "service": call.service_id,
-            "hook": call.hook,
-            "hookInstance": call.hook_instance,
+            "service": service_id,
+            "hook": hook,
+            "hookInstance": answered.hook_instance,
             "status": 200,
-            "fired": fired,
-            "topics": [c.topic for c in answer.cards if c.topic],
-            "cards": len(answer.cards),
-            "fetched": data.fetched or None,
-            "noData": data.no_data or None,
-            "rulesetVersion": version,
-            "fetchMs": round(fetch_ms, 2),
-            "evaluateMs": round(eval_ms, 2),
-            "latencyMs": round((time.perf_counter() - call.started) * 1000, 2),
+            "fired": answered.fired,
+            "topics": [c.topic for c in answered.cards if c.topic],
+            "cards": len(answered.cards),
+            "fetched": answered.fetched or None,
+            "noData": answered.no_data or None,
+            "rulesetVersion": answered.version,
+            "fetchMs": round(answered.fetch_ms or 0.0, 2),
+            "evaluateMs": round(answered.eval_ms or 0.0, 2),
+            "latencyMs": round((time.perf_counter() - started) * 1000, 2),
         },
     )
 

@@ -39,7 +39,7 @@ def lifespan_of(
                 sighup = True
         if state.settings.reload_rules and state.holder.rules_dir is not None:
             tasks.append(loop.create_task(_poll_rules(state)))
-        _freeze_startup_heap()
+        freeze_startup_heap()
         try:
             yield
         finally:
@@ -47,6 +47,8 @@ def lifespan_of(
                 task.cancel()
             if sighup:
                 loop.remove_signal_handler(signal.SIGHUP)
+            if state.offload is not None:
+                await anyio.to_thread.run_sync(state.offload.close)
             await anyio.to_thread.run_sync(state.store.close)
 
     return lifespan
@@ -55,7 +57,7 @@ def lifespan_of(
 _heap_frozen = False
 
 
-def _freeze_startup_heap() -> None:
+def freeze_startup_heap() -> None:
     """Once per process, at the first startup: collect, then move every surviving object
     to the collector's permanent generation (`gc.freeze`). The compiled rule set, the
     fhir.resources models and the imports are ~130k long-lived objects that each full

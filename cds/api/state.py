@@ -5,16 +5,33 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
 
 import anyio
 import httpx
 
 from cds.api.auth import JwtVerifier
-from cds.api.ruleset import RuleSetHolder
+from cds.api.ruleset import EvaluatorLike, RuleSetHolder
 from cds.settings import Settings
 from cds.store import Store
 
+if TYPE_CHECKING:
+    from cds.api.offload import Offload
+
 JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class CallEnv:
+    """What computing one hook call reads: in the service process (`ServiceState.env`) or,
+    for a big body, in a worker process (`cds.api.offload`): the same values."""
+
+    settings: Settings
+    templates: dict[str, str]
+    evaluator: EvaluatorLike
+    as_of: date
+    fhir_transport: httpx.AsyncBaseTransport | None = None
+    limiter: anyio.CapacityLimiter | None = None
 
 
 @dataclass
@@ -28,3 +45,16 @@ class ServiceState:
     fhir_transport: httpx.AsyncBaseTransport | None = None
     today: Callable[[], date] = field(default=lambda: datetime.now(UTC).date())
     eval_limiter: anyio.CapacityLimiter | None = None
+    #: the worker processes for big bodies (None: every body is computed in-process)
+    offload: Offload | None = None
+
+    def env(self) -> CallEnv:
+        """The call environment now (the evaluator in service, today's date)."""
+        return CallEnv(
+            settings=self.settings,
+            templates=self.templates,
+            evaluator=self.holder.evaluator,
+            as_of=self.settings.as_of or self.today(),
+            fhir_transport=self.fhir_transport,
+            limiter=self.eval_limiter,
+        )
