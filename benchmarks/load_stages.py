@@ -128,6 +128,6 @@ def growth_check(rows: Sequence[dict[str, Any]], stages: Sequence[str]) -> list[
             if k > SUPERLINEAR:
                 flagged.append(
                     f"SUPERLINEAR: {stage} grows as n^{k:.2f} from {low['rules']:,} to "
-                    f"{high['rules']:,} rules ({t1:.2f} -> {t2:.2f} s)"
+                    f"{high['rules']:,} rules ({t1:.3g} -> {t2:.3g})"
                 )
     return flagged
