@@ -9,7 +9,11 @@ Each row runs in a fresh child process (so peak RSS is that configuration's own)
   where its original does, so cards merge thousands of contributions); load (parse,
   validate, compile) and engine creation times, the number of durable
   rulesets the engine split makes, and whole evaluations of a 20-resource patient-view
-  Bundle (benchmarks/replay_bench.py's generator): p50 / p99 ms, peak RSS.
+  Bundle (benchmarks/replay_bench.py's generator): p50 / p99 ms, peak RSS; and a
+  table of the load's CPU time by stage (benchmarks/load_stages.py: parse, structure,
+  validate, templates, derived-fact graph, compile, the rest; engine creation per
+  chunk of the split), ending in a growth check that names any stage growing faster
+  than linear between two rule counts (or says that none does).
 - resource rows: the bundled rules, one patient with N resources (DXA visits going back
   a month at a time, each a full set of site results, plus the 20-resource base).
 `--instructions` adds instructions per evaluation from valgrind's callgrind (exact and
@@ -33,24 +37,32 @@ REPO = Path(__file__).resolve().parents[1]
 
 CHILD = textwrap.dedent(
     """
-    import json, random, resource, statistics, sys, time
+    import gc, json, random, resource, statistics, sys, time
     from datetime import date
     from pathlib import Path
     sys.path[:0] = [{repo!r}, {repo!r} + "/benchmarks", {repo!r} + "/tools"]
     from replay_bench import make_bundle, _obs, LOINC
     from synthetic_rules import write_synthetic
+    from load_stages import StageClock
     from cds.pipeline import EvaluationInput, Evaluator
     from cds.rules import load_ruleset
+
+    clock = StageClock()
+    clock.install()
 
     rules, resources, n, tmp = {rules}, {resources}, {n}, {tmp!r}
     folder = Path({repo!r}) / "rules"
     if rules > 81:
         folder = write_synthetic(rules, Path(tmp), fire={fire})
-    t0 = time.perf_counter()
+    gc.collect()  # every row's load starts from the same collector state
+    walked = clock.gc_walked
+    t0, c0, g0 = time.perf_counter(), time.process_time(), clock.gc_s
     ruleset = load_ruleset(folder)
-    t1 = time.perf_counter()
+    t1, c1, g1 = time.perf_counter(), time.process_time(), clock.gc_s
+    walked = clock.gc_walked - walked
+    heap = len(gc.get_objects())
     evaluator = Evaluator(ruleset)
-    t2 = time.perf_counter()
+    t2, c2, g2 = time.perf_counter(), time.process_time(), clock.gc_s
     bundle = make_bundle(1, random.Random(1))
     entries = [e["resource"] for e in bundle["entry"]]
     pid = entries[0]["id"]
@@ -80,6 +92,10 @@ CHILD = textwrap.dedent(
     times.sort()
     print(json.dumps({{
         "load_s": t1 - t0, "engine_s": t2 - t1, "chunks": evaluator._engine.chunk_count,
+        "load_cpu_s": c1 - c0, "engine_cpu_s": c2 - c1, "stages": clock.seconds,
+        "load_gc_s": g1 - g0, "engine_gc_s": g2 - g1, "load_gc_walked": walked,
+        "heap": heap,
+        "chunk_create_s": clock.chunk_create_s,
         "resources": len(entries), "cards": len(result.cards),
         "p50_ms": times[len(times) // 2] * 1e3 if times else None,
         "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))] * 1e3 if times else None,
@@ -140,6 +156,67 @@ def table(title: str, rows: list[dict]) -> None:
         )
 
 
+def stage_table(rows: list[dict]) -> None:
+    from load_stages import GC_GEOMETRIC_HEAP, LOAD_STAGES, SUPERLINEAR, growth_check
+
+    print(
+        "\nLoad by stage (CPU s of the child; gc: the collector during the load, walked: the"
+        " objects its full collections walked, millions;\nengine: the Evaluator's creation,"
+        " create: durable's create_ruleset, per chunk in ms)"
+    )
+    head = (
+        f"{'rules':>6} "
+        + " ".join(f"{s:>9}" for s in LOAD_STAGES)
+        + f" {'other':>6} {'gc':>6} {'walked':>6} {'load':>6} {'engine':>7} {'create':>7}"
+        f" {'ms/chunk':>8}"
+        f" {'max ms':>7}"
+    )
+    print(head)
+    print("-" * len(head))
+    judged = []
+    for r in rows:
+        stages = r["stages"]
+        other = r["load_cpu_s"] - sum(stages.values()) - r["load_gc_s"]
+        create = sum(r["chunk_create_s"])
+        per_chunk = create / max(1, len(r["chunk_create_s"])) * 1e3
+        top = max(r["chunk_create_s"], default=0.0) * 1e3
+        print(
+            f"{r['rules']:>6} "
+            + " ".join(f"{stages[s]:9.2f}" for s in LOAD_STAGES)
+            + f" {other:6.2f} {r['load_gc_s']:6.2f} {r['load_gc_walked'] / 1e6:6.2f}"
+            f" {r['load_cpu_s']:6.2f}"
+            f" {r['engine_cpu_s']:7.2f} {create:7.2f}"
+            f" {per_chunk:8.2f} {top:7.2f}"
+        )
+        judged.append(
+            {
+                "rules": r["rules"],
+                **stages,
+                "other": other,
+                "load": r["load_cpu_s"],
+                "engine create": create,
+                "engine rest": r["engine_cpu_s"] - create - r["engine_gc_s"],
+            }
+        )
+    names = [*LOAD_STAGES, "other", "load", "engine create", "engine rest"]
+    flagged = growth_check(judged, names)
+    # the collector's walked objects only where its full collections are spaced
+    # geometrically (load_stages.py: below that heap they grow faster whatever the load)
+    big = [
+        {"rules": r["rules"], "gc walked": r["load_gc_walked"]}
+        for r in rows
+        if r["heap"] >= GC_GEOMETRIC_HEAP
+    ]
+    flagged += growth_check(big, ["gc walked"])
+    for line in flagged:
+        print(line)
+    if not flagged:
+        print(
+            f"growth check: linear (no stage grows faster than n^{SUPERLINEAR} between "
+            "two rule counts)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rules", default="81,500,2000,5000")
@@ -160,6 +237,7 @@ def main() -> None:
                 row["instr"] = instructions(count, 20, tmp)
             rows.append(row)
         table("Rule count (20-resource patient-view Bundle)", rows)
+        stage_table(rows)
         rows = []
         for count in (int(x) for x in args.resources.split(",")):
             n = max(5, args.n // max(1, count // 100))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,17 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import SafeConstructor
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.events import (
+    AliasEvent,
+    DocumentEndEvent,
+    DocumentStartEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 try:  # libyaml through ruamel.yaml.clib: the fast path of read_yaml
@@ -138,10 +150,60 @@ class _NotPlain(Exception):
     """The document needs the round-trip loader."""
 
 
-def _compose(text: str) -> tuple[Node | None, SafeConstructor]:
+class _Events:
+    """The parse events of one document, with anchored nodes replayed at their aliases.
+
+    libyaml's events are read one at a time and dropped once used: no node tree of the
+    whole file is built (composing one made ~60,000 objects per 250 rules that lived
+    while the file was converted, long enough to reach the collector's oldest
+    generation, so each file triggered full collections of everything read before it:
+    the load was quadratic in the rule count, issue 15). The events of an anchored node
+    are kept to be read again at each alias (the alias is its anchored node again, as
+    the composer makes it).
+    """
+
+    def __init__(self, events: Iterator[Any]) -> None:
+        self._events = events
+        #: events to read again (an alias's anchored node), the next one last
+        self._replay: list[Any] = []
+        self._recording: list[list[Any]] = []
+        self.anchors: dict[str, list[Any]] = {}
+        #: the last event read is one read again
+        self.replayed = False
+
+    def next(self) -> Any:
+        self.replayed = bool(self._replay)
+        if self.replayed:
+            return self._replay.pop()
+        event = next(self._events)
+        for recording in self._recording:
+            recording.append(event)
+        return event
+
+    def record(self, event: Any) -> list[Any] | None:
+        """Start keeping the events of the anchored node `event` (the last event read)
+        starts (None: it is being read again, its events are kept already)."""
+        if event.anchor in self.anchors:
+            if self.replayed:
+                return None
+            raise _NotPlain  # an anchor defined twice: the round-trip loader words it
+        recording = [event]
+        self._recording.append(recording)
+        return recording
+
+    def recorded(self, anchor: str, recording: list[Any]) -> None:
+        self._recording.remove(recording)
+        self.anchors[anchor] = recording
+
+    def replay(self, anchor: str) -> None:
+        if anchor not in self.anchors:
+            raise _NotPlain  # an undefined alias: the round-trip loader words it
+        self._replay.extend(reversed(self.anchors[anchor]))
+
+
+def _events(text: str) -> tuple[Iterator[Any], Any, SafeConstructor]:
     yaml = YAML(typ="safe", pure=False)
-    node = yaml.compose(text)
-    return node, yaml.constructor
+    return iter(yaml.parse(text)), yaml.resolver, yaml.constructor
 
 
 @functools.lru_cache(maxsize=128)
@@ -149,64 +211,117 @@ def _fast_parse(shown: str, text: str) -> Source | None:
     if CParser is None or "%YAML" in text:
         return None
     try:
-        root, constructor = _compose(text)
-    except Exception:
+        stream, resolver, constructor = _events(text)
+        events = _Events(stream)
+        src = Source(shown, None)
+        data = _document(events, src, resolver, constructor)
+    except _NotPlain:
         return None
-    src = Source(shown, None)
-    if root is None:
-        src.positions[()] = (1, 1)
-        src.data = {}
-        return src
+    except Exception:  # a syntax error, or a scalar the safe constructor refuses:
+        return None  # let round-trip say why
+    src.data = {} if data is None else data
+    return src
 
-    def plain(node: Node, loc: Loc, line: int, col: int) -> Any:
+
+def _document(events: _Events, src: Source, resolver: Any, constructor: SafeConstructor) -> Any:
+    """The one document of the stream as plain data, its positions recorded in `src`."""
+    scalars: dict[tuple[str, str], Any] = {}  # (tag, text) -> value, within this file
+
+    def resolved(event: Any, kind: type[Node]) -> str:
+        tag = event.tag
+        if tag is None or tag == "!":
+            value = event.value if kind is ScalarNode else None
+            return str(resolver.resolve(kind, value, event.implicit))
+        return str(tag)
+
+    def scalar(event: Any) -> Any:
+        tag = resolved(event, ScalarNode)
+        if tag not in _FAST_SCALARS:
+            raise _NotPlain
+        if tag == _TAG + "str":
+            return str(event.value)
+        key = (tag, event.value)
+        if key not in scalars:
+            node = ScalarNode(tag, event.value, event.start_mark, event.end_mark)
+            value = constructor.construct_non_recursive_object(node)
+            if isinstance(value, bool):
+                value = bool(value)
+            elif isinstance(value, int):
+                value = int(value)
+            elif isinstance(value, float):
+                value = float(value)
+            scalars[key] = value
+        return scalars[key]
+
+    def plain(event: Any, loc: Loc, line: int, col: int) -> Any:
         # An alias is its anchored node again: its marks are the anchor's, as the
         # round-trip loader records them.
         src.positions[loc] = (line, col)
-        if isinstance(node, MappingNode):
-            if node.tag != _TAG + "map":
-                raise _NotPlain
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, ScalarNode) or key_node.tag != _TAG + "str":
-                    raise _NotPlain  # merge keys, non-string keys
-                key = key_node.value
-                if key in out:
-                    raise _NotPlain  # duplicate key: the round-trip loader words it
-                kmark = key_node.start_mark
-                src.key_positions[(*loc, key)] = (kmark.line + 1, kmark.column + 1)
-                vmark = value_node.start_mark
-                out[key] = plain(value_node, (*loc, key), vmark.line + 1, vmark.column + 1)
-            return out
-        if isinstance(node, SequenceNode):
-            if node.tag != _TAG + "seq":
-                raise _NotPlain
-            items: list[Any] = []
-            for index, item in enumerate(node.value):
-                mark = item.start_mark
-                items.append(plain(item, (*loc, index), mark.line + 1, mark.column + 1))
-            return items
-        if not isinstance(node, ScalarNode) or node.tag not in _FAST_SCALARS:
-            raise _NotPlain
-        if node.tag == _TAG + "str":
-            return str(node.value)
-        value = constructor.construct_object(node, deep=True)
-        if isinstance(value, bool):
-            return bool(value)
-        if isinstance(value, int):
-            return int(value)
-        if isinstance(value, float):
-            return float(value)
+        anchor = getattr(event, "anchor", None)
+        if anchor is None:
+            return value_of(event, loc)
+        recording = events.record(event)
+        value = value_of(event, loc)
+        if recording is not None:
+            events.recorded(anchor, recording)
         return value
 
-    try:
-        src.data = plain(root, (), 1, 1)
-    except _NotPlain:
+    def value_of(event: Any, loc: Loc) -> Any:
+        if isinstance(event, MappingStartEvent):
+            if resolved(event, MappingNode) != _TAG + "map":
+                raise _NotPlain
+            out: dict[str, Any] = {}
+            while True:
+                key_event = node_event()
+                if isinstance(key_event, MappingEndEvent):
+                    return out
+                if not isinstance(key_event, ScalarEvent):
+                    raise _NotPlain  # merge keys, non-string keys
+                if resolved(key_event, ScalarNode) != _TAG + "str":
+                    raise _NotPlain
+                key = key_event.value
+                if key in out:
+                    raise _NotPlain  # duplicate key: the round-trip loader words it
+                kmark = key_event.start_mark
+                src.key_positions[(*loc, key)] = (kmark.line + 1, kmark.column + 1)
+                value_event = node_event()
+                vmark = value_event.start_mark
+                out[key] = plain(value_event, (*loc, key), vmark.line + 1, vmark.column + 1)
+        if isinstance(event, SequenceStartEvent):
+            if resolved(event, SequenceNode) != _TAG + "seq":
+                raise _NotPlain
+            items: list[Any] = []
+            while True:
+                item_event = node_event()
+                if isinstance(item_event, SequenceEndEvent):
+                    return items
+                mark = item_event.start_mark
+                items.append(plain(item_event, (*loc, len(items)), mark.line + 1, mark.column + 1))
+        if isinstance(event, ScalarEvent):
+            return scalar(event)
+        raise _NotPlain
+
+    def node_event() -> Any:
+        """The next node's first event (an alias: its anchored node's, replayed)."""
+        event = events.next()
+        if isinstance(event, AliasEvent):
+            events.replay(event.anchor)
+            event = events.next()
+        return event
+
+    event = events.next()  # stream start
+    event = events.next()
+    if isinstance(event, StreamEndEvent):
+        src.positions[()] = (1, 1)
         return None
-    except Exception:  # a scalar the safe constructor refuses: let round-trip say why
-        return None
-    if src.data is None:
-        src.data = {}
-    return src
+    if not isinstance(event, DocumentStartEvent):
+        raise _NotPlain
+    data = plain(node_event(), (), 1, 1)
+    if not isinstance(events.next(), DocumentEndEvent):
+        raise _NotPlain
+    if not isinstance(events.next(), StreamEndEvent):
+        raise _NotPlain  # more than one document: the round-trip loader words it
+    return data
 
 
 @functools.lru_cache(maxsize=128)

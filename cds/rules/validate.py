@@ -44,7 +44,13 @@ from cds.rules.model import (
     When,
 )
 from cds.rules.source import Loc, Source
-from cds.rules.templates import TemplateCache, TemplateProblem, has_template, references
+from cds.rules.templates import (
+    MARKDOWN_KEYS,
+    TemplateCache,
+    TemplateProblem,
+    has_template,
+    references,
+)
 
 RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*$")
 CS_ID = re.compile(r"^CS-\d+(\.\d+)*$")
@@ -380,11 +386,20 @@ def check_satisfiable(src: Source, tests: list[_Test], ctx: Context) -> None:
 # ---------------------------------------------------------------- templates and cards
 
 
-def check_template(src: Source, loc: Loc, text: str, ftype: FactType, ctx: Context) -> None:
+def check_template(
+    src: Source, loc: Loc, text: str, ftype: FactType, ctx: Context, *, markdown: bool = False
+) -> None:
+    """Check one template; `markdown`: the text is markdown (under a MARKDOWN_KEYS key).
+
+    It is compiled here as it will render (markdown or not) and kept in `ctx.templates`,
+    so the rule set's load compiles each template once (compiling a detail as plain text
+    here made the load compile it again as markdown, and past the process caches' size
+    parse it again: issue 15).
+    """
     if not has_template(text):
         return
     try:
-        ctx.templates.get(text)  # compiled once here, kept for rendering
+        ctx.templates.get(text, markdown)  # compiled once here, kept for rendering
         refs, free = references(text)
     except TemplateProblem as exc:
         ctx.add(src, loc, str(exc))
@@ -498,7 +513,8 @@ def check_card(src: Source, loc: Loc, card: Card, ftype: FactType, ctx: Context)
                 src, (*lloc, "url"), f"link url must be absolute (https://...), got '{link.url}'"
             )
     for where, text in texts:
-        check_template(src, where, text, ftype, ctx)
+        markdown = any(part in MARKDOWN_KEYS for part in where[len(loc) :])
+        check_template(src, where, text, ftype, ctx, markdown=markdown)
 
 
 # ---------------------------------------------------------------- examples

@@ -54,9 +54,32 @@ def test_aliases_keep_the_anchor_positions() -> None:
     assert fast.at(("rules", 1, "when", "not", "all", 0, "eq")) == (2, 45)
 
 
+@needs_libyaml
 @pytest.mark.parametrize(
     "text",
     [
+        # an anchored node holding an anchor and an alias, read again twice
+        "a: &outer\n  b: &inner [1, {c: x}]\n  d: *inner\ne: *outer\nf: [*outer, *inner]\n",
+        # a scalar alias, as a value and as a key
+        "a: &k key\nb: {*k : 1}\nc: *k\n",
+        "- &s {x: &n 1, y: *n}\n- *s\n- [*s, *n]\n",
+    ],
+)
+def test_aliases_read_again_as_the_round_trip_reads_them(text: str) -> None:
+    fast = _fast_parse("x.yaml", text)
+    slow = _parse("x.yaml", text)
+    assert fast is not None
+    assert isinstance(slow, Source)
+    same(fast, slow)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: 1\n---\nb: 2\n",  # two documents: round-trip words the error
+        "a: *nowhere\n",  # an undefined alias
+        "a: &r [*r]\n",  # a node that holds itself
+        "a: &k 1\nb: &k 2\n",  # an anchor defined twice
         "a: 1\na: 2\n",  # duplicate key: round-trip words the error
         "%YAML 1.1\n---\na: yes\n",  # another YAML version
         "a: !custom 1\n",  # a tag
