@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cds.cards import CardBuildError, CardContext, CardRenderer, build_cards
+from cds.contracts.cards import Card
 from cds.contracts.hooks import HOOKS, EvaluationInput
 from cds.engine import Engine, EngineError
 from cds.facts import FactSet, ParameterError, Params, build_facts, read_params
@@ -58,9 +59,10 @@ class EvaluationError(RuntimeError):
 
 @dataclass
 class EvaluationResult:
-    """Cards (CDS Hooks JSON), the OperationOutcome of data errors, the trace, what fired."""
+    """Cards (the contract's `Card`; `dump_cards` writes them), the OperationOutcome of
+    data errors, the trace, what fired."""
 
-    cards: list[dict[str, Any]]
+    cards: list[Card]
     outcome: dict[str, Any] | None
     trace: Trace
     fired: list[str]

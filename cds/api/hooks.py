@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -26,7 +26,6 @@ from cds.api.errors import (
 from cds.api.models import (
     CONTEXT_MODELS,
     CdsRequest,
-    CdsResponse,
     OrderSignContext,
     PatientViewContext,
 )
@@ -34,7 +33,7 @@ from cds.api.prefetch import PrefetchResult
 from cds.api.ruleset import EvaluatorLike
 from cds.api.state import JSON, ServiceState
 from cds.cards.invariants import empty_elements
-from cds.contracts.cards import EXTENSION_KEY
+from cds.contracts.cards import EXTENSION_KEY, Card, dump_cards
 from cds.contracts.hooks import HookCall, RequestError, request_call
 from cds.contracts.outcome import is_fatal
 from cds.jsontext import dumps
@@ -190,17 +189,17 @@ async def _answer(call: _Call, request: CdsRequest) -> Response:
 
 async def _evaluate(
     state: ServiceState, evaluator: EvaluatorLike, hook_call: HookCall, as_of: date
-) -> tuple[Any, list[dict[str, Any]], str]:
-    """The pipeline's result, its cards checked against the CDS Hooks card model and
+) -> tuple[Any, list[Card], str]:
+    """The pipeline's result, its cards (the contract's `Card`, validated when built) and
     their compact JSON (raises on any failure: the caller answers 500)."""
 
-    def evaluate() -> tuple[Any, list[dict[str, Any]], str]:
+    def evaluate() -> tuple[Any, list[Card], str]:
         result = evaluator.evaluate(hook_call.to_input(as_of))
-        cards: list[dict[str, Any]] = list(result.cards)
-        CdsResponse.model_validate({"cards": cards})
-        cards_json = dumps(cards)
+        cards: list[Card] = list(result.cards)
+        values = dump_cards(cards)
+        cards_json = dumps(values)
         if _maybe_empty(cards_json):  # cheap scan of the JSON; the exact walk only on a hit
-            _no_empty(cards, "cards")
+            _no_empty(values, "cards")
         return result, cards, cards_json
 
     if _entries(hook_call.resources) > EVALUATE_IN_THREAD_ENTRIES:
@@ -245,7 +244,7 @@ class _Answer:
 
 def _respond(
     call: _Call,
-    cards: list[dict[str, Any]],
+    cards: list[Card],
     cards_json: str,
     outcome: dict[str, Any] | None,
     data: PrefetchResult,
@@ -267,7 +266,7 @@ def _respond(
         metrics.CARDS.labels(
             service=call.service_id,
             topic=origin.topic or "none",
-            indicator=str(card.get("indicator")),
+            indicator=card.indicator,
         ).inc()
     return _Answer(payload, issued)
 
@@ -356,9 +355,5 @@ def _no_empty(cards: list[dict[str, Any]], where: str) -> None:
             raise ValueError(f"{where}[{index}] hold a null or empty element: {found[0]}")
 
 
-def _issued(card: Mapping[str, Any]) -> IssuedCard:
-    ext = card.get("extension", {}).get(EXTENSION_KEY, {})
-    topic = card.get("source", {}).get("topic", {}).get("code")
-    return IssuedCard(
-        uuid=str(card.get("uuid")), rule=ext.get("rule"), topic=topic if topic else None
-    )
+def _issued(card: Card) -> IssuedCard:
+    return IssuedCard(uuid=str(card.uuid), rule=card.payload.get("rule"), topic=card.topic or None)

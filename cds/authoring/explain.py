@@ -24,7 +24,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cds.contracts.cards import EXTENSION_KEY
+from cds.contracts.cards import EXTENSION_KEY, dump_cards
 from cds.replay.inputs import Source, discover, is_ndjson
 from cds.replay.reader import Job, Unreadable, read_source
 from cds.rules.model import ORDERING_OPERATORS, Condition, Rule
@@ -322,7 +322,7 @@ def build_report(
             "the engine and the reference evaluator disagree: engine fired "
             f"{', '.join(engine_fired)}; reference fired {', '.join(reference.fired)}"
         )
-    cards = list(getattr(result, "cards", []))
+    cards = dump_cards(getattr(result, "cards", []))
     return {
         "input": job.name,
         "hook": job.hook,

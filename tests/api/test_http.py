@@ -372,11 +372,16 @@ def test_an_invalid_card_from_the_pipeline_is_500_not_sent(
     assert_outcome(
         make_client(FakeEvaluator(cards=[bad])).post(PV, json=patient_view_request()), 500
     )
+
+
+def test_an_absent_card_field_is_omitted_never_sent_as_null(
+    make_client: Callable[..., TestClient],
+) -> None:
     nulled = card()
     nulled["detail"] = None
-    assert_outcome(
-        make_client(FakeEvaluator(cards=[nulled])).post(PV, json=patient_view_request()), 500
-    )
+    response = make_client(FakeEvaluator(cards=[nulled])).post(PV, json=patient_view_request())
+    assert response.status_code == 200
+    assert "detail" not in response.json()["cards"][0]
 
 
 @pytest.mark.parametrize(

@@ -77,4 +77,4 @@ def test_any_schema_facts_give_contract_cards(assessment: Assessment, extra: lis
     result = engine().evaluate([assessment, *extra])
     context = CardContext(ruleset_version=rs.version, patient_id="p1", as_of=AS_OF, uuid_seed="r")
     for card in build_cards(result.firings, renderer(), context):
-        assert contract_problems(card) == [], card["summary"]
+        assert contract_problems(card) == [], card.summary
