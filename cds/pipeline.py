@@ -27,10 +27,10 @@ from typing import Any
 
 from cds.cards import CardBuildError, CardContext, CardRenderer, build_cards
 from cds.contracts.cards import Card
+from cds.contracts.facts import Fact
 from cds.contracts.hooks import HOOKS, EvaluationInput
 from cds.engine import Engine, EngineError
 from cds.facts import FactSet, ParameterError, Params, build_facts, read_params
-from cds.facts.schema import Fact
 from cds.fhir.profiles import ProfileError, Profiles, load_profiles
 from cds.fhir.trace import Trace
 from cds.rules import Firing, RuleSet, load_ruleset

@@ -22,8 +22,8 @@ from cds.cards import (
     hl7_problems,
 )
 from cds.contracts.cards import dump_cards
+from cds.contracts.facts import Fact
 from cds.engine import Engine
-from cds.facts.schema import Fact
 from cds.fhir import load_profiles
 from cds.rules import load_ruleset
 from cds.rules.reference import evaluate_ruleset

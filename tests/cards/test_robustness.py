@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from cds.cards import CardContext, build_cards, contract_problems
-from cds.facts.schema import (
+from cds.contracts.facts import (
     Assessment,
     ContrastStudy,
     DraftOrder,

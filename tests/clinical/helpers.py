@@ -15,8 +15,7 @@ from typing import Any
 
 from cds.cards import CardContext, CardRenderer, build_cards
 from cds.contracts.cards import dump_cards
-from cds.engine import Engine
-from cds.facts.schema import (
+from cds.contracts.facts import (
     Assessment,
     ContrastStudy,
     DraftOrder,
@@ -24,6 +23,7 @@ from cds.facts.schema import (
     StructuralFindingFact,
     VertebraAnalysis,
 )
+from cds.engine import Engine
 from cds.rules import RuleSet, load_ruleset
 
 ROOT = Path(__file__).resolve().parents[2]
