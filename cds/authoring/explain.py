@@ -236,9 +236,10 @@ def _facts_of(result: Any, ruleset: RuleSet, job: Job, as_of: date) -> list[Any]
     facts = getattr(result, "facts", None)
     if facts is not None:
         return list(facts)
-    from cds.facts.build import build_facts
+    from cds.facts import Selected, build_facts
 
-    built = build_facts(job.resources, ruleset.parameters, as_of, job.patient_id, job.draft_orders)
+    drafts = Selected(job.draft_orders, job.selections)
+    built = build_facts(job.resources, ruleset.parameters, as_of, job.patient_id, drafts)
     return list(built.facts)
 
 
