@@ -136,7 +136,8 @@ def test_each_service_answers_cards_and_passes_the_context_on(
         assert list(data.draft_orders) == []
         assert list(data.selections) == []
     else:
-        assert [r["id"] for r in data.draft_orders] == ["dxa-1"]
+        (bundle,) = data.draft_orders  # the draftOrders Bundle, whole (the FHIR stage reads it)
+        assert [e["resource"]["id"] for e in bundle["entry"]] == ["dxa-1"]
     if service == "bmd-order-select":
         assert list(data.selections) == ["ServiceRequest/dxa-1"]
 
