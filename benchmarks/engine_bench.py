@@ -20,8 +20,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cds.engine import Engine  # noqa: E402
-from cds.facts.schema import (  # noqa: E402
+from cds.contracts.facts import (  # noqa: E402
     Assessment,
     ContrastStudy,
     DraftOrder,
@@ -29,6 +28,7 @@ from cds.facts.schema import (  # noqa: E402
     StructuralFindingFact,
     VertebraAnalysis,
 )
+from cds.engine import Engine  # noqa: E402
 from cds.rules import load_ruleset  # noqa: E402
 from cds.rules.reference import evaluate_ruleset  # noqa: E402
 

@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cds.cards import CardBuildError, CardContext, CardRenderer, build_cards
+from cds.contracts.cards import Card
+from cds.contracts.facts import Fact
 from cds.contracts.hooks import HOOKS, EvaluationInput
 from cds.engine import Engine, EngineError
-from cds.facts import FactSet, ParameterError, Params, build_facts, read_params
-from cds.facts.schema import Fact
+from cds.facts import FactSet, ParameterError, Params, Selected, build_facts, read_params
 from cds.fhir.profiles import ProfileError, Profiles, load_profiles
 from cds.fhir.trace import Trace
 from cds.rules import Firing, RuleSet, load_ruleset
@@ -58,9 +58,10 @@ class EvaluationError(RuntimeError):
 
 @dataclass
 class EvaluationResult:
-    """Cards (CDS Hooks JSON), the OperationOutcome of data errors, the trace, what fired."""
+    """Cards (the contract's `Card`; `dump_cards` writes them), the OperationOutcome of
+    data errors, the trace, what fired."""
 
-    cards: list[dict[str, Any]]
+    cards: list[Card]
     outcome: dict[str, Any] | None
     trace: Trace
     fired: list[str]
@@ -73,7 +74,9 @@ class EvaluationResult:
 
 
 def _draft_resources(draft_orders: Any) -> list[Any]:
-    """context.draftOrders may be a Bundle, a list of resources, or one resource."""
+    """The draft resources to hash in `_digest` (order-insensitive): context.draftOrders
+    may be a Bundle, a list of resources, or one resource. Only for the digest: the FHIR
+    stage reads the draft orders (and reports bad entries)."""
     if draft_orders is None:
         return []
     items = list(draft_orders) if isinstance(draft_orders, list | tuple) else [draft_orders]
@@ -85,22 +88,6 @@ def _draft_resources(draft_orders: Any) -> list[Any]:
                     out.append(entry["resource"])
         else:
             out.append(item)
-    return out
-
-
-def _selected(draft_orders: Any, selections: Sequence[str]) -> Any:
-    """order-select: only the selected draft orders (all of them when none is named)."""
-    if not selections:
-        return draft_orders
-    wanted = {s.strip() for s in selections}
-    out = []
-    for resource in _draft_resources(draft_orders):
-        if not isinstance(resource, dict):
-            out.append(resource)
-            continue
-        ref = f"{resource.get('resourceType')}/{resource.get('id')}"
-        if ref in wanted:
-            out.append(resource)
     return out
 
 
@@ -204,7 +191,7 @@ class Evaluator:
             raise EvaluationError(
                 f"unknown hook {inp.hook!r}: expected one of {', '.join(HOOKS)}", stage="input"
             )
-        drafts = _selected(inp.draft_orders, inp.selections) if inp.hook != "patient-view" else ()
+        order_hook = inp.hook != "patient-view"
         if isinstance(self._params, ParameterError):
             raise EvaluationError(
                 f"rule parameters: {self._params}", stage="facts"
@@ -215,7 +202,7 @@ class Evaluator:
                 params=self._params,
                 as_of=inp.as_of,
                 patient_id=inp.patient_id,
-                draft_orders=drafts,
+                draft_orders=Selected(inp.draft_orders, inp.selections) if order_hook else (),
                 profiles=self._profiles,
             )
         except ParameterError as exc:

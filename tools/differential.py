@@ -169,7 +169,8 @@ def _evaluated(evaluator: Any, item: Any) -> dict[str, Any]:
         return {"name": item.name, "error": str(exc)}
     return {
         "name": item.name,
-        "cards": result.cards,
+        # as written: a `Card` model's dump, or the dicts of revisions before it
+        "cards": [card.dump() if hasattr(card, "dump") else card for card in result.cards],
         "outcome": result.outcome,
         "trace": result.trace,
         "fired": result.fired,

@@ -55,7 +55,7 @@ def _always_true_field(
     extends) has, preferring one that is not in `avoid` (the fields the rule already
     tests: a never-holding test on one of those is refused by the loader as
     unsatisfiable, e.g. `ge 40 and le 90 and ge 1000077`)."""
-    from cds.facts.schema import FACT_TYPES
+    from cds.contracts.facts import FACT_TYPES
 
     while fact_type not in FACT_TYPES:
         fact_type = extends[fact_type]

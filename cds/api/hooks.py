@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,14 +24,13 @@ from cds.api.errors import (
 from cds.api.models import (
     CONTEXT_MODELS,
     CdsRequest,
-    CdsResponse,
     OrderSignContext,
     PatientViewContext,
 )
 from cds.api.prefetch import PrefetchResult
 from cds.api.state import JSON, CallEnv, ServiceState
 from cds.cards.invariants import empty_elements
-from cds.contracts.cards import EXTENSION_KEY
+from cds.contracts.cards import EXTENSION_KEY, Card, dump_cards
 from cds.contracts.hooks import HookCall, RequestError, request_call
 from cds.contracts.outcome import is_fatal
 from cds.jsontext import dumps
@@ -235,7 +233,7 @@ async def _answer(env: CallEnv, service_id: str, hook: str, request: CdsRequest)
         payload=_payload(cards_json, outcome, data),
         fired=fired,
         cards=issued,
-        indicators=[str(card.get("indicator")) for card in cards],
+        indicators=[card.indicator for card in cards],
         fetched=data.fetched,
         no_data=data.no_data,
         fetch_ms=fetch_ms,
@@ -243,17 +241,17 @@ async def _answer(env: CallEnv, service_id: str, hook: str, request: CdsRequest)
     )
 
 
-async def _evaluate(env: CallEnv, hook_call: HookCall) -> tuple[Any, list[dict[str, Any]], str]:
-    """The pipeline's result, its cards checked against the CDS Hooks card model and
+async def _evaluate(env: CallEnv, hook_call: HookCall) -> tuple[Any, list[Card], str]:
+    """The pipeline's result, its cards (the contract's `Card`, validated when built) and
     their compact JSON (raises on any failure: the caller answers 500)."""
 
-    def evaluate() -> tuple[Any, list[dict[str, Any]], str]:
+    def evaluate() -> tuple[Any, list[Card], str]:
         result = env.evaluator.evaluate(hook_call.to_input(env.as_of))
-        cards: list[dict[str, Any]] = list(result.cards)
-        CdsResponse.model_validate({"cards": cards})
-        cards_json = dumps(cards)
+        cards: list[Card] = list(result.cards)
+        values = dump_cards(cards)
+        cards_json = dumps(values)
         if _maybe_empty(cards_json):  # cheap scan of the JSON; the exact walk only on a hit
-            _no_empty(cards, "cards")
+            _no_empty(values, "cards")
         return result, cards, cards_json
 
     if _entries(hook_call.resources) > EVALUATE_IN_THREAD_ENTRIES:
@@ -377,9 +375,5 @@ def _no_empty(cards: list[dict[str, Any]], where: str) -> None:
             raise ValueError(f"{where}[{index}] hold a null or empty element: {found[0]}")
 
 
-def _issued(card: Mapping[str, Any]) -> IssuedCard:
-    ext = card.get("extension", {}).get(EXTENSION_KEY, {})
-    topic = card.get("source", {}).get("topic", {}).get("code")
-    return IssuedCard(
-        uuid=str(card.get("uuid")), rule=ext.get("rule"), topic=topic if topic else None
-    )
+def _issued(card: Card) -> IssuedCard:
+    return IssuedCard(uuid=str(card.uuid), rule=card.payload.get("rule"), topic=card.topic or None)

@@ -24,7 +24,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cds.contracts.cards import EXTENSION_KEY
+from cds.contracts.cards import EXTENSION_KEY, dump_cards
 from cds.replay.inputs import Source, discover, is_ndjson
 from cds.replay.reader import Job, Unreadable, read_source
 from cds.rules.model import ORDERING_OPERATORS, Condition, Rule
@@ -236,9 +236,10 @@ def _facts_of(result: Any, ruleset: RuleSet, job: Job, as_of: date) -> list[Any]
     facts = getattr(result, "facts", None)
     if facts is not None:
         return list(facts)
-    from cds.facts.build import build_facts
+    from cds.facts import Selected, build_facts
 
-    built = build_facts(job.resources, ruleset.parameters, as_of, job.patient_id, job.draft_orders)
+    drafts = Selected(job.draft_orders, job.selections)
+    built = build_facts(job.resources, ruleset.parameters, as_of, job.patient_id, drafts)
     return list(built.facts)
 
 
@@ -322,7 +323,7 @@ def build_report(
             "the engine and the reference evaluator disagree: engine fired "
             f"{', '.join(engine_fired)}; reference fired {', '.join(reference.fired)}"
         )
-    cards = list(getattr(result, "cards", []))
+    cards = dump_cards(getattr(result, "cards", []))
     return {
         "input": job.name,
         "hook": job.hook,

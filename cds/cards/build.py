@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from pydantic import ValidationError
+
 from cds.cards.render import CardPlan, CardRenderer
 from cds.contracts.cards import (
     CONTRACT_NULLABLE_FIELDS,
@@ -28,6 +30,8 @@ from cds.contracts.cards import (
     MAX_SUMMARY,
     SEVERITY,
     TOPIC_ORDER,
+    Card,
+    card_errors,
 )
 from cds.fhir.profiles import OrderCode, ProfileError, Profiles, load_profiles
 from cds.rules.result import Firing
@@ -413,11 +417,12 @@ def build_cards(
     context: CardContext,
     *,
     profiles: Profiles | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Card]:
     """One CDS Hooks card per topic from the firings (those of card-less rules are skipped),
     rendered by `renderer` (`CardRenderer(ruleset)`, kept for as long as the rule set).
 
-    Cards are listed most severe first, then in :data:`TOPIC_ORDER`. Raises
+    Cards are listed most severe first, then in :data:`TOPIC_ORDER`, each validated once,
+    here, as the contract's `Card` (the one representation every reader gets). Raises
     :class:`CardBuildError` (naming the rule) when a card cannot be built.
     """
     cat = profiles or load_profiles()
@@ -443,4 +448,18 @@ def build_cards(
         cards = [(n, c) for n, c in cards if n in allowed or c["indicator"] == "critical"]
     order = _TOPIC_POSITION
     cards.sort(key=lambda nc: (-SEVERITY.get(nc[1]["indicator"], 0), order.get(nc[0], 99), nc[0]))
-    return [card for _name, card in cards]
+    return [_card(card) for _name, card in cards]
+
+
+def _card(card: dict[str, Any]) -> Card:
+    """The merged card as the contract's `Card` (CardBuildError naming the winning rule
+    when it is not one: a rule set whose card would break CDS Hooks is never answered)."""
+    try:
+        return Card.model_validate(card)
+    except ValidationError:
+        rule_id = str(card["extension"][EXTENSION_KEY]["rule"])
+        raise CardBuildError(
+            f"rule {rule_id}: its card is not a CDS Hooks 2.0.1 card: "
+            + "; ".join(card_errors(card)),
+            rule_id,
+        ) from None

@@ -12,6 +12,7 @@ from cds.contracts.cards import (
     CARD_TOPICS,
     CONTRACT_NULLABLE_FIELDS,
     EXTENSION_KEY,
+    Card,
     card_errors,
     payload_problems,
 )
@@ -43,10 +44,10 @@ def _empties(value: Any, path: str, nullable: frozenset[str] = frozenset()) -> l
     return out
 
 
-def hl7_problems(card: dict[str, Any]) -> list[str]:
+def hl7_problems(card: Card | dict[str, Any]) -> list[str]:
     """The HL7 CDS Hooks invariants cds-resp-1..7 and the required Card fields: the errors
-    of the one typed `Card` model (`cds.contracts.cards.card_errors`), which the service
-    also validates every answer with."""
+    of the one typed `Card` model (`cds.contracts.cards.card_errors`), which every card
+    the builder makes is validated with (a `Card` has none)."""
     return card_errors(card)
 
 
@@ -63,8 +64,10 @@ def empty_elements(card: dict[str, Any]) -> list[str]:
     return _empties(card, "card", nullable)
 
 
-def contract_problems(card: dict[str, Any]) -> list[str]:
-    """The osteohooks card contract on top of CDS Hooks."""
+def contract_problems(card: Card | dict[str, Any]) -> list[str]:
+    """The osteohooks card contract on top of CDS Hooks (of a card as it is written)."""
+    if isinstance(card, Card):
+        card = card.dump()
     problems = hl7_problems(card)
     problems.extend(empty_elements(card))
     try:

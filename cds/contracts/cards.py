@@ -11,18 +11,21 @@ checks, the service and the authoring tools all read these names from here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
     StringConstraints,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema, models_json_schema
@@ -264,6 +267,33 @@ TOPIC_PAYLOAD_VALUES: dict[str, dict[str, tuple[str, ...]]] = {
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 
 
+def _card_text(value: Any, max_length: int | None = None) -> str:
+    if not isinstance(value, str):
+        raise ValueError("Input should be a valid string")
+    if not value:
+        raise ValueError("String should have at least 1 character")
+    if max_length is not None and len(value) > max_length:
+        raise ValueError(f"String should have at most {max_length} characters")
+    return value
+
+
+def _summary(value: Any) -> str:
+    return _card_text(value, MAX_SUMMARY - 1)
+
+
+#: A card's text: a non-empty `str` as Python holds it. Not pydantic's `str`, which refuses
+#: a lone UTF-16 surrogate: the service refuses those at its door, but a replayed input may
+#: carry one into a card (a scanner name), and replay writes it escaped, as the input had it.
+CardText = Annotated[
+    str, PlainValidator(_card_text), WithJsonSchema({"type": "string", "minLength": 1})
+]
+Summary = Annotated[
+    str,
+    PlainValidator(_summary),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_SUMMARY - 1}),
+]
+
+
 def _invariant(name: str) -> Any:
     """Field metadata naming the HL7 CDS Hooks invariant a constraint enforces (reported
     with the error by `card_errors`)."""
@@ -290,18 +320,26 @@ class Coding(_Open):
     display: NonEmpty | None = None
 
 
+class TopicCoding(_Open):
+    """`Source.topic`: a Coding, its fields in the order cards are written (system first)."""
+
+    system: NonEmpty
+    code: NonEmpty
+    display: NonEmpty | None = None
+
+
 class Source(_Open):
-    label: NonEmpty
-    url: NonEmpty | None = None
-    icon: NonEmpty | None = None
-    topic: Coding | None = None
+    label: CardText
+    url: CardText | None = None
+    icon: CardText | None = None
+    topic: TopicCoding | None = None
 
 
 class Action(_Open):
     type: Literal["create", "update", "delete"]
-    description: NonEmpty = Field(json_schema_extra=_invariant("cds-resp-5"))
+    description: CardText = Field(json_schema_extra=_invariant("cds-resp-5"))
     resource: dict[str, Any] | None = None
-    resourceId: NonEmpty | None = None
+    resourceId: CardText | None = None
 
     @model_validator(mode="after")
     def _resource(self) -> Action:
@@ -313,8 +351,8 @@ class Action(_Open):
 
 
 class Suggestion(_Open):
-    label: NonEmpty
-    uuid: NonEmpty | None = None
+    label: CardText
+    uuid: CardText | None = None
     isRecommended: bool | None = None
     actionSelectionBehavior: ActionSelectionBehavior | None = Field(
         None, json_schema_extra=_invariant("cds-resp-7")
@@ -323,10 +361,10 @@ class Suggestion(_Open):
 
 
 class Link(_Open):
-    label: NonEmpty
-    url: NonEmpty
+    label: CardText
+    url: CardText
     type: LinkType
-    appContext: NonEmpty | None = None
+    appContext: CardText | None = None
     autolaunchable: bool | None = None
 
     @model_validator(mode="after")
@@ -341,12 +379,17 @@ class OverrideReasonCoding(Coding):
 
 
 class Card(_Open):
-    """A CDS Hooks 2.0.1 Card as this service answers it (the payload: `PAYLOAD_MODELS`)."""
+    """A CDS Hooks 2.0.1 Card as this service answers it (the payload: `PAYLOAD_MODELS`).
 
-    uuid: NonEmpty | None = None
-    summary: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SUMMARY - 1)]
+    The one representation of a card: `cds.cards.build_cards` makes it (validated once,
+    there), the service, replay, explain and the studio read it, and :func:`dump_cards`
+    is the one way it is written as JSON (absent fields omitted, field order as declared).
+    """
+
+    uuid: CardText | None = None
+    summary: Summary
     indicator: Indicator
-    detail: NonEmpty | None = None
+    detail: CardText | None = None
     source: Source
     suggestions: list[Suggestion] | None = Field(None, min_length=1)
     selectionBehavior: Literal["at-most-one", "any"] | None = None
@@ -363,6 +406,23 @@ class Card(_Open):
             if recommended > 1:
                 raise ValueError("cds-resp-1: at-most-one allows one recommended suggestion")
         return self
+
+    @property
+    def topic(self) -> str | None:
+        """`source.topic.code` (None when the card has no topic)."""
+        topic = self.source.topic
+        return topic.code if topic is not None else None
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The machine-readable payload (`extension[EXTENSION_KEY]`; empty when none)."""
+        payload = (self.extension or {}).get(EXTENSION_KEY)
+        return payload if isinstance(payload, dict) else {}
+
+
+def dump_cards(cards: Sequence[Card]) -> list[dict[str, Any]]:
+    """The JSON value of `cards` (what the service answers and replay writes)."""
+    return [card.dump() for card in cards]
 
 
 def _field_invariant(model: type[BaseModel], loc: tuple[int | str, ...]) -> str | None:

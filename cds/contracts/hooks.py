@@ -9,8 +9,9 @@ files). `request_call` is that mapping:
 - `context.patientId` (a string, or absent) is the patient;
 - the prefetch values that are not null are the `resources` (a caller that resolved the
   prefetch itself, the service, passes its `resources=` instead);
-- for order-select and order-sign, `context.draftOrders` (a FHIR Bundle, nested Bundles
-  flattened, or a list of resources) are the draft orders;
+- for order-select and order-sign, `context.draftOrders` (a FHIR Bundle, passed on whole,
+  or a list of resources) are the draft orders: the FHIR stage reads them, as it reads
+  prefetch Bundles, and reports a bad entry as a data error (a walk here would drop it);
 - for order-select, `context.selections` restricts them.
 
 `HookCall.to_input(as_of)` is the pipeline's `EvaluationInput` for it. Shape errors raise
@@ -32,7 +33,6 @@ __all__ = [
     "Hook",
     "HookCall",
     "RequestError",
-    "flatten",
     "request_call",
 ]
 
@@ -96,32 +96,11 @@ class RequestError(ValueError):
         self.expression = expression
 
 
-def flatten(bundle: JsonObject) -> list[JsonObject]:
-    """The resources of a Bundle's entries (nested Bundles flattened), in entry order.
-
-    Entries without a resource object are skipped: the FHIR stage, which reads the Bundle
-    itself, reports them; this only looks for Patients and draft orders.
-    """
-    resources: list[JsonObject] = []
-    entries = bundle.get("entry")
-    if not isinstance(entries, list):
-        return resources
-    for entry in entries:
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if not isinstance(resource, dict):
-            continue
-        if resource.get("resourceType") == "Bundle":
-            resources.extend(flatten(resource))
-        else:
-            resources.append(resource)
-    return resources
-
-
 def _draft_orders(value: Any) -> list[JsonObject]:
     if value is None:
         return []
     if isinstance(value, dict) and value.get("resourceType") == "Bundle":
-        return flatten(value)
+        return [value]
     if isinstance(value, list) and all(isinstance(v, dict) for v in value):
         return list(value)
     raise RequestError(

@@ -12,12 +12,14 @@ from cds.facts.build import (
     build_facts,
     read_params,
 )
+from cds.fhir.drafts import Selected  # build_facts' draft_orders for order-select
 
 __all__ = [
     "REQUIRED_PARAMS",
     "FactSet",
     "ParameterError",
     "Params",
+    "Selected",
     "build_facts",
     "read_params",
 ]

@@ -16,8 +16,7 @@ from datetime import date, timedelta
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from cds.contracts.outcome import DataIssue, data_outcome
-from cds.facts.schema import (
+from cds.contracts.facts import (
     Assessment,
     ContrastStudy,
     DraftOrder,
@@ -26,6 +25,7 @@ from cds.facts.schema import (
     VertebraAnalysis,
     fact_type_name,
 )
+from cds.contracts.outcome import DataIssue, data_outcome
 from cds.fhir.dates import add_months, fractional_months, whole_months
 from cds.fhir.profiles import Profiles, load_profiles
 from cds.fhir.read import Reader

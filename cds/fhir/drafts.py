@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -14,8 +16,22 @@ from cds.fhir.records import DraftRecord
 DRAFT_USED = {"draft", "active"}
 
 
+@dataclass(frozen=True, slots=True)
+class Selected:
+    """order-select's draft orders (a Bundle, a list of resources, or one) and the
+    `selections` among them (`<resourceType>/<id>`; none: all of them)."""
+
+    orders: Any
+    selections: Sequence[str] = ()
+
+
 def read_drafts(ctx: ReadContext, draft_orders: Any, chosen: str | None) -> None:
-    """Every DXA ServiceRequest of the draft orders for the patient evaluated."""
+    """Every DXA ServiceRequest of the draft orders for the patient evaluated; of a
+    `Selected`, only the drafts its selections name: the others are not what the
+    clinician is ordering, so they are left out (no trace)."""
+    selections: Sequence[str] = ()
+    if isinstance(draft_orders, Selected):
+        draft_orders, selections = draft_orders.orders, draft_orders.selections
     if draft_orders is None or (isinstance(draft_orders, list | tuple) and not draft_orders):
         return  # none (patient-view): nothing below would happen
     data = ctx.data
@@ -23,6 +39,9 @@ def read_drafts(ctx: ReadContext, draft_orders: Any, chosen: str | None) -> None
         list(draft_orders) if isinstance(draft_orders, list | tuple) else [draft_orders]
     )
     entries = flatten(items, data.issues, data.trace, label="draftOrders")
+    if selections:
+        wanted = {s.strip() for s in selections}
+        entries = [e for e in entries if f"{e.rtype}/{e.raw.get('id')}" in wanted]
     urls = url_map(entries)
     for e in sorted(entries, key=lambda x: x.ref):
         _draft(ctx, e, urls, chosen)

@@ -26,7 +26,6 @@ from cds.contracts.hooks import (
     EvaluationInput,
     HookCall,
     RequestError,
-    flatten,
     request_call,
 )
 from cds.contracts.outcome import error_outcome
@@ -119,6 +118,27 @@ def _parse(source: Source) -> JsonObject | Unreadable:
             f"found a JSON {type(document).__name__}",
         )
     return document
+
+
+def flatten(bundle: JsonObject) -> list[JsonObject]:
+    """The resources of a plain Bundle's entries (nested Bundles flattened), in entry
+    order: where `read_source` looks for its Patients and, for an order hook, its draft
+    orders. Entries without a resource object are skipped: the FHIR stage, which reads
+    the Bundle itself under patient-view, reports them.
+    """
+    resources: list[JsonObject] = []
+    entries = bundle.get("entry")
+    if not isinstance(entries, list):
+        return resources
+    for entry in entries:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict):
+            continue
+        if resource.get("resourceType") == "Bundle":
+            resources.extend(flatten(resource))
+        else:
+            resources.append(resource)
+    return resources
 
 
 def _patient_ids(resources: list[JsonObject]) -> list[str]:

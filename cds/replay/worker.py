@@ -19,12 +19,13 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from cds.contracts.cards import EXTENSION_KEY
+from cds.contracts.cards import EXTENSION_KEY, Card, dump_cards
 from cds.contracts.outcome import error_count, error_outcome, is_fatal
 from cds.jsontext import dumps
 from cds.replay.reader import Job, Unreadable, read_source
@@ -63,7 +64,7 @@ class InputResult:
         cls,
         name: str,
         key: str,
-        cards: list[dict[str, Any]],
+        cards: Sequence[Card],
         outcome: dict[str, Any] | None,
         status: Status,
         seconds: float = 0.0,
@@ -71,13 +72,14 @@ class InputResult:
         hook: str = "",
         patient_id: str | None = None,
     ) -> InputResult:
+        values = dump_cards(cards)
         return cls(
             name,
             key,
             status,
-            _utf8_json(cards),
+            _utf8_json(values),
             _utf8_json(outcome),
-            tuple(card_topic(card) for card in cards),
+            tuple(card_topic(card) for card in values),
             error_count(outcome) if status == "ok" else 0,
             seconds,
             hook,
@@ -86,6 +88,7 @@ class InputResult:
 
     @property
     def cards(self) -> list[dict[str, Any]]:
+        """The cards as written (`dump_cards`): what NDJSON, Parquet, goldens and impact read."""
         value: list[dict[str, Any]] = json.loads(self.cards_json)
         return value
 

@@ -1,4 +1,4 @@
-"""What the rules can read: the fact types of `cds.facts.schema` plus YAML derived facts.
+"""What the rules can read: the fact types of `cds.contracts.facts` plus YAML derived facts.
 
 Each field is reduced to a `FieldSpec` with a *kind* the validator, compiler, reference
 evaluator and docs generator share:
@@ -20,7 +20,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from cds.facts.schema import FACT_TYPES
+from cds.contracts.facts import FACT_TYPES
 
 Kind = Literal["integer", "number", "boolean", "string", "date"]
 KINDS: tuple[Kind, ...] = ("integer", "number", "boolean", "string", "date")
@@ -175,7 +175,7 @@ def fields_of_model(model: type[BaseModel]) -> dict[str, FieldSpec]:
 
 
 def input_fact_types() -> dict[str, FactType]:
-    """The input fact types of `cds.facts.schema.FACT_TYPES`."""
+    """The input fact types of `cds.contracts.facts.FACT_TYPES`."""
     return {
         name: FactType(
             name=name,

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cds.facts.schema import FACT_TYPES, Fact, fact_type_name
+from cds.contracts.facts import FACT_TYPES, Fact, fact_type_name
 
 FactInput = Fact | Mapping[str, Any]
 

@@ -33,6 +33,7 @@ from markdown_it import MarkdownIt
 from pydantic import BaseModel, Field
 
 from cds.authoring.explain import ExplainError, build_report, resolve
+from cds.contracts.cards import dump_cards
 from cds.fhir.profiles import load_profiles
 from cds.pipeline import EvaluationError, Evaluator
 from cds.replay.worker import card_payload, card_topic
@@ -284,12 +285,12 @@ class Studio:
             raise HTTPException(422, f"evaluation failed: {exc}") from None
         facts = list(result.facts)
         report = build_report(job, evaluator.ruleset, facts, result, self.as_of)
-        cards = [_with_html(card) for card in result.cards]
+        values = dump_cards(result.cards)
         return {
-            "cards": cards,
+            "cards": [_with_html(card) for card in values],
             "explain": _jsonable(report),
             "outcome": result.outcome,
-            "history": dxa_history(job, self.as_of, evaluator.ruleset.parameters, result.cards),
+            "history": dxa_history(job, self.as_of, evaluator.ruleset.parameters, values),
         }
 
 

@@ -23,6 +23,7 @@ with warnings.catch_warnings():  # starlette deprecates its httpx-based TestClie
 
 from cds.api import create_app
 from cds.api.auth import JwtVerifier, load_trusted_issuers
+from cds.contracts.cards import Card
 from cds.settings import Settings
 from cds.store import Store
 
@@ -52,14 +53,17 @@ def card(
 
 @dataclass
 class FakeResult:
-    cards: list[dict[str, Any]]
+    cards: list[Card]
     outcome: dict[str, Any] | None = None
     trace: Any = None
     fired: list[str] = field(default_factory=list)
 
 
 class FakeEvaluator:
-    """Implements the Evaluator interface the service uses (ruleset_version, evaluate)."""
+    """Implements the Evaluator interface the service uses (ruleset_version, evaluate).
+
+    Its cards are given as JSON and come out as the contract's `Card`, as the card builder
+    makes them: a card that is not one fails the evaluation, as it does in the builder."""
 
     ruleset_version = "v-test"
 
@@ -73,7 +77,8 @@ class FakeEvaluator:
         if self.error is not None:
             raise self.error
         return FakeResult(
-            cards=[dict(c) for c in self.cards], fired=["classification.t.osteoporosis"]
+            cards=[Card.model_validate(c) for c in self.cards],
+            fired=["classification.t.osteoporosis"],
         )
 
 

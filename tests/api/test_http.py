@@ -136,7 +136,8 @@ def test_each_service_answers_cards_and_passes_the_context_on(
         assert list(data.draft_orders) == []
         assert list(data.selections) == []
     else:
-        assert [r["id"] for r in data.draft_orders] == ["dxa-1"]
+        (bundle,) = data.draft_orders  # the draftOrders Bundle, whole (the FHIR stage reads it)
+        assert [e["resource"]["id"] for e in bundle["entry"]] == ["dxa-1"]
     if service == "bmd-order-select":
         assert list(data.selections) == ["ServiceRequest/dxa-1"]
 
@@ -372,11 +373,16 @@ def test_an_invalid_card_from_the_pipeline_is_500_not_sent(
     assert_outcome(
         make_client(FakeEvaluator(cards=[bad])).post(PV, json=patient_view_request()), 500
     )
+
+
+def test_an_absent_card_field_is_omitted_never_sent_as_null(
+    make_client: Callable[..., TestClient],
+) -> None:
     nulled = card()
     nulled["detail"] = None
-    assert_outcome(
-        make_client(FakeEvaluator(cards=[nulled])).post(PV, json=patient_view_request()), 500
-    )
+    response = make_client(FakeEvaluator(cards=[nulled])).post(PV, json=patient_view_request())
+    assert response.status_code == 200
+    assert "detail" not in response.json()["cards"][0]
 
 
 @pytest.mark.parametrize(

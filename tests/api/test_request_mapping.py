@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from cds.contracts.hooks import EvaluationInput, RequestError, request_call
+from cds.pipeline import Evaluator
 from cds.replay.inputs import Source
 from cds.replay.reader import Job, read_source
 from tests.api.conftest import FakeEvaluator, TestClient
-from tests.stories.helpers import AS_OF, STORIES
+from tests.stories.helpers import AS_OF, RULES, STORIES
 
 REQUEST_FILES = sorted(
     p for p in STORIES.glob("*.json") if {"hook", "context"} <= set(json.loads(p.read_text()))
@@ -97,3 +98,31 @@ def test_the_resolved_prefetch_replaces_the_request_values() -> None:
     )
     assert call.resources == [patient]
     assert call.to_input(date(2026, 11, 23)).patient_id == "p1"
+
+
+@pytest.mark.parametrize("hook", ["order-sign", "order-select"])
+def test_a_bad_draft_orders_entry_of_a_request_file_is_a_data_error_not_dropped(
+    hook: str,
+) -> None:
+    """The mapping hands context.draftOrders on whole: the FHIR stage, which reads it as it
+    reads prefetch Bundles, reports an entry that is no resource (it used to be dropped
+    without a word), naming the draftOrders Bundle and the entry."""
+    path = next(p for p in REQUEST_FILES if json.loads(p.read_text())["hook"] == "order-sign")
+    request = json.loads(path.read_text())
+    request["hook"] = hook
+    drafts = request["context"]["draftOrders"]
+    good = [e["resource"] for e in drafts["entry"]]
+    request["context"]["selections"] = [f"{r['resourceType']}/{r['id']}" for r in good]
+    drafts["entry"] += [{"resource": "ServiceRequest/elsewhere"}, "not an entry"]
+    text_at, entry_at = len(good), len(good) + 1
+    result = Evaluator.from_rules_dir(RULES).evaluate(
+        request_call(request).to_input(date.fromisoformat(AS_OF))
+    )
+    issues = (result.outcome or {}).get("issue", [])
+    # named as the FHIR stage names a prefetch Bundle's entries: by the Bundle's reference
+    # (this one has no id: a digest of its content, "Bundle/#...") and the entry
+    assert any(
+        f"entry[{text_at}] is not a FHIR resource" in str(i.get("diagnostics")) for i in issues
+    ), issues
+    assert any(i.get("expression") == [f"Bundle.entry[{entry_at}]"] for i in issues), issues
+    assert all(str(i.get("diagnostics")).startswith("Bundle/") for i in issues), issues

@@ -21,8 +21,9 @@ from cds.cards import (
     contract_problems,
     hl7_problems,
 )
+from cds.contracts.cards import dump_cards
+from cds.contracts.facts import Fact
 from cds.engine import Engine
-from cds.facts.schema import Fact
 from cds.fhir import load_profiles
 from cds.rules import load_ruleset
 from cds.rules.reference import evaluate_ruleset
@@ -98,13 +99,14 @@ def rich_facts() -> list[Fact]:
 def all_cards(hook: str = "patient-view", seed: str | None = "s") -> list[dict[str, Any]]:
     rs = ruleset()
     result = engine().evaluate(rich_facts())
-    return build_cards(
+    built = build_cards(
         result.firings,
         renderer(),
         CardContext(
             ruleset_version=rs.version, hook=hook, patient_id="p1", as_of=AS_OF, uuid_seed=seed
         ),
     )
+    return dump_cards(built)
 
 
 @pytest.mark.parametrize("hook", ["patient-view", "order-select", "order-sign"])
@@ -363,7 +365,52 @@ def test_a_too_long_summary_is_a_build_error_naming_the_rule(tmp_path: Path) -> 
         CardRenderer(rs),
         CardContext(ruleset_version=rs.version),
     )
-    assert card["summary"] == "Osteoporosis at Hologic"
+    assert card.summary == "Osteoporosis at Hologic"
+
+
+def test_a_card_that_is_not_a_cds_hooks_card_is_a_build_error_naming_the_rule(
+    tmp_path: Path,
+) -> None:
+    """The builder validates each card once as the contract's `Card` (what every reader
+    gets): a rule whose card breaks CDS Hooks (here a link without a label) never answers."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    shutil.copy(RULES / "evidence.yaml", rules / "evidence.yaml")
+    (rules / "link.yaml").write_text(
+        """rules:
+  - id: test.unlabelled-link
+    title: A link with an empty label
+    version: 1
+    status: active
+    evidence: [CS-2.2, WHO-1994]
+    when:
+      fact: assessment
+      all:
+        - {field: lowest_t, le: -2.5}
+    then:
+      card:
+        topic: bmd-classification
+        indicator: warning
+        summary: Osteoporosis
+        payload: {category: osteoporosis}
+        links:
+          - {label: "", url: "https://example.org/guide"}
+    examples:
+      - name: fires
+        fact: {lowest_t: -2.5}
+        expect: {fires: true}
+      - name: does not
+        fact: {lowest_t: -2.4}
+        expect: {fires: false}
+""",
+        encoding="utf-8",
+    )
+    rs = load_ruleset(rules)
+    firings = Engine(rs).evaluate([lumbar(-2.6)]).firings
+    with pytest.raises(CardBuildError) as info:
+        build_cards(firings, CardRenderer(rs), CardContext(ruleset_version=rs.version))
+    assert info.value.rule_id == "test.unlabelled-link"
+    assert "links[0].label" in str(info.value)
 
 
 def _good_card() -> dict[str, Any]:

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
+from cds.contracts.cards import dump_cards
 from cds.pipeline import EvaluationInput
 from cds.rules.templates import MARKDOWN_KEYS, markdown_text
 from tests.clinical.helpers import AS_OF, renderer, ruleset
@@ -40,7 +41,7 @@ def _hostile_patient() -> list[dict[str, Any]]:
 
 def _cards() -> list[dict[str, Any]]:
     result = evaluator().evaluate(EvaluationInput(resources=_hostile_patient(), as_of=AS_OF))
-    return result.cards
+    return dump_cards(result.cards)
 
 
 def _html(markdown: str) -> str:

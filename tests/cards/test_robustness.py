@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from cds.cards import CardContext, build_cards, contract_problems
-from cds.facts.schema import (
+from cds.contracts.facts import (
     Assessment,
     ContrastStudy,
     DraftOrder,
@@ -77,4 +77,4 @@ def test_any_schema_facts_give_contract_cards(assessment: Assessment, extra: lis
     result = engine().evaluate([assessment, *extra])
     context = CardContext(ruleset_version=rs.version, patient_id="p1", as_of=AS_OF, uuid_seed="r")
     for card in build_cards(result.firings, renderer(), context):
-        assert contract_problems(card) == [], card["summary"]
+        assert contract_problems(card) == [], card.summary

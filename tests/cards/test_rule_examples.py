@@ -4,8 +4,6 @@ so a template that grows too long or renders an absent value fails here, at lint
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from cds.authoring.examples import example_fact
@@ -33,7 +31,7 @@ def test_every_firing_example_builds_a_contract_card(rule_id: str, index: int) -
     (card,) = build_cards(firings, renderer(), context)
     problems = contract_problems(card)
     assert problems == [], problems
-    data: dict[str, Any] = card["extension"]["org.osteohooks"]
+    data = card.payload
     assert data["rule"] == rule_id
 
 

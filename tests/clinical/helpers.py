@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from cds.cards import CardContext, CardRenderer, build_cards
-from cds.engine import Engine
-from cds.facts.schema import (
+from cds.contracts.cards import dump_cards
+from cds.contracts.facts import (
     Assessment,
     ContrastStudy,
     DraftOrder,
@@ -23,6 +23,7 @@ from cds.facts.schema import (
     StructuralFindingFact,
     VertebraAnalysis,
 )
+from cds.engine import Engine
 from cds.rules import RuleSet, load_ruleset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,7 +154,7 @@ def cards(
         ),
     )
     out: dict[str, dict[str, Any]] = {}
-    for card in built:
+    for card in dump_cards(built):
         topic = card["source"]["topic"]["code"]
         assert topic not in out, f"two cards for topic {topic}"
         out[topic] = card

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cds.facts.schema import Fact
+from cds.contracts.facts import Fact
 from tests.clinical.helpers import (
     assess,
     cards,

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cds.contracts.cards import dump_cards
 from tests.clinical.contradictions import contradictions, load_pairs, matches
 from tests.fhir_factory import (
     condition,
@@ -94,7 +95,7 @@ def test_every_pair_names_why() -> None:
 @pytest.mark.parametrize("path", STORIES, ids=lambda p: p.name)
 def test_no_story_holds_a_contradicting_pair(path: Path) -> None:
     result = evaluate(**read_story(path))
-    assert contradictions(result.cards, PAIRS) == []
+    assert contradictions(dump_cards(result.cards), PAIRS) == []
 
 
 # ---------------------------------------------------------------- generated patients
@@ -162,7 +163,7 @@ def patients(draw: st.DrawFn) -> list[dict[str, Any]]:
 @given(resources=patients())
 def test_no_generated_patient_holds_a_contradicting_pair(resources: list[dict[str, Any]]) -> None:
     result = evaluate(resources)
-    assert contradictions(result.cards, PAIRS) == []
+    assert contradictions(dump_cards(result.cards), PAIRS) == []
 
 
 def test_holiday_review_beside_recorded_hypophosphatasia_carries_the_warning() -> None:
@@ -190,7 +191,9 @@ def test_holiday_review_beside_recorded_hypophosphatasia_carries_the_warning() -
         },
     ]
     result = evaluate(resources)
-    safety = [c for c in result.cards if c["source"]["topic"]["code"] == "therapy-safety"]
+    safety = [
+        c for c in dump_cards(result.cards) if c["source"]["topic"]["code"] == "therapy-safety"
+    ]
     assert safety, "the holiday review (CS-9.2) is expected"
     assert "Hypophosphatasia is on record" in safety[0]["detail"]
-    assert contradictions(result.cards, PAIRS) == []
+    assert contradictions(dump_cards(result.cards), PAIRS) == []

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from cds.contracts.cards import dump_cards
 from cds.pipeline import EvaluationInput, Evaluator
 from tests.clinical.helpers import AS_OF, EXT, param, ruleset
 
@@ -81,7 +82,7 @@ def run(*resources: dict[str, Any], hook: str = "patient-view", **kw: Any) -> di
     result = evaluator().evaluate(
         EvaluationInput(hook=hook, resources=list(resources), as_of=AS_OF, **kw)
     )
-    return {c["source"]["topic"]["code"]: c for c in result.cards}
+    return {c["source"]["topic"]["code"]: c for c in dump_cards(result.cards)}
 
 
 def ext(card: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from cds.contracts.cards import dump_cards
 from cds.pipeline import EvaluationError, EvaluationInput, Evaluator
 from cds.rules import RuleSetError
 from tests.clinical.helpers import AS_OF, RULES
@@ -43,7 +44,7 @@ def _inp(resources: list[dict[str, Any]], **kw: Any) -> EvaluationInput:
 
 def test_result_has_cards_outcome_trace_and_fired() -> None:
     result = evaluator().evaluate(_inp(story()))
-    topics = [c["source"]["topic"]["code"] for c in result.cards]
+    topics = [c.topic for c in result.cards]
     assert topics[0] == "therapy-safety"  # critical first
     assert "bmd-classification" in topics
     assert result.outcome is None
@@ -51,10 +52,7 @@ def test_result_has_cards_outcome_trace_and_fired() -> None:
     assert result.fired == sorted(set(result.fired))
     assert result.trace.used
     assert result.ruleset_version == evaluator().ruleset_version
-    assert all(
-        c["extension"]["org.osteohooks"]["rulesetVersion"] == result.ruleset_version
-        for c in result.cards
-    )
+    assert all(c.payload["rulesetVersion"] == result.ruleset_version for c in result.cards)
 
 
 def test_deterministic_mode_is_byte_identical_and_order_insensitive() -> None:
@@ -62,20 +60,20 @@ def test_deterministic_mode_is_byte_identical_and_order_insensitive() -> None:
     shuffled = story()
     random.Random(7).shuffle(shuffled)
     again = evaluator().evaluate(_inp(shuffled, deterministic=True))
-    assert json.dumps(first.cards) == json.dumps(again.cards)
+    assert json.dumps(dump_cards(first.cards)) == json.dumps(dump_cards(again.cards))
     other_day = evaluator().evaluate(
         EvaluationInput(resources=story(), as_of=AS_OF.replace(day=24), deterministic=True)
     )
-    assert {c["uuid"] for c in first.cards}.isdisjoint({c["uuid"] for c in other_day.cards})
+    assert {c.uuid for c in first.cards}.isdisjoint({c.uuid for c in other_day.cards})
     random_uuids = evaluator().evaluate(_inp(story()))
-    assert {c["uuid"] for c in first.cards}.isdisjoint({c["uuid"] for c in random_uuids.cards})
+    assert {c.uuid for c in first.cards}.isdisjoint({c.uuid for c in random_uuids.cards})
 
 
 def test_evaluate_is_thread_safe() -> None:
-    expected = json.dumps(evaluator().evaluate(_inp(story(), deterministic=True)).cards)
+    expected = json.dumps(dump_cards(evaluator().evaluate(_inp(story(), deterministic=True)).cards))
 
     def one(_: int) -> str:
-        return json.dumps(evaluator().evaluate(_inp(story(), deterministic=True)).cards)
+        return json.dumps(dump_cards(evaluator().evaluate(_inp(story(), deterministic=True)).cards))
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(one, range(64)))
@@ -94,7 +92,7 @@ def test_order_select_only_evaluates_the_selected_drafts() -> None:
     chosen = evaluator().evaluate(
         _inp(resources, hook="order-select", draft_orders=bundle, selections=["ServiceRequest/o1"])
     )
-    assert [c["source"]["topic"]["code"] for c in chosen.cards] == ["dxa-order-timing"]
+    assert [c.topic for c in chosen.cards] == ["dxa-order-timing"]
     other = evaluator().evaluate(
         _inp(resources, hook="order-select", draft_orders=bundle, selections=["ServiceRequest/x"])
     )
@@ -107,7 +105,7 @@ def test_data_errors_become_outcome_and_cards_still_come() -> None:
     result = evaluator().evaluate(_inp([patient(), device(), lumbar_t(-1.7, "2026-11-09"), bad]))
     assert result.outcome is not None
     assert result.outcome["resourceType"] == "OperationOutcome"
-    assert any(c["source"]["topic"]["code"] == "bmd-classification" for c in result.cards)
+    assert any(c.topic == "bmd-classification" for c in result.cards)
 
 
 def test_a_broken_card_template_raises_naming_the_rule(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cds.facts.schema import Assessment
+from cds.contracts.facts import Assessment
 from tests.clinical.helpers import assess, cards, contrast, payload, structural, vertebrae
 
 CATEGORY_RANK = {"normal": 0, "low-bone-mass": 1, "osteoporosis": 2}

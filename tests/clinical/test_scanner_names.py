@@ -11,6 +11,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cds.contracts.cards import dump_cards
 from cds.pipeline import EvaluationInput
 from tests.clinical.helpers import AS_OF
 from tests.clinical.test_fhir_boundaries import evaluator, obs, patient
@@ -121,4 +122,4 @@ def test_no_generated_patient_card_names_a_raw_device_reference(
             }
         )
     result = evaluator().evaluate(EvaluationInput(resources=resources, as_of=AS_OF))
-    _no_reference(result.cards)
+    _no_reference(dump_cards(result.cards))

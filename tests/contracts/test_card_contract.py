@@ -22,6 +22,7 @@ from cds.contracts.cards import (
     PAYLOAD_MODELS,
     TOPIC_PAYLOAD_FIELDS,
     contract_tables,
+    dump_cards,
     payload_schema,
 )
 from cds.pipeline import EvaluationInput, Evaluator
@@ -53,7 +54,7 @@ def story_cards() -> list[tuple[str, dict[str, Any]]]:
                         selections=item.selections,
                     )
                 )
-                out += [(f"{path.name} {hook}", json.loads(json.dumps(c))) for c in result.cards]
+                out += [(f"{path.name} {hook}", c) for c in dump_cards(result.cards)]
     return out
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 import cds.engine as engine_module
+from cds.contracts.facts import Assessment, DraftOrder
 from cds.engine import Engine, EngineError
-from cds.facts.schema import Assessment, DraftOrder
 from cds.rules import RuleSet, load_ruleset
 from cds.rules.reference import evaluate_ruleset
 from tests.rules.conftest import FIXTURES, ORDER_KEYS
@@ -232,7 +232,7 @@ def test_fact_ids_with_escapes_and_unicode(basic: RuleSet, fid: str) -> None:
 
 
 def test_normalized_facts_equal_model_dump() -> None:
-    from cds.facts.schema import ContrastStudy, VertebraAnalysis, fact_type_name
+    from cds.contracts.facts import ContrastStudy, VertebraAnalysis, fact_type_name
     from cds.rules.result import normalize_facts
 
     facts = [

@@ -63,7 +63,7 @@ def test_thousands_of_distinct_rules_build_and_all_fire() -> None:
         import json
         from tests.engine.test_scale import _distinct_first_tests
         from cds.engine import Engine
-        from cds.facts.schema import Assessment
+        from cds.contracts.facts import Assessment
         engine = Engine(_distinct_first_tests(5000))
         fact = Assessment(id="a", age=70, sex="female", menopausal_status="postmenopausal",
                           menopausal_assumed=False, has_dxa=False)
@@ -126,7 +126,7 @@ UNSPLIT = """
     import json
     from tests.engine.test_scale import _distinct_first_tests
     from cds.engine import Engine, SplitBounds
-    from cds.facts.schema import Assessment
+    from cds.contracts.facts import Assessment
     engine = Engine(_distinct_first_tests({n}), bounds=SplitBounds(10**6, 10**6, 10**6))
     fact = Assessment(id="a", age=70, sex="female", menopausal_status="postmenopausal",
                       menopausal_assumed=False, has_dxa=False)
@@ -229,7 +229,7 @@ def test_each_fact_is_encoded_once_whatever_the_split(monkeypatch: pytest.Monkey
     """A fact's message text is made once per evaluation and sent to every chunk of its
     type (encoding it again per chunk was half of a 5,000-rule evaluation)."""
     import cds.engine as engine_module
-    from cds.facts.schema import Assessment
+    from cds.contracts.facts import Assessment
 
     encoded: list[object] = []
     encode = engine_module._encode
@@ -262,7 +262,7 @@ FAULTS = """
     import cds.engine
     from tests.engine.test_scale import _distinct_first_tests
     from cds.engine import Engine
-    from cds.facts.schema import Assessment
+    from cds.contracts.facts import Assessment
     cds.engine._heap_kept = {skip}  # True: as if already set, so it is not
     ballast = [bytearray(1 << 16) for _ in range(2000)]  # a service-sized heap below
     engine = Engine(_distinct_first_tests(3000))

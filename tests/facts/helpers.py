@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from cds.contracts.facts import Assessment, Fact
 from cds.contracts.outcome import DataIssue
 from cds.facts import FactSet, build_facts
-from cds.facts.schema import Assessment, Fact
 from tests.fhir_factory import AS_OF, PARAMS, patient
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cds.facts.schema import ContrastStudy, StructuralFindingFact
+from cds.contracts.facts import ContrastStudy, StructuralFindingFact
 from tests.facts.helpers import assessment, errors, ignored, of_type, one, run
 from tests.fhir_factory import SNOMED, alp, condition, height, lumbar_t, procedure
 

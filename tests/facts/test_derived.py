@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from cds.facts.schema import DraftOrder, VertebraAnalysis
+from cds.contracts.facts import DraftOrder, VertebraAnalysis
 from tests.facts.helpers import assessment, of_type, one, run
 from tests.fhir_factory import (
     PARAMS,

@@ -16,6 +16,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cds.contracts.cards import dump_cards
 from tests.properties.helpers import by_topic, evaluate, payload
 
 RANK = {"normal": 0, "low-bone-mass": 1, "osteoporosis": 2}
@@ -147,8 +148,8 @@ def test_lowering_a_t_score_never_makes_category_or_workup_less_severe(
     lowered = {**scores, site: round(max(scores[site] - drop, -6.0), 1)}
     before = evaluate(patient_resources(sex, age, scores, extras))
     after = evaluate(patient_resources(sex, age, lowered, extras))
-    rank_before, items_before = severity(before.cards)
-    rank_after, items_after = severity(after.cards)
+    rank_before, items_before = severity(dump_cards(before.cards))
+    rank_after, items_after = severity(dump_cards(after.cards))
     assert rank_after >= rank_before, (scores, lowered)
     if items_before is None:
         return
@@ -163,8 +164,8 @@ def test_the_lowered_patient_is_really_more_severe() -> None:
     """The generator reaches the categories the property compares (not vacuous)."""
     normal = evaluate(patient_resources("female", 60, {"lumbar": -0.5, "hip": 0.0}, frozenset()))
     worse = evaluate(patient_resources("female", 60, {"lumbar": -2.7, "hip": 0.0}, frozenset()))
-    assert severity(normal.cards) == (0, None)
-    rank, items = severity(worse.cards)
+    assert severity(dump_cards(normal.cards)) == (0, None)
+    rank, items = severity(dump_cards(worse.cards))
     assert rank == 2
     assert items is not None
     assert "treatment-discussion" in items

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cds.contracts.cards import dump_cards
 from tests.properties.helpers import ROOT, canonical, evaluate, strip_uuids
 
 STORIES = sorted((ROOT / "tests" / "fixtures" / "stories").glob("[0-9]*-*.json"))
@@ -52,7 +53,7 @@ def read_story(path: Path) -> dict[str, Any]:
 def answer(story: dict[str, Any]) -> tuple[str, list[str]]:
     result = evaluate(**story)
     issues = (result.outcome or {}).get("issue", [])
-    return canonical(strip_uuids(result.cards)), sorted(canonical(i) for i in issues)
+    return canonical(strip_uuids(dump_cards(result.cards))), sorted(canonical(i) for i in issues)
 
 
 @pytest.mark.parametrize("path", STORIES, ids=lambda p: p.name)

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("cds.pipeline")
 pytest.importorskip("distributed")
 
 import psutil

@@ -13,8 +13,6 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-pytest.importorskip("cds.pipeline")
-
 from cds.cli import app
 from cds.replay.export import export_folder
 from cds.replay.golden import normalise

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from cds.contracts.cards import Card
 from cds.contracts.outcome import error_outcome
 from cds.replay.formats import JunitWriter, NdjsonWriter, TextWriter, ndjson_line
 from cds.replay.golden import check, write_golden
@@ -18,7 +19,13 @@ CARD: dict[str, Any] = {
     "uuid": "u",
     "summary": "Osteoporosis: T-score -2.7 at the lumbar spine",
     "indicator": "warning",
-    "source": {"label": "ISCD", "topic": {"code": "bmd-classification"}},
+    "source": {
+        "label": "ISCD",
+        "topic": {
+            "system": "https://osteohooks.org/fhir/CodeSystem/card-topic",
+            "code": "bmd-classification",
+        },
+    },
 }
 DATA_ERROR = {
     "resourceType": "OperationOutcome",
@@ -31,7 +38,7 @@ DATA_ERROR = {
         }
     ],
 }
-OK = InputResult.of("cases/a.json", "a.json", [CARD], None, "ok", 0.002)
+OK = InputResult.of("cases/a.json", "a.json", [Card.model_validate(CARD)], None, "ok", 0.002)
 NESTED = InputResult.of("cases/x/y/b.json#L2", "x/y/b.json#L2", [], None, "ok")
 DATA = InputResult.of("cases/b.json", "b.json", [], DATA_ERROR, "ok", 0.001)
 BAD = InputResult.of(
@@ -104,7 +111,7 @@ def test_text_report_per_input_and_closing_summary() -> None:
 
 def test_junit_is_parsed_back_with_failures_errors_and_output(tmp_path: Path) -> None:
     write_golden(tmp_path, OK)
-    write_golden(tmp_path, InputResult.of("x", "b.json", [CARD], None, "ok"))
+    write_golden(tmp_path, InputResult.of("x", "b.json", [Card.model_validate(CARD)], None, "ok"))
     stream = io.StringIO()
     writer = JunitWriter(stream, {"as-of": "2026-11-23"})
     checks = {}

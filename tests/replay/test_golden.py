@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cds.contracts.cards import Card
 from cds.replay.golden import (
     check,
     compare,
@@ -32,12 +33,15 @@ def card(topic: str, uuid: str, **payload: Any) -> dict[str, Any]:
         "indicator": "info",
         "source": {"label": "ISCD", "topic": {"system": "x", "code": topic}},
         "suggestions": [{"label": "Order", "uuid": uuid + "-s"}],
+        "selectionBehavior": "any",
         "extension": {"org.osteohooks": {"rule": f"{topic}.rule", **payload}},
     }
 
 
 def result(cards: list[dict[str, Any]], outcome: Any = None, key: str = "a.json") -> InputResult:
-    return InputResult.of(f"cases/{key}", key, cards, outcome, "ok")
+    return InputResult.of(
+        f"cases/{key}", key, [Card.model_validate(c) for c in cards], outcome, "ok"
+    )
 
 
 @pytest.mark.parametrize(
@@ -181,7 +185,7 @@ def test_ruleset_version_is_left_out_of_goldens_and_ignored_in_comparison() -> N
         "uuid": "u1",
         "summary": "s",
         "indicator": "info",
-        "source": {"label": "l", "topic": {"code": "tbs"}},
+        "source": {"label": "l", "topic": {"system": "x", "code": "tbs"}},
         "extension": {"org.osteohooks": {"rule": "r", "rulesetVersion": "abc", "value": 1.2}},
     }
     golden = normalise("k", [card], None)

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cds.cli import app
-from cds.contracts.cards import EXTENSION_KEY, PAYLOAD_MODELS
+from cds.contracts.cards import EXTENSION_KEY, PAYLOAD_MODELS, Card
 from cds.replay.parquet import (
     CARDS_FILE,
     DATA_ERRORS_FILE,
@@ -182,7 +182,13 @@ def test_one_input_row_per_ndjson_line(run: tuple[list[dict[str, Any]], Path]) -
 
 def _result(index: int, cards: list[dict[str, Any]]) -> InputResult:
     return InputResult.of(
-        f"in-{index}", f"in-{index}", cards, None, "ok", 0.001, hook="patient-view"
+        f"in-{index}",
+        f"in-{index}",
+        [Card.model_validate(c) for c in cards],
+        None,
+        "ok",
+        0.001,
+        hook="patient-view",
     )
 
 
@@ -191,7 +197,7 @@ def _card(value: Any) -> dict[str, Any]:
         "summary": "s",
         "indicator": "info",
         "uuid": "u",
-        "source": {"label": "l", "topic": {"code": "tbs"}},
+        "source": {"label": "l", "topic": {"system": "x", "code": "tbs"}},
         "extension": {EXTENSION_KEY: {"rule": "r", "evidence": ["CS-5.1"], "value": value}},
     }
 

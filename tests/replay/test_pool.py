@@ -13,8 +13,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("cds.pipeline")
-
 from cds.replay.inputs import Source
 from cds.replay.pool import ReplayPool
 from cds.replay.worker import InputResult, WorkerSettings

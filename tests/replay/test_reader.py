@@ -33,7 +33,8 @@ def test_request_file_uses_its_hook_patient_prefetch_drafts_and_selections() -> 
     assert job.hook == "order-select"
     assert job.patient_id == "r-order"
     assert job.resources == [document["prefetch"]["patient"], document["prefetch"]["observations"]]
-    assert [r["id"] for r in job.draft_orders] == ["r-order-sr"]
+    # the draftOrders Bundle whole: the FHIR stage reads it (and reports bad entries)
+    assert job.draft_orders == [document["context"]["draftOrders"]]
     assert job.selections == ["ServiceRequest/r-order-sr"]
 
 

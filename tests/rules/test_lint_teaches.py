@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from cds.cli import app
 from cds.contracts.cards import CARD_TOPICS, INDICATORS, TOPIC_PAYLOAD_VALUES
-from cds.facts.schema import Assessment
+from cds.contracts.facts import Assessment
 from cds.rules.errors import did_you_mean
 from cds.rules.model import OPERATORS, STATUSES
 from tests.rules.conftest import ErrorLister, Loader
