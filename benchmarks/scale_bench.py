@@ -12,6 +12,8 @@ Each row runs in a fresh child process (so peak RSS is that configuration's own)
   Bundle (benchmarks/replay_bench.py's generator): p50 / p99 ms, peak RSS.
 - resource rows: the bundled rules, one patient with N resources (DXA visits going back
   a month at a time, each a full set of site results, plus the 20-resource base).
+Each child applies the runtime settings of a started process (`cds.runtime.settle_heap`,
+as `cds serve` and replay's workers do) after creating the engine.
 `--instructions` adds instructions per evaluation from valgrind's callgrind (exact and
 repeatable; this machine has no hardware counters): the child is run twice under
 callgrind, with k and with 0 evaluations, and the difference divided by k. It is slow
@@ -51,6 +53,14 @@ CHILD = textwrap.dedent(
     t1 = time.perf_counter()
     evaluator = Evaluator(ruleset)
     t2 = time.perf_counter()
+    try:  # what `cds serve` and replay's workers do once started (see fhir_read_bench.py)
+        from cds.runtime import settle_heap
+    except ImportError:  # a tree before cds.runtime: its `cds serve` froze the heap
+        import gc
+        gc.collect()
+        gc.freeze()
+    else:
+        settle_heap()
     bundle = make_bundle(1, random.Random(1))
     entries = [e["resource"] for e in bundle["entry"]]
     pid = entries[0]["id"]
