@@ -6,9 +6,11 @@ The garbage collector: an evaluation allocates many small containers (the valida
 FHIR models, trace entries, records, facts) that live until it ends and are then freed by
 reference counting, almost never in a cycle. With CPython's default gen0 threshold (700)
 every 700 net allocations start a collection that walks every young object still alive,
-and what survives is walked again in gen1 and in every full collection: ~17,000
-instructions per resource of a 1,000-resource read (benchmarks/fhir_read_bench.py),
-about 14% of it. `settle_heap` (once per process) collects, moves every surviving
+and what survives is walked again in gen1 and in full collections, which also walk the
+whole start-up heap unless it is frozen: with neither setting ~17,000 instructions per
+resource of a 1,000-resource read (benchmarks/fhir_read_bench.py, ~14% of it), most of
+it the start-up heap; with the freeze only, the cost moves by ~8,000 per resource with
+where full collections fall. `settle_heap` (once per process) collects, moves every surviving
 object (imports, the compiled rule set, the profiles) to the permanent generation
 (`gc.freeze`: full collections no longer walk it, ~130k long-lived objects that took
 ~80 ms a full collection, a pause for every call in flight; forked workers do not write
