@@ -11,6 +11,11 @@ conditions, procedures and medications) up to N. Two stages, each reported per r
   the used models, code lookups, unit conversion, trace entries, data errors);
 - `json`: `cds.jsontext.loads` of the Bundle's JSON text (orjson plus the long-number guard).
 
+The child first applies the runtime settings a process that reads applies once it has
+started (`cds.runtime.settle_heap`: the start-up heap frozen, the gen0 threshold), as
+`cds serve` and replay's workers do; for a `--tree` from before cds.runtime, the
+`gc.freeze()` its `cds serve` did.
+
 Default: wall-clock microseconds per resource (median of `--n` runs; noisy on a shared
 machine). `--callgrind`: instructions per resource from valgrind's callgrind (exact and
 repeatable): each stage runs in a child under callgrind twice, with k and with 0 repeats,
@@ -56,6 +61,14 @@ CHILD = textwrap.dedent(
     text = json.dumps({{"resourceType": "Bundle", "type": "collection",
                         "entry": [{{"resource": r}} for r in entries]}})
     profiles = load_profiles()
+    try:  # what a process that reads does once it has started (cds serve, replay workers)
+        from cds.runtime import settle_heap
+    except ImportError:  # a tree before cds.runtime: what its `cds serve` did at start-up
+        import gc
+        gc.collect()
+        gc.freeze()
+    else:
+        settle_heap()
     as_of = date(2026, 11, 23)
     pid = base[0]["id"]
 

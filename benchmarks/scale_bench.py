@@ -16,6 +16,8 @@ Each row runs in a fresh child process (so peak RSS is that configuration's own)
   than linear between two rule counts (or says that none does).
 - resource rows: the bundled rules, one patient with N resources (DXA visits going back
   a month at a time, each a full set of site results, plus the 20-resource base).
+Each child applies the runtime settings of a started process (`cds.runtime.settle_heap`,
+as `cds serve` and replay's workers do) after creating the engine.
 `--instructions` adds instructions per evaluation from valgrind's callgrind (exact and
 repeatable; this machine has no hardware counters): the child is run twice under
 callgrind, with k and with 0 evaluations, and the difference divided by k. It is slow
@@ -63,6 +65,13 @@ CHILD = textwrap.dedent(
     heap = len(gc.get_objects())
     evaluator = Evaluator(ruleset)
     t2, c2, g2 = time.perf_counter(), time.process_time(), clock.gc_s
+    try:  # what `cds serve` and replay's workers do once started (see fhir_read_bench.py)
+        from cds.runtime import settle_heap
+    except ImportError:  # a tree before cds.runtime: its `cds serve` froze the heap
+        gc.collect()
+        gc.freeze()
+    else:
+        settle_heap()
     bundle = make_bundle(1, random.Random(1))
     entries = [e["resource"] for e in bundle["entry"]]
     pid = entries[0]["id"]

@@ -1,11 +1,10 @@
 """The service's lifespan: the evaluation thread limiter, rule reloads (SIGHUP and the
-folder poll), the startup heap freeze, closing the store."""
+folder poll), the runtime settings at startup (cds.runtime.settle_heap), closing the store."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +14,7 @@ from fastapi import FastAPI
 
 from cds import metrics
 from cds.api.state import ServiceState
+from cds.runtime import settle_heap
 
 log = logging.getLogger("osteohooks.api")
 
@@ -39,7 +39,7 @@ def lifespan_of(
                 sighup = True
         if state.settings.reload_rules and state.holder.rules_dir is not None:
             tasks.append(loop.create_task(_poll_rules(state)))
-        freeze_startup_heap()
+        settle_heap()  # once per process: gc.freeze of the start-up heap, gen0 threshold
         try:
             yield
         finally:
@@ -52,22 +52,6 @@ def lifespan_of(
             await anyio.to_thread.run_sync(state.store.close)
 
     return lifespan
-
-
-_heap_frozen = False
-
-
-def freeze_startup_heap() -> None:
-    """Once per process, at the first startup: collect, then move every surviving object
-    to the collector's permanent generation (`gc.freeze`). The compiled rule set, the
-    fhir.resources models and the imports are ~130k long-lived objects that each full
-    collection walked (~80 ms, a pause for every call in flight, every few hundred calls);
-    objects made while serving, and a reloaded rule set, are collected as before."""
-    global _heap_frozen
-    if not _heap_frozen:
-        _heap_frozen = True
-        gc.collect()
-        gc.freeze()
 
 
 async def _reload(state: ServiceState) -> None:

@@ -58,14 +58,14 @@ _worker: _Worker | None = None
 
 def _start(settings: Settings, rules_dir: Path, templates: dict[str, str]) -> None:
     """A worker process's initializer: the service's logging, its rule set, and the
-    service process's startup heap freeze (`cds.api.lifecycle.freeze_startup_heap`)."""
-    from cds.api.lifecycle import freeze_startup_heap
+    service process's heap settling (`cds.runtime.settle_heap`)."""
     from cds.api.logs import configure
+    from cds.runtime import settle_heap
 
     configure(settings.log_level)
     global _worker
     _worker = _Worker(settings, rules_dir, templates, load_evaluator(rules_dir))
-    freeze_startup_heap()
+    settle_heap()
 
 
 def _pid() -> int:

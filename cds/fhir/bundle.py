@@ -50,20 +50,39 @@ def flatten(
     """Flatten Bundles (any type, nested) and loose resources into entries."""
     out: list[Entry] = []
     for i, item in enumerate(items):
-        _visit(item, f"{label}[{i}]", None, 0, out, issues, trace)
+        _visit(item, (label, i), None, 0, out, issues, trace)
     return out
+
+
+def _plain(obj: Any, full_url: str | None) -> Entry | None:
+    """The entry of a plain resource (a dict whose resourceType is a text other than
+    Bundle and OperationOutcome), the common case, decided first; else None."""
+    if type(obj) is dict:
+        rtype = obj.get("resourceType")
+        if type(rtype) is str and rtype and rtype != "Bundle" and rtype != "OperationOutcome":
+            rid = obj.get("id")  # _ref_of(obj, rtype), without the call
+            ref = f"{rtype}/{rid}" if isinstance(rid, str) and rid else _content_ref(rtype, obj)
+            # Entry(...) without the NamedTuple's Python-level __new__
+            return _new_entry(Entry, (obj, rtype, ref, full_url))
+    return None
 
 
 def _visit(
     obj: Any,
-    where: str,
+    at: tuple[str, int],
     full_url: str | None,
     depth: int,
     out: list[Entry],
     issues: list[DataIssue],
     trace: Trace,
 ) -> None:
-    """One input item or Bundle entry resource (`where` names it in data errors)."""
+    """One input item or Bundle entry resource; `at` (list label, index) names it in data
+    errors and the trace as `label[index]`, a text made only for them."""
+    plain = _plain(obj, full_url)
+    if plain is not None:
+        out.append(plain)
+        return
+    where = f"{at[0]}[{at[1]}]"
     if obj is None:
         trace.ignore(where, "no data (null)")
         return
@@ -111,19 +130,11 @@ def _visit_bundle(
     bref: str | None = None
     for i, e in enumerate(entries):
         if type(e) is dict:
-            res = e.get("resource")
-            if type(res) is dict:
-                rt = res.get("resourceType")
-                if type(rt) is str and rt and rt != "Bundle" and rt != "OperationOutcome":
-                    # the common case, a plain resource: what _visit(res, ...) below does
-                    # for it, without building the entry's `where` text (only used to name
-                    # bad entries) or a recursive call
-                    fu = e.get("fullUrl")
-                    rid = res.get("id")  # _ref_of(res, rt), without the call
-                    ref = f"{rt}/{rid}" if isinstance(rid, str) and rid else _content_ref(rt, res)
-                    url = fu if isinstance(fu, str) else None
-                    out.append(_new_entry(Entry, (res, rt, ref, url)))
-                    continue
+            fu = e.get("fullUrl")
+            plain = _plain(e.get("resource"), fu if isinstance(fu, str) else None)
+            if plain is not None:
+                out.append(plain)
+                continue
         if bref is None:
             bref = _ref_of(bundle, "Bundle")
         if not isinstance(e, dict):
@@ -134,7 +145,7 @@ def _visit_bundle(
         if res is None:
             continue  # e.g. a deleted entry in a history Bundle
         url = fu if isinstance(fu, str) else None
-        _visit(res, f"{bref} entry[{i}]", url, depth + 1, out, issues, trace)
+        _visit(res, (f"{bref} entry", i), url, depth + 1, out, issues, trace)
 
 
 _entry_ref = attrgetter("ref")

@@ -14,23 +14,29 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictBool, StrictInt, StrictStr
 
 _INF = float("inf")
 
 
 def _json_decimal(value: Any) -> Decimal:
     """A FHIR decimal: a JSON number (not a string, not a boolean), kept as written."""
-    if type(value) is bool or not isinstance(value, int | float | Decimal):  # bool: no subclass
-        raise ValueError("must be a JSON number")
-    if isinstance(value, float):
-        if value != value or value == _INF or value == -_INF:
-            raise ValueError("must be a finite number")
-        return Decimal(repr(value))
-    return Decimal(value)
+    kind = type(value)
+    if kind is int:  # the common cases (int, float) by their exact type first
+        return Decimal(value)
+    if kind is not float:
+        if kind is bool or not isinstance(value, int | float | Decimal):  # bool: no subclass
+            raise ValueError("must be a JSON number")
+        if not isinstance(value, float):
+            return Decimal(value)
+    if value != value or value == _INF or value == -_INF:
+        raise ValueError("must be a finite number")
+    return Decimal(repr(value))
 
 
-FhirDecimal = Annotated[Decimal, BeforeValidator(_json_decimal)]
+#: a plain validator: the Decimal it returns is the value (a before-validator's result was
+#: validated again as a Decimal, a second look at a value made here)
+FhirDecimal = Annotated[Decimal, PlainValidator(_json_decimal)]
 
 
 class Element(BaseModel):

@@ -128,9 +128,9 @@ def check(profile: CompiledProfile, resource: dict[str, Any], ref: str) -> list[
         if not isinstance(node, dict):
             continue  # the parent is absent: its own element reports it
         if c.choice:
-            # present with an allowed type (looking up the few allowed keys in node, where
-            # allowed_keys.isdisjoint(node) would walk every key of node)
-            if not any(map(node.__contains__, c.allowed_keys)):
+            # present with an allowed type (one set lookup per key of node, in C: cheaper
+            # than a Python-level lookup of each allowed key in node)
+            if c.allowed_keys.isdisjoint(node):
                 _check_choice(profile, c, node, ref, issues)
             continue
         value = node.get(c.last)

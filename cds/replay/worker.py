@@ -29,6 +29,7 @@ from cds.contracts.cards import EXTENSION_KEY, Card, dump_cards
 from cds.contracts.outcome import error_count, error_outcome, is_fatal
 from cds.jsontext import dumps
 from cds.replay.reader import Job, Unreadable, read_source
+from cds.runtime import settle_heap
 
 if TYPE_CHECKING:
     from cds.pipeline import Evaluator
@@ -159,6 +160,7 @@ def init_worker(settings: WorkerSettings) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     init_local(settings, _evaluator)
+    settle_heap()  # once per process: gc.freeze of the start-up heap, gen0 threshold
 
 
 def ensure_worker(settings: WorkerSettings) -> None:
