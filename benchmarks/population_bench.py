@@ -77,7 +77,7 @@ def child(engine: str, export: str, workers: int, out: str, batch: int | None) -
     results = 0
     with open(out, "w", encoding="utf-8", newline="\n") as stream:
         writer = NdjsonWriter(stream)
-        for result in pool.run(timed(discover([export]))):
+        for result in pool.run(timed(discover([export], pool.group_export))):
             writer.write(result, None)
             results += 1
     ended = time.perf_counter()

@@ -57,6 +57,7 @@ from distributed import Client, Future, LocalCluster, WorkerPlugin
 from distributed.scheduler import KilledWorker
 
 from cds.replay import worker
+from cds.replay.dask_export import dask_export_sources
 from cds.replay.pool import (
     DEFAULT_DEADLINE,
     DEFAULT_MAX_TRIES,
@@ -73,6 +74,8 @@ if TYPE_CHECKING:
 #: Sources per task: enough that the scheduler's per-task cost and the worker's wait
 #: for its next task (one task at a time per worker) stay small against the evaluation.
 DEFAULT_BATCH = 128
+#: Partitions of an export's patients per worker thread (`cds.replay.dask_export`).
+PARTITIONS_PER_THREAD = 2
 #: Seconds to try reaching the scheduler given by --scheduler.
 CONNECT_TIMEOUT = 30.0
 #: Seconds the LocalCluster may be short of workers before a nanny that gave up is replaced.
@@ -328,6 +331,20 @@ class DaskPool:
             with contextlib.suppress(Exception):
                 self._cluster.close()
             self._cluster = None
+
+    def group_export(self, folder: str, key: str | None = None) -> Iterator[Source]:
+        """An export's inputs, grouped by tasks on the cluster (`cds.replay.dask_export`):
+        discovery calls it while `run` pulls sources, so the cluster is up."""
+        if self._client is None:
+            raise RuntimeError("DaskPool.group_export is for the sources of DaskPool.run")
+        threads = sum(self._client.nthreads().values()) or self.workers
+        return dask_export_sources(
+            self._client,
+            folder,
+            key,
+            partitions=PARTITIONS_PER_THREAD * threads,
+            tries=self.max_tries,
+        )
 
     # -------------------------------------------------------------- scheduling
 
