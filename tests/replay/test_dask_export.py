@@ -142,3 +142,42 @@ def test_the_sources_are_plain_inputs(client: Client, tmp_path: Path) -> None:
     write_export(export, patients())
     got = list(dask_export_sources(client, str(export), partitions=2, tries=2))
     assert all(isinstance(s, Source) and s.text for s in got)
+
+
+def _scan_dying_once(marker: str, *args: Any) -> None:
+    """On a worker: the scan task, but the first one to run kills its worker process."""
+    import os
+    import signal
+
+    from cds.replay import dask_export
+
+    if not os.path.exists(marker):
+        with open(marker, "w", encoding="utf-8"):
+            pass
+        os.kill(os.getpid(), signal.SIGKILL)
+    dask_export.scan_task(*args)
+
+
+def test_a_grouping_task_whose_worker_dies_is_tried_again_and_nothing_is_lost(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import functools
+    import sys
+
+    import cloudpickle  # type: ignore[import-untyped]
+
+    from cds.replay import dask_export
+
+    export = tmp_path / "export"
+    write_export(export, patients())
+    want = list(export_sources(str(export)))
+    marker = tmp_path / "killed"
+    monkeypatch.setattr(dask_export, "scan_task", functools.partial(_scan_dying_once, str(marker)))
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        got = list(dask_export_sources(client, str(export), partitions=2, tries=2))
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert marker.exists()  # a worker died under a scan task
+    assert got == want
+    client.wait_for_workers(2, timeout=60)
