@@ -82,10 +82,17 @@ CONNECT_TIMEOUT = 30.0
 HEAL_AFTER = 15.0
 #: Seconds to wait for the results of finished tasks (they are on the workers already).
 GATHER_TIMEOUT = 5.0
+#: Messages Dask keeps per connection for debugging (default 1000). A message that
+#: hands a task to a worker holds its sources (128 Bundles, about a megabyte), so with
+#: the default the scheduler kept ~1000 of them per worker and the client as many of its
+#: own (the replay process grew past 1 GB by 100,000 patients); a few are kept instead.
+#: Set for the whole run (the client, and the streams to workers a nanny restarts).
+RUN_CONFIG = {"distributed.admin.low-level-log-length": 16}
 #: The scheduler settings of the LocalCluster (see the module docstring).
 LOCAL_CLUSTER_CONFIG = {
     "distributed.scheduler.allowed-failures": 0,
     "distributed.scheduler.worker-saturation": 1.0,
+    **RUN_CONFIG,
 }
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -353,12 +360,13 @@ class DaskPool:
         # The Evaluator here gives the rule-set version the workers must match, and reads
         # a source when a retry splits it into its inputs.
         worker.init_local(self.settings, self.evaluator)
-        client = self._connect()
-        try:
-            self._prepare(client)
-            yield from self._run(client, iter(sources))
-        finally:
-            self._close()
+        with dask.config.set(RUN_CONFIG):
+            client = self._connect()
+            try:
+                self._prepare(client)
+                yield from self._run(client, iter(sources))
+            finally:
+                self._close()
 
     def _run(self, client: Client, sources: Iterator[Source]) -> Iterator[InputResult]:
         threads = sum(client.nthreads().values()) or self.workers

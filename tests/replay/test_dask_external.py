@@ -47,6 +47,7 @@ def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP")}
     env["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] = "0"
     env["DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION"] = "1.0"
+    env["DASK_DISTRIBUTED__ADMIN__LOW_LEVEL_LOG_LENGTH"] = "16"
     return env
 
 
