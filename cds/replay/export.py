@@ -183,14 +183,42 @@ def _references(resource: dict[str, Any]) -> list[str]:
             ref = value.get("reference")
             if isinstance(ref, str) and not ref.startswith(("#", "urn:", "Patient/")):
                 parts = [p for p in ref.split("/") if p]
-                if len(parts) >= 2:
+                if len(parts) >= 2 and _encodable(ref):  # else no resource can be it
                     found[f"{parts[-2]}/{parts[-1]}"] = None
             stack.extend(reversed(list(value.values())))
     return list(found)
 
 
+def _encodable(text: str) -> bool:
+    """True unless the text holds a lone surrogate (a JSON `"\\ud800"` escape): SQLite
+    stores UTF-8, which cannot encode one."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _classify(text: str) -> tuple[str, str, str | None] | str:
-    """("patient", patient id, references) or ("shared", Type/id, None), or an error."""
+    """("patient", patient id, references) or ("shared", Type/id, None), or an error.
+    An id holding a lone surrogate is an error of its line (it cannot be stored, and
+    would stop the grouping of the whole export)."""
+    kind = _classify_resource(text)
+    if isinstance(kind, str):
+        return kind if _encodable(kind) else kind.encode("utf-8", "backslashreplace").decode()
+    if not _encodable(kind[1]):
+        what = "patient id" if kind[0] == "patient" else "resourceType or id"
+        return (
+            f"its {what} holds a lone surrogate (a \\ud800-\\udfff escape that is no "
+            "character), so it cannot be grouped"
+        )
+    return kind
+
+
+def _classify_resource(text: str) -> tuple[str, str, str | None] | str:
+    """`_classify` but for the lone surrogates."""
     try:
         resource = loads(text)
     except (ValueError, RecursionError) as exc:
