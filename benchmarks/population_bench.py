@@ -9,8 +9,10 @@ one-thread workers), writing the NDJSON results to a file, while this process sa
 the resident memory of every process of the child's tree every 0.2 s. Per run:
 
 - start-up: until the first source is asked for (workers started, rules loaded);
-- grouping: until the first patient comes out of the export (the one pass that streams
-  every line into SQLite; patients are then read back while the workers evaluate);
+- grouping: until the first patient comes out of the export (local: the one pass that
+  streams every line into SQLite in the replay process; dask: the scan and partition
+  tasks on the workers, `cds.replay.dask_export`; patients are then read back while
+  the workers evaluate);
 - evaluation: from the first patient to the last result written;
 - patients/s of each stage and end to end, and the peak RSS of the parent and of each
   worker process;
