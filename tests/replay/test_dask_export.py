@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("cds.pipeline")
 pytest.importorskip("distributed")
 
 from distributed import Client, LocalCluster, get_task_stream

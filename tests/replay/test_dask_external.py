@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("cds.pipeline")
 pytest.importorskip("distributed")
 
 from distributed import Client
