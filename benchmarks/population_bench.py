@@ -9,8 +9,10 @@ one-thread workers), writing the NDJSON results to a file, while this process sa
 the resident memory of every process of the child's tree every 0.2 s. Per run:
 
 - start-up: until the first source is asked for (workers started, rules loaded);
-- grouping: until the first patient comes out of the export (the one pass that streams
-  every line into SQLite; patients are then read back while the workers evaluate);
+- grouping: until the first patient comes out of the export (local: the one pass that
+  streams every line into SQLite in the replay process; dask: the scan and partition
+  tasks on the workers, `cds.replay.dask_export`; patients are then read back while
+  the workers evaluate);
 - evaluation: from the first patient to the last result written;
 - patients/s of each stage and end to end, and the peak RSS of the parent and of each
   worker process;
@@ -77,7 +79,7 @@ def child(engine: str, export: str, workers: int, out: str, batch: int | None) -
     results = 0
     with open(out, "w", encoding="utf-8", newline="\n") as stream:
         writer = NdjsonWriter(stream)
-        for result in pool.run(timed(discover([export]))):
+        for result in pool.run(timed(discover([export], pool.group_export))):
             writer.write(result, None)
             results += 1
     ended = time.perf_counter()

@@ -18,9 +18,13 @@ order, with the same promise: every input gets exactly one result.
   held fails with `KilledWorker`. A batch of several sources is split into one task per
   source, and a source of several inputs (a Bundle of several Patients) into one task
   per input, each tried again; an input tried `max_tries` times in all is reported with
-  `cds.replay.pool.crash_result`. A task running longer than `deadline` seconds (polled
-  from the scheduler) has its worker killed and counts as an overrun; an input that
-  overruns each time ends as `cds.replay.pool.hung_result`. A batch is split as soon as
+  `cds.replay.pool.crash_result`. The deadline is per input, as on the local pool: a
+  task notes on its worker which unit it is on and since when its current input runs
+  (`progress`, polled about once a second); an input running longer than `deadline`
+  seconds has its worker killed and is charged an overrun, alone: the other units of
+  its task go again uncharged. An input that overruns each time ends as
+  `cds.replay.pool.hung_result`. (A worker too stuck to answer, in native code holding
+  the GIL, is judged from its last answer.) A batch is split as soon as
   it fails once, so at most one death is charged to an input that was only batched with
   the culprit.
 
@@ -34,6 +38,7 @@ version differs from this process's stops the run before any input is evaluated.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -52,6 +57,7 @@ from distributed import Client, Future, LocalCluster, WorkerPlugin
 from distributed.scheduler import KilledWorker
 
 from cds.replay import worker
+from cds.replay.dask_export import dask_export_sources
 from cds.replay.pool import (
     DEFAULT_DEADLINE,
     DEFAULT_MAX_TRIES,
@@ -68,16 +74,25 @@ if TYPE_CHECKING:
 #: Sources per task: enough that the scheduler's per-task cost and the worker's wait
 #: for its next task (one task at a time per worker) stay small against the evaluation.
 DEFAULT_BATCH = 128
+#: Partitions of an export's patients per worker thread (`cds.replay.dask_export`).
+PARTITIONS_PER_THREAD = 2
 #: Seconds to try reaching the scheduler given by --scheduler.
 CONNECT_TIMEOUT = 30.0
 #: Seconds the LocalCluster may be short of workers before a nanny that gave up is replaced.
 HEAL_AFTER = 15.0
 #: Seconds to wait for the results of finished tasks (they are on the workers already).
 GATHER_TIMEOUT = 5.0
+#: Messages Dask keeps per connection for debugging (default 1000). A message that
+#: hands a task to a worker holds its sources (128 Bundles, about a megabyte), so with
+#: the default the scheduler kept ~1000 of them per worker and the client as many of its
+#: own (the replay process grew past 1 GB by 100,000 patients); a few are kept instead.
+#: Set for the whole run (the client, and the streams to workers a nanny restarts).
+RUN_CONFIG = {"distributed.admin.low-level-log-length": 16}
 #: The scheduler settings of the LocalCluster (see the module docstring).
 LOCAL_CLUSTER_CONFIG = {
     "distributed.scheduler.allowed-failures": 0,
     "distributed.scheduler.worker-saturation": 1.0,
+    **RUN_CONFIG,
 }
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -138,19 +153,60 @@ class ReplayPlugin(WorkerPlugin):
         replay_worker.ensure_worker(self.settings)
 
 
+#: On a worker: task key -> (index of the unit it is on, time.monotonic() when the
+#: input it is evaluating started). Read by `progress` for the per-input deadline.
+_running: dict[str, tuple[int, float]] = {}
+
+
 def evaluate_units(
-    settings: WorkerSettings, units: list[tuple[Source, int | None]]
+    settings: WorkerSettings, units: list[tuple[Source, int | None]], key: str = ""
 ) -> list[list[InputResult]]:
     """A task: the results of each (source, index) unit, exactly as the local pool's
-    workers make them (index None: every input of the source)."""
+    workers make them (index None: every input of the source). While it runs, which
+    unit it is on and since when its current input runs are in `_running[key]`."""
     worker.ensure_worker(settings)  # a no-op but on a worker that other runs set up
     out: list[list[InputResult]] = []
-    for source, index in units:
-        items = worker.read_items(source)
-        if index is not None:
-            items = items[index : index + 1]
-        out.append([worker.process_item(item) for item in items])
+    try:
+        for number, (source, index) in enumerate(units):
+            _running[key] = (number, time.monotonic())
+            items = worker.read_items(source)
+            if index is not None:
+                items = items[index : index + 1]
+            results: list[InputResult] = []
+            for item in items:
+                if results:  # the deadline runs per input, as on the local pool
+                    _running[key] = (number, time.monotonic())
+                results.append(worker.process_item(item))
+            out.append(results)
+    finally:
+        _running.pop(key, None)
     return out
+
+
+def progress() -> dict[str, tuple[int, float]]:
+    """On a worker: for each task it is running, the unit it is on and for how many
+    seconds its current input has run (measured on the worker: no clocks compared)."""
+    now = time.monotonic()
+    return {key: (number, now - since) for key, (number, since) in list(_running.items())}
+
+
+async def _progress_of(
+    client: Client, workers: list[str], timeout: float
+) -> dict[str, dict[str, tuple[int, float]] | None]:
+    """`progress` of each worker, asked of all at once; None for one that does not
+    answer within `timeout` (stuck in native code holding the GIL, or gone): the others
+    still answer for their own tasks."""
+
+    async def one(addr: str) -> tuple[str, dict[str, tuple[int, float]] | None]:
+        try:
+            answers = await asyncio.wait_for(
+                client._run(progress, workers=[addr], on_error="ignore"), timeout
+            )
+        except Exception:
+            return addr, None
+        return addr, answers.get(addr)
+
+    return dict(await asyncio.gather(*(one(addr) for addr in workers)))
 
 
 def ruleset_version() -> str | None:
@@ -182,8 +238,12 @@ class _Slot:
 class _Task:
     units: list[Unit]
     future: Future[list[list[InputResult]]]
-    started: float | None = None  # when first seen processing on `worker`
+    #: When (here) its current input started, as last reported by its worker (or
+    #: first seen processing there): the deadline when the worker cannot answer.
+    started: float | None = None
     worker: str | None = None
+    #: The index in `units` of the unit its worker last reported it on.
+    unit: int | None = None
 
 
 class DaskPool:
@@ -279,6 +339,20 @@ class DaskPool:
                 self._cluster.close()
             self._cluster = None
 
+    def group_export(self, folder: str, key: str | None = None) -> Iterator[Source]:
+        """An export's inputs, grouped by tasks on the cluster (`cds.replay.dask_export`):
+        discovery calls it while `run` pulls sources, so the cluster is up."""
+        if self._client is None:
+            raise RuntimeError("DaskPool.group_export is for the sources of DaskPool.run")
+        threads = sum(self._client.nthreads().values()) or self.workers
+        return dask_export_sources(
+            self._client,
+            folder,
+            key,
+            partitions=PARTITIONS_PER_THREAD * threads,
+            tries=self.max_tries,
+        )
+
     # -------------------------------------------------------------- scheduling
 
     def run(self, sources: Iterable[Source]) -> Iterator[InputResult]:
@@ -286,12 +360,13 @@ class DaskPool:
         # The Evaluator here gives the rule-set version the workers must match, and reads
         # a source when a retry splits it into its inputs.
         worker.init_local(self.settings, self.evaluator)
-        client = self._connect()
-        try:
-            self._prepare(client)
-            yield from self._run(client, iter(sources))
-        finally:
-            self._close()
+        with dask.config.set(RUN_CONFIG):
+            client = self._connect()
+            try:
+                self._prepare(client)
+                yield from self._run(client, iter(sources))
+            finally:
+                self._close()
 
     def _run(self, client: Client, sources: Iterator[Source]) -> Iterator[InputResult]:
         threads = sum(client.nthreads().values()) or self.workers
@@ -311,7 +386,7 @@ class DaskPool:
             self._count += 1
             key = f"osteohooks-replay-{self._run_id}-{self._count}"
             payload = [(slots[seq].source, index) for seq, index in units]
-            future = client.submit(evaluate_units, self.settings, payload, key=key, pure=False)
+            future = client.submit(evaluate_units, self.settings, payload, key, key=key, pure=False)
             tasks[key] = _Task(units, future)
             future.add_done_callback(done.put)
 
@@ -517,30 +592,57 @@ class DaskPool:
         submit: Any,
         now: float,
     ) -> None:
-        """The deadline: a task processing on one worker for longer is taken to hang."""
+        """The per-input deadline: a task whose current input has run for longer (as
+        its worker reports, `progress`) is taken to hang on that input. A worker too
+        stuck to answer is judged from its last report (or when its task was first
+        seen processing there)."""
         try:
             processing: dict[str, list[str]] = client.processing()
         except Exception:  # the scheduler is busy or a worker is leaving: next time
             return
         on: dict[str, str] = {key: addr for addr, keys in processing.items() for key in keys}
-        new = [addr for addr in processing if addr not in self._pids]
+        busy = [addr for addr, keys in processing.items() if keys]
+        new = [addr for addr in busy if addr not in self._pids]
         if new:  # asked once per worker, while it answers
             with contextlib.suppress(Exception):
                 self._pids.update(client.run(os.getpid, workers=new, on_error="ignore"))
+        reports: dict[str, dict[str, tuple[int, float]] | None] = {}
+        if busy:
+            with contextlib.suppress(Exception):
+                reports = client.sync(_progress_of, client, busy, GATHER_TIMEOUT)
         for key, task in list(tasks.items()):
             addr = on.get(key)
             if addr is None:
-                task.started, task.worker = None, None
+                task.started, task.worker, task.unit = None, None, None
                 continue
             if task.worker != addr:
-                task.started, task.worker = now, addr
-                continue
+                task.started, task.worker, task.unit = now, addr, None
+            report = reports.get(addr)
+            if report is not None:  # the worker answered: its word on this task
+                number, seconds = report.get(key, (None, 0.0))
+                task.started, task.unit = now - seconds, number
             if task.started is not None and now - task.started > self.deadline:
                 del tasks[key]
                 self._kill(client, addr)
                 task.future.cancel()
                 task.future.release()
-                self._retry(task, 1, slots, submit, hung=True)
+                self._overran(task, slots, submit)
+
+    def _overran(self, task: _Task, slots: dict[int, _Slot], submit: Any) -> None:
+        """A task overran the deadline on one input (its worker is stopped). Only the
+        unit it was on is charged; the others (done, their results gone with the worker,
+        or not started) go again together, uncharged. Not known which (the worker never
+        answered): every unit is charged and tried alone, as after a death."""
+        if task.unit is None:
+            self._retry(task, 1, slots, submit, hung=True)
+            return
+        culprit = task.units[task.unit]
+        self._tries[culprit] = self._tries.get(culprit, 0) + 1
+        self._timeouts[culprit] = self._timeouts.get(culprit, 0) + 1
+        others = [unit for unit in task.units if unit != culprit]
+        if others:
+            submit(others)
+        self._again(culprit, slots, submit, split=True)
 
     def _kill(self, client: Client, addr: str) -> None:
         """Stop a hung worker (its nanny starts a new one): SIGKILL when it runs on this

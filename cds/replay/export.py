@@ -25,7 +25,9 @@ for order hooks per the contract).
 Out of core: lines are streamed into an SQLite database in a temporary folder (one row
 per resource), and patients are read back in id order through SQLite's external sort,
 so memory stays bounded whatever the export size; only one patient's resources are held
-at a time.
+at a time. The pieces (`scan` a file into rows, `ExportGrouper.add` rows, `patients`)
+are also what `cds.replay.dask_export` runs as tasks, one grouper per partition of the
+patients: one grouping, here in one process, there on a cluster.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ EXPORT_FILE = re.compile(r"^[A-Z][A-Za-z]+(\.[A-Za-z0-9_-]+)*\.ndjson(\.gz)?$")
 CHUNK = 20_000
 #: Referenced (shared) resources kept in memory between patients.
 SHARED_CACHE = 4096
+#: The name prefix of the temporary folders grouping works in.
+SCRATCH_PREFIX = "osteohooks-export-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +99,7 @@ def export_folder(argument: str) -> str | None:
     return None
 
 
-def _files(folder: str) -> tuple[list[ExportFile], list[Source]]:
+def export_files(folder: str) -> tuple[list[ExportFile], list[Source]]:
     """The NDJSON files of an export (the manifest's outputs when there is one)."""
     manifest_path = os.path.join(folder, MANIFEST)
     base = os.path.basename(os.path.normpath(folder))
@@ -179,14 +183,42 @@ def _references(resource: dict[str, Any]) -> list[str]:
             ref = value.get("reference")
             if isinstance(ref, str) and not ref.startswith(("#", "urn:", "Patient/")):
                 parts = [p for p in ref.split("/") if p]
-                if len(parts) >= 2:
+                if len(parts) >= 2 and _encodable(ref):  # else no resource can be it
                     found[f"{parts[-2]}/{parts[-1]}"] = None
             stack.extend(reversed(list(value.values())))
     return list(found)
 
 
+def _encodable(text: str) -> bool:
+    """True unless the text holds a lone surrogate (a JSON `"\\ud800"` escape): SQLite
+    stores UTF-8, which cannot encode one."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _classify(text: str) -> tuple[str, str, str | None] | str:
-    """("patient", patient id, references) or ("shared", Type/id, None), or an error."""
+    """("patient", patient id, references) or ("shared", Type/id, None), or an error.
+    An id holding a lone surrogate is an error of its line (it cannot be stored, and
+    would stop the grouping of the whole export)."""
+    kind = _classify_resource(text)
+    if isinstance(kind, str):
+        return kind if _encodable(kind) else kind.encode("utf-8", "backslashreplace").decode()
+    if not _encodable(kind[1]):
+        what = "patient id" if kind[0] == "patient" else "resourceType or id"
+        return (
+            f"its {what} holds a lone surrogate (a \\ud800-\\udfff escape that is no "
+            "character), so it cannot be grouped"
+        )
+    return kind
+
+
+def _classify_resource(text: str) -> tuple[str, str, str | None] | str:
+    """`_classify` but for the lone surrogates."""
     try:
         resource = loads(text)
     except (ValueError, RecursionError) as exc:
@@ -218,12 +250,53 @@ def _classify(text: str) -> tuple[str, str, str | None] | str:
     return "shared", f"{rtype}/{rid}", None
 
 
+#: One classified line of an export, in the one shape grouping stores it in:
+#: ("own", patient id, seq, references JSON or None, body), ("shared", Type/id, body) or
+#: ("error", seq, name, key, message). `seq` orders lines as the export does (file
+#: number, then line): see `scan`.
+Row = tuple[Any, ...]
+#: Lines of one file at most (2**32): `seq` is file number << SEQ_BITS | line order.
+SEQ_BITS = 32
+
+
+def scan(file: ExportFile, number: int, folder: str, base: str) -> Iterator[Row]:
+    """The classified lines of the `number`-th file of an export, in line order (the one
+    pass over its text): what `ExportGrouper.add` stores. Files are scanned one by one
+    here (`export_sources`) or as tasks of their own (`cds.replay.dask_export`)."""
+    rel = os.path.relpath(file.path, folder).replace(os.sep, "/")
+    seq = number << SEQ_BITS
+    for line, text, error in _lines(file):
+        seq += 1
+        if text is not None:
+            kind = _classify(text)
+            if isinstance(kind, tuple):
+                if kind[0] == "patient":
+                    yield ("own", kind[1], seq, kind[2], text.strip())
+                else:
+                    yield ("shared", kind[1], text.strip())
+                continue
+            error = kind
+        yield (
+            "error",
+            seq,
+            f"{file.shown}#L{line}",
+            f"{base}/{rel}#L{line}",
+            f"line {line}: {error}",
+        )
+
+
+def export_key(folder: str, key: str | None) -> str:
+    """The golden-key prefix of an export's inputs (default: the folder's name)."""
+    return key if key is not None else os.path.basename(os.path.normpath(folder))
+
+
 class ExportGrouper:
-    """Group one export folder's resources by patient in an SQLite file under `workdir`."""
+    """Group classified lines (`scan`) by patient in an SQLite file under `workdir`:
+    all of an export's lines, or one partition's (`cds.replay.dask_export`)."""
 
     def __init__(self, folder: str, workdir: str, key: str | None = None) -> None:
         self.folder = folder.rstrip("/") or folder
-        self.base = key if key is not None else os.path.basename(os.path.normpath(folder))
+        self.base = export_key(folder, key)
         self.db = sqlite3.connect(os.path.join(workdir, "export.sqlite"))
         self.db.executescript(
             """
@@ -237,11 +310,15 @@ class ExportGrouper:
             CREATE TABLE errors (seq INTEGER NOT NULL, name TEXT, key TEXT, message TEXT);
             """
         )
-        self.resources = 0
-        self._seq = 0
 
     def load(self, files: Iterable[ExportFile]) -> None:
         """Read every line of the files into the database (the one pass over the export)."""
+        for number, file in enumerate(files):
+            self.add(scan(file, number, self.folder, self.base))
+
+    def add(self, rows: Iterable[Row]) -> None:
+        """Store classified lines. A shared resource stored twice keeps the first: add
+        rows in the export's order (file by file)."""
         own: list[tuple[str, int, str | None, str]] = []
         shared: list[tuple[str, str]] = []
         errors: list[tuple[int, str, str, str]] = []
@@ -255,30 +332,16 @@ class ExportGrouper:
             shared.clear()
             errors.clear()
 
-        for file in files:
-            rel = os.path.relpath(file.path, self.folder).replace(os.sep, "/")
-            for number, text, error in _lines(file):
-                self._seq += 1
-                if text is not None:
-                    self.resources += 1
-                    kind = _classify(text)
-                    if isinstance(kind, tuple):
-                        if kind[0] == "patient":
-                            own.append((kind[1], self._seq, kind[2], text.strip()))
-                        else:
-                            shared.append((kind[1], text.strip()))
-                        if len(own) + len(shared) >= CHUNK:
-                            flush()
-                        continue
-                    error = kind
-                errors.append(
-                    (
-                        self._seq,
-                        f"{file.shown}#L{number}",
-                        f"{self.base}/{rel}#L{number}",
-                        f"line {number}: {error}",
-                    )
-                )
+        for row in rows:
+            kind = row[0]
+            if kind == "own":
+                own.append(row[1:])
+            elif kind == "shared":
+                shared.append(row[1:])
+            else:
+                errors.append(row[1:])
+            if len(own) + len(shared) >= CHUNK:
+                flush()
         flush()
 
     def errors(self) -> Iterator[Source]:
@@ -289,6 +352,11 @@ class ExportGrouper:
 
     def patients(self) -> Iterator[Source]:
         """One Source per patient (a collection Bundle of its resources), in id order."""
+        for _, source in self.patients_by_id():
+            yield source
+
+    def patients_by_id(self) -> Iterator[tuple[str, Source]]:
+        """(patient id, Source) per patient, in id order (see `patients`)."""
 
         @lru_cache(maxsize=SHARED_CACHE)
         def lookup(ref: str) -> str | None:
@@ -309,10 +377,13 @@ class ExportGrouper:
                     bodies.append(body)
             entries = ",".join(f'{{"resource":{body}}}' for body in bodies)
             suffix = f"#Patient/{pid}"
-            yield Source(
-                name=self.folder + suffix,
-                key=self.base + suffix,
-                text=f'{{"resourceType":"Bundle","type":"collection","entry":[{entries}]}}',
+            yield (
+                pid,
+                Source(
+                    name=self.folder + suffix,
+                    key=self.base + suffix,
+                    text=f'{{"resourceType":"Bundle","type":"collection","entry":[{entries}]}}',
+                ),
             )
 
     def close(self) -> None:
@@ -323,9 +394,9 @@ def export_sources(folder: str, key: str | None = None) -> Iterator[Source]:
     """Every input of an export: its line errors, then one per patient (see the module).
     Golden keys start with `key` (default: the folder's name; an export found inside a
     folder argument: its path relative to that argument)."""
-    files, problems = _files(folder)
+    files, problems = export_files(folder)
     yield from problems
-    with tempfile.TemporaryDirectory(prefix="osteohooks-export-") as workdir:
+    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as workdir:
         grouper = ExportGrouper(folder, workdir, key)
         try:
             grouper.load(files)

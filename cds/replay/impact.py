@@ -453,7 +453,8 @@ def _results(
         engine=options.engine,
         scheduler=options.scheduler,
     )
-    return make_pool(replay, settings, evaluator).run(discover(options.paths))
+    pool = make_pool(replay, settings, evaluator)
+    return pool.run(discover(options.paths, pool.group_export))
 
 
 def _spill(results: Iterable[InputResult], out: IO[bytes]) -> None:

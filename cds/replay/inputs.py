@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 #: File name endings read as one JSON document (a Bundle or a CDS Hooks request).
@@ -124,12 +124,20 @@ def _file_sources(path: str, key: str) -> Iterator[Source]:
             )
 
 
-def discover(arguments: Iterable[str]) -> Iterator[Source]:
+#: Groups an export (folder, golden-key prefix or None) into its inputs: by default
+#: `cds.replay.export.export_sources` here; an engine's pool may give its own
+#: (`DaskPool.group_export` runs the same grouping as tasks on the cluster).
+GroupExport = Callable[[str, "str | None"], Iterator[Source]]
+
+
+def discover(arguments: Iterable[str], group: GroupExport | None = None) -> Iterator[Source]:
     """Every input named by the arguments, in argument order, each file once.
 
     A Bulk Data export (a folder or its manifest.json, see `cds.replay.export`) gives
-    one input per patient."""
+    one input per patient, grouped by `group`."""
     from cds.replay.export import export_folder, export_sources
+
+    grouping = group or export_sources
 
     seen: set[FileId] = set()
     exports: set[str] = set()
@@ -144,7 +152,7 @@ def discover(arguments: Iterable[str]) -> Iterator[Source]:
         real = os.path.realpath(folder)
         if real not in exports:  # an export named twice (folder and manifest) is read once
             exports.add(real)
-            yield from export_sources(folder, key)
+            yield from grouping(folder, key)
 
     for argument in arguments:
         if glob.has_magic(argument):

@@ -177,6 +177,12 @@ class ReplayPool:
         """The process ids of the live workers (for tests that kill them)."""
         return [w.process.pid for w in self._live if w.process.pid is not None]
 
+    def group_export(self, folder: str, key: str | None = None) -> Iterator[Source]:
+        """An export's inputs, grouped in this process (`cds.replay.export`)."""
+        from cds.replay.export import export_sources
+
+        return export_sources(folder, key)
+
     def run(self, sources: Iterable[Source]) -> Iterator[InputResult]:
         """Results of every source, in order (several per split Bundle)."""
         # Build (or take) the Evaluator here first: in-process runs use it, and forked

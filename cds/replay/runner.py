@@ -141,7 +141,7 @@ def run_replay(
     summary = Summary()
     with _progress(console, options) as advance:
         keys: dict[str, str] = {}  # golden key -> the input that used it first
-        for result in pool.run(discover(options.paths)):
+        for result in pool.run(discover(options.paths, pool.group_export)):
             check = None
             if options.expect is not None:
                 first = keys.setdefault(result.key, result.name)

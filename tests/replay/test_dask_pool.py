@@ -301,3 +301,27 @@ def test_an_unreachable_scheduler_is_an_error_saying_what_to_start(
     assert result.exit_code == 2
     assert "cannot reach the Dask scheduler" in result.stderr
     assert "dask worker" in result.stderr
+
+
+def test_the_scheduler_and_client_keep_only_a_few_task_messages(bundled_evaluator: Any) -> None:
+    """A message handing a task to a worker holds its sources: Dask's debugging log of
+    1000 such messages per connection grew the replay process past 1 GB by 100,000
+    patients. A run (its own LocalCluster here) keeps a few on every connection
+    (benchmarks/population_bench.py shows the RSS flat)."""
+    from cds.replay.dask_pool import RUN_CONFIG
+
+    keep = RUN_CONFIG["distributed.admin.low-level-log-length"]
+    pool = DaskPool(settings(), 2, batch_size=4, evaluator=bundled_evaluator)
+    seen: list[int | None] = []
+    for n, _ in enumerate(pool.run(sources(60))):
+        if n == 30:  # while it runs
+            assert pool._client is not None
+            assert pool._client.scheduler_comm is not None
+            assert pool._cluster is not None
+            assert pool._cluster.scheduler is not None
+            seen.append(pool._client.scheduler_comm.recent_message_log.maxlen)
+            streams = pool._cluster.scheduler.stream_comms.values()
+            seen += [stream.recent_message_log.maxlen for stream in streams]
+    assert len(seen) == 3
+    assert set(seen) == {keep}
+    assert keep < 100

@@ -192,6 +192,32 @@ def test_a_broken_line_is_reported_with_file_and_line_and_counted_never_evaluate
     assert code == 1  # unreadable inputs make the run fail
 
 
+def test_an_id_holding_a_lone_surrogate_is_an_error_line_not_the_end_of_the_run(
+    tmp_path: Path,
+) -> None:
+    """SQLite stores UTF-8: a `"\\ud800"` escape in a patient id (or in any id grouping
+    stores) stopped the grouping of the whole export. Now it is that line's error."""
+    groups = patients()
+    folder = tmp_path / "export"
+    write_export(folder, groups)
+    _, clean = replay("export", cwd=tmp_path)
+    with open(folder / "Condition.ndjson", "a", encoding="utf-8") as handle:
+        handle.write('{"resourceType": "Patient", "id": "p\\ud800"}\n')
+        handle.write('{"resourceType": "Device", "id": "d\\udc00"}\n')
+        handle.write(
+            '{"resourceType": "Condition", "subject": {"reference": "Patient/x\\ud800"}}\n'
+        )
+        handle.write('{"resourceType": "Cond\\ud800", "subject": {"reference": "Group/g"}}\n')
+    code, records = replay("export", cwd=tmp_path)
+    errors = [r for r in records if "#L" in r["input"]]
+    assert len(errors) == 4
+    said = [r["outcome"]["issue"][0]["diagnostics"] for r in errors]
+    assert all("lone surrogate" in text for text in said[:3])
+    assert "names no Patient" in said[3]
+    assert [r for r in records if "#L" not in r["input"]] == clean
+    assert code == 1
+
+
 def test_the_summary_counts_the_broken_lines_as_unreadable(tmp_path: Path) -> None:
     folder = tmp_path / "export"
     write_export(folder, patients())
