@@ -21,7 +21,6 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from datetime import date
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cds.contracts.cards import EXTENSION_KEY, dump_cards
@@ -31,7 +30,8 @@ from cds.rules.model import ORDERING_OPERATORS, Condition, Rule
 from cds.rules.reference import holds
 
 if TYPE_CHECKING:
-    from cds.pipeline import Evaluator
+    from cds.contracts.facts import Fact
+    from cds.pipeline import EvaluationResult, Evaluator
     from cds.rules import RuleSet
 
 #: A failed numeric test is "close" when the fact's value is within this fraction of the
@@ -221,42 +221,16 @@ def _close_order(item: dict[str, Any]) -> tuple[int, str, str]:
 # ------------------------------------------------------------------------------- report
 
 
-def _ruleset_of(evaluator: Evaluator, rules_dir: Path) -> RuleSet:
-    """The evaluator's rule set (the same rules the cards came from)."""
-    ruleset = getattr(evaluator, "ruleset", None)
-    if ruleset is not None:
-        return ruleset  # type: ignore[no-any-return]
-    from cds.rules import load_ruleset
-
-    return load_ruleset(rules_dir)
-
-
-def _facts_of(result: Any, ruleset: RuleSet, job: Job, as_of: date) -> list[Any]:
-    """The input facts of the evaluation (from the result when the pipeline gives them)."""
-    facts = getattr(result, "facts", None)
-    if facts is not None:
-        return list(facts)
-    from cds.facts import Selected, build_facts
-
-    drafts = Selected(job.draft_orders, job.selections)
-    built = build_facts(job.resources, ruleset.parameters, as_of, job.patient_id, drafts)
-    return list(built.facts)
-
-
-def _trace_dict(trace: Any) -> dict[str, Any]:
-    if trace is None:
-        return {}
-    if hasattr(trace, "model_dump"):
-        dumped: dict[str, Any] = trace.model_dump(mode="json")
-        return dumped
-    return dict(trace) if isinstance(trace, Mapping) else {}
+def _trace_dict(result: EvaluationResult) -> dict[str, Any]:
+    dumped: dict[str, Any] = result.trace.model_dump(mode="json")
+    return dumped
 
 
 def build_report(
     job: Job,
     ruleset: RuleSet,
-    input_facts: Sequence[Any],
-    result: Any,
+    input_facts: Sequence[Fact],
+    result: EvaluationResult,
     as_of: date,
 ) -> Report:
     """The explanation of one evaluated job (see the module docstring)."""
@@ -264,14 +238,14 @@ def build_report(
     from cds.rules.result import emitted_id, normalize_facts
 
     parameters = ruleset.parameters
-    trace = _trace_dict(getattr(result, "trace", None))
+    trace = _trace_dict(result)
     sources = {f["fact_id"]: f.get("sources", []) for f in trace.get("facts", [])}
     typed = normalize_facts(list(input_facts))
     reference = evaluate(ruleset.rules, parameters, list(input_facts))
-    # What the engine did (the pipeline reports it); the reference evaluator's answer
-    # stands in for a result that does not carry it, and is checked against it.
-    firings = list(getattr(result, "firings", None) or reference.firings)
-    emitted = list(getattr(result, "emitted", None) or reference.emitted)
+    # What the engine did (the pipeline reports it), checked against the reference
+    # evaluator's answer below.
+    firings = list(result.firings)
+    emitted = list(result.emitted)
     emitted_by: dict[str, str] = {}
     emitted_from: dict[str, str] = {}
     for firing in firings:
@@ -323,7 +297,7 @@ def build_report(
             "the engine and the reference evaluator disagree: engine fired "
             f"{', '.join(engine_fired)}; reference fired {', '.join(reference.fired)}"
         )
-    cards = dump_cards(getattr(result, "cards", []))
+    cards = dump_cards(result.cards)
     return {
         "input": job.name,
         "hook": job.hook,
@@ -337,7 +311,7 @@ def build_report(
         "ignored": trace.get("ignored", []),
         "assumptions": trace.get("assumptions", []),
         "cards": cards,
-        "outcome": getattr(result, "outcome", None),
+        "outcome": result.outcome,
         "notes": notes,
     }
 
@@ -346,7 +320,6 @@ def explain_input(
     name: str,
     *,
     evaluator: Evaluator,
-    rules_dir: Path,
     as_of: date,
     hook: str | None = None,
 ) -> Report:
@@ -358,9 +331,7 @@ def explain_input(
         result = evaluator.evaluate(job.to_input(as_of))
     except EvaluationError as exc:
         raise ExplainError(f"{job.name}: evaluation failed: {exc}") from None
-    ruleset = _ruleset_of(evaluator, rules_dir)
-    facts = _facts_of(result, ruleset, job, as_of)
-    return build_report(job, ruleset, facts, result, as_of)
+    return build_report(job, evaluator.ruleset, result.facts, result, as_of)
 
 
 # --------------------------------------------------------------------------------- text

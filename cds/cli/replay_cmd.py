@@ -317,7 +317,6 @@ def explain(
         report = explain_input(
             file,
             evaluator=evaluator,
-            rules_dir=rules_dir,
             as_of=day,
             hook=hook.value if hook is not None else None,
         )
