@@ -235,7 +235,7 @@ _DECLARING_NOTHING = (
 
 
 @functools.lru_cache(maxsize=4096)
-def _free_names(source: str) -> frozenset[str]:
+def free_names(source: str) -> frozenset[str]:
     """The names a template reads from its context (raises TemplateSyntaxError).
 
     Rule loading asks this of every template; the code generator run that ``meta`` does
@@ -279,7 +279,7 @@ def references(source: str) -> tuple[list[Reference], set[str]]:
                 arg = node.arg
                 if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
                     refs.append(Reference(target.name, arg.value))
-    free = set(_free_names(source)) - set(CONTEXT_NAMES)
+    free = set(free_names(source)) - set(CONTEXT_NAMES)
     return refs, free
 
 
@@ -290,27 +290,27 @@ Renderer = Callable[[Mapping[str, Any], Mapping[str, Any]], Any]
 class Template:
     """A compiled template string.
 
-    ``_render`` is Jinja's own entry point (keyword arguments ``fact`` and ``param``);
-    ``_fast``, when set, gives the same value for the same context without Jinja's
-    per-call context set-up (it returns ``_MISS`` when it cannot, and any exception in it
-    is answered by ``_render``, so errors read exactly as Jinja's).
+    ``jinja`` is Jinja's own entry point (keyword arguments ``fact`` and ``param``);
+    ``bare``, when set, is the same compiled template run with a bare context, without
+    Jinja's per-call context set-up (it returns ``_MISS`` when it cannot, and any exception
+    in it is answered by ``jinja``, so errors read exactly as Jinja's).
     """
 
     source: str
     native: bool
-    _render: Callable[..., Any]
-    _fast: Renderer | None = None
+    jinja: Callable[..., Any]
+    bare: Renderer | None = None
 
     def render(self, fact: Mapping[str, Any], param: Mapping[str, Any]) -> Any:
         """Render with the context; a native template returns the expression's value."""
-        if self._fast is not None:
+        if self.bare is not None:
             try:
-                value = self._fast(fact, param)
+                value = self.bare(fact, param)
             except Exception:  # the canonical path below raises Jinja's exact error
                 value = _MISS
             if value is not _MISS and not isinstance(value, Undefined):
                 return value
-        value = self._render(fact=fact, param=param)
+        value = self.jinja(fact=fact, param=param)
         if isinstance(value, Undefined):  # an expression's value is not checked by Jinja
             raise UndefinedError(value._undefined_message)
         return value
@@ -337,7 +337,7 @@ def _lookup(scope: str, name: str) -> Renderer | None:
 
 
 def _only_context_names(source: str) -> bool:
-    return _free_names(source) <= frozenset(CONTEXT_NAMES)
+    return free_names(source) <= frozenset(CONTEXT_NAMES)
 
 
 def _fast_expression(expr: str, compiled: Any) -> Renderer | None:

@@ -14,7 +14,7 @@ from cds.authoring.examples import example_fact
 from cds.cards import CardRenderer
 from cds.rules import load_ruleset
 from cds.rules.ruleset import RuleSet
-from cds.rules.templates import ENV, Template, _free_names, compile_template, has_template
+from cds.rules.templates import ENV, Template, compile_template, free_names, has_template
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +36,7 @@ def _templates(value: Any) -> list[str]:
 
 def _slow(template: Template, fact: dict[str, Any], param: dict[str, Any]) -> Any:
     """Jinja's own entry point, as before the fast paths."""
-    return Template(template.source, template.native, template._render).render(fact, param)
+    return Template(template.source, template.native, template.jinja).render(fact, param)
 
 
 def _outcome(fn: Any) -> tuple[str, Any]:
@@ -60,7 +60,7 @@ def test_every_bundled_template_renders_the_same_both_ways(ruleset: RuleSet) -> 
             fact = cards.template_fact(raw, rule.when.fact)
             for source in sources:
                 template = compile_template(source)
-                fast_used += template._fast is not None
+                fast_used += template.bare is not None
                 fast = _outcome(lambda t=template, f=fact: t.render(f, ruleset.parameters))
                 slow = _outcome(lambda t=template, f=fact: _slow(t, f, ruleset.parameters))
                 assert fast == slow, source
@@ -114,7 +114,7 @@ FREE_NAME_SOURCES = [
 
 @pytest.mark.parametrize("source", FREE_NAME_SOURCES)
 def test_free_names_are_what_jinja_meta_finds(source: str) -> None:
-    assert _free_names(source) == meta.find_undeclared_variables(ENV.parse(source))
+    assert free_names(source) == meta.find_undeclared_variables(ENV.parse(source))
 
 
 def test_free_names_of_every_bundled_template(ruleset: RuleSet) -> None:
@@ -126,4 +126,4 @@ def test_free_names_of_every_bundled_template(ruleset: RuleSet) -> None:
     }
     assert len(sources) > 100
     for source in sources:
-        assert _free_names(source) == meta.find_undeclared_variables(ENV.parse(source)), source
+        assert free_names(source) == meta.find_undeclared_variables(ENV.parse(source)), source
