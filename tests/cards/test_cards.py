@@ -25,7 +25,7 @@ from cds.contracts.cards import dump_cards
 from cds.contracts.facts import Fact
 from cds.engine import Engine
 from cds.fhir import load_profiles
-from cds.rules import load_ruleset
+from cds.rules import RuleSet, load_ruleset
 from cds.rules.reference import evaluate_ruleset
 from tests.clinical.helpers import (
     AS_OF,
@@ -321,38 +321,49 @@ def test_nothing_to_say_gives_no_cards() -> None:
     )
 
 
-def test_a_too_long_summary_is_a_build_error_naming_the_rule(tmp_path: Path) -> None:
+def _one_rule_set(tmp_path: Path, rule_id: str, title: str, card_lines: str) -> RuleSet:
+    """A rule folder of one osteoporosis rule whose card has `card_lines` besides its
+    topic, indicator and payload (the bundled evidence registry beside it)."""
     rules = tmp_path / "rules"
     rules.mkdir()
     shutil.copy(RULES / "evidence.yaml", rules / "evidence.yaml")
-    (rules / "long.yaml").write_text(
-        """rules:
-  - id: test.long-summary
-    title: A summary that grows with its data
+    (rules / "rule.yaml").write_text(
+        f"""rules:
+  - id: {rule_id}
+    title: {title}
     version: 1
     status: active
     evidence: [CS-2.2, WHO-1994]
     when:
       fact: assessment
       all:
-        - {field: lowest_t, le: -2.5}
+        - {{field: lowest_t, le: -2.5}}
     then:
       card:
         topic: bmd-classification
         indicator: warning
-        summary: "Osteoporosis at {{ fact.scanner }}"
-        payload: {category: osteoporosis}
+        payload: {{category: osteoporosis}}
+{card_lines}
     examples:
       - name: fires
-        fact: {lowest_t: -2.5}
-        expect: {fires: true}
+        fact: {{lowest_t: -2.5}}
+        expect: {{fires: true}}
       - name: does not
-        fact: {lowest_t: -2.4}
-        expect: {fires: false}
+        fact: {{lowest_t: -2.4}}
+        expect: {{fires: false}}
 """,
         encoding="utf-8",
     )
-    rs = load_ruleset(rules)
+    return load_ruleset(rules)
+
+
+def test_a_too_long_summary_is_a_build_error_naming_the_rule(tmp_path: Path) -> None:
+    rs = _one_rule_set(
+        tmp_path,
+        "test.long-summary",
+        "A summary that grows with its data",
+        '        summary: "Osteoporosis at {{ fact.scanner }}"',
+    )
     facts = [lumbar(-2.6, scanner="x" * 130)]
     firings = Engine(rs).evaluate(facts).firings
     with pytest.raises(CardBuildError) as info:
@@ -373,39 +384,14 @@ def test_a_card_that_is_not_a_cds_hooks_card_is_a_build_error_naming_the_rule(
 ) -> None:
     """The builder validates each card once as the contract's `Card` (what every reader
     gets): a rule whose card breaks CDS Hooks (here a link without a label) never answers."""
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    shutil.copy(RULES / "evidence.yaml", rules / "evidence.yaml")
-    (rules / "link.yaml").write_text(
-        """rules:
-  - id: test.unlabelled-link
-    title: A link with an empty label
-    version: 1
-    status: active
-    evidence: [CS-2.2, WHO-1994]
-    when:
-      fact: assessment
-      all:
-        - {field: lowest_t, le: -2.5}
-    then:
-      card:
-        topic: bmd-classification
-        indicator: warning
-        summary: Osteoporosis
-        payload: {category: osteoporosis}
-        links:
-          - {label: "", url: "https://example.org/guide"}
-    examples:
-      - name: fires
-        fact: {lowest_t: -2.5}
-        expect: {fires: true}
-      - name: does not
-        fact: {lowest_t: -2.4}
-        expect: {fires: false}
-""",
-        encoding="utf-8",
+    rs = _one_rule_set(
+        tmp_path,
+        "test.unlabelled-link",
+        "A link with an empty label",
+        "        summary: Osteoporosis\n"
+        "        links:\n"
+        '          - {label: "", url: "https://example.org/guide"}',
     )
-    rs = load_ruleset(rules)
     firings = Engine(rs).evaluate([lumbar(-2.6)]).firings
     with pytest.raises(CardBuildError) as info:
         build_cards(firings, CardRenderer(rs), CardContext(ruleset_version=rs.version))
