@@ -80,6 +80,20 @@ class Instance:
     def version(self) -> str:
         return str(httpx.get(f"{self.base}/ready", timeout=5).json()["rulesetVersion"])
 
+    def workers(self) -> set[int]:
+        """The pids of uvicorn's worker processes (spawned children of `cds serve`)."""
+        pid = self.proc.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        found = set()
+        for child in children:
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            except FileNotFoundError:
+                continue
+            if b"spawn_main" in cmdline:
+                found.add(int(child))
+        return found
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -117,21 +131,28 @@ def test_a_replayed_token_is_refused_by_every_worker_and_instance(
             assert sorted(statuses) == [200] + [401] * 11, statuses
             assert [second.discovery(signed) for _ in range(6)] == [401] * 6
 
-        # SIGHUP: every worker serves the edited rules (uvicorn replaces each worker)
+        # SIGHUP: every worker serves the edited rules. uvicorn replaces the workers one
+        # by one, so while it does, calls may reach an old and a new worker; the check
+        # waits until no worker from before the signal is left (by pid), then asks.
         before = two_workers.version()
+        old_workers = two_workers.workers()
+        assert len(old_workers) == 2, old_workers
         rule = next(small_rules.glob("*.yaml"))
         rule.write_text(rule.read_text() + "\n# edited\n")
         two_workers.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 90
-        versions: set[str] = set()
+        current: set[int] = old_workers
         while time.monotonic() < deadline:
-            versions = {two_workers.version() for _ in range(16)}
-            if len(versions) == 1 and before not in versions:
+            current = two_workers.workers()
+            if len(current) == 2 and not current & old_workers:
                 break
             time.sleep(0.3)
+        assert len(current) == 2, (old_workers, current)
+        assert not current & old_workers, (old_workers, current)
+        two_workers.wait()
+        versions = {two_workers.version() for _ in range(16)}
         assert len(versions) == 1, versions
         assert before not in versions
-        assert len({two_workers.version() for _ in range(16)}) == 1
         assert two_workers.proc.poll() is None
     finally:
         two_workers.stop()
