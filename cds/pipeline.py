@@ -28,6 +28,7 @@ from cds.cards import CardBuildError, CardContext, CardRenderer, build_cards
 from cds.contracts.cards import Card
 from cds.contracts.facts import Fact
 from cds.contracts.hooks import HOOKS, EvaluationInput
+from cds.contracts.outcome import data_outcome, issue_sort_key
 from cds.engine import Engine, EngineError
 from cds.facts import FactSet, ParameterError, Params, Selected, build_facts, read_params
 from cds.fhir.profiles import ProfileError, Profiles, load_profiles
@@ -107,6 +108,14 @@ def _digest(inp: EvaluationInput) -> str:
         "selections": sorted(inp.selections),
     }
     return hashlib.sha256(canon(payload).encode("utf-8")).hexdigest()
+
+
+def _outcome(factset: FactSet, inp: EvaluationInput) -> dict[str, Any] | None:
+    """The OperationOutcome of the data errors: the FHIR stage's and the facts', with those
+    a walk before the stage found (`EvaluationInput.issues`) sorted in."""
+    if not inp.issues:
+        return factset.outcome()
+    return data_outcome(sorted([*factset.issues, *inp.issues], key=issue_sort_key))
 
 
 def _patient_id(facts: FactSet, requested: str | None) -> str | None:
@@ -242,7 +251,7 @@ class Evaluator:
             ) from exc
         return EvaluationResult(
             cards=cards,
-            outcome=factset.outcome(),
+            outcome=_outcome(factset, inp),
             trace=factset.trace,
             fired=result.fired,
             facts=list(factset.facts),

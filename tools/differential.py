@@ -127,7 +127,8 @@ def dump(inputs: Path, out: Path) -> None:
     """Evaluate every input of `inputs` (NDJSON of [name, text]) with the `cds` on sys.path.
 
     This runs on the base revision's code too, so it uses only long-standing APIs
-    (`read_source`, `EvaluationInput`, `Evaluator.evaluate`), not newer helpers.
+    (`read_source`, `Job.to_input` or, before it, `EvaluationInput`,
+    `Evaluator.evaluate`), not newer helpers.
     """
     import cds
     from cds.pipeline import Evaluator
@@ -153,18 +154,20 @@ def _evaluated(evaluator: Any, item: Any) -> dict[str, Any]:
 
     if not isinstance(item, Job):
         return {"unreadable": item.outcome}
-    try:
-        result = evaluator.evaluate(
-            EvaluationInput(
-                hook=item.hook,
-                resources=item.resources,
-                as_of=AS_OF,
-                patient_id=item.patient_id,
-                draft_orders=item.draft_orders,
-                selections=item.selections,
-                uuid_seed=item.name,
-            )
+    if hasattr(item, "to_input"):  # the job's own mapping (and all it carries)
+        inp = item.to_input(AS_OF)
+    else:  # revisions before Job.to_input
+        inp = EvaluationInput(
+            hook=item.hook,
+            resources=item.resources,
+            as_of=AS_OF,
+            patient_id=item.patient_id,
+            draft_orders=item.draft_orders,
+            selections=item.selections,
+            uuid_seed=item.name,
         )
+    try:
+        result = evaluator.evaluate(inp)
     except EvaluationError as exc:
         return {"name": item.name, "error": str(exc)}
     return {

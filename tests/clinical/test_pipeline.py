@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from cds.contracts.cards import dump_cards
+from cds.contracts.outcome import DataIssue
 from cds.pipeline import EvaluationError, EvaluationInput, Evaluator
 from cds.rules import RuleSetError
 from tests.clinical.helpers import AS_OF, RULES
@@ -133,3 +134,26 @@ def test_bad_rules_are_rejected_at_load(tmp_path: Path) -> None:
     (rules / "workup.yaml").write_text("rules: [{id: x}]\n", encoding="utf-8")
     with pytest.raises(RuleSetError):
         Evaluator.from_rules_dir(rules)
+
+
+def test_data_errors_found_before_the_fhir_stage_are_in_the_outcome() -> None:
+    """`EvaluationInput.issues` (replay's walk of a Bundle it split) are reported with the
+    FHIR stage's own data errors, sorted in; none leaves the outcome as it was."""
+    bad = lumbar_bmd(0.9, "2026-11-09")
+    bad["valueQuantity"]["unit"] = bad["valueQuantity"]["code"] = "g/cm3"
+    resources = [patient(), device(), lumbar_t(-1.7, "2026-11-09"), bad]
+    alone = evaluator().evaluate(_inp(resources))
+    assert alone.outcome is not None
+    walked = DataIssue(
+        severity="error", code="structure", resource="Bundle/b entry[9]", message="no resource"
+    )
+    result = evaluator().evaluate(_inp(resources, issues=[walked]))
+    assert result.outcome is not None
+    issues = result.outcome["issue"]
+    assert walked.to_fhir() in issues
+    assert [i for i in issues if i != walked.to_fhir()] == alone.outcome["issue"]
+    assert [c.topic for c in result.cards] == [c.topic for c in alone.cards]
+    assert evaluator().evaluate(_inp([patient()], issues=[walked])).outcome == {
+        "resourceType": "OperationOutcome",
+        "issue": [walked.to_fhir()],
+    }
