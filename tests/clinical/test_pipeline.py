@@ -136,6 +136,29 @@ def test_bad_rules_are_rejected_at_load(tmp_path: Path) -> None:
         Evaluator.from_rules_dir(rules)
 
 
+def test_deterministic_uuids_hash_the_draft_orders_as_the_fhir_stage_walks_them() -> None:
+    """The digest takes the draft orders from the one drafts reader (`cds.fhir.drafts`):
+    a Bundle of drafts, the same drafts as a list, nested or in another order are the
+    same input; another draft is another."""
+    resources = [patient(), device(), lumbar_t(-1.5, "2026-01-15")]
+    other = {**_draft(), "id": "o2"}
+
+    def uuids(draft_orders: Any) -> set[str | None]:
+        inp = _inp(resources, hook="order-sign", draft_orders=draft_orders, deterministic=True)
+        cards = evaluator().evaluate(inp).cards
+        assert cards
+        assert all(c.uuid for c in cards)
+        return {c.uuid for c in cards}
+
+    def bundle(*items: dict[str, Any]) -> dict[str, Any]:
+        return {"resourceType": "Bundle", "entry": [{"resource": r} for r in items]}
+
+    first = uuids(bundle(_draft(), other))
+    assert uuids([other, _draft()]) == first
+    assert uuids([bundle(bundle(other), _draft())]) == first
+    assert uuids(bundle(_draft())).isdisjoint(first)
+
+
 def test_data_errors_found_before_the_fhir_stage_are_in_the_outcome() -> None:
     """`EvaluationInput.issues` (replay's walk of a Bundle it split) are reported with the
     FHIR stage's own data errors, sorted in; none leaves the outcome as it was."""
