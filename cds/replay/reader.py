@@ -16,8 +16,9 @@ of FHIR input. Where the job hands the FHIR stage the Bundle itself (patient-vie
 patient), the stage reports its entries that are no resource; where it hands on resources
 taken out of it (an order hook, or a Bundle split by patient), the walk's data errors go
 with the job (`HookCall.issues`, every patient's job of a split Bundle: an entry that is
-no resource belongs to none of them) and are in its outcome, as the service reports the
-same entry in `context.draftOrders`.
+no resource belongs to none of them) and are in its outcome, as the FHIR stage reports
+the same entry of a request's `context.draftOrders` (`request_call`; the HTTP service's
+body validation refuses such a draftOrders entry before that) or of a prefetch Bundle.
 
 Anything else cannot be read: an `Unreadable` with an OperationOutcome saying why.
 """

@@ -15,6 +15,7 @@ from cds.contracts.hooks import request_call
 from cds.pipeline import Evaluator
 from cds.replay.inputs import Source, discover
 from cds.replay.reader import Job, Unreadable, read_source
+from tests import fhir_factory as fhir
 from tests.stories.helpers import AS_OF, RULES
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "replay"
@@ -114,16 +115,7 @@ def test_single_resource_is_evaluated_like_a_bundle_of_one() -> None:
 def _record_with_drafts(*bad_entries: Any) -> dict[str, Any]:
     """A plain Bundle holding a patient's record, a draft DXA order (nested, as a
     transaction Bundle can hold it) and `bad_entries` after them."""
-    patient = {"resourceType": "Patient", "id": "p", "gender": "female"}
-    patient["birthDate"] = "1955-01-01"
-    draft = {
-        "resourceType": "ServiceRequest",
-        "id": "sr",
-        "status": "draft",
-        "intent": "order",
-        "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "77080"}]},
-        "subject": {"reference": "Patient/p"},
-    }
+    patient, draft = fhir.patient("p"), fhir.draft_dxa("sr", subject="p")
     inner = {"resourceType": "Bundle", "id": "inner", "entry": [{"resource": draft}]}
     entries: list[Any] = [{"resource": patient}, {"resource": inner}, *bad_entries]
     return {"resourceType": "Bundle", "id": "orders", "type": "collection", "entry": entries}
@@ -149,9 +141,11 @@ def test_an_order_hook_replay_reports_a_bad_entry_as_the_service_does_in_draft_o
     hook: str,
 ) -> None:
     """A plain Bundle replayed under an order hook is split into record and draft orders by
-    the FHIR stage's walk: an entry that is no resource is the data error the service
-    gives for the same entry of the same Bundle in context.draftOrders (it used to be
-    dropped without a word), and the good entries are read as before."""
+    the FHIR stage's walk: an entry that is no resource is the data error the service's
+    mapping (`request_call`) and FHIR stage give for the same entry of the same Bundle in
+    context.draftOrders (it used to be dropped without a word), and the good entries are
+    read as before. (The HTTP service's body validation refuses such a draftOrders entry
+    before: tests/api.)"""
     document = _record_with_drafts(*BAD_ENTRIES)
     (job,) = read_source(Source("b.json", "b.json", text=json.dumps(document)), hook)
     assert isinstance(job, Job)
