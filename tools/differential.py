@@ -220,7 +220,9 @@ def _run_dump(tree: Path, inputs: Path, out: Path) -> None:
     )
 
 
-def compare(base: str, bundles: int) -> int:
+def compare(base: str, bundles: int, *, report: bool = False) -> int:
+    """1 when an evaluation differs (the first printed; with `report`, every one counted
+    and the first `REPORT_MOST` printed), else 0 after printing IDENTICAL."""
     with tempfile.TemporaryDirectory(prefix="differential-") as tmp:
         work = Path(tmp)
         base_tree = work / "base"
@@ -237,6 +239,14 @@ def compare(base: str, bundles: int) -> int:
                 handle.write(json.dumps([name, text]) + "\n")
         _run_dump(ROOT, inputs, work / "here.jsonl")
         _run_dump(base_tree, inputs, work / "base.jsonl")
+        if report:
+            count, lines = report_dumps(work / "here.jsonl", work / "base.jsonl")
+            if lines:
+                print(f"{len(lines)} of {count} evaluations differ from {base}:")
+                print("\n".join(lines[:REPORT_MOST]))
+                if len(lines) > REPORT_MOST:
+                    print(f"... and {len(lines) - REPORT_MOST} more")
+                return 1
         count, difference = compare_dumps(work / "here.jsonl", work / "base.jsonl")
         if difference is not None:
             print(difference)
@@ -261,6 +271,26 @@ def compare_dumps(here: Path, base: Path) -> tuple[int, str | None]:
                     f"  {_first_difference(a, b)}"
                 )
     return count, None
+
+
+#: Differing evaluations a report prints (it counts them all).
+REPORT_MOST = 20
+
+
+def report_dumps(here: Path, base: Path) -> tuple[int, list[str]]:
+    """(evaluations here, one line per evaluation that differs: name, hook, first place)."""
+    with here.open(encoding="utf-8") as mine, base.open(encoding="utf-8") as theirs:
+        pairs = list(itertools.zip_longest(mine, theirs))
+    lines: list[str] = []
+    for index, (line_here, line_base) in enumerate(pairs, 1):
+        if line_here is None or line_base is None:
+            more = "this tree" if line_base is None else "the base"
+            lines.append(f"evaluation {index} and after: only {more} made them")
+            break
+        if line_here != line_base:
+            a, b = json.loads(line_here), json.loads(line_base)
+            lines.append(f"{a.get('name')} ({a.get('hook')}): {_first_difference(a, b)}")
+    return sum(1 for pair in pairs if pair[0] is not None), lines
 
 
 #: The commit trailer that declares a change of clinical output (its value says why).
@@ -354,7 +384,7 @@ def run_ci(bundles: int, base: str | None = None) -> int:
         print(f"  {line}")
     if plan.base is None or plan.mode == "skip":
         return 0
-    status = compare(plan.base, bundles)
+    status = compare(plan.base, bundles, report=plan.mode == "report")
     if plan.mode == "report":
         print(
             "differential: output changes declared, so this is a report"

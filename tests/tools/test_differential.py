@@ -75,6 +75,16 @@ def test_dump_is_deterministic_and_compare_reports_the_first_difference(tmp_path
     record["cards"][0]["summary"] += "!"
     lines[2] = json.dumps(record, sort_keys=True)
     outs[1].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert tool.report_dumps(outs[0], outs[1]) == (
+        8,
+        [
+            "bench1 (patient-view): .cards[0].summary: "
+            + repr(record["cards"][0]["summary"][:-1])
+            + " here, "
+            + repr(record["cards"][0]["summary"])
+            + " at the base"
+        ],
+    )
     count, difference = tool.compare_dumps(outs[0], outs[1])
     assert count == 3
     assert difference is not None
@@ -180,8 +190,8 @@ def test_run_ci_exit_status_follows_the_plan(monkeypatch: pytest.MonkeyPatch) ->
     tool = _tool()
     compared: list[str] = []
 
-    def fake_compare(base: str, bundles: int) -> int:
-        compared.append(base)
+    def fake_compare(base: str, bundles: int, *, report: bool) -> int:
+        compared.append(f"{base} {'report' if report else 'check'}")
         return 1  # differences found
 
     monkeypatch.setattr(tool, "compare", fake_compare)
@@ -189,4 +199,4 @@ def test_run_ci_exit_status_follows_the_plan(monkeypatch: pytest.MonkeyPatch) ->
         plan = tool.CiPlan(mode, None if mode == "skip" else "abc", "m", ("c1: why",))
         monkeypatch.setattr(tool, "ci_plan", lambda *a, _p=plan, **k: _p)
         assert tool.run_ci(10) == status
-    assert compared == ["abc", "abc"]
+    assert compared == ["abc check", "abc report"]
