@@ -28,8 +28,10 @@ from cds.cards import CardBuildError, CardContext, CardRenderer, build_cards
 from cds.contracts.cards import Card
 from cds.contracts.facts import Fact
 from cds.contracts.hooks import HOOKS, EvaluationInput
+from cds.contracts.outcome import data_outcome, issue_sort_key
 from cds.engine import Engine, EngineError
 from cds.facts import FactSet, ParameterError, Params, Selected, build_facts, read_params
+from cds.fhir.drafts import draft_resources
 from cds.fhir.profiles import ProfileError, Profiles, load_profiles
 from cds.fhir.trace import Trace
 from cds.rules import Firing, RuleSet, load_ruleset
@@ -73,24 +75,6 @@ class EvaluationResult:
     patient_id: str | None = None
 
 
-def _draft_resources(draft_orders: Any) -> list[Any]:
-    """The draft resources to hash in `_digest` (order-insensitive): context.draftOrders
-    may be a Bundle, a list of resources, or one resource. Only for the digest: the FHIR
-    stage reads the draft orders (and reports bad entries)."""
-    if draft_orders is None:
-        return []
-    items = list(draft_orders) if isinstance(draft_orders, list | tuple) else [draft_orders]
-    out: list[Any] = []
-    for item in items:
-        if isinstance(item, dict) and item.get("resourceType") == "Bundle":
-            for entry in item.get("entry") or []:
-                if isinstance(entry, dict) and entry.get("resource") is not None:
-                    out.append(entry["resource"])
-        else:
-            out.append(item)
-    return out
-
-
 def _digest(inp: EvaluationInput) -> str:
     """A digest of everything the answer depends on (deterministic uuids)."""
 
@@ -103,10 +87,19 @@ def _digest(inp: EvaluationInput) -> str:
         "resources": sorted(canon(r) for r in inp.resources),
         "as_of": inp.as_of.isoformat(),
         "patient_id": inp.patient_id,
-        "draft_orders": sorted(canon(r) for r in _draft_resources(inp.draft_orders)),
+        # as the FHIR stage walks them (`cds.fhir.drafts`, the one reader of draft orders)
+        "draft_orders": sorted(canon(r) for r in draft_resources(inp.draft_orders)),
         "selections": sorted(inp.selections),
     }
     return hashlib.sha256(canon(payload).encode("utf-8")).hexdigest()
+
+
+def _outcome(factset: FactSet, inp: EvaluationInput) -> dict[str, Any] | None:
+    """The OperationOutcome of the data errors: the FHIR stage's and the facts', with those
+    a walk before the stage found (`EvaluationInput.issues`) sorted in."""
+    if not inp.issues:
+        return factset.outcome()
+    return data_outcome(sorted([*factset.issues, *inp.issues], key=issue_sort_key))
 
 
 def _patient_id(facts: FactSet, requested: str | None) -> str | None:
@@ -242,7 +235,7 @@ class Evaluator:
             ) from exc
         return EvaluationResult(
             cards=cards,
-            outcome=factset.outcome(),
+            outcome=_outcome(factset, inp),
             trace=factset.trace,
             fired=result.fired,
             facts=list(factset.facts),

@@ -15,6 +15,15 @@ The revision is exported with `git archive` into a temporary folder and evaluate
 own process, so both sides run their own code on the same inputs. Prints IDENTICAL, or the
 first input that differs and the first place in its result where it differs (exit 1).
 This is how the speed work of issues 5 and 6 was checked after every change.
+
+In CI (`.ci/run`) it runs as `tools/differential.py --ci`: against the merge base of HEAD
+with origin/main (or main), when that differs from HEAD. A change that is meant to change
+clinical output says so with a commit trailer on one of its commits since the merge base,
+
+    Changes-output: the rescan interval now follows CS-7.3 rev 3
+
+and the run is then a printed report of the differences, not a failure. On main itself
+(the merge base is HEAD), or with no main to compare with, it says so and compares nothing.
 """
 
 from __future__ import annotations
@@ -30,10 +39,10 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_OF = date(2026, 11, 23)
@@ -127,7 +136,8 @@ def dump(inputs: Path, out: Path) -> None:
     """Evaluate every input of `inputs` (NDJSON of [name, text]) with the `cds` on sys.path.
 
     This runs on the base revision's code too, so it uses only long-standing APIs
-    (`read_source`, `EvaluationInput`, `Evaluator.evaluate`), not newer helpers.
+    (`read_source`, `Job.to_input` or, before it, `EvaluationInput`,
+    `Evaluator.evaluate`), not newer helpers.
     """
     import cds
     from cds.pipeline import Evaluator
@@ -153,18 +163,20 @@ def _evaluated(evaluator: Any, item: Any) -> dict[str, Any]:
 
     if not isinstance(item, Job):
         return {"unreadable": item.outcome}
-    try:
-        result = evaluator.evaluate(
-            EvaluationInput(
-                hook=item.hook,
-                resources=item.resources,
-                as_of=AS_OF,
-                patient_id=item.patient_id,
-                draft_orders=item.draft_orders,
-                selections=item.selections,
-                uuid_seed=item.name,
-            )
+    if hasattr(item, "to_input"):  # the job's own mapping (and all it carries)
+        inp = item.to_input(AS_OF)
+    else:  # revisions before Job.to_input
+        inp = EvaluationInput(
+            hook=item.hook,
+            resources=item.resources,
+            as_of=AS_OF,
+            patient_id=item.patient_id,
+            draft_orders=item.draft_orders,
+            selections=item.selections,
+            uuid_seed=item.name,
         )
+    try:
+        result = evaluator.evaluate(inp)
     except EvaluationError as exc:
         return {"name": item.name, "error": str(exc)}
     return {
@@ -208,7 +220,9 @@ def _run_dump(tree: Path, inputs: Path, out: Path) -> None:
     )
 
 
-def compare(base: str, bundles: int) -> int:
+def compare(base: str, bundles: int, *, report: bool = False) -> int:
+    """1 when an evaluation differs (the first printed; with `report`, every one counted
+    and the first `REPORT_MOST` printed), else 0 after printing IDENTICAL."""
     with tempfile.TemporaryDirectory(prefix="differential-") as tmp:
         work = Path(tmp)
         base_tree = work / "base"
@@ -225,6 +239,14 @@ def compare(base: str, bundles: int) -> int:
                 handle.write(json.dumps([name, text]) + "\n")
         _run_dump(ROOT, inputs, work / "here.jsonl")
         _run_dump(base_tree, inputs, work / "base.jsonl")
+        if report:
+            count, lines = report_dumps(work / "here.jsonl", work / "base.jsonl")
+            if lines:
+                print(f"{len(lines)} of {count} evaluations differ from {base}:")
+                print("\n".join(lines[:REPORT_MOST]))
+                if len(lines) > REPORT_MOST:
+                    print(f"... and {len(lines) - REPORT_MOST} more")
+                return 1
         count, difference = compare_dumps(work / "here.jsonl", work / "base.jsonl")
         if difference is not None:
             print(difference)
@@ -251,16 +273,147 @@ def compare_dumps(here: Path, base: Path) -> tuple[int, str | None]:
     return count, None
 
 
+#: Differing evaluations a report prints (it counts them all).
+REPORT_MOST = 20
+
+
+def report_dumps(here: Path, base: Path) -> tuple[int, list[str]]:
+    """(evaluations here, one line per evaluation that differs: name, hook, first place)."""
+    with here.open(encoding="utf-8") as mine, base.open(encoding="utf-8") as theirs:
+        pairs = list(itertools.zip_longest(mine, theirs))
+    lines: list[str] = []
+    for index, (line_here, line_base) in enumerate(pairs, 1):
+        if line_here is None or line_base is None:
+            more = "this tree" if line_base is None else "the base"
+            lines.append(f"evaluation {index} and after: only {more} made them")
+            break
+        if line_here != line_base:
+            a, b = json.loads(line_here), json.loads(line_base)
+            lines.append(f"{a.get('name')} ({a.get('hook')}): {_first_difference(a, b)}")
+    return sum(1 for pair in pairs if pair[0] is not None), lines
+
+
+#: The commit trailer that declares a change of clinical output (its value says why).
+TRAILER = "Changes-output"
+#: Where CI looks for the branch a change is merged into, first found first.
+UPSTREAMS = ("origin/main", "main")
+
+
+class CiPlan(NamedTuple):
+    """What the CI run does: `skip` (why in `message`), `check` (IDENTICAL or fail) or
+    `report` (differences printed, not a failure: `declared` says why, per commit)."""
+
+    mode: str
+    base: str | None
+    message: str
+    declared: tuple[str, ...] = ()
+
+
+def _git(root: Path, *args: str) -> str | None:
+    done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def ci_plan(
+    root: Path = ROOT, upstreams: Sequence[str] = UPSTREAMS, base: str | None = None
+) -> CiPlan:
+    """The CI decision for the checkout at `root`: compare with `base` (default the merge
+    base of HEAD with the first of `upstreams` that exists), unless that is HEAD itself;
+    a `Changes-output:` trailer on a commit since the base turns the check into a report."""
+    head = _git(root, "rev-parse", "--verify", "HEAD^{commit}")
+    if head is None:
+        return CiPlan("skip", None, "differential: no HEAD commit, nothing to compare")
+    if base is None:
+        upstream = next(
+            (u for u in upstreams if _git(root, "rev-parse", "--verify", f"{u}^{{commit}}")),
+            None,
+        )
+        if upstream is None:
+            return CiPlan(
+                "skip",
+                None,
+                f"differential: none of {', '.join(upstreams)} exists, nothing to compare "
+                "(fetch origin/main, or set DIFFERENTIAL_BASE)",
+            )
+        base = _git(root, "merge-base", "HEAD", upstream)
+        if base is None:
+            return CiPlan("skip", None, f"differential: HEAD and {upstream} share no commit")
+    resolved = _git(root, "rev-parse", "--verify", f"{base}^{{commit}}")
+    if resolved is None:
+        return CiPlan("skip", None, f"differential: {base} is not a commit here")
+    if resolved == head:
+        return CiPlan(
+            "skip",
+            resolved,
+            f"differential: the base {resolved[:12]} is HEAD itself, nothing to compare",
+        )
+    log = _git(
+        root,
+        "log",
+        f"--format=%h%x1f%(trailers:key={TRAILER},valueonly,unfold,separator=%x1e)",
+        f"{resolved}..HEAD",
+    )
+    declared = tuple(
+        f"{commit}: {why.strip()}"
+        for line in (log or "").splitlines()
+        for commit, _, values in [line.partition("\x1f")]
+        for why in values.split("\x1e")
+        if why.strip()
+    )
+    if declared:
+        return CiPlan(
+            "report",
+            resolved,
+            f"differential: {len(declared)} {TRAILER} trailer(s) since {resolved[:12]}: "
+            "the differences are a report, not a failure",
+            declared,
+        )
+    return CiPlan(
+        "check",
+        resolved,
+        f"differential: against the merge base {resolved[:12]} (no {TRAILER} trailer since: "
+        "the output must be IDENTICAL)",
+    )
+
+
+def run_ci(bundles: int, base: str | None = None) -> int:
+    """`--ci`: the plan's run; its exit status (0 for skip and report)."""
+    plan = ci_plan(ROOT, base=base)
+    print(plan.message)
+    for line in plan.declared:
+        print(f"  {line}")
+    if plan.base is None or plan.mode == "skip":
+        return 0
+    status = compare(plan.base, bundles, report=plan.mode == "report")
+    if plan.mode == "report":
+        print(
+            "differential: output changes declared, so this is a report"
+            + (" (IDENTICAL all the same)" if status == 0 else "")
+        )
+        return 0
+    return status
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--base", default="HEAD", help="git revision to compare with")
+    parser.add_argument(
+        "--base", help="git revision to compare with (default HEAD; with --ci the merge base)"
+    )
     parser.add_argument("--bundles", type=int, default=1500, help="generated Bundles")
+    parser.add_argument(
+        "--ci",
+        action="store_true",
+        help=f"CI: against the merge base with {' or '.join(UPSTREAMS)} (or --base when "
+        f"given), a report instead of a failure when a commit since has a {TRAILER}: trailer",
+    )
     parser.add_argument("--dump", nargs=2, metavar=("INPUTS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.dump:
         dump(Path(args.dump[0]), Path(args.dump[1]))
         return
-    raise SystemExit(compare(args.base, args.bundles))
+    if args.ci:
+        raise SystemExit(run_ci(args.bundles, args.base))
+    raise SystemExit(compare(args.base or "HEAD", args.bundles))
 
 
 if __name__ == "__main__":

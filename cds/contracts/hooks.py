@@ -14,7 +14,11 @@ files). `request_call` is that mapping:
   prefetch Bundles, and reports a bad entry as a data error (a walk here would drop it);
 - for order-select, `context.selections` restricts them.
 
-`HookCall.to_input(as_of)` is the pipeline's `EvaluationInput` for it. Shape errors raise
+A caller that walks FHIR input itself before the FHIR stage reads it (`cds replay`, which
+splits a plain Bundle by patient and into record and draft orders with the FHIR stage's
+walk) hands on the data errors that walk found as `HookCall.issues`: the pipeline reports
+them with the stage's own, so nothing is dropped. `HookCall.to_input(as_of)` is the
+pipeline's `EvaluationInput` for it. Shape errors raise
 `RequestError` (what is wrong, the element, a FHIR IssueType code); the service validates
 first, so only request files can meet them.
 """
@@ -25,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
+
+from cds.contracts.outcome import DataIssue
 
 __all__ = [
     "HOOKS",
@@ -59,6 +65,9 @@ class EvaluationInput:
     #: Seed for name-based card and suggestion uuids (e.g. replay's input name): reruns
     #: with the same seed, rules and input give the same uuids. Implies deterministic.
     uuid_seed: str | None = None
+    #: Data errors of the input found before the FHIR stage read it (replay's walk of a
+    #: Bundle it split): in the result's outcome with the stage's own.
+    issues: Sequence[DataIssue] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +79,8 @@ class HookCall:
     patient_id: str | None = None
     draft_orders: list[JsonObject] = field(default_factory=list)
     selections: list[str] = field(default_factory=list)
+    #: data errors of entries a walk before the FHIR stage left out (see the module text)
+    issues: list[DataIssue] = field(default_factory=list)
 
     def to_input(self, as_of: date, *, uuid_seed: str | None = None) -> EvaluationInput:
         """The pipeline's input for this call as of `as_of` (uuids seeded by `uuid_seed`
@@ -82,6 +93,7 @@ class HookCall:
             draft_orders=self.draft_orders,
             selections=self.selections,
             uuid_seed=uuid_seed,
+            issues=self.issues,
         )
 
 

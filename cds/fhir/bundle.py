@@ -45,13 +45,34 @@ def _ref_of(raw: dict[str, Any], rtype: str) -> str:
 
 
 def flatten(
-    items: Iterable[Any], issues: list[DataIssue], trace: Trace, label: str = "input"
+    items: Iterable[Any],
+    issues: list[DataIssue],
+    trace: Trace,
+    label: str = "input",
+    *,
+    outcomes: bool = False,
 ) -> list[Entry]:
-    """Flatten Bundles (any type, nested) and loose resources into entries."""
-    out: list[Entry] = []
+    """Flatten Bundles (any type, nested) and loose resources into entries: the one walk
+    of FHIR input (the read, the draft orders, `split_by_patient`, `cds replay`).
+
+    What is not a resource is a data error in `issues`, named `label[i]` or by its Bundle
+    and entry; nulls and OperationOutcomes ("no data") go to the trace, or, with
+    `outcomes`, OperationOutcomes are entries too (for a caller that hands the resources
+    on to the read, which then traces them as it would have).
+    """
+    walk = _Walk([], issues, trace, outcomes)
     for i, item in enumerate(items):
-        _visit(item, (label, i), None, 0, out, issues, trace)
-    return out
+        _visit(item, (label, i), None, 0, walk)
+    return walk.out
+
+
+class _Walk(NamedTuple):
+    """Where one `flatten` puts what it finds, and whether OperationOutcomes are entries."""
+
+    out: list[Entry]
+    issues: list[DataIssue]
+    trace: Trace
+    outcomes: bool
 
 
 def _plain(obj: Any, full_url: str | None) -> Entry | None:
@@ -72,16 +93,15 @@ def _visit(
     at: tuple[str, int],
     full_url: str | None,
     depth: int,
-    out: list[Entry],
-    issues: list[DataIssue],
-    trace: Trace,
+    walk: _Walk,
 ) -> None:
     """One input item or Bundle entry resource; `at` (list label, index) names it in data
     errors and the trace as `label[index]`, a text made only for them."""
     plain = _plain(obj, full_url)
     if plain is not None:
-        out.append(plain)
+        walk.out.append(plain)
         return
+    issues, trace = walk.issues, walk.trace
     where = f"{at[0]}[{at[1]}]"
     if obj is None:
         trace.ignore(where, "no data (null)")
@@ -94,10 +114,10 @@ def _visit(
         issues.append(di.no_resource_type(where))
         return
     if rtype == "Bundle":
-        _visit_bundle(obj, depth, out, issues, trace)
+        _visit_bundle(obj, depth, walk)
         return
     ref = _ref_of(obj, rtype)
-    if rtype == "OperationOutcome":
+    if rtype == "OperationOutcome" and not walk.outcomes:
         text = ""
         iss = obj.get("issue")
         if isinstance(iss, list) and iss and isinstance(iss[0], dict):
@@ -106,16 +126,11 @@ def _visit(
                 text = f": {diag[:200]}"
         trace.ignore(ref, f"no data (the source sent an OperationOutcome{text})")
         return
-    out.append(Entry(obj, rtype, ref, full_url))
+    walk.out.append(Entry(obj, rtype, ref, full_url))
 
 
-def _visit_bundle(
-    bundle: dict[str, Any],
-    depth: int,
-    out: list[Entry],
-    issues: list[DataIssue],
-    trace: Trace,
-) -> None:
+def _visit_bundle(bundle: dict[str, Any], depth: int, walk: _Walk) -> None:
+    out, issues = walk.out, walk.issues
     if depth >= MAX_BUNDLE_DEPTH:
         issues.append(di.bundle_too_deep(_ref_of(bundle, "Bundle"), MAX_BUNDLE_DEPTH))
         return
@@ -145,7 +160,7 @@ def _visit_bundle(
         if res is None:
             continue  # e.g. a deleted entry in a history Bundle
         url = fu if isinstance(fu, str) else None
-        _visit(res, (f"{bref} entry", i), url, depth + 1, out, issues, trace)
+        _visit(res, (f"{bref} entry", i), url, depth + 1, walk)
 
 
 _entry_ref = attrgetter("ref")
@@ -217,13 +232,23 @@ def url_map(entries: list[Entry]) -> dict[str, str]:
     return {e.full_url: e.ref for e in entries if e.full_url}
 
 
-def split_by_patient(resources: Iterable[Any]) -> dict[str, list[dict[str, Any]]]:
+class PatientGroups(NamedTuple):
+    """`split_by_patient`'s answer: the resources of each patient, by patient id, and the
+    data errors of the input's entries that are no resource (they belong to no patient:
+    a caller reports them with every group, as `cds replay` does)."""
+
+    groups: dict[str, list[dict[str, Any]]]
+    issues: list[DataIssue]
+
+
+def split_by_patient(resources: Iterable[Any]) -> PatientGroups:
     """Group resources by the patient they belong to (via subject/patient references).
 
     Each Patient goes to its own group; resources referring to a patient go to that
     patient's group (also when the Patient itself is absent, so that evaluating the group
     reports it); resources without a patient reference (Device, Medication, ...) go to
-    every group. Bundles are flattened; nulls and OperationOutcomes are dropped.
+    every group. Bundles are flattened (`flatten`: what is no resource is a data error in
+    `issues`); nulls and OperationOutcomes are dropped.
 
     The Bundle's ``fullUrl``s do not travel with the groups, so references that only a
     fullUrl resolves (``urn:uuid:...``) in ``subject``, ``patient``, ``device`` and
@@ -232,6 +257,13 @@ def split_by_patient(resources: Iterable[Any]) -> dict[str, list[dict[str, Any]]
     """
     issues: list[DataIssue] = []
     entries = flatten(resources, issues, Trace())
+    return PatientGroups(group_by_patient(entries), issues)
+
+
+def group_by_patient(entries: list[Entry]) -> dict[str, list[dict[str, Any]]]:
+    """`split_by_patient`'s groups of entries already flattened (OperationOutcomes, entries
+    only when flattened with `outcomes=True`, are no data: left out)."""
+    entries = [e for e in entries if e.rtype != "OperationOutcome"]
     urls = url_map(entries)
     groups: dict[str, list[dict[str, Any]]] = {}
     shared: list[dict[str, Any]] = []

@@ -8,10 +8,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from cds.contracts.outcome import DataIssue
 from cds.fhir import models as m
 from cds.fhir.bundle import Entry, flatten, ref_target, subject_of, url_map
 from cds.fhir.common import ReadContext, display, errors_to_issues, when, why
 from cds.fhir.records import DraftRecord
+from cds.fhir.trace import Trace
 
 DRAFT_USED = {"draft", "active"}
 
@@ -25,6 +27,24 @@ class Selected:
     selections: Sequence[str] = ()
 
 
+def draft_entries(draft_orders: Any, issues: list[DataIssue], trace: Trace) -> list[Entry]:
+    """The draft orders (a Bundle, a list of resources, or one) as entries, walked by
+    `flatten` (what is no resource is a data error named `draftOrders[i]` or by its
+    Bundle and entry): what `read_drafts` reads."""
+    if draft_orders is None or (isinstance(draft_orders, list | tuple) and not draft_orders):
+        return []  # none (patient-view): nothing below would happen
+    items: list[Any] = (
+        list(draft_orders) if isinstance(draft_orders, list | tuple) else [draft_orders]
+    )
+    return flatten(items, issues, trace, label="draftOrders")
+
+
+def draft_resources(draft_orders: Any) -> list[dict[str, Any]]:
+    """The resources of the draft orders as `read_drafts` walks them (the pipeline's digest
+    of deterministic uuids hashes them); their data errors are the read's to report."""
+    return [e.raw for e in draft_entries(draft_orders, [], Trace())]
+
+
 def read_drafts(ctx: ReadContext, draft_orders: Any, chosen: str | None) -> None:
     """Every DXA ServiceRequest of the draft orders for the patient evaluated; of a
     `Selected`, only the drafts its selections name: the others are not what the
@@ -32,13 +52,10 @@ def read_drafts(ctx: ReadContext, draft_orders: Any, chosen: str | None) -> None
     selections: Sequence[str] = ()
     if isinstance(draft_orders, Selected):
         draft_orders, selections = draft_orders.orders, draft_orders.selections
-    if draft_orders is None or (isinstance(draft_orders, list | tuple) and not draft_orders):
-        return  # none (patient-view): nothing below would happen
     data = ctx.data
-    items: list[Any] = (
-        list(draft_orders) if isinstance(draft_orders, list | tuple) else [draft_orders]
-    )
-    entries = flatten(items, data.issues, data.trace, label="draftOrders")
+    entries = draft_entries(draft_orders, data.issues, data.trace)
+    if not entries:
+        return
     if selections:
         wanted = {s.strip() for s in selections}
         entries = [e for e in entries if f"{e.rtype}/{e.raw.get('id')}" in wanted]

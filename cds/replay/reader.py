@@ -11,6 +11,15 @@ Runs in the worker processes, so JSON parsing is spread over the workers. A docu
   `draft` are the draft orders (and, for order-select, all of them are selected);
 - a single FHIR resource: evaluated like a Bundle holding only that resource.
 
+The Bundle is walked by the FHIR stage's walk (`cds.fhir.bundle.flatten`), the one walk
+of FHIR input. Where the job hands the FHIR stage the Bundle itself (patient-view, one
+patient), the stage reports its entries that are no resource; where it hands on resources
+taken out of it (an order hook, or a Bundle split by patient), the walk's data errors go
+with the job (`HookCall.issues`, every patient's job of a split Bundle: an entry that is
+no resource belongs to none of them) and are in its outcome, as the FHIR stage reports
+the same entry of a request's `context.draftOrders` (`request_call`; the HTTP service's
+body validation refuses such a draftOrders entry before that) or of a prefetch Bundle.
+
 Anything else cannot be read: an `Unreadable` with an OperationOutcome saying why.
 """
 
@@ -28,11 +37,13 @@ from cds.contracts.hooks import (
     RequestError,
     request_call,
 )
-from cds.contracts.outcome import error_outcome
+from cds.contracts.outcome import DataIssue, error_outcome
+from cds.fhir.bundle import Entry, flatten, group_by_patient
+from cds.fhir.trace import Trace
 from cds.jsontext import loads
 from cds.replay.inputs import Source
 
-__all__ = ["Job", "Unreadable", "flatten", "read_source"]
+__all__ = ["Job", "Unreadable", "read_source"]
 
 DRAFT_ORDER_TYPES = ("ServiceRequest", "MedicationRequest")
 
@@ -120,43 +131,14 @@ def _parse(source: Source) -> JsonObject | Unreadable:
     return document
 
 
-def flatten(bundle: JsonObject) -> list[JsonObject]:
-    """The resources of a plain Bundle's entries (nested Bundles flattened), in entry
-    order: where `read_source` looks for its Patients and, for an order hook, its draft
-    orders. Entries without a resource object are skipped: the FHIR stage, which reads
-    the Bundle itself under patient-view, reports them.
-    """
-    resources: list[JsonObject] = []
-    entries = bundle.get("entry")
-    if not isinstance(entries, list):
-        return resources
-    for entry in entries:
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if not isinstance(resource, dict):
-            continue
-        if resource.get("resourceType") == "Bundle":
-            resources.extend(flatten(resource))
-        else:
-            resources.append(resource)
-    return resources
-
-
-def _patient_ids(resources: list[JsonObject]) -> list[str]:
+def _patient_ids(entries: list[Entry]) -> list[str]:
     ids: list[str] = []
-    for resource in resources:
-        if resource.get("resourceType") == "Patient":
-            rid = resource.get("id")
+    for e in entries:
+        if e.rtype == "Patient":
+            rid = e.raw.get("id")
             if isinstance(rid, str) and rid not in ids:
                 ids.append(rid)
     return ids
-
-
-def _split(document: JsonObject) -> dict[str, list[JsonObject]]:
-    """Per-patient resource lists of a multi-patient Bundle (cds.fhir does the grouping,
-    with the Bundle's fullUrls, so urn:uuid references resolve)."""
-    from cds.fhir import split_by_patient
-
-    return split_by_patient([document])
 
 
 def _is_draft_order(resource: JsonObject) -> bool:
@@ -169,37 +151,42 @@ def _bundle_job(
     hook: str,
     resources: list[JsonObject],
     patient_id: str | None,
-    original: JsonObject | None,
+    issues: list[DataIssue],
 ) -> Job:
+    """The job of resources taken out of a Bundle (or of one resource), with the data
+    errors of the walk that took them out."""
     if hook not in ORDER_HOOKS:
-        # Hand over the Bundle itself when it is whole: the FHIR stage reports malformed
-        # entries with their position, which a flattened list would have lost.
-        given = [original] if original is not None else resources
-        return Job(name, key, HookCall(hook, given, patient_id))
+        return Job(name, key, HookCall(hook, resources, patient_id, issues=issues))
     drafts = [r for r in resources if _is_draft_order(r)]
     rest = [r for r in resources if not _is_draft_order(r)]
     selections = (
         [f"{r.get('resourceType')}/{r.get('id')}" for r in drafts] if hook == "order-select" else []
     )
-    return Job(name, key, HookCall(hook, rest, patient_id, drafts, selections))
+    return Job(name, key, HookCall(hook, rest, patient_id, drafts, selections, issues))
 
 
 def _bundle_jobs(source: Source, document: JsonObject, hook: str) -> list[Job]:
-    if document.get("resourceType") == "Bundle":
-        resources = flatten(document)
-        original: JsonObject | None = document
-    else:
-        resources = [document]
-        original = None
-    patients = _patient_ids(resources)
-    if len(patients) <= 1:
-        pid = patients[0] if patients else None
-        return [_bundle_job(source.name, source.key, hook, resources, pid, original)]
-    jobs: list[Job] = []
-    for pid, own in _split(document).items():
-        suffix = f"#Patient/{pid}"
-        jobs.append(_bundle_job(source.name + suffix, source.key + suffix, hook, own, pid, None))
-    return jobs
+    name, key = source.name, source.key
+    if document.get("resourceType") != "Bundle":
+        rid = document.get("id")
+        pid = rid if document.get("resourceType") == "Patient" and isinstance(rid, str) else None
+        return [_bundle_job(name, key, hook, [document], pid, [])]
+    issues: list[DataIssue] = []
+    # OperationOutcomes stay entries: handed on with the record, the FHIR stage traces
+    # them as "no data", as it does in the Bundle itself
+    entries = flatten([document], issues, Trace(), outcomes=True)
+    patients = _patient_ids(entries)
+    if len(patients) > 1:
+        return [
+            _bundle_job(f"{name}#Patient/{pid}", f"{key}#Patient/{pid}", hook, own, pid, issues)
+            for pid, own in group_by_patient(entries).items()
+        ]
+    pid = patients[0] if patients else None
+    if hook not in ORDER_HOOKS:
+        # The Bundle itself, whole: the FHIR stage walks it and reports its entries that
+        # are no resource with their position (`issues` holds those same data errors).
+        return [Job(name, key, HookCall(hook, [document], pid))]
+    return [_bundle_job(name, key, hook, [e.raw for e in entries], pid, issues)]
 
 
 def _request_job(source: Source, document: JsonObject) -> Job | Unreadable:

@@ -23,8 +23,9 @@ import httpx
 import pytest
 
 from cds.api import create_app
+from cds.fhir.bundle import flatten
+from cds.fhir.trace import Trace
 from cds.pipeline import Evaluator
-from cds.replay.reader import flatten
 from cds.settings import Settings
 from tests.api.conftest import TestClient
 from tests.api.fhir_server import TOKEN, RunningServer, StoryFhirServer
@@ -71,16 +72,21 @@ def service(
         yield client
 
 
+def _resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    """The resources of a story Bundle, as the FHIR stage walks them."""
+    return [e.raw for e in flatten([bundle], [], Trace())]
+
+
 def story_call(document: dict[str, Any]) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
     """(hook, context, resources held by the FHIR server) of a story file."""
     if document.get("resourceType") == "Bundle":
-        resources = flatten(document)
+        resources = _resources(document)
         patient = next(r for r in resources if r["resourceType"] == "Patient")
         return "patient-view", {"userId": "Practitioner/qa", "patientId": patient["id"]}, resources
     resources = []
     for value in (document.get("prefetch") or {}).values():
         if isinstance(value, dict):
-            resources.extend(flatten(value) if value["resourceType"] == "Bundle" else [value])
+            resources.extend(_resources(value) if value["resourceType"] == "Bundle" else [value])
     return document["hook"], document["context"], resources
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from cds.contracts.cards import dump_cards
+from cds.contracts.outcome import DataIssue
 from cds.pipeline import EvaluationError, EvaluationInput, Evaluator
 from cds.rules import RuleSetError
 from tests.clinical.helpers import AS_OF, RULES
@@ -133,3 +134,49 @@ def test_bad_rules_are_rejected_at_load(tmp_path: Path) -> None:
     (rules / "workup.yaml").write_text("rules: [{id: x}]\n", encoding="utf-8")
     with pytest.raises(RuleSetError):
         Evaluator.from_rules_dir(rules)
+
+
+def test_deterministic_uuids_hash_the_draft_orders_as_the_fhir_stage_walks_them() -> None:
+    """The digest takes the draft orders from the one drafts reader (`cds.fhir.drafts`):
+    a Bundle of drafts, the same drafts as a list, nested or in another order are the
+    same input; another draft is another."""
+    resources = [patient(), device(), lumbar_t(-1.5, "2026-01-15")]
+    other = {**_draft(), "id": "o2"}
+
+    def uuids(draft_orders: Any) -> set[str | None]:
+        inp = _inp(resources, hook="order-sign", draft_orders=draft_orders, deterministic=True)
+        cards = evaluator().evaluate(inp).cards
+        assert cards
+        assert all(c.uuid for c in cards)
+        return {c.uuid for c in cards}
+
+    def bundle(*items: dict[str, Any]) -> dict[str, Any]:
+        return {"resourceType": "Bundle", "entry": [{"resource": r} for r in items]}
+
+    first = uuids(bundle(_draft(), other))
+    assert uuids([other, _draft()]) == first
+    assert uuids([bundle(bundle(other), _draft())]) == first
+    assert uuids(bundle(_draft())).isdisjoint(first)
+
+
+def test_data_errors_found_before_the_fhir_stage_are_in_the_outcome() -> None:
+    """`EvaluationInput.issues` (replay's walk of a Bundle it split) are reported with the
+    FHIR stage's own data errors, sorted in; none leaves the outcome as it was."""
+    bad = lumbar_bmd(0.9, "2026-11-09")
+    bad["valueQuantity"]["unit"] = bad["valueQuantity"]["code"] = "g/cm3"
+    resources = [patient(), device(), lumbar_t(-1.7, "2026-11-09"), bad]
+    alone = evaluator().evaluate(_inp(resources))
+    assert alone.outcome is not None
+    walked = DataIssue(
+        severity="error", code="structure", resource="Bundle/b entry[9]", message="no resource"
+    )
+    result = evaluator().evaluate(_inp(resources, issues=[walked]))
+    assert result.outcome is not None
+    issues = result.outcome["issue"]
+    assert walked.to_fhir() in issues
+    assert [i for i in issues if i != walked.to_fhir()] == alone.outcome["issue"]
+    assert [c.topic for c in result.cards] == [c.topic for c in alone.cards]
+    assert evaluator().evaluate(_inp([patient()], issues=[walked])).outcome == {
+        "resourceType": "OperationOutcome",
+        "issue": [walked.to_fhir()],
+    }

@@ -113,7 +113,8 @@ def test_split_by_patient() -> None:
         lumbar_t(-3.0, id="c", subject="p3"),
         {"resourceType": "Device", "id": "d1"},
     )
-    groups = split_by_patient([b, None])
+    groups, issues = split_by_patient([b, None])
+    assert issues == []
     assert list(groups) == ["p1", "p2", "p3"]
     ids = {k: sorted(r["id"] for r in v) for k, v in groups.items()}
     assert ids == {"p1": ["a", "d1", "p1"], "p2": ["b", "d1", "p2"], "p3": ["c", "d1"]}
@@ -141,9 +142,35 @@ def test_split_groups_are_self_contained_when_references_are_urns() -> None:
             {"fullUrl": "urn:uuid:o2", "resource": o2},
         ],
     }
-    groups = split_by_patient([b])
+    groups = split_by_patient([b]).groups
     assert o1["subject"] == {"reference": "urn:uuid:pat-1"}  # the input is not modified
     a1 = assessment(build_facts(groups["p1"], PARAMS, AS_OF))
     a2 = assessment(build_facts(groups["p2"], PARAMS, AS_OF))
     assert (a1.lumbar_t, a2.lumbar_t) == (-1.0, -2.0)
     assert a1.manufacturer == "hologic"
+
+
+def test_split_by_patient_returns_the_data_errors_of_entries_that_are_no_resource() -> None:
+    """They belong to no group, and used to be lost in the split."""
+    b = {**bundle(patient("p1"), patient("p2")), "id": "two"}
+    b["entry"] += [{"resource": "Observation/x"}, 7]
+    groups, issues = split_by_patient([b])
+    assert list(groups) == ["p1", "p2"]
+    assert [(i.resource, i.expression) for i in issues] == [
+        ("Bundle/two entry[2]", None),
+        ("Bundle/two", "Bundle.entry[3]"),
+    ]
+    expected: list[DataIssue] = []
+    flatten([b], expected, Trace())
+    assert issues == expected  # the read's own data errors for the same entries
+
+
+def test_flatten_keeps_operation_outcomes_as_entries_when_asked() -> None:
+    oo = {"resourceType": "OperationOutcome", "id": "oo", "issue": []}
+    issues: list[DataIssue] = []
+    kept = flatten([bundle(oo, patient())], issues, Trace(), outcomes=True)
+    assert [e.ref for e in kept] == ["OperationOutcome/oo", "Patient/p1"]
+    trace = Trace()
+    assert [e.ref for e in flatten([bundle(oo, patient())], issues, trace)] == ["Patient/p1"]
+    assert [i.resource for i in trace.ignored] == ["OperationOutcome/oo"]
+    assert issues == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cds.contracts.hooks import request_call
+from cds.pipeline import Evaluator
 from cds.replay.inputs import Source, discover
-from cds.replay.reader import Job, Unreadable, flatten, read_source
+from cds.replay.reader import Job, Unreadable, read_source
+from tests import fhir_factory as fhir
+from tests.stories.helpers import AS_OF, RULES
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "replay"
 
@@ -107,13 +112,103 @@ def test_single_resource_is_evaluated_like_a_bundle_of_one() -> None:
     assert job.patient_id == "p1"
 
 
-def test_flatten_reads_nested_bundles_and_skips_entries_without_resource() -> None:
-    inner = {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "A", "id": "2"}}]}
-    outer = {
-        "resourceType": "Bundle",
-        "entry": [{"resource": {"resourceType": "A", "id": "1"}}, {"resource": inner}, {}, 3],
+def _record_with_drafts(*bad_entries: Any) -> dict[str, Any]:
+    """A plain Bundle holding a patient's record, a draft DXA order (nested, as a
+    transaction Bundle can hold it) and `bad_entries` after them."""
+    patient, draft = fhir.patient("p"), fhir.draft_dxa("sr", subject="p")
+    inner = {"resourceType": "Bundle", "id": "inner", "entry": [{"resource": draft}]}
+    entries: list[Any] = [{"resource": patient}, {"resource": inner}, *bad_entries]
+    return {"resourceType": "Bundle", "id": "orders", "type": "collection", "entry": entries}
+
+
+#: Entries that are no resource, as a junk-laden Bundle holds them: reported by position.
+BAD_ENTRIES: list[Any] = [
+    "not an entry",
+    {"resource": "ServiceRequest/elsewhere"},
+    {"resource": {"status": "draft", "intent": "order"}},
+    {"resource": []},
+]
+
+
+def _entry_issues(outcome: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The outcome's issues that name the Bundle `orders` (or one of its entries)."""
+    issues = (outcome or {}).get("issue", [])
+    return [i for i in issues if str(i.get("diagnostics")).startswith("Bundle/orders")]
+
+
+@pytest.mark.parametrize("hook", ["order-sign", "order-select"])
+def test_an_order_hook_replay_reports_a_bad_entry_as_the_service_does_in_draft_orders(
+    hook: str,
+) -> None:
+    """A plain Bundle replayed under an order hook is split into record and draft orders by
+    the FHIR stage's walk: an entry that is no resource is the data error the service's
+    mapping (`request_call`) and FHIR stage give for the same entry of the same Bundle in
+    context.draftOrders (it used to be dropped without a word), and the good entries are
+    read as before. (The HTTP service's body validation refuses such a draftOrders entry
+    before: tests/api.)"""
+    document = _record_with_drafts(*BAD_ENTRIES)
+    (job,) = read_source(Source("b.json", "b.json", text=json.dumps(document)), hook)
+    assert isinstance(job, Job)
+    assert [r["id"] for r in job.draft_orders] == ["sr"]
+    assert [r.get("id") for r in job.resources] == ["p"]
+    evaluator = Evaluator.from_rules_dir(RULES)
+    as_of = date.fromisoformat(AS_OF)
+    replayed = evaluator.evaluate(job.to_input(as_of))
+    request = {
+        "hook": hook,
+        "context": {"patientId": "p", "draftOrders": document},
+        "prefetch": {"patient": document["entry"][0]["resource"]},
     }
-    assert [r["id"] for r in flatten(outer)] == ["1", "2"]
+    served = evaluator.evaluate(request_call(request).to_input(as_of))
+    reported = _entry_issues(replayed.outcome)
+    assert reported == _entry_issues(served.outcome)
+    first_bad = len(document["entry"]) - len(BAD_ENTRIES)
+    assert len(reported) == len(BAD_ENTRIES)
+    assert reported[0]["expression"] == [f"Bundle.entry[{first_bad}]"]  # not an object
+    assert [str(i["diagnostics"]).split(":")[0] for i in reported[1:]] == [
+        f"Bundle/orders entry[{first_bad + k}]" for k in range(1, len(BAD_ENTRIES))
+    ]
+    # the draft order is read (used in the trace) on both sides
+    assert "ServiceRequest/sr" in {u.resource for u in replayed.trace.used}
+    assert "ServiceRequest/sr" in {u.resource for u in served.trace.used}
+
+
+def test_a_good_bundle_under_an_order_hook_carries_no_data_errors_and_traces_outcomes() -> None:
+    """The other side: nothing to report, and an OperationOutcome entry (no data) is
+    handed on with the record, so the FHIR stage traces it as it does under patient-view."""
+    outcome = {"resourceType": "OperationOutcome", "id": "oo", "issue": [{"severity": "error"}]}
+    document = _record_with_drafts({"resource": outcome})
+    (job,) = read_source(Source("b.json", "b.json", text=json.dumps(document)), "order-sign")
+    assert isinstance(job, Job)
+    assert job.call.issues == []
+    assert [r["id"] for r in job.resources] == ["p", "oo"]
+    result = Evaluator.from_rules_dir(RULES).evaluate(job.to_input(date.fromisoformat(AS_OF)))
+    assert _entry_issues(result.outcome) == []
+    assert any(i.resource == "OperationOutcome/oo" for i in result.trace.ignored)
+
+
+@pytest.mark.parametrize("hook", ["patient-view", "order-sign"])
+def test_a_split_bundle_reports_its_bad_entries_with_every_patient(hook: str) -> None:
+    """An entry that is no resource belongs to no patient of a split Bundle: every
+    patient's input reports it (its data errors used to be lost in the split)."""
+    document = json.loads((FIXTURES / "cases" / "family.json").read_text())
+    document["entry"].append({"resource": "Observation/lost"})
+    bad_at = len(document["entry"]) - 1
+    jobs = read_source(Source("f.json", "f.json", text=json.dumps(document)), hook)
+    assert [j.name for j in jobs] == ["f.json#Patient/r-mother", "f.json#Patient/r-son"]
+    evaluator = Evaluator.from_rules_dir(RULES)
+    for job in jobs:
+        assert isinstance(job, Job)
+        result = evaluator.evaluate(job.to_input(date.fromisoformat(AS_OF)))
+        issues = (result.outcome or {}).get("issue", [])
+        named = [i for i in issues if f"entry[{bad_at}] is not a FHIR resource" in str(i)]
+        assert len(named) == 1, issues
+
+
+def test_a_split_bundle_without_bad_entries_carries_no_data_errors() -> None:
+    jobs = _one(FIXTURES / "cases" / "family.json")
+    assert len(jobs) == 2
+    assert all(isinstance(j, Job) and j.call.issues == [] for j in jobs)
 
 
 @pytest.mark.parametrize(
