@@ -288,6 +288,18 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def _stack() -> str:
+    """The event loop and HTTP parser uvicorn's "auto" picks in this interpreter."""
+    names = []
+    for module, fallback in (("uvloop", "asyncio"), ("httptools", "h11")):
+        try:
+            __import__(module)
+            names.append(module)
+        except ImportError:
+            names.append(fallback)
+    return " + ".join(names)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=500, help="requests per measurement")
@@ -357,7 +369,8 @@ def main() -> None:
     print(
         f"POST /cds-services/bmd-patient-view, {RESOURCES} resources ({size / 1024:.1f} KiB), "
         f"{args.requests} requests per row, loopback, {os.cpu_count()} CPUs "
-        "(service-2w: cds serve --workers 2; the others one uvicorn worker)"
+        "(service-2w: cds serve --workers 2; the others one uvicorn worker; "
+        f"this interpreter's uvicorn runs on {_stack()})"
     )
     print(
         f"{'server':<10} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} "
