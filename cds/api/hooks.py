@@ -280,15 +280,24 @@ def _failed(service_id: str, hook_instance: str, version: str | None, fetch_ms: 
         "evaluation failed",
         extra={"event": "evaluation-failed", "hookInstance": hook_instance, "service": service_id},
     )
+    return internal_error(
+        hook_instance, version, f"while evaluating hookInstance {hook_instance}", fetch_ms
+    )
+
+
+def internal_error(
+    hook_instance: str, version: str | None, what: str, fetch_ms: float | None = None
+) -> Answered:
+    """The 500 of a call that failed `what` (e.g. "while evaluating hookInstance ..."):
+    no decision support was computed, which the answer says is not "no cards"."""
     return Answered(
         hook_instance,
         500,
         version,
         issues=[
             issue(
-                f"Internal error while evaluating hookInstance {hook_instance}; no "
-                "decision support was computed (this is not 'no cards'). The service log has "
-                "the details under this hookInstance.",
+                f"Internal error {what}; no decision support was computed (this is not "
+                "'no cards'). The service log has the details under this hookInstance.",
                 code="exception",
             )
         ],

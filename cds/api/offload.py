@@ -49,8 +49,7 @@ from typing import Any
 
 import anyio
 
-from cds.api.errors import issue
-from cds.api.hooks import Answered, compute
+from cds.api.hooks import Answered, compute, internal_error
 from cds.api.ruleset import EvaluatorLike, load_evaluator
 from cds.api.state import CallEnv
 from cds.settings import Settings
@@ -255,19 +254,11 @@ class Offload:
         )
         if self._drop(pool):
             self.start()
-        return Answered(
+        return internal_error(
             hook_instance,
-            500,
             version,
-            issues=[
-                issue(
-                    f"Internal error: the worker process computing hookInstance "
-                    f"{hook_instance} stopped (out of memory?); no decision support was "
-                    "computed (this is not 'no cards'). Send the call again; the service log "
-                    "has the details.",
-                    code="exception",
-                )
-            ],
+            f"in the worker process computing hookInstance {hook_instance}: it stopped (out "
+            "of memory?); send the call again",
         )
 
     def _drop(self, pool: _Pool | None) -> bool:
