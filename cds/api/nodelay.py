@@ -12,10 +12,11 @@ harmless).
 uvicorn writes a response's status line and headers when the app sends
 `http.response.start`, and its body with `http.response.body`: with TCP_NODELAY those are
 two segments and two `send` calls, and the first wakes the client to read half an answer.
-`Coalescing` holds what is written during one turn of the event loop and writes it as
-one piece when the turn ends (or before the connection closes): a response sent by one
-`Response` call (every answer of this service) leaves in one `send`; a streamed one still
-leaves chunk by chunk, each within the turn that wrote it.
+`Coalescing` holds what is written and writes it as one piece when uvicorn completes the
+response (`on_response_complete`), before the connection closes, or at the end of the
+event-loop turn, whichever comes first: a whole response (every answer of this service)
+leaves in one `send` at once, never behind another call's evaluation; a streamed one
+still leaves chunk by chunk, each within the turn that wrote it.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ PROTOCOL = "cds.api.nodelay:NoDelayProtocol"
 
 
 class Coalescing:
-    """A transport whose writes within one event-loop turn reach the socket as one write;
-    everything else is the wrapped transport's."""
+    """A transport whose writes reach the socket as one write at `flush`, at `close` or at
+    the end of the event-loop turn they were made in; everything else is the wrapped
+    transport's."""
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
@@ -46,14 +48,15 @@ class Coalescing:
         if not data:
             return
         if not self._pending:
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)
         self._pending.append(bytes(data))
 
     def writelines(self, chunks: Any) -> None:
         for chunk in chunks:
             self.write(chunk)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write what is held now (one write)."""
         if not self._pending:
             return
         data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
@@ -62,7 +65,7 @@ class Coalescing:
             self._transport.write(data)
 
     def close(self) -> None:
-        self._flush()
+        self.flush()
         self._transport.close()
 
     def abort(self) -> None:
@@ -79,4 +82,9 @@ class NoDelayProtocol(_Base):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super().connection_made(Coalescing(transport))  # type: ignore[arg-type]
+        self._coalescing = Coalescing(transport)
+        super().connection_made(self._coalescing)  # type: ignore[arg-type]
+
+    def on_response_complete(self) -> None:
+        self._coalescing.flush()  # the whole response, now, in one write
+        super().on_response_complete()

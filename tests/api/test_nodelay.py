@@ -46,14 +46,22 @@ def test_writes_within_one_loop_turn_leave_as_one_and_close_sends_what_waits() -
         before = list(real.writes)  # nothing yet: the turn has not ended
         await asyncio.sleep(0)
         one_turn = list(real.writes)
+        transport.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        transport.flush()  # uvicorn completed the response: written now, not at turn end
+        flushed = len(real.writes)
         transport.write(b"last words")
         transport.close()  # before the turn ends: written first, then closed
+        assert flushed == 2
         return before, one_turn, real.writes, real.closed, transport.get_extra_info("peer")
 
     before, one_turn, after_close, closed, info = asyncio.run(scenario())
     assert before == []
     assert one_turn == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
-    assert after_close == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"last words"]
+    assert after_close == [
+        b"HTTP/1.1 200 OK\r\n\r\nbody",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"last words",
+    ]
     assert closed
     assert info == "info:peer"
 
