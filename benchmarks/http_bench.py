@@ -213,11 +213,27 @@ def start(kind: str, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
             raise SystemExit(f"{kind} server exited with {proc.returncode}")
         try:
             httpx.post(f"{base}/cds-services/bmd-patient-view", content=b"{}", timeout=1)
+            if kind in ("service", "service-2w"):
+                _wait_ready(proc, base, deadline)
             return proc, base
         except httpx.HTTPError:
             time.sleep(0.2)
     proc.kill()
     raise SystemExit(f"{kind} server did not start")
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], base: str, deadline: float) -> None:
+    """Until /ready answers 200 five times running (each on a new connection, so both
+    workers of service-2w are asked): the worker processes for big bodies start with the
+    service, and their start-up CPU must not fall into the measured slices."""
+    running = 0
+    while running < 5:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise SystemExit(f"{base} did not become ready")
+        ok = httpx.get(f"{base}/ready", timeout=2).status_code == 200
+        running = running + 1 if ok else 0
+        time.sleep(0.05 if ok else 0.2)
 
 
 async def load(base: str, body: dict[str, Any], clients: int, total: int) -> dict[str, Any]:
