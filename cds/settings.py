@@ -133,7 +133,7 @@ class Settings(DataFolders):
         1,
         ge=0,
         description="worker processes per service process for bodies above "
-        "process_body_bytes (started with the first; 0: such bodies use threads)",
+        "process_body_bytes (started with the service; 0: such bodies use threads)",
     )
     jwt_leeway: int = Field(30, ge=0, le=300, description="clock skew allowed on exp/iat, s")
     jwt_max_lifetime: int = Field(

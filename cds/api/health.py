@@ -1,8 +1,9 @@
 """Operations endpoints, open without a JWT (they carry no patient data):
 
 - `GET /health`: liveness, 200 while the process serves requests.
-- `GET /ready`: readiness, 200 when a rule set is in service and the store takes a write
-  within `READY_STORE_SECONDS`; else 503 with what is wrong (rules, store).
+- `GET /ready`: readiness, 200 when a rule set is in service, the store takes a write
+  within `READY_STORE_SECONDS` and the worker processes for big bodies (when the service
+  has them, `cds.api.offload`) are up; else 503 with what is wrong (rules, store, pool).
 - `GET /metrics`: Prometheus text exposition (`cds.api.metrics`).
 """
 
@@ -30,7 +31,7 @@ def add_operations(app: FastAPI, state: ServiceState) -> None:
     async def health() -> Response:
         return _json(200, {"status": "ok", "version": cds.__version__})
 
-    @app.get("/ready", summary="Readiness: rules loaded, store writable (no JWT)")
+    @app.get("/ready", summary="Readiness: rules loaded, store writable, pool up (no JWT)")
     async def ready() -> Response:
         problems: list[str] = []
         version: str | None = None
@@ -38,6 +39,8 @@ def add_operations(app: FastAPI, state: ServiceState) -> None:
             version = state.holder.evaluator.ruleset_version
         except Exception:
             problems.append("no rule set in service")
+        if state.offload is not None and (starting := state.offload.problem()) is not None:
+            problems.append(starting)
         with anyio.move_on_after(READY_STORE_SECONDS) as scope:
             error = await anyio.to_thread.run_sync(state.store.probe, abandon_on_cancel=True)
             if error:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -67,23 +67,33 @@ class Answered:
 async def answer_call(state: ServiceState, service_id: str, body: bytes) -> Response:
     """`POST /cds-services/{id}`: parse -> resolve the prefetch -> evaluate -> respond, with
     every answer (refusals and failures included) audited. Bodies above
-    `settings.process_body_bytes` are computed in a worker process (`cds.api.offload`)."""
+    `settings.process_body_bytes`, and calls whose fallback fetch answers more than that,
+    are computed in a worker process (`cds.api.offload`)."""
     started = time.perf_counter()
     hook, _title, _desc = service_of(service_id)
     env = state.env()
     answered = None
-    if state.offload is not None and len(body) > state.settings.process_body_bytes:
-        answered = await state.offload.compute(env, service_id, body)
+    offload = state.offload
+    if offload is not None and len(body) > state.settings.process_body_bytes:
+        answered = await offload.compute(env, service_id, body)
     if answered is None:
-        answered = await compute(env, service_id, body)
+        try:
+            answered = await compute(env, service_id, body)
+        except prefetch_mod.ComputeElsewhere:  # a fetched answer too big to parse here
+            assert offload is not None  # (only raised when env.parse_here_bytes is set)
+            answered = await offload.compute(env, service_id, body)
+            if answered is None:  # the rules changed again: here after all, in a thread
+                answered = await compute(replace(env, parse_here_bytes=None), service_id, body)
     return _finish(state, service_id, hook, started, answered)
 
 
 async def compute(env: CallEnv, service_id: str, body: bytes) -> Answered:
     """The call computed: parse (400 before the hookInstance is known raises ApiError),
-    then every other answer as an `Answered`."""
+    then every other answer as an `Answered` (`ComputeElsewhere` propagates)."""
     hook, _title, _desc = service_of(service_id)
     request: CdsRequest = await parsed(env.limiter, CdsRequest, body, "CDS Hooks request")
+    if env.heard is not None:
+        env.heard(request.hookInstance)
     try:
         return await _answer(env, service_id, hook, request)
     except ApiError as exc:
@@ -94,6 +104,8 @@ async def compute(env: CallEnv, service_id: str, body: bytes) -> Answered:
             headers=exc.headers,
             reason=exc.expressions(),
         )
+    except prefetch_mod.ComputeElsewhere:
+        raise
     except Exception:
         log.exception(
             "hook call failed",
@@ -191,6 +203,7 @@ async def _resolve(env: CallEnv, request: CdsRequest, patient_id: str) -> Prefet
         deadline=settings.fhir_deadline_ms / 1000,
         max_bytes=settings.fhir_max_bytes,
         transport=env.fhir_transport,
+        parse_here_bytes=env.parse_here_bytes,
     )
 
 
@@ -267,15 +280,24 @@ def _failed(service_id: str, hook_instance: str, version: str | None, fetch_ms: 
         "evaluation failed",
         extra={"event": "evaluation-failed", "hookInstance": hook_instance, "service": service_id},
     )
+    return internal_error(
+        hook_instance, version, f"while evaluating hookInstance {hook_instance}", fetch_ms
+    )
+
+
+def internal_error(
+    hook_instance: str, version: str | None, what: str, fetch_ms: float | None = None
+) -> Answered:
+    """The 500 of a call that failed `what` (e.g. "while evaluating hookInstance ..."):
+    no decision support was computed, which the answer says is not "no cards"."""
     return Answered(
         hook_instance,
         500,
         version,
         issues=[
             issue(
-                f"Internal error while evaluating hookInstance {hook_instance}; no "
-                "decision support was computed (this is not 'no cards'). The service log has "
-                "the details under this hookInstance.",
+                f"Internal error {what}; no decision support was computed (this is not "
+                "'no cards'). The service log has the details under this hookInstance.",
                 code="exception",
             )
         ],

@@ -1,5 +1,7 @@
 """The service's lifespan: the evaluation thread limiter, rule reloads (SIGHUP and the
-folder poll), the runtime settings at startup (cds.runtime.settle_heap), closing the store."""
+folder poll), the runtime settings at startup (cds.runtime.settle_heap), the worker
+processes for big bodies (started and warmed at startup, `cds.api.offload`), closing them
+and the store."""
 
 from __future__ import annotations
 
@@ -40,6 +42,8 @@ def lifespan_of(
         if state.settings.reload_rules and state.holder.rules_dir is not None:
             tasks.append(loop.create_task(_poll_rules(state)))
         settle_heap()  # once per process: gc.freeze of the start-up heap, gen0 threshold
+        if state.offload is not None:
+            state.offload.start()  # big bodies' worker processes, warmed in the background
         try:
             yield
         finally:
@@ -48,7 +52,7 @@ def lifespan_of(
             if sighup:
                 loop.remove_signal_handler(signal.SIGHUP)
             if state.offload is not None:
-                await anyio.to_thread.run_sync(state.offload.close)
+                await state.offload.close()
             await anyio.to_thread.run_sync(state.store.close)
 
     return lifespan

@@ -10,6 +10,12 @@ OperationOutcomes in place of a prefetch value are "no data" and noted in the re
 notes. All fetches of a call share one deadline and each answer is size-bounded while it
 streams; Devices that Observations reference but the data lacks are read (rev 2), or
 noted as not available.
+
+An answer larger than `parse_here_bytes` (the service process's `process_body_bytes`, when
+it has worker processes for big bodies) is not read further: `ComputeElsewhere` ends the
+call's computation in the service process, which computes it again, fetches included, in a
+worker process (`cds.api.offload`), where parsing it holds no other call's GIL. The
+fetches before it are then made twice; the worker process has a deadline of its own.
 """
 
 from __future__ import annotations
@@ -78,6 +84,11 @@ def prefetch_templates(observation_codes: Sequence[str]) -> dict[str, str]:
     }
 
 
+class ComputeElsewhere(Exception):
+    """A fallback fetch answered more than this process parses (`parse_here_bytes`): the
+    call is to be computed in a worker process (`cds.api.offload`)."""
+
+
 @dataclass
 class PrefetchResult:
     """What the evaluation reads: resources (Bundles or single resources) and notes."""
@@ -132,10 +143,12 @@ async def resolve(
     deadline: float = 2.0,
     max_bytes: int = 16 * 1024 * 1024,
     transport: httpx.AsyncBaseTransport | None = None,
+    parse_here_bytes: int | None = None,
 ) -> PrefetchResult:
     """Collect every template's data from the request or from the FHIR server, and the
     Devices the Observations reference; all fetches of the call end within `deadline`
-    seconds, or the call is a 412 (never partial data)."""
+    seconds, or the call is a 412 (never partial data). An answer over `parse_here_bytes`
+    raises `ComputeElsewhere` (see the module doc)."""
     given = dict(prefetch or {})
     result = PrefetchResult()
     to_fetch: list[str] = []
@@ -182,6 +195,7 @@ async def resolve(
             fetcher = _Fetcher(
                 client, urls.checked(fhir_server, allowlist), allowlist, max_pages, max_bytes
             )
+            fetcher.parse_here_bytes = parse_here_bytes
             await _fetch_keys(fetcher, result, templates, to_fetch, patient_id)
             await _fetch_devices(fetcher, result)
     except TimeoutError:
@@ -337,6 +351,7 @@ class _Fetcher:
         self.allowlist = allowlist
         self.max_pages = max_pages
         self.max_bytes = max_bytes
+        self.parse_here_bytes: int | None = None  # larger answers: ComputeElsewhere
 
     async def search(self, key: str, query: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -428,16 +443,21 @@ class _Fetcher:
 
     async def _read(self, where: str, response: httpx.Response) -> bytes:
         declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            raise self._too_large(where)
+        if declared.isdigit():
+            self._check_size(where, int(declared))
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.aiter_bytes():
             size += len(chunk)
-            if size > self.max_bytes:
-                raise self._too_large(where)
+            self._check_size(where, size)
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def _check_size(self, where: str, size: int) -> None:
+        if size > self.max_bytes:
+            raise self._too_large(where)
+        if self.parse_here_bytes is not None and size > self.parse_here_bytes:
+            raise ComputeElsewhere(where)
 
     def _too_large(self, where: str) -> ApiError:
         return ApiError(

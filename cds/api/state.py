@@ -32,6 +32,13 @@ class CallEnv:
     as_of: date
     fhir_transport: httpx.AsyncBaseTransport | None = None
     limiter: anyio.CapacityLimiter | None = None
+    #: a fallback fetch's answer over this many bytes is not parsed here: the call is
+    #: computed in a worker process instead (`cds.api.prefetch.ComputeElsewhere`); None:
+    #: every answer is parsed here (a worker process, or a service without one)
+    parse_here_bytes: int | None = None
+    #: told the hookInstance once the body is parsed (a worker process notes it for the
+    #: service process's audit, should it die before answering)
+    heard: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -57,4 +64,5 @@ class ServiceState:
             as_of=self.settings.as_of or self.today(),
             fhir_transport=self.fhir_transport,
             limiter=self.eval_limiter,
+            parse_here_bytes=None if self.offload is None else self.settings.process_body_bytes,
         )

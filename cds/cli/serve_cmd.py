@@ -18,6 +18,10 @@ _ENV = {
 }
 
 
+#: how long uvicorn waits for a new worker (`--workers N`, SIGHUP restarts) to be ready
+WORKER_READY_SECONDS = 120
+
+
 def app_factory() -> Any:
     """uvicorn `--factory` target: settings from the environment (and settings file)."""
     from cds.api import create_app
@@ -107,6 +111,9 @@ def serve(
         host=host,
         port=port,
         workers=workers,
+        # a new worker compiles the rule set (seconds; ~14 s for 5,000 rules) and starts its
+        # big-body pool before it is ready: uvicorn's 5 s made SIGHUP restarts give up
+        timeout_worker_healthcheck=WORKER_READY_SECONDS,
         log_config=None,
         access_log=False,
         server_header=False,

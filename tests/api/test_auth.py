@@ -195,6 +195,43 @@ def test_jwks_is_cached_within_its_ttl() -> None:
     assert len(calls) == 2
 
 
+def test_a_key_replaced_under_the_same_kid_is_the_key_checked_after_the_refetch() -> None:
+    """Verification keys are built once per key set entry and reused: a set refetched
+    with another key under the same kid checks tokens against the new key, not the old."""
+    iss, jku, aud = "https://ehr.example/", "https://ehr.example/jwks", "https://cds/x"
+    now = [1_700_000_000.0]
+    privates = [ec.generate_private_key(ec.SECP384R1()) for _ in range(2)]
+    served: list[dict[str, Any]] = []
+    for private in privates:
+        public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key()))
+        public.update({"kid": "k", "alg": "ES384"})
+        served.append({"keys": [public]})
+    current = [served[0]]
+
+    def handler(_request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=current[0])
+
+    verifier = JwtVerifier(
+        {iss: TrustedIssuer(iss, jku=[jku])},
+        clock=lambda: now[0],
+        jwks_ttl=60,
+        client_factory=lambda: httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+    )
+
+    def signed(private: ec.EllipticCurvePrivateKey, jti: str) -> str:
+        claims = {"iss": iss, "aud": aud, "iat": now[0], "exp": now[0] + 60, "jti": jti}
+        return jwt.encode(claims, private, algorithm="ES384", headers={"kid": "k"})
+
+    assert run(verifier.verify(signed(privates[0], "1"), [aud]))["jti"] == "1"
+    assert run(verifier.verify(signed(privates[0], "2"), [aud]))["jti"] == "2"  # reused key
+    current[0] = served[1]
+    now[0] += 61  # past the set's TTL: refetched
+    with pytest.raises(AuthError) as refused:
+        run(verifier.verify(signed(privates[0], "3"), [aud]))
+    assert refused.value.reason == "signature"
+    assert run(verifier.verify(signed(privates[1], "4"), [aud]))["jti"] == "4"
+
+
 # --------------------------------------------------------------------------- over HTTP
 
 
