@@ -12,6 +12,7 @@ from cds.api.models import (
     Discovery,
     Service,
 )
+from cds.contracts.cards import EXTENSION_KEY
 from cds.fhir.profiles import load_profiles
 from cds.settings import Settings
 
@@ -43,7 +44,7 @@ USAGE = (
     "Send every prefetch key (null when there is no data), or an allowlisted fhirServer "
     "with fhirAuthorization so the service can fetch what is missing; otherwise the answer "
     "is 412. Feedback: POST /cds-services/{id}/feedback. Cards carry a machine-readable "
-    "payload at extension['org.osteohooks']."
+    f"payload at extension['{EXTENSION_KEY}']."
 )
 
 BASE_URL_REQUIRED = (

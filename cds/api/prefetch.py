@@ -35,6 +35,8 @@ import httpx
 from cds.api import urls
 from cds.api.errors import ApiError, issue
 from cds.api.models import FHIR_ID
+from cds.fhir.bundle import flatten
+from cds.fhir.trace import Trace
 from cds.jsontext import loads, lone_surrogate
 
 log = logging.getLogger("osteohooks.prefetch")
@@ -246,16 +248,9 @@ _DEVICE_REF = re.compile(rf"^Device/({FHIR_ID})$")
 
 
 def _resources_of(resources: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    out: list[Mapping[str, Any]] = []
-    for value in resources:
-        if value.get("resourceType") == "Bundle":
-            entries = value.get("entry")
-            for entry in entries if isinstance(entries, list) else []:
-                if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
-                    out.append(entry["resource"])
-        else:
-            out.append(value)
-    return out
+    """The resources of the prefetch and fetched data, Bundles (nested too) walked by the
+    FHIR stage's one walk; its data errors are the FHIR stage's to report, later."""
+    return [entry.raw for entry in flatten(resources, [], Trace())]
 
 
 def _missing_devices(resources: Sequence[Mapping[str, Any]]) -> list[str]:

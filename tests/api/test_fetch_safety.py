@@ -202,6 +202,29 @@ def test_without_a_usable_server_a_missing_device_is_noted_and_nothing_is_fetche
     assert any(n.startswith("Device/dxa-9 was not available") for n in notes)
 
 
+def test_a_device_referenced_from_a_nested_bundle_is_noted_too(
+    make_client: Callable[..., TestClient],
+) -> None:
+    # the prefetch is walked by the FHIR stage's one walk, nested Bundles included
+    body = patient_view_request()
+    observation = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "device": {"reference": "Device/dxa-7", "display": "Hologic Horizon A"},
+    }
+    inner = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": observation}]}
+    body["prefetch"]["observations"] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": inner}],
+    }
+    response = make_client().post(PV, json=body)
+    assert response.status_code == 200
+    notes = response.json()["extension"]["org.osteohooks"]["prefetch"]
+    assert any(n.startswith("Device/dxa-7 was not available") for n in notes)
+
+
 def test_a_device_in_the_prefetch_is_not_read_again(
     make_client: Callable[..., TestClient], fhir: FhirServer
 ) -> None:
