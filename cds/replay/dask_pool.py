@@ -20,9 +20,10 @@ order, with the same promise: every input gets exactly one result.
   per input, each tried again; an input tried `max_tries` times in all is reported with
   `cds.replay.pool.crash_result`. The deadline is per input, as on the local pool: a
   task notes on its worker which unit it is on and since when its current input runs
-  (`progress`, polled about once a second); an input running longer than `deadline`
-  seconds has its worker killed and is charged an overrun, alone: the other units of
-  its task go again uncharged. An input that overruns each time ends as
+  (`cds.replay.dask_watch`, polled about once a second by `tick`, also while an export
+  is grouped on the cluster); an input running longer than `deadline` seconds has its
+  worker killed and is charged an overrun, alone: the other units of its task go again
+  uncharged. An input that overruns each time ends as
   `cds.replay.pool.hung_result`. (A worker too stuck to answer, in native code holding
   the GIL, is judged from its last answer.) A batch is split as soon as
   it fails once, so at most one death is charged to an input that was only batched with
