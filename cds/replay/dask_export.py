@@ -255,6 +255,17 @@ class Grouping:
     split: int = SPLIT_BYTES
 
 
+def _abandon(client: Client, tasks: Iterable[_Grouping], watch: Watch | None) -> None:
+    """Cancel the tasks; with `watch` (the grouping failed), also stop the workers that
+    reported one running: Dask cannot cancel a running task, and one that hangs would
+    keep its worker (and what waits there) for ever. Its nanny starts a new one."""
+    for task in tasks:
+        task.future.cancel()
+        task.future.release()
+        if watch is not None and task.unit is not None and task.worker is not None:
+            watch.kill(client, task.worker)
+
+
 def _run_tasks(
     client: Client,
     name: str,
@@ -318,9 +329,7 @@ def _run_tasks(
             if tasks and not problem:
                 step((tasks, overran))
     finally:
-        for task in tasks.values():
-            task.future.cancel()
-            task.future.release()
+        _abandon(client, tasks.values(), watch if problem else None)
     if problem:
         raise EngineError(
             f"grouping the export {folder} on the Dask workers failed ({problem[0]}). The "
