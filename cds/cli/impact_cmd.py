@@ -22,6 +22,7 @@ from cds.cli.replay_cmd import (
     EXIT_USAGE,
     Engine,
     Hook,
+    ScratchOption,
     default_rules_dir,
     default_workers,
     parse_as_of,
@@ -88,6 +89,7 @@ def impact(
         str | None,
         typer.Option(metavar="tcp://HOST:PORT", help="With --engine dask: an existing cluster."),
     ] = None,
+    scratch: ScratchOption = None,
     out: Annotated[Path | None, typer.Option(help="Write the report to this file.")] = None,
     fail_on_change: Annotated[
         bool,
@@ -149,6 +151,7 @@ def impact(
             examples=examples,
             engine=engine.value,
             scheduler=scheduler,
+            scratch=scratch,
         )
         try:
             result = run_impact(options, base_evaluator=base_evaluator, new_evaluator=new_evaluator)

@@ -49,6 +49,22 @@ class ExplainFormat(StrEnum):
     json = "json"
 
 
+#: `--scratch DIR` of `cds replay` and `cds impact`: where an export is grouped.
+ScratchOption = Annotated[
+    Path | None,
+    typer.Option(
+        exists=True,
+        file_okay=False,
+        writable=True,
+        help="Folder for the temporary files of grouping a Bulk Data export (it needs "
+        "about the export's uncompressed size of free disk; default: the system's "
+        "temporary folder, TMPDIR). With --engine dask the workers must reach it at "
+        "the same path.",
+        show_default=False,
+    ),
+]
+
+
 def default_rules_dir() -> Path:
     """OSTEOHOOKS_RULES, else the bundled `rules/` folder (as the service uses)."""
     from cds.rules import default_rules_dir as rules_default
@@ -183,6 +199,7 @@ def replay(
             "then ignored).",
         ),
     ] = None,
+    scratch: ScratchOption = None,
     progress: Annotated[
         bool | None,
         typer.Option(
@@ -244,6 +261,7 @@ def replay(
         progress=interactive,
         summary_in_report=out is not None or not interactive,
         out_dir=out if parquet else None,
+        scratch=scratch,
         properties={
             "as-of": day.isoformat(),
             "rules": str(rules_dir),

@@ -20,9 +20,10 @@ order, with the same promise: every input gets exactly one result.
   per input, each tried again; an input tried `max_tries` times in all is reported with
   `cds.replay.pool.crash_result`. The deadline is per input, as on the local pool: a
   task notes on its worker which unit it is on and since when its current input runs
-  (`progress`, polled about once a second); an input running longer than `deadline`
-  seconds has its worker killed and is charged an overrun, alone: the other units of
-  its task go again uncharged. An input that overruns each time ends as
+  (`cds.replay.dask_watch`, polled about once a second by `tick`, also while an export
+  is grouped on the cluster); an input running longer than `deadline` seconds has its
+  worker killed and is charged an overrun, alone: the other units of its task go again
+  uncharged. An input that overruns each time ends as
   `cds.replay.pool.hung_result`. (A worker too stuck to answer, in native code holding
   the GIL, is judged from its last answer.) A batch is split as soon as
   it fails once, so at most one death is charged to an input that was only batched with
@@ -38,26 +39,25 @@ version differs from this process's stops the run before any input is evaluated.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import os
 import queue
-import signal
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import dask
 from distributed import Client, Future, LocalCluster, WorkerPlugin
+from distributed.core import Status
 from distributed.scheduler import KilledWorker
 
-from cds.replay import worker
-from cds.replay.dask_export import dask_export_sources
+from cds.replay import dask_watch, worker
+from cds.replay.dask_export import Grouping, dask_export_sources
+from cds.replay.dask_watch import Tracked, Watch, Watched
 from cds.replay.pool import (
     DEFAULT_DEADLINE,
     DEFAULT_MAX_TRIES,
@@ -78,8 +78,6 @@ DEFAULT_BATCH = 128
 PARTITIONS_PER_THREAD = 2
 #: Seconds to try reaching the scheduler given by --scheduler.
 CONNECT_TIMEOUT = 30.0
-#: Seconds the LocalCluster may be short of workers before a nanny that gave up is replaced.
-HEAL_AFTER = 15.0
 #: Seconds to wait for the results of finished tasks (they are on the workers already).
 GATHER_TIMEOUT = 5.0
 #: Messages Dask keeps per connection for debugging (default 1000). A message that
@@ -87,15 +85,22 @@ GATHER_TIMEOUT = 5.0
 #: the default the scheduler kept ~1000 of them per worker and the client as many of its
 #: own (the replay process grew past 1 GB by 100,000 patients); a few are kept instead.
 #: Set for the whole run (the client, and the streams to workers a nanny restarts).
-RUN_CONFIG = {"distributed.admin.low-level-log-length": 16}
+#: And a LocalCluster closes the nanny of a worker that left unless a worker of its name
+#: joins within `lost-worker-timeout` (default 15 s): on a busy machine a nanny that
+#: restarts its worker (importing osteohooks, loading the rules) can take longer, and
+#: closing it then killed the new worker with the task it had just been given (an
+#: innocent input charged a death). Replay replaces a nanny that gave up itself
+#: (`restore_workers`).
+RUN_CONFIG: dict[str, Any] = {
+    "distributed.admin.low-level-log-length": 16,
+    "distributed.deploy.lost-worker-timeout": "1 hour",
+}
 #: The scheduler settings of the LocalCluster (see the module docstring).
 LOCAL_CLUSTER_CONFIG = {
     "distributed.scheduler.allowed-failures": 0,
     "distributed.scheduler.worker-saturation": 1.0,
     **RUN_CONFIG,
 }
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 #: (source sequence number, index of the input within the source or None for all).
 Unit = tuple[int, int | None]
@@ -123,16 +128,23 @@ def start_local_cluster(workers: int) -> LocalCluster:
         )
 
 
-def restore_workers(cluster: LocalCluster, alive: set[str]) -> None:
-    """Replace the nannies of `cluster` whose worker is not among `alive` (addresses):
-    a nanny whose new worker process was killed while it started does not try again."""
-    for name, nanny in list(cluster.workers.items()):
-        if getattr(nanny, "worker_address", None) not in alive:
-            del cluster.workers[name]
-            with contextlib.suppress(Exception):
-                cluster.sync(nanny.close, timeout=5)
-    with contextlib.suppress(Exception):
-        cluster.sync(cluster._correct_state)
+#: The states of a nanny that has given up (it never starts a worker again).
+GAVE_UP = (Status.closing, Status.closed, Status.failed)
+
+
+def restore_workers(cluster: LocalCluster) -> None:
+    """Replace the nannies of `cluster` that gave up: a nanny whose new worker process
+    was killed while it started closes itself. A nanny still starting its new worker (on
+    a busy machine that takes seconds) is left alone: closing it would kill a worker
+    that may have a task already, and charge that task a death it did not cause."""
+    gone = [name for name, nanny in cluster.workers.items() if nanny.status in GAVE_UP]
+    for name in gone:
+        nanny = cluster.workers.pop(name)
+        with contextlib.suppress(Exception):
+            cluster.sync(nanny.close, timeout=5)
+    if set(cluster.worker_spec) - set(cluster.workers):  # also a nanny the cluster closed
+        with contextlib.suppress(Exception):
+            cluster.sync(cluster._correct_state)
 
 
 class ReplayPlugin(WorkerPlugin):
@@ -153,60 +165,27 @@ class ReplayPlugin(WorkerPlugin):
         replay_worker.ensure_worker(self.settings)
 
 
-#: On a worker: task key -> (index of the unit it is on, time.monotonic() when the
-#: input it is evaluating started). Read by `progress` for the per-input deadline.
-_running: dict[str, tuple[int, float]] = {}
-
-
 def evaluate_units(
     settings: WorkerSettings, units: list[tuple[Source, int | None]], key: str = ""
 ) -> list[list[InputResult]]:
     """A task: the results of each (source, index) unit, exactly as the local pool's
-    workers make them (index None: every input of the source). While it runs, which
-    unit it is on and since when its current input runs are in `_running[key]`."""
+    workers make them (index None: every input of the source). It notes the unit it is
+    on before each input (`cds.replay.dask_watch.note`): the deadline runs per input."""
     worker.ensure_worker(settings)  # a no-op but on a worker that other runs set up
     out: list[list[InputResult]] = []
-    try:
+    with dask_watch.running(key):
         for number, (source, index) in enumerate(units):
-            _running[key] = (number, time.monotonic())
+            dask_watch.note(key, number)
             items = worker.read_items(source)
             if index is not None:
                 items = items[index : index + 1]
             results: list[InputResult] = []
             for item in items:
-                if results:  # the deadline runs per input, as on the local pool
-                    _running[key] = (number, time.monotonic())
+                if results:
+                    dask_watch.note(key, number)
                 results.append(worker.process_item(item))
             out.append(results)
-    finally:
-        _running.pop(key, None)
     return out
-
-
-def progress() -> dict[str, tuple[int, float]]:
-    """On a worker: for each task it is running, the unit it is on and for how many
-    seconds its current input has run (measured on the worker: no clocks compared)."""
-    now = time.monotonic()
-    return {key: (number, now - since) for key, (number, since) in list(_running.items())}
-
-
-async def _progress_of(
-    client: Client, workers: list[str], timeout: float
-) -> dict[str, dict[str, tuple[int, float]] | None]:
-    """`progress` of each worker, asked of all at once; None for one that does not
-    answer within `timeout` (stuck in native code holding the GIL, or gone): the others
-    still answer for their own tasks."""
-
-    async def one(addr: str) -> tuple[str, dict[str, tuple[int, float]] | None]:
-        try:
-            answers = await asyncio.wait_for(
-                client._run(progress, workers=[addr], on_error="ignore"), timeout
-            )
-        except Exception:
-            return addr, None
-        return addr, answers.get(addr)
-
-    return dict(await asyncio.gather(*(one(addr) for addr in workers)))
 
 
 def ruleset_version() -> str | None:
@@ -234,16 +213,22 @@ class _Slot:
         ]
 
 
-@dataclass
-class _Task:
+@dataclass(kw_only=True)
+class _Task(Tracked):
+    """An evaluation task (`unit` of `Tracked`: the index in `units` it was last on)."""
+
     units: list[Unit]
     future: Future[list[list[InputResult]]]
-    #: When (here) its current input started, as last reported by its worker (or
-    #: first seen processing there): the deadline when the worker cannot answer.
-    started: float | None = None
-    worker: str | None = None
-    #: The index in `units` of the unit its worker last reported it on.
-    unit: int | None = None
+
+
+@dataclass
+class _RunState:
+    """What the scheduling loop of one run works on (also between two grouping waits)."""
+
+    done: queue.SimpleQueue[Future[Any]]
+    slots: dict[int, _Slot]
+    tasks: dict[str, _Task]
+    submit: Callable[[list[Unit]], None]
 
 
 class DaskPool:
@@ -261,8 +246,11 @@ class DaskPool:
         deadline: float = DEFAULT_DEADLINE,
         max_tries: int = DEFAULT_MAX_TRIES,
         cluster: LocalCluster | None = None,
+        scratch: str | None = None,
     ) -> None:
         self.settings = settings
+        #: Where an export's grouping keeps its temporary files (None: TMPDIR).
+        self.scratch = scratch
         self.workers = max(1, workers)
         self.scheduler = scheduler
         self.batch_size = max(1, batch_size)
@@ -270,20 +258,24 @@ class DaskPool:
         self.evaluator = evaluator
         self.deadline = deadline
         self.max_tries = max(1, max_tries)
-        #: Worker processes that died (or were killed for overrunning) during the run.
-        self.restarts = 0
         self._client: Client | None = None
         #: The LocalCluster replay watches over (its own, or one given to share).
         self._cluster: LocalCluster | None = cluster
         self._own_cluster = cluster is None
-        self._short_since: float | None = None
-        self._dead: set[str] = set()
-        self._stopped: set[str] = set()  # workers stopped here for overrunning the deadline
-        self._pids: dict[str, int] = {}  # worker address -> process id (to stop a hung one)
+        #: The deadline of every task of the run, evaluation and grouping alike.
+        self._watch = Watch(deadline)
+        self._state: _RunState | None = None
+        self._poll = min(1.0, deadline / 5)
+        self._last_poll = 0.0
         self._tries: dict[Unit, int] = {}
         self._timeouts: dict[Unit, int] = {}
         self._run_id = uuid.uuid4().hex[:8]
         self._count = 0
+
+    @property
+    def restarts(self) -> int:
+        """Worker processes that died (or were stopped for overrunning) during the run."""
+        return self._watch.restarts
 
     # -------------------------------------------------------------- the cluster
 
@@ -314,13 +306,19 @@ class DaskPool:
         return self._client
 
     def _prepare(self, client: Client) -> None:
-        """Install the plugin (every worker builds its Evaluator) and check the rule set."""
-        client.register_plugin(ReplayPlugin(self.settings))
+        """Install the plugin (every worker builds its Evaluator) and check the rule set.
+
+        A worker that dies meanwhile (its connection closes: CommClosedError, an OSError)
+        neither stops the run nor is checked: the scheduler keeps the plugin, so the new
+        worker its nanny starts builds its Evaluator when it joins, and the other workers
+        get it all the same."""
+        with contextlib.suppress(OSError):
+            client.register_plugin(ReplayPlugin(self.settings))
         if self.scheduler is not None:
             client.wait_for_workers(1, timeout=60)
         want = worker.ruleset_version()
-        versions: dict[str, str | None] = client.run(ruleset_version)
-        wrong = {addr: v for addr, v in versions.items() if v != want}
+        answers: dict[str, Any] = client.run(ruleset_version, on_error="return")
+        wrong = {addr: v for addr, v in answers.items() if v != want and not isinstance(v, OSError)}
         if wrong:
             raise DaskSetupError(
                 f"Dask workers {sorted(wrong)} evaluate rule set "
@@ -345,13 +343,15 @@ class DaskPool:
         if self._client is None:
             raise RuntimeError("DaskPool.group_export is for the sources of DaskPool.run")
         threads = sum(self._client.nthreads().values()) or self.workers
-        return dask_export_sources(
-            self._client,
-            folder,
-            key,
+        grouping = Grouping(
             partitions=PARTITIONS_PER_THREAD * threads,
             tries=self.max_tries,
+            watch=self._watch,
+            tick=self.tick,
+            poll=self._poll,
+            scratch=self.scratch,
         )
+        return dask_export_sources(self._client, folder, key, grouping=grouping)
 
     # -------------------------------------------------------------- scheduling
 
@@ -379,19 +379,21 @@ class DaskPool:
         tasks: dict[str, _Task] = {}
         next_seq = next_out = 0
         exhausted = False
-        poll = min(1.0, self.deadline / 5)
-        last_poll = time.monotonic()
 
         def submit(units: list[Unit]) -> None:
             self._count += 1
             key = f"osteohooks-replay-{self._run_id}-{self._count}"
             payload = [(slots[seq].source, index) for seq, index in units]
             future = client.submit(evaluate_units, self.settings, payload, key, key=key, pure=False)
-            tasks[key] = _Task(units, future)
+            tasks[key] = _Task(units=units, future=future)
             future.add_done_callback(done.put)
 
+        self._state = _RunState(done, slots, tasks, submit)
+        self._last_poll = time.monotonic()
         try:
             while True:
+                # Pulling sources may group a later export (`group_export`): its wait on
+                # the cluster calls `tick` meanwhile, so these tasks are watched still.
                 while not exhausted and len(tasks) < tasks_out and len(slots) < window:
                     batch = list(islice(sources, self.batch_size))
                     if not batch:
@@ -408,26 +410,37 @@ class DaskPool:
                     next_out += 1
                 if exhausted and not slots:
                     return
-                try:
-                    first = done.get(timeout=poll)
-                except queue.Empty:
-                    first = None
-                finished = [first] if first is not None else []
-                while True:
-                    try:
-                        finished.append(done.get_nowait())
-                    except queue.Empty:
-                        break
-                self._settle(client, finished, tasks, slots, submit)
-                now = time.monotonic()
-                if now - last_poll >= poll:
-                    last_poll = now
-                    self._watch(client, tasks, slots, submit, now)
-                    self._heal(client, now)
+                with contextlib.suppress(queue.Empty):
+                    done.put(done.get(timeout=self._poll))  # wait for one, then take all
+                self.tick()
         finally:
+            self._state = None
             for task in tasks.values():
                 task.future.release()
             tasks.clear()
+
+    def tick(self, grouping: Watched | None = None) -> None:
+        """Between two waits on the cluster (the evaluation loop's, or that of an
+        export's grouping, `cds.replay.dask_export`): take the evaluation tasks that
+        finished, and about once a second check the deadline of the evaluation tasks
+        and of the `grouping` tasks given, and that the LocalCluster is whole."""
+        client, state = self._client, self._state
+        if client is None:
+            return
+        watched: list[Watched] = [grouping] if grouping is not None else []
+        if state is not None:
+            finished: list[Future[Any]] = []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    finished.append(state.done.get_nowait())
+            self._settle(client, finished, state.tasks, state.slots, state.submit)
+            watched.append((state.tasks, self._overran))
+        now = time.monotonic()
+        if now - self._last_poll < self._poll:
+            return
+        self._last_poll = now
+        self._watch.check(client, now, watched)
+        self._heal()
 
     def _settle(
         self,
@@ -486,13 +499,15 @@ class DaskPool:
         except KilledWorker as exc:
             self._killed(task, exc, slots, submit)
             return
-        except TimeoutError:
-            # Its result went with a dead worker and Dask has not brought it back: compute
-            # it again as a new task (results are deterministic; the old one is dropped,
-            # so nothing is written twice). No try is charged: no worker died running it.
-            submit(task.units)
-            return
         except Exception as exc:
+            if task.future.status != "error":
+                # Not an error of the task: its result went with a dead worker (the gather
+                # timed out, or its connection closed: CommClosedError) and Dask has not
+                # brought it back. Compute it again as a new task (results are
+                # deterministic; the old one is dropped, so nothing is written twice). No
+                # try is charged: no worker died running it.
+                submit(task.units)
+                return
             for seq, index in task.units:
                 source = slots[seq].source
                 self._store(
@@ -507,11 +522,7 @@ class DaskPool:
     def _killed(self, task: _Task, exc: KilledWorker, slots: dict[int, _Slot], submit: Any) -> None:
         """A task's worker died under it. A worker we stopped for overrunning may have been
         handed new tasks before the scheduler saw it go: those are tried again uncharged."""
-        addr = exc.last_worker.address
-        deaths = 0 if addr in self._stopped else exc.allowed_failures + 1
-        self._dead.add(addr)
-        self.restarts = len(self._dead)
-        self._retry(task, deaths, slots, submit, hung=False)
+        self._retry(task, self._watch.charged(exc), slots, submit, hung=False)
 
     def _store(self, slots: dict[int, _Slot], unit: Unit, results: list[InputResult]) -> None:
         seq, index = unit
@@ -566,73 +577,21 @@ class DaskPool:
         )
         self._store(slots, unit, [result])
 
-    def _heal(self, client: Client, now: float) -> None:
-        """Our LocalCluster short of workers for HEAL_AFTER seconds: a nanny whose new
-        worker was killed while it started gives up on it; start a new nanny instead."""
-        cluster = self._cluster
-        if cluster is None:
-            return
-        alive = set(client.nthreads())
-        if len(alive) >= len(cluster.worker_spec):
-            self._short_since = None
-            return
-        if self._short_since is None:
-            self._short_since = now
-            return
-        if now - self._short_since < HEAL_AFTER:
-            return
-        self._short_since = None
-        restore_workers(cluster, alive)
+    def _heal(self) -> None:
+        """A nanny of our LocalCluster whose new worker was killed while it started gives
+        up (it closes): start a new nanny instead (`restore_workers`)."""
+        if self._cluster is not None:
+            restore_workers(self._cluster)
 
-    def _watch(
-        self,
-        client: Client,
-        tasks: dict[str, _Task],
-        slots: dict[int, _Slot],
-        submit: Any,
-        now: float,
-    ) -> None:
-        """The per-input deadline: a task whose current input has run for longer (as
-        its worker reports, `progress`) is taken to hang on that input. A worker too
-        stuck to answer is judged from its last report (or when its task was first
-        seen processing there)."""
-        try:
-            processing: dict[str, list[str]] = client.processing()
-        except Exception:  # the scheduler is busy or a worker is leaving: next time
-            return
-        on: dict[str, str] = {key: addr for addr, keys in processing.items() for key in keys}
-        busy = [addr for addr, keys in processing.items() if keys]
-        new = [addr for addr in busy if addr not in self._pids]
-        if new:  # asked once per worker, while it answers
-            with contextlib.suppress(Exception):
-                self._pids.update(client.run(os.getpid, workers=new, on_error="ignore"))
-        reports: dict[str, dict[str, tuple[int, float]] | None] = {}
-        if busy:
-            with contextlib.suppress(Exception):
-                reports = client.sync(_progress_of, client, busy, GATHER_TIMEOUT)
-        for key, task in list(tasks.items()):
-            addr = on.get(key)
-            if addr is None:
-                task.started, task.worker, task.unit = None, None, None
-                continue
-            if task.worker != addr:
-                task.started, task.worker, task.unit = now, addr, None
-            report = reports.get(addr)
-            if report is not None:  # the worker answered: its word on this task
-                number, seconds = report.get(key, (None, 0.0))
-                task.started, task.unit = now - seconds, number
-            if task.started is not None and now - task.started > self.deadline:
-                del tasks[key]
-                self._kill(client, addr)
-                task.future.cancel()
-                task.future.release()
-                self._overran(task, slots, submit)
-
-    def _overran(self, task: _Task, slots: dict[int, _Slot], submit: Any) -> None:
+    def _overran(self, key: str, task: _Task) -> None:  # noqa: ARG002 (Watch's handler)
         """A task overran the deadline on one input (its worker is stopped). Only the
         unit it was on is charged; the others (done, their results gone with the worker,
         or not started) go again together, uncharged. Not known which (the worker never
         answered): every unit is charged and tried alone, as after a death."""
+        assert self._state is not None
+        slots, submit = self._state.slots, self._state.submit
+        task.future.cancel()
+        task.future.release()
         if task.unit is None:
             self._retry(task, 1, slots, submit, hung=True)
             return
@@ -643,19 +602,3 @@ class DaskPool:
         if others:
             submit(others)
         self._again(culprit, slots, submit, split=True)
-
-    def _kill(self, client: Client, addr: str) -> None:
-        """Stop a hung worker (its nanny starts a new one): SIGKILL when it runs on this
-        machine (loopback address), else through its nanny, which kills it when it does
-        not stop."""
-        self._dead.add(addr)
-        self._stopped.add(addr)
-        self.restarts = len(self._dead)
-        pid = self._pids.get(addr)
-        host = urlsplit(addr).hostname or ""
-        if pid and host in LOOPBACK:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(int(pid), signal.SIGKILL)
-                return
-        with contextlib.suppress(Exception):
-            client.restart_workers([addr], raise_for_error=False)

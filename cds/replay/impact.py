@@ -433,6 +433,8 @@ class ImpactOptions:
     #: "local" (the replay process pool) or "dask" (`cds replay --engine dask`'s pool)
     engine: str = "local"
     scheduler: str | None = None
+    #: Where an export's grouping keeps its temporary files (`--scratch`; None: TMPDIR).
+    scratch: Path | None = None
 
 
 def _results(
@@ -452,6 +454,7 @@ def _results(
         max_tries=options.max_tries,
         engine=options.engine,
         scheduler=options.scheduler,
+        scratch=options.scratch,
     )
     pool = make_pool(replay, settings, evaluator)
     return pool.run(discover(options.paths, pool.group_export))

@@ -151,7 +151,7 @@ class _Worker:
 class ReplayPool:
     """Evaluate sources over `workers` processes, yielding results in input order."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (the pool's options, by keyword, as DaskPool's)
         self,
         settings: WorkerSettings,
         workers: int,
@@ -161,8 +161,11 @@ class ReplayPool:
         evaluator: Evaluator | None = None,
         deadline: float = DEFAULT_DEADLINE,
         max_tries: int = DEFAULT_MAX_TRIES,
+        scratch: str | None = None,
     ) -> None:
         self.settings = settings
+        #: Where an export's grouping keeps its temporary files (None: TMPDIR).
+        self.scratch = scratch
         self.workers = workers
         self.batch_size = max(1, batch_size)
         self.window = window if window is not None else max(16, workers * batch_size * 4)
@@ -181,7 +184,7 @@ class ReplayPool:
         """An export's inputs, grouped in this process (`cds.replay.export`)."""
         from cds.replay.export import export_sources
 
-        return export_sources(folder, key)
+        return export_sources(folder, key, self.scratch)
 
     def run(self, sources: Iterable[Source]) -> Iterator[InputResult]:
         """Results of every source, in order (several per split Bundle)."""

@@ -55,6 +55,8 @@ class ReplayOptions:
     properties: dict[str, str] = field(default_factory=dict)
     #: The results folder of `--format parquet` (the other formats write to a stream).
     out_dir: Path | None = None
+    #: Where an export's grouping keeps its temporary files (`--scratch`; None: TMPDIR).
+    scratch: Path | None = None
 
 
 def _writer(options: ReplayOptions, stream: Sink) -> Writer:
@@ -188,6 +190,7 @@ def make_pool(
     options: ReplayOptions, settings: WorkerSettings, evaluator: Evaluator | None
 ) -> ReplayPool | DaskPool:
     """The pool of the chosen engine (same `run(sources)` contract)."""
+    scratch = str(options.scratch) if options.scratch is not None else None
     if options.engine == "dask":
         check_engine("dask")
         from cds.replay.dask_pool import DaskPool
@@ -199,6 +202,7 @@ def make_pool(
             evaluator=evaluator,
             deadline=options.deadline,
             max_tries=options.max_tries,
+            scratch=scratch,
         )
     return ReplayPool(
         settings,
@@ -207,6 +211,7 @@ def make_pool(
         evaluator=evaluator,
         deadline=options.deadline,
         max_tries=options.max_tries,
+        scratch=scratch,
     )
 
 

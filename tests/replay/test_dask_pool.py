@@ -61,7 +61,7 @@ def whole(cluster: LocalCluster, client: Client) -> None:
     try:
         client.wait_for_workers(2, timeout=20)
     except Exception:
-        restore_workers(cluster, set(client.nthreads()))
+        restore_workers(cluster)
         client.wait_for_workers(2, timeout=60)
 
 
@@ -325,3 +325,153 @@ def test_the_scheduler_and_client_keep_only_a_few_task_messages(bundled_evaluato
     assert len(seen) == 3
     assert set(seen) == {keep}
     assert keep < 100
+
+
+def _slow_scan(*args: Any) -> None:
+    """On a worker: the scan task, taking seconds for the export `later` (noting its
+    progress all the while, so it never overruns)."""
+    import time
+
+    from cds.replay import dask_export, dask_watch
+
+    file = args[0]
+    if "/later/" in file.path:
+        until = time.monotonic() + 6
+        while time.monotonic() < until:
+            dask_watch.note(args[-1])
+            time.sleep(0.1)
+    dask_export.scan_task(*args)
+
+
+def test_the_deadline_is_watched_while_a_later_export_is_grouped(
+    cluster: LocalCluster,
+    client: Client,
+    bundled_evaluator: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An input of the first export hangs while the second export is being grouped (its
+    scan tasks take seconds): the hung input's worker is stopped during that grouping,
+    not after it; every input of both exports comes once."""
+    import functools
+    import sys
+    import time
+
+    import cloudpickle  # type: ignore[import-untyped]
+
+    from cds.replay import dask_export
+    from cds.replay.dask_watch import Watch
+    from cds.replay.inputs import discover
+    from cds.replay.pool import ReplayPool
+
+    first, later = tmp_path / "first", tmp_path / "later"
+    write_export(first, patients())
+    write_export(later, patients())
+    paths = [str(first), str(later)]
+    local = ReplayPool(settings(), 0, evaluator=bundled_evaluator)
+    want = [r.name for r in local.run(discover(paths, local.group_export))]
+    hung = f"{first}#Patient/p2"
+    assert hung in want
+    whole(cluster, client)
+    monkeypatch.setattr(dask_export, "scan_task", functools.partial(_slow_scan))
+    kills: list[float] = []
+    real_kill = Watch.kill
+
+    def kill(self: Watch, client: Client, addr: str) -> None:
+        kills.append(time.monotonic())
+        real_kill(self, client, addr)
+
+    monkeypatch.setattr(Watch, "kill", kill)
+    pool = DaskPool(
+        settings(hang_input=hung),
+        2,
+        batch_size=1,
+        cluster=cluster,
+        evaluator=bundled_evaluator,
+        deadline=1.0,
+        max_tries=1,
+    )
+    grouped: dict[str, float] = {}
+
+    def group(folder: str, key: str | None = None) -> Iterator[Any]:
+        for n, source in enumerate(pool.group_export(folder, key)):
+            if n == 0:
+                grouped[folder] = time.monotonic()
+            yield source
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        results = list(pool.run(discover(paths, group)))
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert [r.name for r in results] == want
+    stuck = next(r for r in results if r.name == hung)
+    assert "took longer than 1 s, 1 times" in stuck.outcome_json
+    assert kills
+    assert kills[0] < grouped[str(later)]  # stopped while the later export was grouped
+    assert sum(r.status == "failed" for r in results) == 1
+
+
+def test_a_nanny_restarting_its_worker_is_left_to_it(
+    cluster: LocalCluster, client: Client, bundled_evaluator: Any
+) -> None:
+    """The innocent input charged with 2 deaths: a LocalCluster closed the nanny of a
+    worker that had not rejoined within 15 s (a slow restart on a busy machine), killing
+    the new worker with its task, and replay's own healing did the same after 15 s short.
+    Now only a nanny that gave up is replaced, and a run keeps the cluster from closing
+    one that restarts."""
+    from dask.utils import parse_timedelta
+
+    whole(cluster, client)
+    nannies = dict(cluster.workers)
+    victim = next(iter(nannies.values()))
+    os.kill(victim.process.pid, signal.SIGKILL)
+    restore_workers(cluster)  # while the nanny restarts its worker
+    assert cluster.workers == nannies  # the same nannies: none closed, none replaced
+    client.wait_for_workers(2, timeout=60)
+    assert dict(cluster.workers) == nannies
+
+    pool = DaskPool(settings(), 2, batch_size=4, cluster=cluster, evaluator=bundled_evaluator)
+    for n, _ in enumerate(pool.run(sources(20))):
+        if n == 5:  # while it runs
+            import dask
+
+            timeout = dask.config.get("distributed.deploy.lost-worker-timeout")
+            assert parse_timedelta(timeout) >= 600
+
+
+def test_a_result_whose_connection_closes_is_computed_again_not_failed(
+    cluster: LocalCluster,
+    client: Client,
+    bundled_evaluator: Any,
+    reference: dict[str, InputResult],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The CommClosedError of the kill loop: fetching a finished task's result from a
+    worker that was just killed closes the connection; the inputs are computed again
+    (no try charged), never reported as an internal error."""
+    from distributed import Future
+    from distributed.comm.core import CommClosedError
+
+    whole(cluster, client)
+    real_sync, real_result = Client.sync, Future.result
+    broken = {"gather": 2, "result": 2}
+
+    def sync(self: Client, func: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(func, "__name__", "") == "_gather" and broken["gather"]:
+            broken["gather"] -= 1
+            raise CommClosedError("in <TCP (closed)>: Stream is closed")
+        return real_sync(self, func, *args, **kwargs)
+
+    def result(self: Future[Any], timeout: Any = None) -> Any:
+        if broken["result"]:
+            broken["result"] -= 1
+            raise CommClosedError("in <TCP (closed)>: Stream is closed")
+        return real_result(self, timeout)
+
+    monkeypatch.setattr(Client, "sync", sync)
+    monkeypatch.setattr(Future, "result", result)
+    pool = DaskPool(settings(), 2, batch_size=4, cluster=cluster, evaluator=bundled_evaluator)
+    results = list(pool.run(sources(120)))
+    assert broken == {"gather": 0, "result": 0}  # the connections did close
+    assert check(results, reference) == 0  # and nothing failed for it
