@@ -49,6 +49,7 @@ from typing import Any
 import durable_rules_engine  # type: ignore[import-not-found]
 from durable.engine import Host
 
+from cds.engine.gate import Gate
 from cds.jsontext import dumps
 from cds.rules.compiler import FORMAT, assert_single_fact
 from cds.rules.facttypes import MAX_FACT_PROPERTIES
@@ -218,8 +219,10 @@ class SplitBounds:
 
 
 def partition(patterns: Mapping[str, _Pattern], bounds: SplitBounds) -> list[list[str]]:
-    """Rule ids in chunks: per fact type, in rule id order, a new chunk when the next rule
-    would take the chunk past `bounds`; chunk i holds every fact type's i-th. Deterministic."""
+    """Rule ids in chunks of one fact type each: per fact type (in name order), in rule id
+    order, a new chunk when the next rule would take the chunk past `bounds`.
+    Deterministic. A chunk never mixes types, so a fact wakes only chunks of its own
+    type (and the gate leaves out those where it cannot match: `cds.engine.gate`)."""
 
     @dataclass
     class Open:
@@ -246,11 +249,7 @@ def partition(patterns: Mapping[str, _Pattern], bounds: SplitBounds) -> list[lis
         last.results += p.paths
         last.exists |= p.exists_tests
         last.other |= p.other_tests
-    width = max((len(c) for c in per_type.values()), default=0)
-    return [
-        sorted(r for chunks in per_type.values() if i < len(chunks) for r in chunks[i].rule_ids)
-        for i in range(width)
-    ]
+    return [chunk.rule_ids for fact_type in sorted(per_type) for chunk in per_type[fact_type]]
 
 
 #: glibc's M_TRIM_THRESHOLD and M_MMAP_THRESHOLD (malloc.h) and the values the engine
@@ -304,11 +303,11 @@ class _QuietHost(Host):  # type: ignore[misc]
 
 @dataclass
 class _Chunk:
-    """One durable ruleset of the split: its C handle and the fact types its rules read."""
+    """One durable ruleset of the split: its C handle and its rules (all of one fact type)."""
 
     name: str
     handle: Any
-    types: frozenset[str]
+    rule_ids: tuple[str, ...]
 
 
 @dataclass
@@ -349,8 +348,8 @@ class Engine:
         self._emits: dict[str, Any] = dict(compiled["emits"])
         self._host: _QuietHost | None = None
         self._chunks: list[_Chunk] = []
-        #: per fact type, the chunks (indexes) with rules for it
-        self._routes: dict[str, tuple[int, ...]] = {}
+        #: per fact type, which of its chunks a fact could match in (`cds.engine.gate`)
+        self._gates: dict[str, Gate] = {}
         #: per fact type, the fields some pattern reads: only those go into the engine
         #: (a smaller message is parsed faster by durable, in C and in its actions)
         self._fields: dict[str, tuple[str, ...]] = {}
@@ -373,11 +372,15 @@ class Engine:
                 "run": _dispatched_by_engine,
             }
             definitions[self._chunk_name(index, len(groups))] = definition
-        routes: dict[str, list[int]] = {}
+        # per fact type, its rules in chunk order and where each chunk's run ends
+        ordered: dict[str, list[Mapping[str, Any]]] = {}
+        spans: dict[str, list[tuple[int, int]]] = {}
         for index, rule_ids in enumerate(groups):
-            for fact_type in sorted({patterns[r].fact_type for r in rule_ids}):
-                routes.setdefault(fact_type, []).append(index)
-        self._routes = {t: tuple(i) for t, i in routes.items()}
+            fact_type = patterns[rule_ids[0]].fact_type
+            rules = ordered.setdefault(fact_type, [])
+            rules.extend(self._rules[r]["all"][0]["m"] for r in rule_ids)
+            spans.setdefault(fact_type, []).append((index, len(rules)))
+        self._gates = {t: Gate(ordered[t], spans[t]) for t in ordered}
         if definitions:
             with _LOCK:
                 _keep_freed_heap()
@@ -388,7 +391,7 @@ class Engine:
                         _Chunk(
                             name,
                             self._host.get_ruleset(name)._handle,
-                            frozenset(patterns[r].fact_type for r in rule_ids),
+                            tuple(rule_ids),
                         )
                     )
 
@@ -433,7 +436,8 @@ class Engine:
         ev.facts[new["id"]] = (target, new)
         ev.emitted.append({**new, "t": target})
         text = _encode(message)
-        for index in self._routes.get(target, ()):
+        gate = self._gates.get(target)
+        for index in gate.chunks(new) if gate is not None else ():
             if index != ev.running:
                 ev.queue(index, text)
                 continue
@@ -529,7 +533,8 @@ class Engine:
         with _LOCK:
             ev = _Evaluation(sid=str(uuid.uuid4()), facts={d["id"]: (t, d) for t, d in normalized})
             for ftype, data in normalized:
-                routes = self._routes.get(ftype, ())
+                gate = self._gates.get(ftype)
+                routes = gate.chunks(data) if gate is not None else ()
                 if routes:
                     text = _encode(self._message(ftype, data, ev.sid))
                     for index in routes:
