@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,14 +105,15 @@ class _Thresholds:
                 cumulated.append(cumulated[-1] | mask)
         return cls(op, values, cumulated)
 
-    def failing(self, value: float) -> int:
-        if self.op == "$gte":  # value >= c fails where c > value
-            return self.cumulated[bisect_right(self.values, value)]
-        if self.op == "$gt":  # value > c fails where c >= value
-            return self.cumulated[bisect_left(self.values, value)]
-        if self.op == "$lte":  # value <= c fails where c < value
-            return self.cumulated[bisect_left(self.values, value)]
-        return self.cumulated[bisect_right(self.values, value)]  # $lt: c <= value
+    def entry(self) -> _ThresholdEntry:
+        """(bisect, thresholds, cumulated): the rules failing a value `v` are
+        `cumulated[bisect(thresholds, v)]`."""
+        # $gte fails where c > v, $gt where c >= v, $lte where c < v, $lt where c <= v
+        bisect = bisect_left if self.op in ("$gt", "$lte") else bisect_right
+        return bisect, self.values, self.cumulated
+
+
+_ThresholdEntry = tuple[Callable[[list[float], float], int], list[float], list[int]]
 
 
 @dataclass
@@ -128,20 +129,29 @@ class _FieldGate:
     equal_failing: dict[tuple[str, Any], int] = field(default_factory=dict)
     orderings: list[_Thresholds] = field(default_factory=list)
 
-    def failing(self, value: Any) -> int:
-        if value is None:
-            return self.present
-        failing = self.absent
-        kind = _kind(value)
-        if kind is None:
-            return failing
-        if kind in self.equal:
-            found = self.equal_failing.get((kind, _key(kind, value)))
-            failing |= self.equal[kind] if found is None else found
-        if kind == "n":
-            for thresholds in self.orderings:
-                failing |= thresholds.failing(float(value))
-        return failing
+    def entry(self) -> _FieldEntry:
+        """The field as `Gate.chunks` reads it: per value class, the rules a value of that
+        class fails when it has no entry in the table, the table, and the orderings."""
+        orderings = tuple(t.entry() for t in self.orderings)
+        by_class: dict[type, _ClassEntry] = {}
+        for cls, kind in ((str, "s"), (bool, "b"), (int, "n"), (float, "n")):
+            equal = self.equal.get(kind, 0)
+            table = {
+                key: self.absent | mask
+                for (k, key), mask in self.equal_failing.items()
+                if k == kind
+            }
+            by_class[cls] = (self.absent | equal, table, orderings if kind == "n" else ())
+        return self.name, self.present, self.absent, by_class
+
+
+#: (rules a value fails unless it has an entry, per key the rules that value fails,
+#: the orderings to apply to the value)
+_ClassEntry = tuple[int, dict[Any, int], tuple[_ThresholdEntry, ...]]
+#: (field, rules needing it present, rules needing it absent, per value class its entry)
+_FieldEntry = tuple[str, int, int, dict[type, _ClassEntry]]
+#: the class whose entry a value of a kind takes (str and int subclasses, ...)
+_CLASS_OF = {"s": str, "b": bool, "n": float}
 
 
 class Gate:
@@ -199,13 +209,29 @@ class Gate:
             fields[name].orderings = [
                 _Thresholds.build(op, entries) for op, entries in sorted(by_op.items())
             ]
-        self._fields = tuple(fields[name] for name in sorted(fields))
+        self._fields = tuple(fields[name].entry() for name in sorted(fields))
 
     def chunks(self, data: Mapping[str, Any]) -> list[int]:
         """The indexes of the chunks where the fact `data` could match some rule."""
         failing = 0
-        for gate in self._fields:
-            failing |= gate.failing(data.get(gate.name))
+        for name, present, absent, by_class in self._fields:
+            value = data.get(name)
+            if value is None:
+                failing |= present
+                continue
+            cls = type(value)
+            entry = by_class.get(cls)
+            if entry is None or cls is float or cls is int:
+                kind = _kind(value)  # ints within 2**53, finite floats; subclasses
+                if kind is None:
+                    failing |= absent
+                    continue
+                entry = by_class[_CLASS_OF[kind]]
+            otherwise, table, orderings = entry
+            found = table.get(value)
+            failing |= otherwise if found is None else found
+            for bisect, thresholds, cumulated in orderings:
+                failing |= cumulated[bisect(thresholds, value)]
         possible = self._all & ~failing
         out: list[int] = []
         while possible:
