@@ -134,7 +134,7 @@ class _FieldGate:
         class fails when it has no entry in the table, the table, and the orderings."""
         orderings = tuple(t.entry() for t in self.orderings)
         by_class: dict[type, _ClassEntry] = {}
-        for cls, kind in ((str, "s"), (bool, "b"), (int, "n"), (float, "n")):
+        for cls, kind in ((str, "s"), (bool, "b"), (float, "n")):
             equal = self.equal.get(kind, 0)
             table = {
                 key: self.absent | mask
@@ -150,7 +150,8 @@ class _FieldGate:
 _ClassEntry = tuple[int, dict[Any, int], tuple[_ThresholdEntry, ...]]
 #: (field, rules needing it present, rules needing it absent, per value class its entry)
 _FieldEntry = tuple[str, int, int, dict[type, _ClassEntry]]
-#: the class whose entry a value of a kind takes (str and int subclasses, ...)
+#: the class whose entry a value of a kind takes (ints take the float one: numbers are
+#: keyed as floats; subclasses of str take str's)
 _CLASS_OF = {"s": str, "b": bool, "n": float}
 
 
@@ -221,8 +222,8 @@ class Gate:
                 continue
             cls = type(value)
             entry = by_class.get(cls)
-            if entry is None or cls is float or cls is int:
-                kind = _kind(value)  # ints within 2**53, finite floats; subclasses
+            if entry is None or cls is float:
+                kind = _kind(value)  # ints within 2**53, finite floats, subclasses
                 if kind is None:
                     failing |= absent
                     continue
