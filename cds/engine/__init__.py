@@ -20,16 +20,19 @@
   512 hashed successors (`NEXT_BUCKET_LENGTH`; the insert then never returns: the "cliff"
   at ~800 rules); and one fact making more than 64 results in one ruleset corrupts the
   heap. So a chunk holds, per fact type, rules whose result bound, distinct tests and
-  rule count stay within `SplitBounds`. Each chunk costs one more session per
-  evaluation (~0.15M instructions: the sentinel's action, parsing the fact, deleting the
-  session), so chunks are as full as allowed; creating a session also zeroes durable's
-  per-rule tables (~11,000 instructions a rule, whatever the split: at 5,000 rules 60%
-  of an evaluation). A fact is encoded once per evaluation and that text goes to every
-  chunk with rules for its type; a fact emitted in one chunk is
-  asserted at once into that chunk and queued for the others, until no chunk has work
-  (forward chaining across chunks). Each chunk gets its own session per evaluation (with
-  the sentinel fact), all deleted at the end. Results do not depend on the split: firings
-  and emitted facts are sets (sorted in `EngineResult`).
+  rule count stay within `SplitBounds`; a chunk holds rules of one fact type. Each chunk
+  that runs costs one more session per evaluation (~0.15M instructions: the sentinel's
+  action, parsing the fact, deleting the session), so chunks are as full as allowed;
+  creating a session also zeroes durable's tables for every rule of the chunk (~11,000
+  instructions a rule, whatever the facts). So a chunk runs only where the gate
+  (`cds.engine.gate`, built from the compiled patterns) finds that some fact could
+  match one of its rules: a fact is encoded once per evaluation and that text goes to
+  the chunks of its type the gate admits for it; a fact emitted in one chunk goes
+  through the gate too, is asserted at once into that chunk if admitted there, and is
+  queued for the others (which may not have run yet), until no chunk has work (forward
+  chaining across chunks). Each chunk that runs gets its own session per evaluation
+  (with the sentinel fact), all deleted at the end. Results do not depend on the split
+  or the gate: firings and emitted facts are sets (sorted in `EngineResult`).
 """
 
 from __future__ import annotations
