@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +129,20 @@ class _FieldGate:
     equal_failing: dict[tuple[str, Any], int] = field(default_factory=dict)
     orderings: list[_Thresholds] = field(default_factory=list)
 
+    def only(self, rules: int) -> _FieldGate:
+        """This field's tests of `rules` only."""
+        return _FieldGate(
+            self.name,
+            self.present & rules,
+            self.absent & rules,
+            {kind: mask & rules for kind, mask in self.equal.items()},
+            {key: mask & rules for key, mask in self.equal_failing.items()},
+            [
+                _Thresholds(t.op, t.values, [mask & rules for mask in t.cumulated])
+                for t in self.orderings
+            ],
+        )
+
     def entry(self) -> _FieldEntry:
         """The field as `Gate.chunks` reads it: per value class, the rules a value of that
         class fails when it has no entry in the table, the table, and the orderings."""
@@ -210,7 +224,12 @@ class Gate:
             fields[name].orderings = [
                 _Thresholds.build(op, entries) for op, entries in sorted(by_op.items())
             ]
-        self._fields = tuple(fields[name].entry() for name in sorted(fields))
+        decided = _decided(self._spans, fields.values())
+        self._fields = tuple(
+            fields[name].only(decided).entry()
+            for name in sorted(fields)
+            if (fields[name].present | fields[name].absent) & decided
+        )
 
     def chunks(self, data: Mapping[str, Any]) -> list[int]:
         """The indexes of the chunks where the fact `data` could match some rule."""
@@ -242,3 +261,19 @@ class Gate:
             possible >>= end
             possible <<= end
         return out
+
+
+def _decided(spans: Sequence[tuple[int, int]], fields: Iterable[_FieldGate]) -> int:
+    """The rules in chunks where every rule requires some test. A chunk holding a rule
+    that requires none runs for every fact, so the tests of its other rules decide
+    nothing: the gate leaves them out (and the fields left with no test)."""
+    gated = 0
+    for gate in fields:
+        gated |= gate.present | gate.absent
+    decided = start = 0
+    for _, end in spans:
+        span = ((1 << end) - 1) ^ ((1 << start) - 1)
+        if span & ~gated == 0:
+            decided |= span
+        start = end
+    return decided
