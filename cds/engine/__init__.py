@@ -20,16 +20,19 @@
   512 hashed successors (`NEXT_BUCKET_LENGTH`; the insert then never returns: the "cliff"
   at ~800 rules); and one fact making more than 64 results in one ruleset corrupts the
   heap. So a chunk holds, per fact type, rules whose result bound, distinct tests and
-  rule count stay within `SplitBounds`. Each chunk costs one more session per
-  evaluation (~0.15M instructions: the sentinel's action, parsing the fact, deleting the
-  session), so chunks are as full as allowed; creating a session also zeroes durable's
-  per-rule tables (~11,000 instructions a rule, whatever the split: at 5,000 rules 60%
-  of an evaluation). A fact is encoded once per evaluation and that text goes to every
-  chunk with rules for its type; a fact emitted in one chunk is
-  asserted at once into that chunk and queued for the others, until no chunk has work
-  (forward chaining across chunks). Each chunk gets its own session per evaluation (with
-  the sentinel fact), all deleted at the end. Results do not depend on the split: firings
-  and emitted facts are sets (sorted in `EngineResult`).
+  rule count stay within `SplitBounds`; a chunk holds rules of one fact type. Each chunk
+  that runs costs one more session per evaluation (~0.15M instructions: the sentinel's
+  action, parsing the fact, deleting the session), so chunks are as full as allowed;
+  creating a session also zeroes durable's tables for every rule of the chunk (~11,000
+  instructions a rule, whatever the facts). So a chunk runs only where the gate
+  (`cds.engine.gate`, built from the compiled patterns) finds that some fact could
+  match one of its rules: a fact is encoded once per evaluation and that text goes to
+  the chunks of its type the gate admits for it; a fact emitted in one chunk goes
+  through the gate too, is asserted at once into that chunk if admitted there, and is
+  queued for the others (which may not have run yet), until no chunk has work (forward
+  chaining across chunks). Each chunk that runs gets its own session per evaluation
+  (with the sentinel fact), all deleted at the end. Results do not depend on the split
+  or the gate: firings and emitted facts are sets (sorted in `EngineResult`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from typing import Any
 import durable_rules_engine  # type: ignore[import-not-found]
 from durable.engine import Host
 
+from cds.engine.gate import Gate
 from cds.jsontext import dumps
 from cds.rules.compiler import FORMAT, assert_single_fact
 from cds.rules.facttypes import MAX_FACT_PROPERTIES
@@ -218,8 +222,10 @@ class SplitBounds:
 
 
 def partition(patterns: Mapping[str, _Pattern], bounds: SplitBounds) -> list[list[str]]:
-    """Rule ids in chunks: per fact type, in rule id order, a new chunk when the next rule
-    would take the chunk past `bounds`; chunk i holds every fact type's i-th. Deterministic."""
+    """Rule ids in chunks of one fact type each: per fact type (in name order), in rule id
+    order, a new chunk when the next rule would take the chunk past `bounds`.
+    Deterministic. A chunk never mixes types, so a fact wakes only chunks of its own
+    type (and the gate leaves out those where it cannot match: `cds.engine.gate`)."""
 
     @dataclass
     class Open:
@@ -246,11 +252,7 @@ def partition(patterns: Mapping[str, _Pattern], bounds: SplitBounds) -> list[lis
         last.results += p.paths
         last.exists |= p.exists_tests
         last.other |= p.other_tests
-    width = max((len(c) for c in per_type.values()), default=0)
-    return [
-        sorted(r for chunks in per_type.values() if i < len(chunks) for r in chunks[i].rule_ids)
-        for i in range(width)
-    ]
+    return [chunk.rule_ids for fact_type in sorted(per_type) for chunk in per_type[fact_type]]
 
 
 #: glibc's M_TRIM_THRESHOLD and M_MMAP_THRESHOLD (malloc.h) and the values the engine
@@ -304,11 +306,11 @@ class _QuietHost(Host):  # type: ignore[misc]
 
 @dataclass
 class _Chunk:
-    """One durable ruleset of the split: its C handle and the fact types its rules read."""
+    """One durable ruleset of the split: its C handle and its rules (all of one fact type)."""
 
     name: str
     handle: Any
-    types: frozenset[str]
+    rule_ids: tuple[str, ...]
 
 
 @dataclass
@@ -349,8 +351,8 @@ class Engine:
         self._emits: dict[str, Any] = dict(compiled["emits"])
         self._host: _QuietHost | None = None
         self._chunks: list[_Chunk] = []
-        #: per fact type, the chunks (indexes) with rules for it
-        self._routes: dict[str, tuple[int, ...]] = {}
+        #: per fact type, which of its chunks a fact could match in (`cds.engine.gate`)
+        self._gates: dict[str, Gate] = {}
         #: per fact type, the fields some pattern reads: only those go into the engine
         #: (a smaller message is parsed faster by durable, in C and in its actions)
         self._fields: dict[str, tuple[str, ...]] = {}
@@ -373,11 +375,15 @@ class Engine:
                 "run": _dispatched_by_engine,
             }
             definitions[self._chunk_name(index, len(groups))] = definition
-        routes: dict[str, list[int]] = {}
+        # per fact type, its rules in chunk order and where each chunk's run ends
+        ordered: dict[str, list[Mapping[str, Any]]] = {}
+        spans: dict[str, list[tuple[int, int]]] = {}
         for index, rule_ids in enumerate(groups):
-            for fact_type in sorted({patterns[r].fact_type for r in rule_ids}):
-                routes.setdefault(fact_type, []).append(index)
-        self._routes = {t: tuple(i) for t, i in routes.items()}
+            fact_type = patterns[rule_ids[0]].fact_type
+            rules = ordered.setdefault(fact_type, [])
+            rules.extend(self._rules[r]["all"][0]["m"] for r in rule_ids)
+            spans.setdefault(fact_type, []).append((index, len(rules)))
+        self._gates = {t: Gate(ordered[t], spans[t]) for t in ordered}
         if definitions:
             with _LOCK:
                 _keep_freed_heap()
@@ -388,7 +394,7 @@ class Engine:
                         _Chunk(
                             name,
                             self._host.get_ruleset(name)._handle,
-                            frozenset(patterns[r].fact_type for r in rule_ids),
+                            tuple(rule_ids),
                         )
                     )
 
@@ -433,7 +439,8 @@ class Engine:
         ev.facts[new["id"]] = (target, new)
         ev.emitted.append({**new, "t": target})
         text = _encode(message)
-        for index in self._routes.get(target, ()):
+        gate = self._gates.get(target)
+        for index in gate.chunks(new) if gate is not None else ():
             if index != ev.running:
                 ev.queue(index, text)
                 continue
@@ -529,7 +536,8 @@ class Engine:
         with _LOCK:
             ev = _Evaluation(sid=str(uuid.uuid4()), facts={d["id"]: (t, d) for t, d in normalized})
             for ftype, data in normalized:
-                routes = self._routes.get(ftype, ())
+                gate = self._gates.get(ftype)
+                routes = gate.chunks(data) if gate is not None else ()
                 if routes:
                     text = _encode(self._message(ftype, data, ev.sid))
                     for index in routes:

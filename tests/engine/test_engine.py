@@ -88,8 +88,10 @@ def test_session_deleted_so_the_same_facts_fire_again(
     assert engine.evaluate(facts) == first  # same session id again: it was deleted
     host = engine._host
     assert host is not None
-    with pytest.raises(Exception, match="309"):
-        host.get_state(engine_module.RULESET_NAME, str(sid))
+    assert engine._chunks  # the basic rules are split by fact type
+    for chunk in engine._chunks:  # every chunk's session of that evaluation is gone
+        with pytest.raises(Exception, match="309"):
+            host.get_state(chunk.name, str(sid))
 
 
 def test_session_deleted_when_nothing_matched(basic: RuleSet) -> None:
