@@ -156,14 +156,19 @@ def _request(
     return course
 
 
+def _route_and_text(course: _Course, dosage: m.Dosage | m.AdministrationDosage) -> None:
+    """A dosage's route and text, kept for the systemic check (CS-1.8)."""
+    route = dosage.get("route")
+    if route is not None:
+        course.routes.append(route)
+    text = dosage.get("text")
+    if text:
+        course.texts.append(text)
+
+
 def _doses(course: _Course, path: str, dosage: Iterable[m.Dosage]) -> None:
     for i, d in enumerate(dosage):
-        route = d.get("route")
-        if route is not None:
-            course.routes.append(route)
-        text = d.get("text")
-        if text:
-            course.texts.append(text)
+        _route_and_text(course, d)
         for j, dr in enumerate(d.get("doseAndRate", ())):
             expr = f"{path}[{i}].doseAndRate[{j}].doseQuantity"
             course.dosages.append((expr, dr.get("doseQuantity"), d.get("timing")))
@@ -186,12 +191,7 @@ def _administration(
     dosage = res.get("dosage")
     if dosage is not None:
         course.dosages.append(("MedicationAdministration.dosage.dose", dosage.get("dose"), None))
-        route = dosage.get("route")
-        if route is not None:
-            course.routes.append(route)
-        text = dosage.get("text")
-        if text:
-            course.texts.append(text)
+        _route_and_text(course, dosage)
     return course
 
 
