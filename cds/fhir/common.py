@@ -18,9 +18,9 @@ from cds.fhir.records import PatientData, Scanner
 
 MAX_ISSUES_PER_RESOURCE = 5
 
-#: a Device Reference by its fields (reference, display, identifier): equal keys are equal
-#: Reference models, and hashing a str tuple is cheaper than hashing the model
-ScannerKey = tuple[str | None, str | None, m.Identifier | None]
+#: a Device Reference by its fields (reference, display, identifier system and value):
+#: equal keys are equal References
+ScannerKey = tuple[str | None, str | None, tuple[str | None, str | None] | None]
 
 
 @dataclass(slots=True)
@@ -33,8 +33,8 @@ class ReadContext:
     data: PatientData
     #: Bundle fullUrl -> Type/id
     urls: dict[str, str] = field(default_factory=dict)
-    devices: Mapping[str, m.Resource] = field(default_factory=dict)
-    medications: Mapping[str, m.Resource] = field(default_factory=dict)
+    devices: Mapping[str, m.Device] = field(default_factory=dict)
+    medications: Mapping[str, m.Medication] = field(default_factory=dict)
     #: one scanner is referenced by many results: read once
     scanners: dict[ScannerKey, Scanner] = field(default_factory=dict)
     #: Devices referenced but absent (each noted once in the trace)
@@ -42,16 +42,27 @@ class ReadContext:
 
 
 def errors_to_issues(exc: ValidationError, rtype: str, ref: str) -> list[DataIssue]:
-    """The first validation errors of a resource as data errors."""
+    """The first validation errors of a resource as data errors.
+
+    An element object that is not a JSON object is named by its model, as the message
+    of a BaseModel's error did ("... or instance of Coding"; the TypedDict's says only
+    "Input should be a valid dictionary"); the full models' errors (validation="full")
+    keep their own message."""
     out: list[DataIssue] = []
     for err in exc.errors()[:MAX_ISSUES_PER_RESOURCE]:
+        loc = err["loc"]
         path = rtype
-        for p in err["loc"]:
+        for p in loc:
             path += f"[{p}]" if isinstance(p, int) else f".{p}"
         got = err.get("input")
         shown = repr(got)[:60] if not isinstance(got, dict | list) else type(got).__name__
-        structure = err["type"] in ("model_type", "list_type")
-        out.append(di.invalid_element(ref, path, err["msg"], shown, structure))
+        kind, msg = err["type"], err["msg"]
+        if kind == "dict_type":
+            model = m.model_at(rtype, loc)
+            if model is not None:
+                kind, msg = "model_type", f"{msg} or instance of {model}"
+        structure = kind in ("model_type", "list_type")
+        out.append(di.invalid_element(ref, path, msg, shown, structure))
     return out
 
 
@@ -81,21 +92,25 @@ def why(issues: list[DataIssue], ref: str) -> str:
 
 def display(cc: m.CodeableConcept, hit: tuple[CodeEntry, m.Coding] | None) -> str:
     """The resource's own text or display, else the profile's display of the matched code."""
-    if cc.text:
-        return cc.text
-    for c in cc.coding:
-        if c.display:
-            return c.display
+    text = cc.get("text")
+    if text:
+        return text
+    for c in cc.get("coding", ()):
+        shown = c.get("display")
+        if shown:
+            return shown
     if hit is not None:
-        return f"{hit[0].display} ({hit[1].code})"
-    return cc.label()
+        return f"{hit[0].display} ({hit[1].get('code')})"
+    return m.label(cc)
 
 
 def status_code(cc: m.CodeableConcept | None) -> str | None:
     """The first code of a status CodeableConcept, else its text in lower case."""
     if cc is None:
         return None
-    for c in cc.coding:
-        if c.code:
-            return c.code
-    return cc.text.lower() if cc.text else None
+    for c in cc.get("coding", ()):
+        code = c.get("code")
+        if code:
+            return code
+    text = cc.get("text")
+    return text.lower() if text else None

@@ -24,13 +24,13 @@ def read_condition(ctx: ReadContext, cond: m.Condition, ref: str) -> None:
     """One Condition: history (fractures, infarction or stroke: resolved ones count too),
     then, when active and confirmed, the conditions the rules read."""
     trace = ctx.data.trace
-    ver = status_code(cond.verificationStatus)
+    ver = status_code(cond.get("verificationStatus"))
     if ver in VERIFICATION_EXCLUDED:
         trace.ignore(ref, f"verificationStatus {ver}")
         return
     unconfirmed = ver in VERIFICATION_UNCONFIRMED
-    clin = status_code(cond.clinicalStatus)
-    cc = cond.code
+    clin = status_code(cond.get("clinicalStatus"))
+    cc = cond.get("code")
     if cc is None:
         trace.ignore(ref, "no code")
         return
@@ -60,16 +60,15 @@ def read_condition(ctx: ReadContext, cond: m.Condition, ref: str) -> None:
 
 def _onset(ctx: ReadContext, cond: m.Condition, ref: str) -> When | None:
     """The onset date, else the recorded date (a warning when unreadable)."""
-    onset = cond.onsetDateTime or (cond.onsetPeriod.start if cond.onsetPeriod else None)
+    onset_at = cond.get("onsetDateTime")
+    period = cond.get("onsetPeriod")
+    onset = onset_at or (period.get("start") if period is not None else None)
     if onset is not None:
-        expr = (
-            "Condition.onsetDateTime"
-            if cond.onsetDateTime is not None
-            else "Condition.onsetPeriod.start"
-        )
+        expr = "Condition.onsetDateTime" if onset_at is not None else "Condition.onsetPeriod.start"
         return when(onset, expr, ref, ctx.data.issues, False)
-    if cond.recordedDate is not None:
-        return when(cond.recordedDate, "Condition.recordedDate", ref, ctx.data.issues, False)
+    recorded = cond.get("recordedDate")
+    if recorded is not None:
+        return when(recorded, "Condition.recordedDate", ref, ctx.data.issues, False)
     return None
 
 
@@ -82,8 +81,8 @@ def _history(
     frac = fracture(hits, unconfirmed)
     if frac is not None:
         kind, _entry, coding = frac
-        code = coding.code or ""
-        injury = (coding.system or "") == ICD10CM and code.upper().startswith(
+        code = coding.get("code") or ""
+        injury = (coding.get("system") or "") == ICD10CM and code.upper().startswith(
             ctx.p.fracture_injury_prefixes
         )
         data.fractures.append(
@@ -121,13 +120,13 @@ def _active(
         data.hyperparathyroidism.append(ref)
         used.append("primary hyperparathyroidism")
     if "hpp" in hits or (
-        "hpp-if-named" in hits and any(t in cc.words() for t in ctx.p.hypophosphatasia_text)
+        "hpp-if-named" in hits and any(t in m.words(cc) for t in ctx.p.hypophosphatasia_text)
     ):
         data.hypophosphatasia.append(ref)
         used.append("hypophosphatasia")
     not_hpp = None
     if "hpp-if-named" in hits and "hypophosphatasia" not in used:
-        hpp_code = hits["hpp-if-named"][1].code
+        hpp_code = hits["hpp-if-named"][1].get("code")
         not_hpp = (
             f"not counted as hypophosphatasia: {hpp_code} ({label}) does not name it, and "
             f"{hpp_code} also codes other disorders such as hypophosphatemia (CS-3.6)"
@@ -168,14 +167,15 @@ def fracture(hits: Hits, unconfirmed: bool) -> tuple[FractureKind, CodeEntry, m.
 def read_procedure(ctx: ReadContext, proc: m.Procedure, ref: str) -> None:
     """One Procedure: structural findings, vertebral augmentation, contrast studies."""
     trace = ctx.data.trace
-    if proc.status not in PROC_USED:
-        trace.ignore(ref, f"status {proc.status}")
+    status = proc.get("status")
+    if status not in PROC_USED:
+        trace.ignore(ref, f"status {status}")
         return
-    cc = proc.code
+    cc = proc.get("code")
     if cc is None:
         trace.ignore(ref, "no code")
         return
-    words = cc.words()
+    words = m.words(cc)
     used: list[str] = []
     hits = ctx.p.code_index.hits(cc)
     label = display(cc, next(iter(hits.values()), None))
@@ -199,7 +199,8 @@ def read_procedure(ctx: ReadContext, proc: m.Procedure, ref: str) -> None:
 
 
 def _performed(proc: m.Procedure) -> str | None:
-    return proc.performedDateTime or (proc.performedPeriod.start if proc.performedPeriod else None)
+    period = proc.get("performedPeriod")
+    return proc.get("performedDateTime") or (period.get("start") if period is not None else None)
 
 
 def _augmentation(
@@ -225,7 +226,7 @@ def _augmentation(
         FractureRecord(
             ref=ref,
             kind="vertebral",
-            code=(ahit[1].code or "") if ahit is not None else "",
+            code=(ahit[1].get("code") or "") if ahit is not None else "",
             display=display(cc, ahit),
             when=at,
             augmentation=True,
@@ -239,7 +240,7 @@ def _contrast(ctx: ReadContext, proc: m.Procedure, ref: str, label: str, used: l
     as-of date and ignored (traced)."""
     expr = (
         "Procedure.performedDateTime"
-        if proc.performedDateTime is not None
+        if proc.get("performedDateTime") is not None
         else "Procedure.performed[x]"
     )
     at = when(_performed(proc), expr, ref, ctx.data.issues)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
@@ -70,23 +70,25 @@ def _draft(ctx: ReadContext, e: Entry, urls: dict[str, str], chosen: str | None)
         data.trace.ignore(e.ref, f"draft {e.rtype} is not a DXA order")
         return
     try:
-        sr = m.ServiceRequest.model_validate(e.raw)
+        sr = cast(m.ServiceRequest, m.VALIDATE["ServiceRequest"](e.raw))
     except ValidationError as exc:
         data.issues.extend(errors_to_issues(exc, e.rtype, e.ref))
         data.trace.ignore(e.ref, why(data.issues, e.ref))
         return
-    if sr.status is not None and sr.status not in DRAFT_USED:
-        data.trace.ignore(e.ref, f"status {sr.status}")
+    status = sr.get("status")
+    if status is not None and status not in DRAFT_USED:
+        data.trace.ignore(e.ref, f"status {status}")
         return
     subject = subject_of(e.raw)
     if isinstance(subject, str) and chosen is not None and ref_target(subject, urls) != chosen:
         data.trace.ignore(e.ref, f"not this patient (subject {subject})")
         return
-    hit = ctx.p.dxa_orders.match(sr.code)
-    if hit is None or sr.code is None:
-        label = sr.code.label() if sr.code else "no code"
+    code = sr.get("code")
+    hit = ctx.p.dxa_orders.match(code)
+    if hit is None or code is None:
+        label = m.label(code) if code is not None else "no code"
         data.trace.ignore(e.ref, f"not a DXA order ({label})")
         return
-    authored = when(sr.authoredOn, "ServiceRequest.authoredOn", e.ref, data.issues, False)
-    data.drafts.append(DraftRecord(ref=e.ref, display=display(sr.code, hit), authored=authored))
+    authored = when(sr.get("authoredOn"), "ServiceRequest.authoredOn", e.ref, data.issues, False)
+    data.drafts.append(DraftRecord(ref=e.ref, display=display(code, hit), authored=authored))
     data.trace.use(e.ref, "draft DXA order")

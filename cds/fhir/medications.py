@@ -5,8 +5,10 @@ drugs that harm bone (CS-6.8)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import cast
 
 from cds.contracts.outcome import DataIssue
 from cds.fhir import issues as di
@@ -48,18 +50,19 @@ def read_medication(ctx: ReadContext, res: MedResource, ref: str) -> None:
     trace = ctx.data.trace
     cc, extra, form = _medication_code(ctx, res)
     ing = recognise(ctx.p, cc, extra)
-    label = (cc.label() if cc is not None else "") or extra or "no medication code"
+    label = (m.label(cc) if cc is not None else "") or extra or "no medication code"
     harm = harming(ctx.p, cc, extra) if ing is None else None
     if ing is None and harm is None:
         trace.ignore(ref, f"not a bone-active, glucocorticoid or bone-harming medication ({label})")
         return
-    status = res.status or ""
-    if isinstance(res, m.MedicationStatement):
-        course = _statement(ctx, res, ref, label, status)
-    elif isinstance(res, m.MedicationRequest):
-        course = _request(ctx, res, ref, label, status)
+    status = res.get("status") or ""
+    rtype = res["resourceType"]
+    if rtype == "MedicationStatement":
+        course = _statement(ctx, cast(m.MedicationStatement, res), ref, label, status)
+    elif rtype == "MedicationRequest":
+        course = _request(ctx, cast(m.MedicationRequest, res), ref, label, status)
     else:
-        course = _administration(ctx, res, ref, label, status)
+        course = _administration(ctx, cast(m.MedicationAdministration, res), ref, label, status)
     if course is None:
         return
     start = course.start
@@ -80,12 +83,12 @@ def read_medication(ctx: ReadContext, res: MedResource, ref: str) -> None:
         trace.use(ref, f"{harm.ingredient} ({harm.class_display}, harms bone: CS-6.8)")
         return
     words = " | ".join(
-        [cc.words() if cc is not None else "", extra.lower()]
+        [m.words(cc) if cc is not None else "", extra.lower()]
         + [t.lower() for t in course.texts]
-        + [r.words() for r in course.routes]
-        + [form.words() if form is not None else ""]
+        + [m.words(r) for r in course.routes]
+        + [m.words(form) if form is not None else ""]
     )
-    _bone_med(ctx, res.resourceType, ref, ing, status, label, words, course)
+    _bone_med(ctx, rtype, ref, ing, status, label, words, course)
 
 
 def _medication_code(
@@ -93,18 +96,20 @@ def _medication_code(
 ) -> tuple[m.CodeableConcept | None, str, m.CodeableConcept | None]:
     """(code, display of the Medication reference, form): the record's own code, else
     the code and form of the Medication it refers to."""
-    cc = res.medicationCodeableConcept
+    cc = res.get("medicationCodeableConcept")
     extra = ""
     form: m.CodeableConcept | None = None
-    if cc is None and res.medicationReference is not None:
-        mr = res.medicationReference
-        extra = mr.display or ""
-        if mr.reference:
-            target = ref_target(mr.reference, ctx.urls)
+    mr = res.get("medicationReference")
+    if cc is None and mr is not None:
+        extra = mr.get("display") or ""
+        reference = mr.get("reference")
+        if reference:
+            target = ref_target(reference, ctx.urls)
             med = ctx.medications.get(target or "")
-            if isinstance(med, m.Medication) and med.code is not None:
-                cc = med.code
-                form = med.form
+            code = med.get("code") if med is not None else None
+            if med is not None and code is not None:
+                cc = code
+                form = med.get("form")
     return cc, extra, form
 
 
@@ -116,19 +121,20 @@ def _statement(
         return None
     issues = ctx.data.issues
     course = _Course()
-    period = res.effectivePeriod
+    period = res.get("effectivePeriod")
     if period is not None:
         expr = "MedicationStatement.effectivePeriod"
-        course.start = when(period.start, f"{expr}.start", ref, issues, False)
-        course.end = when(period.end, f"{expr}.end", ref, issues, False)
-    if course.start is None and res.effectiveDateTime is not None:
+        course.start = when(period.get("start"), f"{expr}.start", ref, issues, False)
+        course.end = when(period.get("end"), f"{expr}.end", ref, issues, False)
+    effective = res.get("effectiveDateTime")
+    if course.start is None and effective is not None:
         expr = "MedicationStatement.effectiveDateTime"
-        course.start = when(res.effectiveDateTime, expr, ref, issues, False)
+        course.start = when(effective, expr, ref, issues, False)
     end = course.end
     course.ongoing = status == "active" and (end is None or end.date >= ctx.as_of)
-    if status in ("completed", "stopped") and end is None and res.effectiveDateTime:
+    if status in ("completed", "stopped") and end is None and effective:
         course.end = course.start
-    _doses(course, "MedicationStatement.dosage", res.dosage)
+    _doses(course, "MedicationStatement.dosage", res.get("dosage", ()))
     return course
 
 
@@ -139,25 +145,33 @@ def _request(
     if status not in MR_USED:
         trace.ignore(ref, f"status {status or 'missing'} ({label})")
         return None
-    if res.intent is not None and res.intent not in MR_ORDER_INTENTS:
-        trace.ignore(ref, f"intent {res.intent}: not an order ({label})")
+    intent = res.get("intent")
+    if intent is not None and intent not in MR_ORDER_INTENTS:
+        trace.ignore(ref, f"intent {intent}: not an order ({label})")
         return None
     course = _Course(ongoing=status == "active")
     expr = "MedicationRequest.authoredOn"
-    course.start = when(res.authoredOn, expr, ref, ctx.data.issues, False)
-    _doses(course, "MedicationRequest.dosageInstruction", res.dosageInstruction)
+    course.start = when(res.get("authoredOn"), expr, ref, ctx.data.issues, False)
+    _doses(course, "MedicationRequest.dosageInstruction", res.get("dosageInstruction", ()))
     return course
 
 
-def _doses(course: _Course, path: str, dosage: list[m.Dosage]) -> None:
+def _route_and_text(course: _Course, dosage: m.Dosage | m.AdministrationDosage) -> None:
+    """A dosage's route and text, kept for the systemic check (CS-1.8)."""
+    route = dosage.get("route")
+    if route is not None:
+        course.routes.append(route)
+    text = dosage.get("text")
+    if text:
+        course.texts.append(text)
+
+
+def _doses(course: _Course, path: str, dosage: Iterable[m.Dosage]) -> None:
     for i, d in enumerate(dosage):
-        if d.route is not None:
-            course.routes.append(d.route)
-        if d.text:
-            course.texts.append(d.text)
-        for j, dr in enumerate(d.doseAndRate):
+        _route_and_text(course, d)
+        for j, dr in enumerate(d.get("doseAndRate", ())):
             expr = f"{path}[{i}].doseAndRate[{j}].doseQuantity"
-            course.dosages.append((expr, dr.doseQuantity, d.timing))
+            course.dosages.append((expr, dr.get("doseQuantity"), d.get("timing")))
 
 
 def _administration(
@@ -167,19 +181,17 @@ def _administration(
     if status not in MA_USED:
         trace.ignore(ref, f"status {status or 'missing'} ({label})")
         return None
-    text = res.effectiveDateTime or (res.effectivePeriod.start if res.effectivePeriod else None)
+    period = res.get("effectivePeriod")
+    text = res.get("effectiveDateTime") or (period.get("start") if period is not None else None)
     dose_date = when(text, "MedicationAdministration.effective[x]", ref, issues)
     if dose_date is None:
         trace.ignore(ref, why(issues, ref))
         return None
     course = _Course(start=dose_date, dose_date=dose_date)
-    dosage = res.dosage
+    dosage = res.get("dosage")
     if dosage is not None:
-        course.dosages.append(("MedicationAdministration.dosage.dose", dosage.dose, None))
-        if dosage.route is not None:
-            course.routes.append(dosage.route)
-        if dosage.text:
-            course.texts.append(dosage.text)
+        course.dosages.append(("MedicationAdministration.dosage.dose", dosage.get("dose"), None))
+        _route_and_text(course, dosage)
     return course
 
 
@@ -239,14 +251,16 @@ def _bone_med(
 def recognise(p: Profiles, cc: m.CodeableConcept | None, extra: str) -> Ingredient | None:
     """The bone-active or glucocorticoid ingredient, by RxNorm or ATC code, else by name."""
     if cc is not None:
-        for c in cc.coding:
-            if not c.code:
+        for c in cc.get("coding", ()):
+            code = c.get("code")
+            if not code:
                 continue
-            if c.system == RXNORM and c.code in p.rxnorm:
-                return p.rxnorm[c.code]
-            if c.system == ATC and c.code.upper() in p.atc:
-                return p.atc[c.code.upper()]
-    words = ((cc.words() if cc is not None else "") + " | " + extra.lower()).strip()
+            system = c.get("system")
+            if system == RXNORM and code in p.rxnorm:
+                return p.rxnorm[code]
+            if system == ATC and code.upper() in p.atc:
+                return p.atc[code.upper()]
+    words = ((m.words(cc) if cc is not None else "") + " | " + extra.lower()).strip()
     for name, ing in p.med_names:
         if name in words:
             return ing
@@ -256,12 +270,13 @@ def recognise(p: Profiles, cc: m.CodeableConcept | None, extra: str) -> Ingredie
 def harming(p: Profiles, cc: m.CodeableConcept | None, extra: str) -> HarmingDrug | None:
     """A drug that harms bone (CS-6.8), by ATC code or by name."""
     if cc is not None:
-        for c in cc.coding:
-            if c.code and c.system == p.harming_atc_system:
-                hit = p.harming_atc.get(c.code.upper())
+        for c in cc.get("coding", ()):
+            code = c.get("code")
+            if code and c.get("system") == p.harming_atc_system:
+                hit = p.harming_atc.get(code.upper())
                 if hit is not None:
                     return hit
-    words = (cc.words() if cc is not None else "") + " | " + extra.lower()
+    words = (m.words(cc) if cc is not None else "") + " | " + extra.lower()
     for name, drug in p.harming_names:
         if name in words:
             return drug
@@ -271,8 +286,10 @@ def harming(p: Profiles, cc: m.CodeableConcept | None, extra: str) -> HarmingDru
 def not_systemic(p: Profiles, routes: list[m.CodeableConcept], words: str) -> str | None:
     """Why a glucocorticoid record is not systemic (CS-1.8 rev 2), None when it is."""
     for route in routes:
-        for c in route.coding:
-            if c.system == p.systemic_route_system and c.code in p.systemic_route_codes:
+        for c in route.get("coding", ()):
+            if c.get("system") == p.systemic_route_system and (
+                c.get("code") in p.systemic_route_codes
+            ):
                 return None
     hit = p.non_systemic_words.search(words)
     if hit is None:
@@ -288,8 +305,11 @@ def oncology(p: Profiles, ing: Ingredient, words: str, dosages: list[Dosage]) ->
     if any(v == ing.ingredient and n in words for n, v in p.oncology_names.items()):
         return True
     for _, q, _ in dosages:
-        unit = (q.code or q.unit or "").strip() if q is not None else ""
-        if q is not None and q.value is not None and unit == "mg" and q.value == dose:
+        if q is None:
+            continue
+        unit = (q.get("code") or q.get("unit") or "").strip()
+        value = q.get("value")
+        if value is not None and unit == "mg" and value == dose:
             return True
     return re.search(rf"\b{re.escape(str(dose))}\s*mg\b", words) is not None
 
@@ -303,12 +323,14 @@ def mg_per_day(
     found = False
     factor = ing.prednisone_factor or Decimal(1)
     for expr, q, timing in dosages:
-        if q is None or q.value is None:
+        value = q.get("value") if q is not None else None
+        if q is None or value is None:
             continue
-        unit = (q.code if q.code is not None else q.unit or "").strip()
+        code = q.get("code")
+        unit = (code if code is not None else q.get("unit") or "").strip()
         uf = p.dose_units.get(unit)
         if uf is None:
-            where = f"{expr}.unit" if q.code is None else f"{expr}.code"
+            where = f"{expr}.unit" if code is None else f"{expr}.code"
             issues.append(di.dose_unit_unknown(ref, where, unit))
             return None
         per_day = _per_day(timing)
@@ -316,7 +338,7 @@ def mg_per_day(
             where = f"{expr.rsplit('.doseAndRate', 1)[0]}.timing.repeat"
             issues.append(di.dose_timing_unreadable(ref, where))
             return None
-        total += q.value * uf * per_day * factor
+        total += value * uf * per_day * factor
         found = True
     if not found or total < 0:
         return None
@@ -325,12 +347,14 @@ def mg_per_day(
 
 def _per_day(timing: m.Timing | None) -> Decimal | None:
     """Doses per day of a timing (1 without a repeat); None when not a daily frequency."""
-    rep = timing.repeat if timing is not None else None
+    rep = timing.get("repeat") if timing is not None else None
     if rep is None:
         return Decimal(1)
-    freq = Decimal(rep.frequency) if rep.frequency is not None else Decimal(1)
-    period = rep.period if rep.period is not None else Decimal(1)
-    days = _PERIOD_DAYS.get(rep.periodUnit or "d")
+    frequency, period = rep.get("frequency"), rep.get("period")
+    freq = Decimal(frequency) if frequency is not None else Decimal(1)
+    if period is None:
+        period = Decimal(1)
+    days = _PERIOD_DAYS.get(rep.get("periodUnit") or "d")
     if days is None or period <= 0 or freq < 0:
         return None
     return freq / (period * days)

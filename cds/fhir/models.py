@@ -7,14 +7,24 @@ read, with FHIR JSON types (strings are strings, decimals are JSON numbers, no
 coercion), and ignore the rest; a wrong type in an element we read fails validation and
 becomes a data error naming that element. Full fhir.resources validation is available
 with ``build_facts(..., validation="full")`` (see cds.fhir.read).
+
+The models are TypedDicts validated by pydantic (one TypeAdapter per resource type,
+:data:`VALIDATE`): the validated value is a plain dict holding only the elements
+declared here that the input has (an absent element is an absent key, read with
+``.get``). A BaseModel made one instance per element object, with its field set and a
+default for every absent field: an Observation validated as BaseModels cost ~47,500
+instructions, as TypedDicts ~23,700, with the same checks (issue 15).
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Required
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictBool, StrictInt, StrictStr
+from pydantic import PlainValidator, StrictBool, StrictInt, StrictStr, TypeAdapter
+
+# pydantic reads a TypedDict's hints only from typing_extensions' TypedDict before 3.12
+from typing_extensions import TypedDict, get_type_hints
 
 _INF = float("inf")
 
@@ -38,204 +48,220 @@ def _json_decimal(value: Any) -> Decimal:
 #: validated again as a Decimal, a second look at a value made here)
 FhirDecimal = Annotated[Decimal, PlainValidator(_json_decimal)]
 
-
-class Element(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class Coding(Element):
-    system: StrictStr | None = None
-    code: StrictStr | None = None
-    display: StrictStr | None = None
+# Every element may be absent (total=False) or null (`| None`): both read as None by
+# `.get`, as the BaseModels' `= None` defaults did. Lists are not nullable (a null list
+# is a data error, as before); an absent one reads as `.get(name, ())`.
 
 
-class CodeableConcept(Element):
-    coding: list[Coding] = Field(default_factory=list)
-    text: StrictStr | None = None
-
-    def words(self) -> str:
-        """Lower-cased text and displays, for text recognition."""
-        parts = [self.text or ""] + [c.display or "" for c in self.coding]
-        return " | ".join(p for p in parts if p).lower()
-
-    def label(self) -> str:
-        """A human label: text, else the first display, else system|code."""
-        if self.text:
-            return self.text
-        for c in self.coding:
-            if c.display:
-                return c.display
-        for c in self.coding:
-            if c.code:
-                return f"{c.system or ''}|{c.code}"
-        return ""
+class Coding(TypedDict, total=False):
+    system: StrictStr | None
+    code: StrictStr | None
+    display: StrictStr | None
 
 
-class Identifier(Element):
-    system: StrictStr | None = None
-    value: StrictStr | None = None
+class CodeableConcept(TypedDict, total=False):
+    coding: list[Coding]
+    text: StrictStr | None
 
 
-class Reference(Element):
-    reference: StrictStr | None = None
-    display: StrictStr | None = None
-    identifier: Identifier | None = None
+def words(cc: CodeableConcept) -> str:
+    """Lower-cased text and displays, for text recognition."""
+    parts = [cc.get("text") or ""] + [c.get("display") or "" for c in cc.get("coding", ())]
+    return " | ".join(p for p in parts if p).lower()
 
 
-class Quantity(Element):
-    value: FhirDecimal | None = None
-    comparator: StrictStr | None = None
-    unit: StrictStr | None = None
-    system: StrictStr | None = None
-    code: StrictStr | None = None
+def label(cc: CodeableConcept) -> str:
+    """A human label: text, else the first display, else system|code."""
+    text = cc.get("text")
+    if text:
+        return text
+    codings = cc.get("coding", ())
+    for c in codings:
+        shown = c.get("display")
+        if shown:
+            return shown
+    for c in codings:
+        code = c.get("code")
+        if code:
+            return f"{c.get('system') or ''}|{code}"
+    return ""
 
 
-class Period(Element):
-    start: StrictStr | None = None
-    end: StrictStr | None = None
+def concept_text(cc: CodeableConcept) -> str:
+    """The text a CodeableConcept was shown by in data errors when it was a BaseModel
+    (its str(): every field, absent ones as their defaults), kept as it was."""
+    codings = ", ".join(
+        f"Coding(system={c.get('system')!r}, code={c.get('code')!r}, display={c.get('display')!r})"
+        for c in cc.get("coding", ())
+    )
+    return f"coding=[{codings}] text={cc.get('text')!r}"
 
 
-class Meta(Element):
-    versionId: StrictStr | None = None
-    lastUpdated: StrictStr | None = None
+class Identifier(TypedDict, total=False):
+    system: StrictStr | None
+    value: StrictStr | None
 
 
-class Resource(Element):
-    resourceType: StrictStr
-    id: StrictStr | None = None
-    meta: Meta | None = None
+class Reference(TypedDict, total=False):
+    reference: StrictStr | None
+    display: StrictStr | None
+    identifier: Identifier | None
 
 
-class Patient(Resource):
-    gender: StrictStr | None = None
-    birthDate: StrictStr | None = None
+class Quantity(TypedDict, total=False):
+    value: FhirDecimal | None
+    comparator: StrictStr | None
+    unit: StrictStr | None
+    system: StrictStr | None
+    code: StrictStr | None
 
 
-class ObservationComponent(Element):
-    code: CodeableConcept
-    valueQuantity: Quantity | None = None
-    valueString: StrictStr | None = None
-    valueCodeableConcept: CodeableConcept | None = None
-    valueInteger: StrictInt | None = None
-    valueBoolean: StrictBool | None = None
+class Period(TypedDict, total=False):
+    start: StrictStr | None
+    end: StrictStr | None
 
 
-class Observation(Resource):
-    status: StrictStr | None = None
-    code: CodeableConcept | None = None
-    subject: Reference | None = None
-    effectiveDateTime: StrictStr | None = None
-    effectivePeriod: Period | None = None
-    effectiveInstant: StrictStr | None = None
-    valueQuantity: Quantity | None = None
-    valueString: StrictStr | None = None
-    valueCodeableConcept: CodeableConcept | None = None
-    valueInteger: StrictInt | None = None
-    valueBoolean: StrictBool | None = None
-    bodySite: CodeableConcept | None = None
-    device: Reference | None = None
-    component: list[ObservationComponent] = Field(default_factory=list)
+class Meta(TypedDict, total=False):
+    versionId: StrictStr | None
+    lastUpdated: StrictStr | None
 
 
-class DeviceName(Element):
-    name: StrictStr | None = None
+class Resource(TypedDict, total=False):
+    resourceType: Required[StrictStr]
+    id: StrictStr | None
+    meta: Meta | None
 
 
-class Device(Resource):
-    manufacturer: StrictStr | None = None
-    modelNumber: StrictStr | None = None
-    serialNumber: StrictStr | None = None
-    deviceName: list[DeviceName] = Field(default_factory=list)
-    type: CodeableConcept | None = None
-    identifier: list[Identifier] = Field(default_factory=list)
+class Patient(Resource, total=False):
+    gender: StrictStr | None
+    birthDate: StrictStr | None
 
 
-class Condition(Resource):
-    clinicalStatus: CodeableConcept | None = None
-    verificationStatus: CodeableConcept | None = None
-    code: CodeableConcept | None = None
-    subject: Reference | None = None
-    onsetDateTime: StrictStr | None = None
-    onsetPeriod: Period | None = None
-    recordedDate: StrictStr | None = None
+class ObservationComponent(TypedDict, total=False):
+    code: Required[CodeableConcept]
+    valueQuantity: Quantity | None
+    valueString: StrictStr | None
+    valueCodeableConcept: CodeableConcept | None
+    valueInteger: StrictInt | None
+    valueBoolean: StrictBool | None
 
 
-class Procedure(Resource):
-    status: StrictStr | None = None
-    code: CodeableConcept | None = None
-    subject: Reference | None = None
-    performedDateTime: StrictStr | None = None
-    performedPeriod: Period | None = None
+class Observation(Resource, total=False):
+    status: StrictStr | None
+    code: CodeableConcept | None
+    subject: Reference | None
+    effectiveDateTime: StrictStr | None
+    effectivePeriod: Period | None
+    effectiveInstant: StrictStr | None
+    valueQuantity: Quantity | None
+    valueString: StrictStr | None
+    valueCodeableConcept: CodeableConcept | None
+    valueInteger: StrictInt | None
+    valueBoolean: StrictBool | None
+    bodySite: CodeableConcept | None
+    device: Reference | None
+    component: list[ObservationComponent]
 
 
-class RepeatTiming(Element):
-    frequency: StrictInt | None = None
-    period: FhirDecimal | None = None
-    periodUnit: StrictStr | None = None
+class DeviceName(TypedDict, total=False):
+    name: StrictStr | None
 
 
-class Timing(Element):
-    repeat: RepeatTiming | None = None
+class Device(Resource, total=False):
+    manufacturer: StrictStr | None
+    modelNumber: StrictStr | None
+    serialNumber: StrictStr | None
+    deviceName: list[DeviceName]
+    type: CodeableConcept | None
+    identifier: list[Identifier]
 
 
-class DoseAndRate(Element):
-    doseQuantity: Quantity | None = None
+class Condition(Resource, total=False):
+    clinicalStatus: CodeableConcept | None
+    verificationStatus: CodeableConcept | None
+    code: CodeableConcept | None
+    subject: Reference | None
+    onsetDateTime: StrictStr | None
+    onsetPeriod: Period | None
+    recordedDate: StrictStr | None
 
 
-class Dosage(Element):
-    text: StrictStr | None = None
-    timing: Timing | None = None
-    route: CodeableConcept | None = None
-    doseAndRate: list[DoseAndRate] = Field(default_factory=list)
+class Procedure(Resource, total=False):
+    status: StrictStr | None
+    code: CodeableConcept | None
+    subject: Reference | None
+    performedDateTime: StrictStr | None
+    performedPeriod: Period | None
 
 
-class AdministrationDosage(Element):
-    text: StrictStr | None = None
-    dose: Quantity | None = None
-    route: CodeableConcept | None = None
+class RepeatTiming(TypedDict, total=False):
+    frequency: StrictInt | None
+    period: FhirDecimal | None
+    periodUnit: StrictStr | None
 
 
-class Medication(Resource):
-    code: CodeableConcept | None = None
-    form: CodeableConcept | None = None  # CS-1.8 rev 2: dose form (systemic or not)
+class Timing(TypedDict, total=False):
+    repeat: RepeatTiming | None
 
 
-class MedicationStatement(Resource):
-    status: StrictStr | None = None
-    medicationCodeableConcept: CodeableConcept | None = None
-    medicationReference: Reference | None = None
-    subject: Reference | None = None
-    effectiveDateTime: StrictStr | None = None
-    effectivePeriod: Period | None = None
-    dosage: list[Dosage] = Field(default_factory=list)
+class DoseAndRate(TypedDict, total=False):
+    doseQuantity: Quantity | None
 
 
-class MedicationRequest(Resource):
-    status: StrictStr | None = None
-    intent: StrictStr | None = None
-    medicationCodeableConcept: CodeableConcept | None = None
-    medicationReference: Reference | None = None
-    subject: Reference | None = None
-    authoredOn: StrictStr | None = None
-    dosageInstruction: list[Dosage] = Field(default_factory=list)
+class Dosage(TypedDict, total=False):
+    text: StrictStr | None
+    timing: Timing | None
+    route: CodeableConcept | None
+    doseAndRate: list[DoseAndRate]
 
 
-class MedicationAdministration(Resource):
-    status: StrictStr | None = None
-    medicationCodeableConcept: CodeableConcept | None = None
-    medicationReference: Reference | None = None
-    subject: Reference | None = None
-    effectiveDateTime: StrictStr | None = None
-    effectivePeriod: Period | None = None
-    dosage: AdministrationDosage | None = None
+class AdministrationDosage(TypedDict, total=False):
+    text: StrictStr | None
+    dose: Quantity | None
+    route: CodeableConcept | None
 
 
-class ServiceRequest(Resource):
-    status: StrictStr | None = None
-    intent: StrictStr | None = None
-    code: CodeableConcept | None = None
-    subject: Reference | None = None
-    authoredOn: StrictStr | None = None
+class Medication(Resource, total=False):
+    code: CodeableConcept | None
+    form: CodeableConcept | None  # CS-1.8 rev 2: dose form (systemic or not)
+
+
+class MedicationStatement(Resource, total=False):
+    status: StrictStr | None
+    medicationCodeableConcept: CodeableConcept | None
+    medicationReference: Reference | None
+    subject: Reference | None
+    effectiveDateTime: StrictStr | None
+    effectivePeriod: Period | None
+    dosage: list[Dosage]
+
+
+class MedicationRequest(Resource, total=False):
+    status: StrictStr | None
+    intent: StrictStr | None
+    medicationCodeableConcept: CodeableConcept | None
+    medicationReference: Reference | None
+    subject: Reference | None
+    authoredOn: StrictStr | None
+    dosageInstruction: list[Dosage]
+
+
+class MedicationAdministration(Resource, total=False):
+    status: StrictStr | None
+    medicationCodeableConcept: CodeableConcept | None
+    medicationReference: Reference | None
+    subject: Reference | None
+    effectiveDateTime: StrictStr | None
+    effectivePeriod: Period | None
+    dosage: AdministrationDosage | None
+
+
+class ServiceRequest(Resource, total=False):
+    status: StrictStr | None
+    intent: StrictStr | None
+    code: CodeableConcept | None
+    subject: Reference | None
+    authoredOn: StrictStr | None
 
 
 #: The resource types read, by resourceType.
@@ -251,3 +277,59 @@ MODELS: dict[str, type[Resource]] = {
     "MedicationAdministration": MedicationAdministration,
     "ServiceRequest": ServiceRequest,
 }
+
+#: the validation of each model of MODELS (pydantic.ValidationError on a data error), by
+#: resourceType: the pydantic-core validator itself, without TypeAdapter's Python wrapper
+VALIDATE = {rtype: TypeAdapter(model).validator.validate_python for rtype, model in MODELS.items()}
+
+
+def model_at(rtype: str, loc: tuple[int | str, ...]) -> str | None:
+    """The name of the model declared at `loc` (a validation error's location) inside a
+    resource of type `rtype`; None when `loc` names no model."""
+    node: Any = MODELS.get(rtype)
+    for step in loc:
+        if node is None:
+            return None
+        if isinstance(step, int):
+            node = _item(node)
+        else:
+            hints = get_type_hints(node) if isinstance(node, type) else {}
+            node = _unwrap(hints.get(step))
+    return node.__name__ if isinstance(node, type) and node in _NAMED else None
+
+
+def _unwrap(hint: Any) -> Any:
+    """The type of an element's hint, without `| None` (a list stays a list)."""
+    args = [a for a in getattr(hint, "__args__", ()) if a is not type(None)]
+    if getattr(hint, "__origin__", None) is list or not args or len(args) > 1:
+        return hint
+    return args[0]
+
+
+def _item(hint: Any) -> Any:
+    """The item type of a list hint, else None."""
+    if getattr(hint, "__origin__", None) is list:
+        return hint.__args__[0]
+    return None
+
+
+#: every model (resources and their element types), for model_at
+_NAMED: frozenset[type] = frozenset(
+    {
+        *MODELS.values(),
+        Coding,
+        CodeableConcept,
+        Identifier,
+        Reference,
+        Quantity,
+        Period,
+        Meta,
+        ObservationComponent,
+        DeviceName,
+        RepeatTiming,
+        Timing,
+        DoseAndRate,
+        Dosage,
+        AdministrationDosage,
+    }
+)

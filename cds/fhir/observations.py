@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 
 from cds.contracts.outcome import DataIssue
 from cds.fhir import issues as di
@@ -42,42 +42,44 @@ _new_measurement = tuple.__new__
 def read_observation(ctx: ReadContext, raw: dict[str, Any], obs: m.Observation, ref: str) -> None:
     """One Observation: a result, a result's components, menopausal status, or a lab
     result of an orderable test; anything else is traced as ignored."""
-    preliminary = OBS_USED.get(obs.status) if obs.status is not None else None
+    status = obs.get("status")
+    preliminary = OBS_USED.get(status) if status is not None else None
     if preliminary is None:
-        _status_unused(ctx, obs, ref)
+        _status_unused(ctx, status, ref)
         return
     trace = ctx.data.trace
-    kind, lab_key = lookup(ctx, obs.code)
+    code = obs.get("code")
+    kind, lab_key = lookup(ctx, code)
     lab = _lab_result(ctx, obs, ref, lab_key) if lab_key is not None else None
     if kind is None:
-        meno = menopause(ctx, obs.code) or menopause(ctx, obs.valueCodeableConcept)
+        meno = menopause(ctx, code) or menopause(ctx, obs.get("valueCodeableConcept"))
         if meno is not None:
             at = when(obs_date(obs), "Observation.effective[x]", ref, [], False)
             ctx.data.menopause.append((meno, ref, at))
             trace.use(ref, f"menopausal status: {meno}")
-        elif obs.component:
+        elif obs.get("component"):
             _components(ctx, obs, ref, preliminary)
         elif lab is not None:
             trace.use(ref, lab)
         else:
-            label = obs.code.label() if obs.code else "no code"
+            label = m.label(code) if code is not None else "no code"
             trace.ignore(ref, f"unknown code ({label})")
         return
     _result(ctx, raw, obs, ref, kind, preliminary)
 
 
-def _status_unused(ctx: ReadContext, obs: m.Observation, ref: str) -> None:
+def _status_unused(ctx: ReadContext, status: str | None, ref: str) -> None:
     """An Observation not used for its status: traced, a data error unless the status
     says it is not a result (entered-in-error, cancelled, ...)."""
     trace = ctx.data.trace
-    if obs.status is None:
+    if status is None:
         ctx.data.issues.append(di.status_missing(ref))
         trace.ignore(ref, "no status")
-    elif obs.status in OBS_IGNORED:
-        trace.ignore(ref, f"status {obs.status}")
+    elif status in OBS_IGNORED:
+        trace.ignore(ref, f"status {status}")
     else:
-        ctx.data.issues.append(di.status_invalid(ref, obs.status))
-        trace.ignore(ref, f"unknown status {obs.status}")
+        ctx.data.issues.append(di.status_invalid(ref, status))
+        trace.ignore(ref, f"unknown status {status}")
 
 
 def _dated(ctx: ReadContext, obs: m.Observation, ref: str) -> When | None:
@@ -99,9 +101,9 @@ def _components(ctx: ReadContext, obs: m.Observation, ref: str, preliminary: boo
     if at is None:
         return
     made = 0
-    device = scanner(ctx, obs.device)
-    for i, comp in enumerate(obs.component):
-        ckind = lookup(ctx, comp.code)[0]
+    device = scanner(ctx, obs.get("device"))
+    for i, comp in enumerate(obs.get("component", ())):
+        ckind = lookup(ctx, comp["code"])[0]
         if ckind is None:
             continue
         where = f"Observation.component[{i}]"
@@ -111,7 +113,8 @@ def _components(ctx: ReadContext, obs: m.Observation, ref: str, preliminary: boo
             trace.use(ref, f"component[{i}]: {describe(mm)}")
             made += 1
     if not made:
-        trace.ignore(ref, f"no recognised component ({obs.code.label() if obs.code else ''})")
+        code = obs.get("code")
+        trace.ignore(ref, f"no recognised component ({m.label(code) if code is not None else ''})")
 
 
 def _result(
@@ -136,8 +139,9 @@ def _result(
         return
     if at.partial:
         trace.assumptions.append(f"{ref}: partial date {at.text} read as {at.date}")
-    device = scanner(ctx, obs.device) if kind[0] in ("dxa", "tbs") else None
-    mm = measure(ctx, kind, obs, "Observation", ref, at, preliminary, obs.bodySite, device)
+    device = scanner(ctx, obs.get("device")) if kind[0] in ("dxa", "tbs") else None
+    site = obs.get("bodySite")
+    mm = measure(ctx, kind, obs, "Observation", ref, at, preliminary, site, device)
     if mm is None:
         trace.ignore(ref, why(data.issues, ref))
         return
@@ -159,22 +163,27 @@ def describe(mm: Measurement) -> str:
 
 def obs_date(obs: m.Observation) -> str | None:
     """The text of the Observation's effective[x] date."""
-    if obs.effectiveDateTime is not None:
-        return obs.effectiveDateTime
-    if obs.effectivePeriod is not None and obs.effectivePeriod.start is not None:
-        return obs.effectivePeriod.start
-    return obs.effectiveInstant
+    text = obs.get("effectiveDateTime")
+    if text is not None:
+        return text
+    period = obs.get("effectivePeriod")
+    if period is not None:
+        start = period.get("start")
+        if start is not None:
+            return start
+    return obs.get("effectiveInstant")
 
 
 def obs_when(obs: m.Observation, ref: str, issues: list[DataIssue]) -> When | None:
     """`when` of obs_date(obs), naming the element it comes from."""
-    text = obs.effectiveDateTime
+    text = obs.get("effectiveDateTime")
     if text is not None:
         return when(text, "Observation.effectiveDateTime", ref, issues)
-    period = obs.effectivePeriod
-    if period is not None and period.start is not None:
-        return when(period.start, "Observation.effectivePeriod.start", ref, issues)
-    text = obs.effectiveInstant
+    period = obs.get("effectivePeriod")
+    start = period.get("start") if period is not None else None
+    if start is not None:
+        return when(start, "Observation.effectivePeriod.start", ref, issues)
+    text = obs.get("effectiveInstant")
     if text is not None:
         return when(text, "Observation.effectiveInstant", ref, issues)
     return when(None, "Observation.effective[x]", ref, issues)
@@ -210,8 +219,8 @@ def lookup(ctx: ReadContext, cc: m.CodeableConcept | None) -> ObsCode:
     kind: ObsKind | None = None
     lab: str | None = None
     index = ctx.p.obs_codes
-    for c in cc.coding:
-        hit = index.get((c.system or "", c.code or ""))
+    for c in cc.get("coding", ()):
+        hit = index.get((c.get("system") or "", c.get("code") or ""))
         if hit is not None:
             kind = kind or hit[0]
             lab = lab or hit[1]
@@ -223,7 +232,7 @@ def lookup(ctx: ReadContext, cc: m.CodeableConcept | None) -> ObsCode:
 
 
 def _by_text(ctx: ReadContext, cc: m.CodeableConcept) -> ObsKind | None:
-    words = cc.words()
+    words = m.words(cc)
     if words:
         for pattern in ctx.p.tbs_text:
             if pattern in words:
@@ -238,11 +247,12 @@ def vertebra(ctx: ReadContext, site: m.CodeableConcept | None) -> tuple[str | No
     """The vertebra of a lumbar result (L1-L4) and the number of vertebrae it covers."""
     if site is None:
         return None, None
-    for c in site.coding:
-        v = ctx.p.vertebrae.get(_norm(c.system, c.code))
+    codings = site.get("coding", ())
+    for c in codings:
+        v = ctx.p.vertebrae.get(_norm(c.get("system"), c.get("code")))
         if v is not None:
             return v, 1
-    chunks = [site.text or ""] + [c.display or "" for c in site.coding]
+    chunks = [site.get("text") or ""] + [c.get("display") or "" for c in codings]
     for chunk in chunks:
         mt = _RANGE.search(chunk)
         if mt:
@@ -283,7 +293,7 @@ def measure(
         return None
     lo, hi = ctx.p.ranges[_RANGE_KEY.get(score, score)]
     if not (lo <= norm <= hi):
-        q = holder.valueQuantity
+        q = holder.get("valueQuantity")
         vexpr = f"{prefix}.valueQuantity.value" if q is not None else f"{prefix}.valueInteger"
         ctx.data.issues.append(di.value_implausible(ref, vexpr, _WHAT[score], value, lo, hi))
         return None
@@ -307,22 +317,27 @@ def _value(
 ) -> tuple[Decimal, str] | None:
     """(value, unit) of valueQuantity or valueInteger; None with a data error otherwise.
     The element paths of the messages are only formatted for a message."""
-    q = holder.valueQuantity
+    q = holder.get("valueQuantity")
     if q is not None:
-        if q.value is None:
+        value = q.get("value")
+        if value is None:
             issues.append(di.value_missing(ref, f"{prefix}.valueQuantity.value", what))
             return None
-        if q.comparator is not None:
+        comparator = q.get("comparator")
+        if comparator is not None:
             expr = f"{prefix}.valueQuantity.comparator"
-            issues.append(di.value_inexact(ref, expr, what, q.comparator))
+            issues.append(di.value_inexact(ref, expr, what, comparator))
             return None
-        code = q.code
-        return q.value, (code if code is not None else q.unit or "").strip()
-    if holder.valueInteger is not None:
-        return Decimal(holder.valueInteger), ""
-    other = next((name for name in _NOT_NUMERIC if getattr(holder, name) is not None), None)
+        code = q.get("code")
+        return value, (code if code is not None else q.get("unit") or "").strip()
+    integer = holder.get("valueInteger")
+    if integer is not None:
+        return Decimal(integer), ""
+    other = next((name for name in _NOT_NUMERIC if holder.get(name) is not None), None)
     if other is not None:
-        shown = str(getattr(holder, other))[:40]
+        got = holder.get(other)  # valueCodeableConcept is the one element object
+        text = m.concept_text(cast(m.CodeableConcept, got)) if isinstance(got, dict) else str(got)
+        shown = text[:40]
         issues.append(di.value_not_numeric(ref, f"{prefix}.{other}", what, other, shown))
     else:
         issues.append(di.value_missing(ref, f"{prefix}.value[x]", what))
@@ -338,10 +353,10 @@ def _unit_rejected(
     unit: str,
 ) -> None:
     """The data error of a unit not accepted for the score, naming the accepted ones."""
-    q = holder.valueQuantity
+    q = holder.get("valueQuantity")
     if q is None:
         uexpr = f"{prefix}.valueInteger"
-    elif q.code is not None:
+    elif q.get("code") is not None:
         uexpr = f"{prefix}.valueQuantity.code"
     else:
         uexpr = f"{prefix}.valueQuantity.unit"

@@ -14,7 +14,7 @@ GENDERS = frozenset({"male", "female", "other", "unknown"})
 
 
 def choose_patient(
-    patients: Mapping[str, m.Resource], patient_id: str | None, issues: list[DataIssue]
+    patients: Mapping[str, m.Patient], patient_id: str | None, issues: list[DataIssue]
 ) -> str | None:
     """The Type/id of the patient evaluated: `patient_id`'s, else the only one; None (with
     a fatal data error) when that one is absent or there is none or several."""
@@ -35,11 +35,11 @@ def choose_patient(
 
 def read_patient(pat: m.Patient, ref: str, data: PatientData) -> None:
     """Sex and birth date (a partial birth date's first day, stated as an assumption)."""
-    data.gender = pat.gender
-    if pat.gender is not None and pat.gender not in GENDERS:
-        data.issues.append(di.gender_invalid(ref, pat.gender))
+    gender = data.gender = pat.get("gender")
+    if gender is not None and gender not in GENDERS:
+        data.issues.append(di.gender_invalid(ref, gender))
         data.gender = None
-    born = when(pat.birthDate, "Patient.birthDate", ref, data.issues)
+    born = when(pat.get("birthDate"), "Patient.birthDate", ref, data.issues)
     if born is not None:
         if born.partial:
             data.trace.assumptions.append(

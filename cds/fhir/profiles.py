@@ -376,9 +376,10 @@ class CodeList:
         return cls(tuple(entries), exact, prefix)
 
     def match_coding(self, coding: Coding) -> CodeEntry | None:
-        if not coding.code:
+        code = coding.get("code")
+        if not code:
             return None
-        key = _norm(coding.system, coding.code)
+        key = _norm(coding.get("system"), code)
         hit = self._exact.get(key)
         if hit is not None:
             return hit
@@ -390,7 +391,7 @@ class CodeList:
     def match(self, concept: CodeableConcept | None) -> tuple[CodeEntry, Coding] | None:
         if concept is None:
             return None
-        for coding in concept.coding:
+        for coding in concept.get("coding", ()):
             hit = self.match_coding(coding)
             if hit is not None:
                 return hit, coding
@@ -768,10 +769,11 @@ class CodeIndex:
 
     def hits(self, cc: CodeableConcept) -> Hits:
         out: Hits = {}
-        for coding in cc.coding:
-            if not coding.code:
+        for coding in cc.get("coding", ()):
+            code = coding.get("code")
+            if not code:
                 continue
-            key = _norm(coding.system, coding.code)
+            key = _norm(coding.get("system"), code)
             for cat, entry in self.exact.get(key, ()):
                 out.setdefault(cat, (entry, coding))
             for pre, cat, entry in self.prefix.get((key[0], key[1][:3]), ()):

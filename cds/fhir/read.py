@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
@@ -23,18 +23,14 @@ from cds.fhir.bundle import Entry, dedupe, flatten, ref_target, subject_of, url_
 from cds.fhir.common import ReadContext, errors_to_issues, why
 from cds.fhir.conditions import read_condition, read_procedure
 from cds.fhir.drafts import read_drafts
-from cds.fhir.medications import read_medication
+from cds.fhir.medications import MedResource, read_medication
 from cds.fhir.observations import read_observation
 from cds.fhir.patient import choose_patient, read_patient
 from cds.fhir.profiles import Profiles
 from cds.fhir.records import PatientData, Validation
 from cds.fhir.trace import Trace
 
-#: model_validate of each model in m.MODELS, by resourceType, without its Python wrapper
-#: (the same validator, ~1 us less each)
-_VALIDATE = {
-    rtype: model.__pydantic_validator__.validate_python for rtype, model in m.MODELS.items()
-}
+_VALIDATE = m.VALIDATE
 #: read for the others, not dispatched themselves
 _NOT_DISPATCHED = frozenset({"Patient", "Device", "Medication"})
 
@@ -64,9 +60,7 @@ class Reader:
         chosen = choose_patient(patients, patient_id, issues)
         if chosen is not None:
             data.patient_ref = chosen
-            pat = patients[chosen]
-            assert isinstance(pat, m.Patient)
-            read_patient(pat, chosen, data)
+            read_patient(patients[chosen], chosen, data)
         for ref in sorted(patients):
             if ref != chosen:
                 trace.ignore(ref, "not the patient evaluated")
@@ -112,16 +106,15 @@ class Reader:
 
 def _parse(
     entries: list[Entry], ctx: ReadContext
-) -> tuple[dict[str, tuple[Entry, m.Resource]], dict[str, m.Resource]]:
+) -> tuple[dict[str, tuple[Entry, m.Resource]], dict[str, m.Patient]]:
     """The entries of a type read, validated (data errors for the others), by ref, and
     the Patients among them; the Devices and Medications go to the context."""
     issues, trace = ctx.data.issues, ctx.data.trace
     parsed: dict[str, tuple[Entry, m.Resource]] = {}
-    # by resourceType: a validated model is an instance of exactly MODELS[rtype] (no model
-    # there subclasses another), so these are isinstance filters of `parsed`
-    patients: dict[str, m.Resource] = {}
-    devices: dict[str, m.Resource] = {}
-    medications: dict[str, m.Resource] = {}
+    # by resourceType: a validated resource is of the model MODELS[rtype]
+    patients: dict[str, m.Patient] = {}
+    devices: dict[str, m.Device] = {}
+    medications: dict[str, m.Medication] = {}
     for e in entries:
         rtype = e.rtype
         validate = _VALIDATE.get(rtype)
@@ -136,11 +129,11 @@ def _parse(
             continue
         parsed[e.ref] = (e, res)
         if rtype == "Patient":
-            patients[e.ref] = res
+            patients[e.ref] = cast(m.Patient, res)
         elif rtype == "Device":
-            devices[e.ref] = res
+            devices[e.ref] = cast(m.Device, res)
         elif rtype == "Medication":
-            medications[e.ref] = res
+            medications[e.ref] = cast(m.Medication, res)
     ctx.devices = devices
     ctx.medications = medications
     return parsed, patients
@@ -164,16 +157,21 @@ def _full_ok(e: Entry, ref: str, issues: list[DataIssue], trace: Trace) -> bool:
     return True
 
 
+_MEDICATIONS = frozenset({"MedicationStatement", "MedicationRequest", "MedicationAdministration"})
+
+
 def _dispatch(ctx: ReadContext, e: Entry, res: m.Resource, ref: str) -> None:
-    if isinstance(res, m.Observation):
-        read_observation(ctx, e.raw, res, ref)
-    elif isinstance(res, m.Condition):
-        read_condition(ctx, res, ref)
-    elif isinstance(res, m.Procedure):
-        read_procedure(ctx, res, ref)
-    elif isinstance(res, m.MedicationStatement | m.MedicationRequest | m.MedicationAdministration):
-        read_medication(ctx, res, ref)
-    elif isinstance(res, m.ServiceRequest):
+    """`res` is of the model of its resourceType (m.MODELS[e.rtype])."""
+    rtype = e.rtype
+    if rtype == "Observation":
+        read_observation(ctx, e.raw, cast(m.Observation, res), ref)
+    elif rtype == "Condition":
+        read_condition(ctx, cast(m.Condition, res), ref)
+    elif rtype == "Procedure":
+        read_procedure(ctx, cast(m.Procedure, res), ref)
+    elif rtype in _MEDICATIONS:
+        read_medication(ctx, cast(MedResource, res), ref)
+    elif rtype == "ServiceRequest":
         ctx.data.trace.ignore(
             ref, "ServiceRequest in the record (draft orders come from context.draftOrders)"
         )

@@ -17,7 +17,12 @@ def scanner(ctx: ReadContext, device: m.Reference | None) -> Scanner | None:
     """The scanner a result's `device` names (read once per Reference), None without one."""
     if device is None:
         return None
-    key = (device.reference, device.display, device.identifier)
+    ident = device.get("identifier")
+    key = (
+        device.get("reference"),
+        device.get("display"),
+        None if ident is None else (ident.get("system"), ident.get("value")),
+    )
     hit = ctx.scanners.get(key)
     if hit is None:
         hit = ctx.scanners[key] = read_scanner(ctx, device)
@@ -30,15 +35,18 @@ def read_scanner(ctx: ReadContext, device: m.Reference) -> Scanner:
     whitespace-insensitively; the label is the Device's manufacturer and model when
     known, else the display, never the raw reference (None: nothing to show)."""
     identity: str | None = None
-    display = " ".join((device.display or "").split()) or None
+    shown = device.get("display")
+    display = " ".join((shown or "").split()) or None
     if display is not None and _REFERENCE_TEXT.match(display):
         display = None  # a reference copied into the display names nothing (CS-1.4)
     label = display
-    texts: list[str] = [device.display or ""]
-    if device.reference:
-        identity = ref_target(device.reference, ctx.urls) or device.reference
+    texts: list[str] = [shown or ""]
+    reference = device.get("reference")
+    ident = device.get("identifier")
+    if reference:
+        identity = ref_target(reference, ctx.urls) or reference
         dev = ctx.devices.get(identity)
-        if isinstance(dev, m.Device):
+        if dev is not None:
             label = _device_label(dev, texts) or label
         elif identity.startswith("Device/") and identity not in ctx.missing_devices:
             # the contract (rev 2): the trace says the Device was not available
@@ -49,8 +57,8 @@ def read_scanner(ctx: ReadContext, device: m.Reference) -> Scanner:
                 f"referenced by a DXA result but not in the data (not available): the "
                 f"scanner is named by {named}",
             )
-    elif device.identifier is not None and device.identifier.value:
-        identity = f"{device.identifier.system or ''}|{device.identifier.value}"
+    elif ident is not None and ident.get("value"):
+        identity = f"{ident.get('system') or ''}|{ident.get('value')}"
     elif display is not None and any(p.search(display) for p in ctx.p.device_identifiers):
         identity = f"display|{display.casefold()}"
     return Scanner(identity=identity, label=label, manufacturer=_manufacturer(ctx, texts))
@@ -58,13 +66,15 @@ def read_scanner(ctx: ReadContext, device: m.Reference) -> Scanner:
 
 def _device_label(dev: m.Device, texts: list[str]) -> str:
     """The Device's manufacturer and model ("" when unknown); its words go to `texts`."""
-    names = [n.name for n in dev.deviceName if n.name]
-    texts += [dev.manufacturer or "", dev.modelNumber or "", *names]
-    if dev.type is not None:
-        texts.append(dev.type.words())
-    model = dev.modelNumber or (names[0] if names else None)
-    known = [t for t in (dev.manufacturer, model) if t]
-    if dev.manufacturer and model and dev.manufacturer.lower() in model.lower():
+    names = [name for n in dev.get("deviceName", ()) if (name := n.get("name"))]
+    manufacturer, number = dev.get("manufacturer"), dev.get("modelNumber")
+    texts += [manufacturer or "", number or "", *names]
+    kind = dev.get("type")
+    if kind is not None:
+        texts.append(m.words(kind))
+    model = number or (names[0] if names else None)
+    known = [t for t in (manufacturer, model) if t]
+    if manufacturer and model and manufacturer.lower() in model.lower():
         known = [model]  # deviceName "Hologic Horizon A" already names it
     return " ".join(known)
 

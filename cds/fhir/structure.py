@@ -31,10 +31,7 @@ class _Check:
     target_types: tuple[str, ...]
     valueset: frozenset[tuple[str, str]] | None  # (system, code); system "" = any
     codes: frozenset[str]  # the codes of valueset, for plain code elements
-    codes_ok: frozenset[str]  # codes, when a code in them is all that is checked
     last: str  # steps[-1]
-    #: only presence is checked (not forbidden, no target types, no value set)
-    presence_only: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +93,7 @@ def compile_profile(sd: dict[str, Any]) -> CompiledProfile:
                 target_types=targets,
                 valueset=vs,
                 codes=frozenset(code for _, code in vs or ()),
-                codes_ok=frozenset()
-                if str(el.get("max", "*")) == "0"
-                else frozenset(code for _, code in vs or ()),
                 last=steps[-1],
-                presence_only=not targets and vs is None and str(el.get("max", "*")) != "0",
             )
         )
     return CompiledProfile(
@@ -115,9 +108,10 @@ def _upper_first(s: str) -> str:
 def check(profile: CompiledProfile, resource: dict[str, Any], ref: str) -> list[DataIssue]:
     """Check one resource (raw JSON) against a compiled profile.
 
-    The common outcomes (a choice element present with an allowed type, a present
-    element whose presence is all that is checked, a code in its value set) are decided
-    here; everything else, and every finding, by _check_choice and _check_element."""
+    The common outcome, a conforming element, is decided here with the tests of
+    _check_element (_wrong_target, _not_in_valueset); a choice element present with an
+    allowed type by one set test. Every finding is made by _check_choice and
+    _check_element."""
     issues: list[DataIssue] = []
     for c in profile.checks:
         node: Any = resource
@@ -134,8 +128,12 @@ def check(profile: CompiledProfile, resource: dict[str, Any], ref: str) -> list[
                 _check_choice(profile, c, node, ref, issues)
             continue
         value = node.get(c.last)
-        present = value or (value is not None and value != [] and value != "")
-        if present and (c.presence_only or (type(value) is str and value in c.codes_ok)):
+        if (
+            (value or (value is not None and value != [] and value != ""))  # present
+            and not c.forbidden
+            and (not c.target_types or _wrong_target(c, value) is None)
+            and (c.valueset is None or _not_in_valueset(c, value) is None)
+        ):
             continue
         _check_element(profile, c, node, ref, issues)
     return issues
@@ -172,18 +170,31 @@ def _check_element(
     if c.forbidden:
         issues.append(di.profile_forbidden(ref, expr, name))
         return
-    if c.target_types and isinstance(value, dict):
-        target = value.get("reference")
-        if isinstance(target, str) and "/" in target and not target.startswith("urn:"):
-            rtype = target.rstrip("/").split("/")[-2]
-            if rtype not in c.target_types:
-                targets = " or ".join(c.target_types)
-                issues.append(di.profile_target(ref, expr, name, targets, target))
+    target = _wrong_target(c, value) if c.target_types else None
+    if target is not None:
+        targets = " or ".join(c.target_types)
+        issues.append(di.profile_target(ref, expr, name, targets, target))
     if c.valueset is not None:
         shown = _not_in_valueset(c, value)
         if shown is not None:
             allowed_codes = ", ".join(sorted(code for _, code in c.valueset))
             issues.append(di.profile_code(ref, expr, name, shown, allowed_codes))
+
+
+def _wrong_target(c: _Check, value: Any) -> str | None:
+    """The reference of a Reference `value` that points to a resource type not in the
+    check's target types, else None (a wrong JSON type is reported by the parser)."""
+    if not isinstance(value, dict):
+        return None
+    target = value.get("reference")
+    if (
+        isinstance(target, str)
+        and "/" in target
+        and not target.startswith("urn:")
+        and target.rstrip("/").split("/")[-2] not in c.target_types
+    ):
+        return target
+    return None
 
 
 def _not_in_valueset(c: _Check, value: Any) -> str | None:

@@ -150,3 +150,39 @@ def test_a_lab_result_of_an_orderable_test_is_recorded() -> None:
     )
     data = read(observation(order.code, 1, "1", system=order.system, id="lab"))
     assert [(k, r) for k, _, r in data.lab_results] == [(key, "Observation/lab")]
+
+
+def test_an_element_object_that_is_not_an_object_is_named_by_its_model() -> None:
+    """A structure error names the model the element is read as (as the BaseModels'
+    messages did), on both sides of it: the Coding in a list, the Reference itself."""
+    bad = lumbar_t(-1.0, id="a")
+    bad["code"]["coding"] = ["38267-1"]
+    bad["subject"] = "Patient/p1"
+    found = [(i.code, i.message) for i in errors(read(bad))]
+    assert found == [
+        (
+            "structure",
+            "Observation.code.coding[0]: Input should be a valid dictionary or instance of "
+            "Coding (got '38267-1'); the resource is not used",
+        ),
+        (
+            "structure",
+            "Observation.subject: Input should be a valid dictionary or instance of "
+            "Reference (got 'Patient/p1'); the resource is not used",
+        ),
+    ]
+    wrong = lumbar_t(-1.0, id="b")
+    wrong["code"]["coding"][0]["code"] = 38267
+    assert [(i.code, i.expression) for i in errors(read(wrong))] == [
+        ("value", "Observation.code.coding[0].code")
+    ]
+
+
+def test_a_coded_value_where_a_number_is_needed_is_shown_as_its_elements() -> None:
+    coded = observation("38264-8", "low", value_key="valueString")  # hip T: no profile
+    del coded["valueString"]
+    coded["valueCodeableConcept"] = {"coding": [{"system": SNOMED, "code": "x"}]}
+    (issue,) = errors(read(coded))
+    assert issue.expression == "Observation.valueCodeableConcept"
+    # str() of the CodeableConcept as the BaseModel printed it, cut at 40 characters
+    assert '(valueCodeableConcept "coding=[Coding(system=\'http://snomed.inf")' in issue.message
