@@ -181,16 +181,21 @@ def test_a_device_the_server_lacks_is_noted_and_the_call_goes_on(
     assert any(n.startswith("Device/dxa-gone was not available") for n in notes)
 
 
+def _observation_of_device(device_id: str) -> dict[str, Any]:
+    """An Observation that references a Device the data lacks."""
+    return {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "device": {"reference": f"Device/{device_id}", "display": "Hologic Horizon A"},
+    }
+
+
 def test_without_a_usable_server_a_missing_device_is_noted_and_nothing_is_fetched(
     make_client: Callable[..., TestClient],
 ) -> None:
     body = patient_view_request()
-    observation = {
-        "resourceType": "Observation",
-        "id": "o1",
-        "status": "final",
-        "device": {"reference": "Device/dxa-9", "display": "Hologic Horizon A"},
-    }
+    observation = _observation_of_device("dxa-9")
     body["prefetch"]["observations"] = {
         "resourceType": "Bundle",
         "type": "searchset",
@@ -207,12 +212,7 @@ def test_a_device_referenced_from_a_nested_bundle_is_noted_too(
 ) -> None:
     # the prefetch is walked by the FHIR stage's one walk, nested Bundles included
     body = patient_view_request()
-    observation = {
-        "resourceType": "Observation",
-        "id": "o1",
-        "status": "final",
-        "device": {"reference": "Device/dxa-7", "display": "Hologic Horizon A"},
-    }
+    observation = _observation_of_device("dxa-7")
     inner = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": observation}]}
     body["prefetch"]["observations"] = {
         "resourceType": "Bundle",
