@@ -70,8 +70,16 @@ def page(server: str) -> Iterator[Any]:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(server)
+        _settled(page)
         yield page
         browser.close()
+
+
+def _settled(page: Any) -> None:
+    """Wait until the studio has rendered every answer it asked for: an earlier request
+    (the first patient's, a debounced edit's) re-renders the cards and the chart when it
+    lands, detaching what a test holds (the flake "Element is not attached to the DOM")."""
+    page.wait_for_function("document.body.dataset.busy === '0'")
 
 
 def _tbs_card(page: Any, column: str) -> Any:
@@ -84,6 +92,7 @@ def test_story_threshold_edit_and_typo(page: Any, studio: Studio, tmp_path: Path
         shots = REPO / shots
     shots.mkdir(parents=True, exist_ok=True)
     page.select_option("#patient", STORY)
+    _settled(page)
     card = _tbs_card(page, "current")
     card.wait_for()
     assert "Degraded TBS" in card.locator(".summary").inner_text()
@@ -98,6 +107,7 @@ def test_story_threshold_edit_and_typo(page: Any, studio: Studio, tmp_path: Path
     # the guide's threshold edit, typed into the editor: move the women's degraded
     # cut-off below this patient's TBS (1.180), so her TBS is partially degraded
     page.select_option("#rulefile", "tbs.yaml")
+    _settled(page)
     page.wait_for_function(
         "document.getElementById('editor').value.includes('tbs_degraded_max_women:')"
     )
@@ -106,6 +116,7 @@ def test_story_threshold_edit_and_typo(page: Any, studio: Studio, tmp_path: Path
     block = f"  tbs_degraded_max_women:\n    value: {old.quantize(Decimal('0.001'))}\n"
     assert block in text
     page.fill("#editor", text.replace(block, "  tbs_degraded_max_women:\n    value: 1.170\n"))
+    _settled(page)
     edited = _tbs_card(page, "edited")
     edited.wait_for()
     page.wait_for_function(
@@ -123,6 +134,7 @@ def test_story_threshold_edit_and_typo(page: Any, studio: Studio, tmp_path: Path
     typo = page.input_value("#editor").replace("{field: tbs, ", "{field: tbs_score, ", 1)
     line = next(i for i, t in enumerate(typo.splitlines(), 1) if "tbs_score" in t)
     page.fill("#editor", typo)
+    _settled(page)
     error = page.locator("#errors li").first
     error.wait_for()
     assert error.inner_text().startswith(f"tbs.yaml:{line}:")
@@ -139,10 +151,35 @@ def _shots(tmp_path: Path) -> Path:
     return shots
 
 
+def test_settled_means_every_answer_is_rendered(page: Any) -> None:
+    """With every evaluation answered 0.6 s late, and two of them in flight (a patient
+    change, then an edit), the page reports itself settled only once the last answer is
+    on the screen: the signal the other tests wait on, so it must not come early."""
+    import time as _time
+
+    def slow(route: Any) -> None:
+        _time.sleep(0.6)
+        route.continue_()
+
+    page.route("**/api/evaluate", slow)
+    page.select_option("#patient", STORY)
+    page.select_option("#rulefile", "tbs.yaml")
+    page.wait_for_function("document.getElementById('editor').value.includes('tbs:')")
+    assert page.evaluate("document.body.dataset.busy") != "0"  # answers still on their way
+    _settled(page)
+    # no waiting from here: everything must already be rendered
+    assert "Degraded TBS" in page.eval_on_selector(
+        "#cards-current .card[data-topic='tbs'] .summary", "e => e.textContent"
+    )
+    assert page.evaluate("document.getElementById('status').textContent") == ""
+
+
 def test_parameter_form_moves_the_card_and_saves(page: Any, studio: Studio, tmp_path: Path) -> None:
     page.select_option("#patient", STORY)
+    _settled(page)
     _tbs_card(page, "current").wait_for()
     page.select_option("#param", "tbs_degraded_max_women")
+    _settled(page)
     spec = studio.evaluator.ruleset.parameter_specs["tbs_degraded_max_women"]
     assert Decimal(page.input_value("#param-value")) == Decimal(str(spec.value))
     assert spec.unit
@@ -150,6 +187,7 @@ def test_parameter_form_moves_the_card_and_saves(page: Any, studio: Studio, tmp_
     assert all(e in page.inner_text("#param-info") for e in spec.evidence)
     # a value that is not a number: the error says what to type, no edited cards
     page.fill("#param-value", "1,17")
+    _settled(page)
     page.locator("#param-errors li").first.wait_for()
     assert "takes a number" in page.inner_text("#param-errors")
     assert page.is_disabled("#param-save")
@@ -158,6 +196,7 @@ def test_parameter_form_moves_the_card_and_saves(page: Any, studio: Studio, tmp_
 
     value = _below_patient(studio)
     page.fill("#param-value", value)
+    _settled(page)
     page.wait_for_function(
         "document.querySelector(\"#cards-edited .card[data-topic='tbs'] .summary\")"
         "?.textContent.includes('partially degraded')"
@@ -167,6 +206,7 @@ def test_parameter_form_moves_the_card_and_saves(page: Any, studio: Studio, tmp_
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(_shots(tmp_path) / "studio-parameter.png"))
     page.click("#param-save")
+    _settled(page)
     page.wait_for_function("document.getElementById('status').textContent.includes('saved')")
     assert f"    value: {value}\n" in (studio.rules_dir / "tbs.yaml").read_text()
     assert len(list(studio.rules_dir.glob("tbs.yaml.*.bak"))) == 1
@@ -179,6 +219,7 @@ def test_feedback_page_shows_the_store(page: Any, studio: Studio, tmp_path: Path
     _seed(url)
     studio.database_url = url
     page.click("#feedback-load")
+    _settled(page)
     row = page.locator("#feedback-table tr[data-rule='tbs.women.degraded']")
     row.wait_for()
     cells = [c.inner_text() for c in row.locator("td").all()]
@@ -194,14 +235,18 @@ def test_impact_panel_shows_the_patients_a_parameter_edit_moves(
     from tests.studio.test_studio_parameters import _below_patient
 
     page.select_option("#patient", STORY)
+    _settled(page)
     _tbs_card(page, "current").wait_for()
     page.select_option("#param", "tbs_degraded_max_women")
+    _settled(page)
     page.fill("#param-value", _below_patient(studio))
+    _settled(page)
     page.wait_for_function(
         "document.querySelector(\"#cards-edited .card[data-topic='tbs'] .summary\")"
         "?.textContent.includes('partially degraded')"
     )
     page.click("#impact-run")
+    _settled(page)
     page.locator("#impact-table").wait_for()
     summary = page.inner_text("#impact-summary")
     stories = len(list((REPO / "tests" / "fixtures" / "stories").glob("*.json")))
@@ -213,6 +258,7 @@ def test_impact_panel_shows_the_patients_a_parameter_edit_moves(
     page.locator("#impact").screenshot(path=str(_shots(tmp_path) / "studio-impact.png"))
     # an example patient opens in the page
     page.select_option("#patient", "01-normal-postmenopausal.json")
+    _settled(page)
     page.locator(f"#impact a.impact-patient[data-patient='{STORY}']").first.click()
     page.wait_for_function(f"document.getElementById('patient').value === '{STORY}'")
     _tbs_card(page, "current").wait_for()
