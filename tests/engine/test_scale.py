@@ -288,5 +288,8 @@ def test_sessions_reuse_the_heap_instead_of_faulting_it_in_again() -> None:
         pytest.skip("not glibc: malloc's trim threshold cannot be set")
     kept = _child(FAULTS.format(skip=False))
     default = _child(FAULTS.format(skip=True))
-    assert float(str(default["faults"])) > 1000  # what the setting avoids
-    assert float(str(kept["faults"])) < 100
+    kept_faults, default_faults = float(str(kept["faults"])), float(str(default["faults"]))
+    assert kept_faults < 100
+    # what the setting avoids: ~10,000 faults per evaluation on a quiet machine, seen as low
+    # as 652 on a loaded one (glibc's own threshold adjustment), never near the kept count
+    assert default_faults > 5 * max(kept_faults, 50)
